@@ -1,0 +1,531 @@
+//! Turns a parsed TOML table into a `Config`, checking every value and every
+//! cross-reference and collecting all problems before giving up.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use super::walk::{ConfigErrors, Problems, TableReader};
+use super::{
+    ClientTimeouts, Config, IoMode, Limits, ListenerConfig, RuntimeSettings, ServerConfig,
+    UpstreamGroup,
+};
+use crate::http::encode::ForwardOptions;
+use crate::http::{HeadLimits, MAX_HEADERS};
+use crate::router::{
+    Action, HeaderMatch, HostMatch, PathMatch, PathRewrite, Redirect, Respond, Route, RouteTable,
+};
+
+pub fn compile(table: &toml::Table) -> Result<Config, ConfigErrors> {
+    let mut p = Problems::default();
+    let mut root = TableReader::new(String::new(), table);
+
+    let runtime = section(&mut root, &mut p, "runtime", runtime);
+    let limits = section(&mut root, &mut p, "limits", limits);
+    let timeouts = section(&mut root, &mut p, "timeouts", timeouts);
+    let forwarding = section(&mut root, &mut p, "forwarding", forwarding);
+    let listeners = listeners(&mut root, &mut p);
+    let upstreams = upstreams(&mut root, &mut p);
+    let routes = routes(
+        &mut root,
+        &mut p,
+        &listeners,
+        &upstreams,
+        limits.max_body_size,
+    );
+    root.finish(&mut p);
+
+    if p.0.is_empty() {
+        Ok(Config {
+            runtime,
+            limits,
+            timeouts,
+            forwarding,
+            listeners,
+            routes,
+            upstreams,
+        })
+    } else {
+        Err(ConfigErrors(p.0))
+    }
+}
+
+/// Reads an optional section with `read`, defaults when absent.
+fn section<T>(
+    root: &mut TableReader<'_>,
+    p: &mut Problems,
+    key: &str,
+    read: impl FnOnce(&mut TableReader<'_>, &mut Problems) -> T,
+) -> T {
+    let empty = toml::Table::new();
+    let mut t = match root.table(p, key) {
+        Some(t) => t,
+        None => TableReader::new(key.to_string(), &empty),
+    };
+    let value = read(&mut t, p);
+    t.finish(p);
+    value
+}
+
+fn runtime(t: &mut TableReader<'_>, p: &mut Problems) -> RuntimeSettings {
+    let io = match t.str(p, "io") {
+        Some(s) => IoMode::parse(s).unwrap_or_else(|| {
+            p.add(
+                t.key_path("io"),
+                format!("`{s}` is not one of auto, io_uring, epoll"),
+            );
+            IoMode::Auto
+        }),
+        None => IoMode::Auto,
+    };
+    RuntimeSettings {
+        threads: t.int(p, "threads", 0, 1024).unwrap_or(0) as usize,
+        pin: t.bool(p, "pin").unwrap_or(true),
+        io,
+        drain_timeout: t
+            .duration(p, "drain_timeout")
+            .unwrap_or(Duration::from_secs(30)),
+    }
+}
+
+fn limits(t: &mut TableReader<'_>, p: &mut Problems) -> Limits {
+    let d = HeadLimits::default();
+    let max_head_size = t.size(p, "max_head_size").unwrap_or(d.max_head_size as u64);
+    if !(1024..=1 << 20).contains(&max_head_size) {
+        p.add(t.key_path("max_head_size"), "must be between 1KiB and 1MiB");
+    }
+    Limits {
+        head: HeadLimits {
+            max_head_size: max_head_size as usize,
+            max_uri_length: t
+                .int(p, "max_uri_length", 16, 1 << 20)
+                .unwrap_or(d.max_uri_length as i64) as usize,
+            max_headers: t
+                .int(p, "max_headers", 1, MAX_HEADERS as i64)
+                .unwrap_or(d.max_headers as i64) as usize,
+        },
+        max_body_size: t.size(p, "max_body_size").unwrap_or(10 << 20),
+    }
+}
+
+fn timeouts(t: &mut TableReader<'_>, p: &mut Problems) -> ClientTimeouts {
+    let mut read = |key: &str, default: u64| {
+        let d = t.duration(p, key).unwrap_or(Duration::from_secs(default));
+        if d.is_zero() {
+            p.add(t.key_path(key), "must be greater than zero");
+        }
+        d
+    };
+    ClientTimeouts {
+        head: read("client_head", 30),
+        keepalive: read("keepalive", 60),
+        io: read("client_io", 60),
+    }
+}
+
+fn forwarding(t: &mut TableReader<'_>, p: &mut Problems) -> ForwardOptions {
+    let d = ForwardOptions::default();
+    ForwardOptions {
+        x_forwarded_for: t.bool(p, "x_forwarded_for").unwrap_or(d.x_forwarded_for),
+        x_forwarded_proto: t
+            .bool(p, "x_forwarded_proto")
+            .unwrap_or(d.x_forwarded_proto),
+        x_forwarded_host: t.bool(p, "x_forwarded_host").unwrap_or(d.x_forwarded_host),
+        via: t.bool(p, "via").unwrap_or(d.via),
+    }
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = addr.parse() {
+        return Ok(a);
+    }
+    match addr.to_socket_addrs() {
+        Ok(mut it) => it
+            .next()
+            .ok_or_else(|| format!("`{addr}` resolves to no address")),
+        Err(e) => Err(format!("`{addr}` is not a host:port address ({e})")),
+    }
+}
+
+/// Iterates an array of tables under `key`, giving each a reader.
+fn each_table<'a>(
+    root: &mut TableReader<'a>,
+    p: &mut Problems,
+    key: &str,
+    mut f: impl FnMut(&mut TableReader<'a>, &mut Problems),
+) {
+    let Some(items) = root.array(p, key) else {
+        return;
+    };
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("{}[{i}]", root.key_path(key));
+        match item.as_table() {
+            Some(table) => {
+                let mut t = TableReader::new(path, table);
+                f(&mut t, p);
+                t.finish(p);
+            }
+            None => p.add(path, "expected a table"),
+        }
+    }
+}
+
+fn listeners(root: &mut TableReader<'_>, p: &mut Problems) -> Vec<ListenerConfig> {
+    let mut out: Vec<ListenerConfig> = Vec::new();
+    if !root.has("listeners") {
+        p.add("listeners", "at least one [[listeners]] entry is required");
+        return out;
+    }
+    each_table(root, p, "listeners", |t, p| {
+        let name = t
+            .str(p, "name")
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("listener{}", out.len()));
+        if out.iter().any(|l| l.name == name) {
+            p.add(
+                t.key_path("name"),
+                format!("listener name `{name}` is used twice"),
+            );
+        }
+        let backlog = t.int(p, "backlog", 1, 65535).unwrap_or(4096) as u32;
+        let bind = match t.str(p, "bind") {
+            Some(b) => resolve(b).map_err(|m| p.add(t.key_path("bind"), m)).ok(),
+            None => {
+                p.add(t.key_path("bind"), "missing (e.g. bind = \"0.0.0.0:8080\")");
+                None
+            }
+        };
+        if let Some(bind) = bind {
+            if bind.port() != 0 && out.iter().any(|l| l.bind == bind) {
+                p.add(
+                    t.key_path("bind"),
+                    format!("{bind} is bound by another listener"),
+                );
+            }
+            out.push(ListenerConfig {
+                name,
+                bind,
+                backlog,
+            });
+        }
+    });
+    out
+}
+
+fn upstreams(root: &mut TableReader<'_>, p: &mut Problems) -> Vec<UpstreamGroup> {
+    let mut out = Vec::new();
+    let Some(mut groups) = root.table(p, "upstreams") else {
+        return out;
+    };
+    for name in groups.keys() {
+        let Some(mut t) = groups.table(p, &name) else {
+            continue;
+        };
+        out.push(upstream_group(&mut t, p, name));
+        t.finish(p);
+    }
+    groups.finish(p);
+    out
+}
+
+fn upstream_group(t: &mut TableReader<'_>, p: &mut Problems, name: String) -> UpstreamGroup {
+    let mut servers = Vec::new();
+    match t.array(p, "servers") {
+        Some([]) => p.add(t.key_path("servers"), "needs at least one server"),
+        Some(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("{}[{i}]", t.key_path("servers"));
+                if let Some(s) = server(item, &path, p) {
+                    servers.push(s);
+                }
+            }
+        }
+        None if !t.has("servers") => p.add(t.key_path("servers"), "missing"),
+        None => {}
+    }
+    let host_header = t.str(p, "host_header").map(|h| h.as_bytes().to_vec());
+    if let Some(h) = &host_header
+        && crate::http::fields::split_host(h).is_none()
+    {
+        p.add(t.key_path("host_header"), "is not a valid Host value");
+    }
+    let mut timeout = |key: &str, default: u64| {
+        let d = t.duration(p, key).unwrap_or(Duration::from_secs(default));
+        if d.is_zero() {
+            p.add(t.key_path(key), "must be greater than zero");
+        }
+        d
+    };
+    UpstreamGroup {
+        name,
+        servers,
+        host_header,
+        connect_timeout: timeout("connect_timeout", 5),
+        response_timeout: timeout("response_timeout", 60),
+        io_timeout: timeout("io_timeout", 60),
+        idle_timeout: timeout("idle_timeout", 30),
+        tunnel_idle_timeout: timeout("tunnel_idle_timeout", 3600),
+        max_idle_per_server: t.int(p, "max_idle_per_server", 0, 100_000).unwrap_or(128) as usize,
+        max_response_head_size: t
+            .size(p, "max_response_head_size")
+            .unwrap_or(32 * 1024)
+            .clamp(1024, 1 << 20) as usize,
+    }
+}
+
+fn server(item: &toml::Value, path: &str, p: &mut Problems) -> Option<ServerConfig> {
+    let (addr, weight) = match item {
+        toml::Value::String(s) => (s.as_str(), 1),
+        toml::Value::Table(table) => {
+            let mut t = TableReader::new(path.to_string(), table);
+            let addr = t.str(p, "addr");
+            let weight = t.int(p, "weight", 1, 10_000).unwrap_or(1) as u32;
+            if addr.is_none() && !t.has("addr") {
+                p.add(t.key_path("addr"), "missing");
+            }
+            t.finish(p);
+            (addr?, weight)
+        }
+        other => {
+            p.add(
+                path,
+                format!(
+                    "expected \"host:port\" or {{ addr, weight }}, found {}",
+                    other.type_str()
+                ),
+            );
+            return None;
+        }
+    };
+    match resolve(addr) {
+        Ok(addr) => Some(ServerConfig { addr, weight }),
+        Err(m) => {
+            p.add(path, m);
+            None
+        }
+    }
+}
+
+fn routes(
+    root: &mut TableReader<'_>,
+    p: &mut Problems,
+    listeners: &[ListenerConfig],
+    upstreams: &[UpstreamGroup],
+    default_body_limit: u64,
+) -> RouteTable {
+    let mut out = Vec::new();
+    each_table(root, p, "routes", |t, p| {
+        let index = out.len();
+        if let Some(r) = route(t, p, index, listeners, upstreams, default_body_limit) {
+            out.push(r);
+        }
+    });
+    RouteTable { routes: out }
+}
+
+fn route(
+    t: &mut TableReader<'_>,
+    p: &mut Problems,
+    index: usize,
+    listeners: &[ListenerConfig],
+    upstreams: &[UpstreamGroup],
+    default_body_limit: u64,
+) -> Option<Route> {
+    let name = t
+        .str(p, "name")
+        .map_or_else(|| format!("route{index}"), str::to_string);
+    let mut ok = true;
+
+    let mut listener_ids = Vec::new();
+    for l in t.strings(p, "listeners").unwrap_or_default() {
+        match listeners.iter().position(|x| x.name == l) {
+            Some(i) => listener_ids.push(i),
+            None => {
+                p.add(t.key_path("listeners"), format!("no listener named `{l}`"));
+                ok = false;
+            }
+        }
+    }
+
+    let mut hosts = Vec::new();
+    for h in t.strings(p, "host").unwrap_or_else(|| vec!["*"]) {
+        match HostMatch::parse(h) {
+            Ok(m) => hosts.push(m),
+            Err(m) => {
+                p.add(t.key_path("host"), m);
+                ok = false;
+            }
+        }
+    }
+
+    let path = match (t.str(p, "path_prefix"), t.str(p, "path_exact")) {
+        (Some(_), Some(_)) => {
+            p.add(
+                t.key_path("path_exact"),
+                "set path_prefix or path_exact, not both",
+            );
+            None
+        }
+        (Some(s), None) => check_path(s, &t.key_path("path_prefix"), p).map(PathMatch::Prefix),
+        (None, Some(s)) => check_path(s, &t.key_path("path_exact"), p).map(PathMatch::Exact),
+        (None, None) => Some(PathMatch::Prefix(b"/".to_vec())),
+    };
+
+    let mut methods = Vec::new();
+    for m in t.strings(p, "methods").unwrap_or_default() {
+        if m.is_empty() || !m.bytes().all(crate::http::fields::is_tchar) {
+            p.add(t.key_path("methods"), format!("`{m}` is not a method name"));
+            ok = false;
+        }
+        methods.push(m.to_ascii_uppercase().into_bytes());
+    }
+
+    let mut headers = Vec::new();
+    if let Some(mut h) = t.table(p, "headers") {
+        for key in h.keys() {
+            let value = h.str(p, &key).map(|v| v.as_bytes().to_vec());
+            headers.push(HeaderMatch {
+                name: key.to_ascii_lowercase().into_bytes(),
+                value,
+            });
+        }
+        h.finish(p);
+    }
+    for name in t.strings(p, "header_present").unwrap_or_default() {
+        headers.push(HeaderMatch {
+            name: name.to_ascii_lowercase().into_bytes(),
+            value: None,
+        });
+    }
+
+    let max_body_size = t.size(p, "max_body_size").unwrap_or(default_body_limit);
+    let action = action(t, p, path.as_ref(), upstreams);
+    (ok && path.is_some() && action.is_some()).then(|| Route {
+        name,
+        listeners: listener_ids,
+        hosts,
+        path: path.unwrap_or(PathMatch::Prefix(b"/".to_vec())),
+        methods,
+        headers,
+        max_body_size,
+        action: action.unwrap_or(Action::Respond(Respond::new(404, b"", ""))),
+    })
+}
+
+fn check_path(s: &str, key: &str, p: &mut Problems) -> Option<Vec<u8>> {
+    let mut scratch = Vec::new();
+    match crate::http::path::normalize(s.as_bytes(), &mut scratch) {
+        Ok(n) if s.starts_with('/') && n == s.as_bytes() => Some(n.to_vec()),
+        _ => {
+            p.add(
+                key,
+                format!("`{s}` must be a normalised path starting with `/`"),
+            );
+            None
+        }
+    }
+}
+
+fn action(
+    t: &mut TableReader<'_>,
+    p: &mut Problems,
+    path: Option<&PathMatch>,
+    upstreams: &[UpstreamGroup],
+) -> Option<Action> {
+    let chosen: Vec<&str> = ["upstream", "redirect", "respond"]
+        .into_iter()
+        .filter(|k| t.has(k))
+        .collect();
+    if chosen.len() != 1 {
+        p.add(
+            &t.path,
+            "needs exactly one action: upstream, redirect or respond",
+        );
+    }
+    let strip = t.bool(p, "strip_prefix").unwrap_or(false);
+    let rewrite = t.str(p, "rewrite_prefix");
+    if (strip || rewrite.is_some()) && !matches!(path, Some(PathMatch::Prefix(_))) {
+        p.add(
+            t.key_path("strip_prefix"),
+            "strip_prefix and rewrite_prefix need path_prefix",
+        );
+    }
+    if strip && rewrite.is_some() {
+        p.add(
+            t.key_path("rewrite_prefix"),
+            "set strip_prefix or rewrite_prefix, not both",
+        );
+    }
+    if (strip || rewrite.is_some()) && !t.has("upstream") {
+        p.add(
+            t.key_path("strip_prefix"),
+            "path rewrites only apply to upstream routes",
+        );
+    }
+    let mut result = None;
+    if let Some(name) = t.str(p, "upstream") {
+        match upstreams.iter().position(|u| u.name == name) {
+            Some(upstream) => {
+                let rewrite = match (path, strip, rewrite) {
+                    (Some(PathMatch::Prefix(m)), true, _) => PathRewrite::Prefix {
+                        matched: m.clone(),
+                        replacement: Vec::new(),
+                    },
+                    (Some(PathMatch::Prefix(m)), _, Some(r)) => PathRewrite::Prefix {
+                        matched: m.clone(),
+                        replacement: r.as_bytes().to_vec(),
+                    },
+                    _ => PathRewrite::None,
+                };
+                result = Some(Action::Proxy { upstream, rewrite });
+            }
+            None => p.add(
+                t.key_path("upstream"),
+                format!("no upstream named `{name}` (define [upstreams.{name}])"),
+            ),
+        }
+    }
+    if let Some(mut r) = t.table(p, "redirect") {
+        let status = r.int(p, "status", 0, 999).unwrap_or(302) as u16;
+        if ![301, 302, 303, 307, 308].contains(&status) {
+            p.add(
+                r.key_path("status"),
+                format!("{status} is not a redirect status (301, 302, 303, 307, 308)"),
+            );
+        }
+        match r.str(p, "to") {
+            Some(to)
+                if !to.is_empty() && !to.bytes().any(|b| b.is_ascii_control() || b == b' ') =>
+            {
+                result = Some(Action::Redirect(Redirect {
+                    status,
+                    to: to.as_bytes().to_vec(),
+                }));
+            }
+            _ => p.add(
+                r.key_path("to"),
+                "needs a target URL without spaces or control characters",
+            ),
+        }
+        r.finish(p);
+    }
+    if let Some(mut r) = t.table(p, "respond") {
+        let status = r.int(p, "status", 200, 599).unwrap_or(200) as u16;
+        let body = r.str(p, "body").unwrap_or("");
+        let content_type = r
+            .str(p, "content_type")
+            .unwrap_or("text/plain; charset=utf-8");
+        if content_type.bytes().any(|b| b.is_ascii_control()) {
+            p.add(
+                r.key_path("content_type"),
+                "must not contain control characters",
+            );
+        }
+        result = Some(Action::Respond(Respond::new(
+            status,
+            body.as_bytes(),
+            content_type,
+        )));
+        r.finish(p);
+    }
+    if chosen.len() == 1 { result } else { None }
+}

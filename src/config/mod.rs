@@ -1,0 +1,141 @@
+//! Configuration: the TOML file read into one immutable, validated
+//! snapshot. Reading goes raw TOML → checked values (every problem listed
+//! with its key path) → the compiled `Config` the workers use.
+
+mod compile;
+mod units;
+mod walk;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+pub use units::{parse_duration, parse_size};
+pub use walk::{ConfigError, ConfigErrors};
+
+use crate::http::HeadLimits;
+use crate::http::encode::ForwardOptions;
+use crate::router::RouteTable;
+
+/// Which io_uring/epoll driver the workers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoMode {
+    /// io_uring when the kernel allows it, else epoll.
+    #[default]
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+impl IoMode {
+    pub fn parse(s: &str) -> Option<IoMode> {
+        match s {
+            "auto" => Some(IoMode::Auto),
+            "io_uring" | "uring" => Some(IoMode::IoUring),
+            "epoll" | "legacy" => Some(IoMode::Epoll),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    /// Worker count; 0 means one per available core.
+    pub threads: usize,
+    pub pin: bool,
+    pub io: IoMode,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub head: HeadLimits,
+    /// Default request body limit for routes; 0 means unlimited.
+    pub max_body_size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientTimeouts {
+    /// Time for a whole request head to arrive once it has started.
+    pub head: Duration,
+    /// Idle time allowed between requests on a kept-alive connection.
+    pub keepalive: Duration,
+    /// Idle time allowed on one read or write while a body streams.
+    pub io: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub backlog: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamGroup {
+    pub name: String,
+    pub servers: Vec<ServerConfig>,
+    /// Host field sent upstream instead of the client's.
+    pub host_header: Option<Vec<u8>>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub io_timeout: Duration,
+    /// Idle pooled connections kept per server, per worker.
+    pub max_idle_per_server: usize,
+    /// How long an idle pooled connection may wait for reuse.
+    pub idle_timeout: Duration,
+    pub max_response_head_size: usize,
+    /// Idle time allowed in either direction of an upgraded (WebSocket) tunnel.
+    pub tunnel_idle_timeout: Duration,
+}
+
+/// One immutable, validated configuration snapshot.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub runtime: RuntimeSettings,
+    pub limits: Limits,
+    pub timeouts: ClientTimeouts,
+    pub forwarding: ForwardOptions,
+    pub listeners: Vec<ListenerConfig>,
+    pub routes: RouteTable,
+    pub upstreams: Vec<UpstreamGroup>,
+}
+
+impl Config {
+    /// Reads and validates a config from TOML text.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let mut msg = e.message().to_string();
+            if let Some(span) = e.span() {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                msg = format!("line {line}: {msg}");
+            }
+            ConfigErrors(vec![ConfigError {
+                path: String::new(),
+                message: format!("TOML syntax error: {msg}"),
+            }])
+        })?;
+        compile::compile(&table)
+    }
+
+    /// Reads and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }])
+        })?;
+        Self::from_toml_str(&text)
+    }
+
+    pub fn listener_index(&self, name: &str) -> Option<usize> {
+        self.listeners.iter().position(|l| l.name == name)
+    }
+}

@@ -1,0 +1,248 @@
+//! Head rewriting in both directions (RFC 9110 §7.6): hop-by-hop fields
+//! dropped, framing re-declared by us, X-Forwarded-* and Via added. Writes
+//! into a caller-owned buffer; nothing here allocates once it is warm.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use super::fields::{is_hop_by_hop, trim_ows};
+use super::{Framing, RequestHead, ResponseHead, Version};
+
+/// The `[forwarding]` switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardOptions {
+    pub x_forwarded_for: bool,
+    pub x_forwarded_proto: bool,
+    pub x_forwarded_host: bool,
+    pub via: bool,
+}
+
+impl Default for ForwardOptions {
+    fn default() -> Self {
+        ForwardOptions {
+            x_forwarded_for: true,
+            x_forwarded_proto: true,
+            x_forwarded_host: true,
+            via: true,
+        }
+    }
+}
+
+/// What the proxy changes in a request on its way upstream.
+pub struct UpstreamRequest<'a> {
+    /// Path after normalisation and rewriting (query appended from the request).
+    pub path: &'a [u8],
+    /// Host field value to send.
+    pub host: &'a [u8],
+    pub client_ip: IpAddr,
+    pub proto: &'static str,
+}
+
+const VIA_NAME: &[u8] = b"ringress";
+
+/// Writes the request head sent upstream.
+pub fn write_request_head(
+    out: &mut Vec<u8>,
+    req: &RequestHead<'_, '_>,
+    up: &UpstreamRequest<'_>,
+    fwd: &ForwardOptions,
+) {
+    out.extend_from_slice(req.method);
+    out.push(b' ');
+    out.extend_from_slice(up.path);
+    out.extend_from_slice(req.query);
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(up.host);
+    out.extend_from_slice(b"\r\n");
+
+    for h in req.headers {
+        let name = h.name.as_bytes();
+        let replaced = name.eq_ignore_ascii_case(b"host")
+            || name.eq_ignore_ascii_case(b"expect")
+            || (fwd.x_forwarded_for && name.eq_ignore_ascii_case(b"x-forwarded-for"))
+            || (fwd.x_forwarded_proto && name.eq_ignore_ascii_case(b"x-forwarded-proto"))
+            || (fwd.x_forwarded_host && name.eq_ignore_ascii_case(b"x-forwarded-host"))
+            || (fwd.via && name.eq_ignore_ascii_case(b"via"));
+        if replaced || is_hop_by_hop(name) || req.connection.names(name) {
+            continue;
+        }
+        write_field(out, name, trim_ows(h.value));
+    }
+
+    write_framing(out, req.framing);
+    if let Some(proto) = req.upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+        write_field(out, b"Upgrade", proto);
+    }
+    if fwd.x_forwarded_for {
+        out.extend_from_slice(b"X-Forwarded-For: ");
+        append_existing(out, req.headers, b"x-forwarded-for");
+        let _ = write!(out, "{}", up.client_ip);
+        out.extend_from_slice(b"\r\n");
+    }
+    if fwd.x_forwarded_proto {
+        write_field(out, b"X-Forwarded-Proto", up.proto.as_bytes());
+    }
+    if fwd.x_forwarded_host && !req.authority.is_empty() {
+        write_field(out, b"X-Forwarded-Host", req.authority);
+    }
+    if fwd.via {
+        write_via(out, req.headers, req.version);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the connection to the client continues after this response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionDirective {
+    /// Persistent by default (1.1): say nothing.
+    Default,
+    /// A 1.0 client that asked for keep-alive.
+    KeepAlive,
+    Close,
+    /// 101: the connection becomes a tunnel.
+    Upgrade,
+}
+
+/// Writes the response head sent to the client. `body` is the framing we
+/// send, which may differ from the upstream's (chunked for a 1.1 client
+/// when the upstream delimits by close, close for a 1.0 client).
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    resp: &ResponseHead<'_, '_>,
+    body: Framing,
+    connection: ConnectionDirective,
+    via: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let mut status = itoa::Buffer::new();
+    out.extend_from_slice(status.format(resp.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(resp.reason);
+    out.extend_from_slice(b"\r\n");
+    let upgrade = connection == ConnectionDirective::Upgrade;
+    for h in resp.headers {
+        let name = h.name.as_bytes();
+        let keep_upgrade = upgrade && name.eq_ignore_ascii_case(b"upgrade");
+        let skip = is_hop_by_hop(name)
+            || resp.connection.names(name)
+            || (via && name.eq_ignore_ascii_case(b"via"));
+        if skip && !keep_upgrade {
+            continue;
+        }
+        write_field(out, name, trim_ows(h.value));
+    }
+    match body {
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::Close => {}
+        Framing::Empty | Framing::Length(_) => {
+            if let Some(n) = resp.content_length {
+                write_content_length(out, n);
+            }
+        }
+    }
+    match connection {
+        ConnectionDirective::Default => {}
+        ConnectionDirective::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        ConnectionDirective::Close => out.extend_from_slice(b"Connection: close\r\n"),
+        ConnectionDirective::Upgrade => out.extend_from_slice(b"Connection: upgrade\r\n"),
+    }
+    if via {
+        write_via(out, resp.headers, resp.version);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_framing(out: &mut Vec<u8>, framing: Framing) {
+    match framing {
+        Framing::Length(n) => write_content_length(out, n),
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::Empty | Framing::Close => {}
+    }
+}
+
+pub fn write_content_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+pub fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends every existing value of `name`, each followed by ", ", so the
+/// proxy's own entry goes last on one line.
+fn append_existing(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], name: &[u8]) {
+    for h in headers
+        .iter()
+        .filter(|h| h.name.as_bytes().eq_ignore_ascii_case(name))
+    {
+        let value = trim_ows(h.value);
+        if !value.is_empty() {
+            out.extend_from_slice(value);
+            out.extend_from_slice(b", ");
+        }
+    }
+}
+
+fn write_via(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], received: Version) {
+    out.extend_from_slice(b"Via: ");
+    append_existing(out, headers, b"via");
+    out.extend_from_slice(received.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(VIA_NAME);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{HeadLimits, empty_headers, parse_request, parse_response};
+
+    #[test]
+    fn request_rewrite() {
+        let raw = b"POST /p?q=1 HTTP/1.1\r\nHost: shop.example\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Forwarded-For: 1.2.3.4\r\nVia: 1.0 edge\r\nX-Forwarded-Proto: https\r\nContent-Length: 3\r\nX-App: yes\r\n\r\n";
+        let mut h = empty_headers();
+        let req = parse_request(raw, &mut h, &HeadLimits::default())
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        let up = UpstreamRequest {
+            path: b"/p",
+            host: b"shop.example",
+            client_ip: "127.0.0.1".parse().unwrap(),
+            proto: "http",
+        };
+        write_request_head(&mut out, &req, &up, &ForwardOptions::default());
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "POST /p?q=1 HTTP/1.1\r\nHost: shop.example\r\nX-App: yes\r\nContent-Length: 3\r\n\
+             X-Forwarded-For: 1.2.3.4, 127.0.0.1\r\nX-Forwarded-Proto: http\r\n\
+             X-Forwarded-Host: shop.example\r\nVia: 1.0 edge, 1.1 ringress\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn response_rewrite() {
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: X-Up\r\nX-Up: 1\r\nTransfer-Encoding: chunked\r\nServer: app\r\n\r\n";
+        let mut h = empty_headers();
+        let resp = parse_response(raw, &mut h, 8192, false).unwrap().unwrap();
+        let mut out = Vec::new();
+        write_response_head(
+            &mut out,
+            &resp,
+            Framing::Close,
+            ConnectionDirective::Close,
+            false,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nServer: app\r\nConnection: close\r\n\r\n"
+        );
+    }
+}

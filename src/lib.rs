@@ -1,0 +1,16 @@
+//! ringress: a thread-per-core HTTP/1.1 reverse proxy on monoio (io_uring).
+//!
+//! The leaves (`http`, `router`, `config`) never touch the runtime, so the
+//! benches and tests call them directly; `worker` and `server` own all I/O.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod router;
+pub mod server;
+pub mod upstream;
+mod worker;
+
+pub use config::{Config, ConfigErrors};
+pub use server::{IoMode, ServerHandle, ServerOptions};

@@ -1,0 +1,117 @@
+//! The ringress binary: command line, logging, start-up, and the signal
+//! loop (SIGHUP reloads, SIGTERM/SIGINT drain and exit).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ringress::{Config, IoMode, ServerHandle, ServerOptions};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A thread-per-core HTTP/1.1 reverse proxy on io_uring.
+#[derive(Parser, Debug)]
+#[command(name = "ringress", version)]
+struct Cli {
+    /// Config file (TOML).
+    #[arg(short, long, default_value = "config/ringress.toml")]
+    config: PathBuf,
+    /// Worker threads (default: [runtime] threads, else one per core).
+    #[arg(short, long)]
+    threads: Option<usize>,
+    /// Do not pin workers to cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// I/O driver: auto, io_uring or epoll.
+    #[arg(long, value_parser = parse_io)]
+    io: Option<IoMode>,
+    /// Validate the config, print every problem, and exit.
+    #[arg(long)]
+    check: bool,
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+fn parse_io(s: &str) -> Result<IoMode, String> {
+    IoMode::parse(s).ok_or_else(|| format!("`{s}` is not one of auto, io_uring, epoll"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+
+    let config = match Config::from_file(&cli.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{}: {} problem(s):", cli.config.display(), errors.0.len());
+            for e in &errors.0 {
+                eprintln!("  {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check {
+        println!("{}: ok", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+    let listeners: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| format!("{}={}", l.name, l.bind))
+        .collect();
+    let opts = ServerOptions {
+        threads: cli.threads,
+        pin: cli.no_pin.then_some(false),
+        io: cli.io,
+    };
+    let signals = Signals::new([SIGHUP, SIGTERM, SIGINT]);
+    let server = match ServerHandle::start(config, opts) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringress: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(
+        workers = server.worker_count(),
+        driver = server.drivers().first().copied().unwrap_or("none"),
+        listeners = ?listeners,
+        "ringress started"
+    );
+    let mut signals = match signals {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringress: cannot install signal handlers: {e}");
+            server.shutdown();
+            return ExitCode::from(1);
+        }
+    };
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            match server.reload_file(&cli.config) {
+                Ok(generation) => tracing::info!(generation, "config reloaded"),
+                Err(errors) => {
+                    tracing::error!("reload rejected, keeping the running config:");
+                    for e in &errors.0 {
+                        tracing::error!("  {e}");
+                    }
+                }
+            }
+        } else {
+            tracing::info!("draining");
+            server.shutdown();
+            tracing::info!("stopped");
+            return ExitCode::SUCCESS;
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,257 @@
+//! The route table: host, path, method and header matching to a route and
+//! its action. Pure data, built once per config snapshot; lookups never
+//! allocate. Precedence: the most specific host (exact, then the longest
+//! wildcard, then any), then the longest path match (exact beats prefix of
+//! equal length), then the order in the file.
+
+mod action;
+
+pub use action::{Action, PathRewrite, Redirect, Respond};
+
+/// How a route matches the request's host (lowercase, no port, no final dot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Exact(Vec<u8>),
+    /// `*.example.com`: stored as `.example.com`; matches any deeper name.
+    Suffix(Vec<u8>),
+    Any,
+}
+
+impl HostMatch {
+    pub fn parse(pattern: &str) -> Result<HostMatch, String> {
+        let trimmed = pattern.trim();
+        if trimmed == "*." {
+            return Err(format!("`{pattern}` is not a valid wildcard host"));
+        }
+        let p = trimmed.trim_end_matches('.').to_ascii_lowercase();
+        if p.is_empty() || p == "*" {
+            return Ok(HostMatch::Any);
+        }
+        let ok_chars = |s: &str| {
+            s.bytes().all(|b| {
+                b.is_ascii_alphanumeric()
+                    || b == b'-'
+                    || b == b'.'
+                    || b == b'_'
+                    || b == b':'
+                    || b == b'['
+                    || b == b']'
+            })
+        };
+        if let Some(rest) = p.strip_prefix("*.") {
+            if rest.is_empty() || !ok_chars(rest) {
+                return Err(format!("`{pattern}` is not a valid wildcard host"));
+            }
+            return Ok(HostMatch::Suffix(format!(".{rest}").into_bytes()));
+        }
+        if !ok_chars(&p) {
+            return Err(format!(
+                "`{pattern}` is not a valid host (use `example.com`, `*.example.com` or `*`)"
+            ));
+        }
+        Ok(HostMatch::Exact(p.into_bytes()))
+    }
+
+    /// Rank of a match (higher is more specific), None when it does not match.
+    fn rank(&self, host: &[u8]) -> Option<(u8, usize)> {
+        match self {
+            HostMatch::Exact(h) => host.eq_ignore_ascii_case(h).then_some((2, h.len())),
+            HostMatch::Suffix(s) => (host.len() > s.len()
+                && host[host.len() - s.len()..].eq_ignore_ascii_case(s))
+            .then_some((1, s.len())),
+            HostMatch::Any => Some((0, 0)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// Segment-aware: `/api` matches `/api` and `/api/x`, not `/apix`;
+    /// a prefix ending in `/` matches everything below it.
+    Prefix(Vec<u8>),
+    Exact(Vec<u8>),
+}
+
+impl PathMatch {
+    /// Matched length, None when it does not match.
+    fn rank(&self, path: &[u8]) -> Option<(usize, u8)> {
+        match self {
+            PathMatch::Exact(p) => (path == p.as_slice()).then_some((p.len(), 1)),
+            PathMatch::Prefix(p) => {
+                let boundary = p.ends_with(b"/")
+                    || path.len() == p.len()
+                    || path.get(p.len()).is_some_and(|&b| b == b'/' || b == b'?');
+                (path.starts_with(p) && boundary).then_some((p.len(), 0))
+            }
+        }
+    }
+}
+
+/// A header condition: present (any value) or equal to a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    pub name: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    /// Listener indexes this route serves; empty means all.
+    pub listeners: Vec<usize>,
+    pub hosts: Vec<HostMatch>,
+    pub path: PathMatch,
+    /// Upper-case method names; empty means any.
+    pub methods: Vec<Vec<u8>>,
+    pub headers: Vec<HeaderMatch>,
+    /// Body limit in bytes; 0 means unlimited.
+    pub max_body_size: u64,
+    pub action: Action,
+}
+
+/// What the router needs to know about a request.
+pub struct RouteQuery<'a, 'b> {
+    pub listener: usize,
+    pub host: &'a [u8],
+    pub path: &'a [u8],
+    pub method: &'a [u8],
+    pub headers: &'a [httparse::Header<'b>],
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    pub routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// The best route for a request, by the precedence in the module docs.
+    pub fn find(&self, q: &RouteQuery<'_, '_>) -> Option<&Route> {
+        let host = q.host.strip_suffix(b".").unwrap_or(q.host);
+        let mut best: Option<(&Route, (u8, usize, usize, u8))> = None;
+        for route in &self.routes {
+            if !route.listeners.is_empty() && !route.listeners.contains(&q.listener) {
+                continue;
+            }
+            let Some(host_rank) = route.hosts.iter().filter_map(|h| h.rank(host)).max() else {
+                continue;
+            };
+            let Some(path_rank) = route.path.rank(q.path) else {
+                continue;
+            };
+            if !route.methods.is_empty() && !route.methods.iter().any(|m| m == q.method) {
+                continue;
+            }
+            if !route.headers.iter().all(|m| header_matches(m, q.headers)) {
+                continue;
+            }
+            let rank = (host_rank.0, host_rank.1, path_rank.0, path_rank.1);
+            if best.is_none_or(|(_, r)| rank > r) {
+                best = Some((route, rank));
+            }
+        }
+        best.map(|(r, _)| r)
+    }
+}
+
+fn header_matches(m: &HeaderMatch, headers: &[httparse::Header<'_>]) -> bool {
+    headers.iter().any(|h| {
+        h.name.as_bytes().eq_ignore_ascii_case(&m.name)
+            && m.value
+                .as_ref()
+                .is_none_or(|v| crate::http::fields::trim_ows(h.value) == v.as_slice())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, host: &str, path: PathMatch) -> Route {
+        Route {
+            name: name.into(),
+            listeners: vec![],
+            hosts: vec![HostMatch::parse(host).unwrap()],
+            path,
+            methods: vec![],
+            headers: vec![],
+            max_body_size: 0,
+            action: Action::Respond(Respond::new(200, b"", "text/plain")),
+        }
+    }
+
+    fn prefix(p: &str) -> PathMatch {
+        PathMatch::Prefix(p.as_bytes().to_vec())
+    }
+
+    fn find<'t>(t: &'t RouteTable, host: &str, path: &str) -> Option<&'t str> {
+        t.find(&RouteQuery {
+            listener: 0,
+            host: host.as_bytes(),
+            path: path.as_bytes(),
+            method: b"GET",
+            headers: &[],
+        })
+        .map(|r| r.name.as_str())
+    }
+
+    #[test]
+    fn precedence() {
+        let t = RouteTable {
+            routes: vec![
+                route("root", "*", prefix("/")),
+                route("api", "*", prefix("/api")),
+                route("api-v2", "*", prefix("/api/v2/")),
+                route("exact", "*", PathMatch::Exact(b"/api/v2/".to_vec())),
+                route("wild", "*.example.com", prefix("/")),
+                route("shop", "shop.example.com", prefix("/")),
+            ],
+        };
+        assert_eq!(find(&t, "other", "/x"), Some("root"));
+        assert_eq!(find(&t, "other", "/api"), Some("api"));
+        assert_eq!(find(&t, "other", "/api/x"), Some("api"));
+        assert_eq!(find(&t, "other", "/apix"), Some("root"));
+        assert_eq!(find(&t, "other", "/api/v2/items"), Some("api-v2"));
+        assert_eq!(find(&t, "other", "/api/v2/"), Some("exact"));
+        assert_eq!(find(&t, "a.example.com", "/api"), Some("wild"));
+        assert_eq!(find(&t, "example.com", "/api"), Some("api"));
+        assert_eq!(find(&t, "SHOP.example.com.", "/api"), Some("shop"));
+    }
+
+    #[test]
+    fn methods_headers_listeners() {
+        let mut get_only = route("get", "*", prefix("/"));
+        get_only.methods = vec![b"GET".to_vec()];
+        let mut canary = route("canary", "*", prefix("/"));
+        canary.headers = vec![HeaderMatch {
+            name: b"x-canary".to_vec(),
+            value: Some(b"1".to_vec()),
+        }];
+        let mut admin = route("admin", "*", prefix("/admin"));
+        admin.listeners = vec![1];
+        let t = RouteTable {
+            routes: vec![canary, get_only, admin],
+        };
+        let headers = [httparse::Header {
+            name: "X-Canary",
+            value: b"1",
+        }];
+        let q = |listener, method: &'static [u8], headers| RouteQuery {
+            listener,
+            host: b"h",
+            path: b"/admin",
+            method,
+            headers,
+        };
+        assert_eq!(t.find(&q(0, b"GET", &headers)).unwrap().name, "canary");
+        assert_eq!(t.find(&q(0, b"GET", &[])).unwrap().name, "get");
+        assert!(t.find(&q(0, b"POST", &[])).is_none());
+        assert_eq!(t.find(&q(1, b"POST", &[])).unwrap().name, "admin");
+    }
+
+    #[test]
+    fn bad_hosts() {
+        assert!(HostMatch::parse("exa mple.com").is_err());
+        assert!(HostMatch::parse("*.").is_err());
+        assert_eq!(HostMatch::parse("*").unwrap(), HostMatch::Any);
+    }
+}

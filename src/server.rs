@@ -1,0 +1,214 @@
+//! Starting and steering a running proxy: binds every listener once per
+//! worker (SO_REUSEPORT), starts the pinned worker threads, publishes new
+//! config snapshots, and drains on shutdown. Used by `main` and by tests.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use arc_swap::ArcSwap;
+use socket2::{Domain, Protocol, Socket, Type};
+
+pub use crate::config::IoMode;
+use crate::config::{Config, ConfigErrors, ListenerConfig};
+use crate::worker::{self, WorkerSpec};
+
+/// The state every worker reads: the published snapshot and the flags.
+pub(crate) struct Shared {
+    config: ArcSwap<Config>,
+    /// Bumped after each publish; workers compare it to their cached one.
+    pub generation: AtomicU64,
+    pub draining: AtomicBool,
+    publish: std::sync::Mutex<()>,
+}
+
+impl Shared {
+    /// The generation and snapshot, read together.
+    pub fn current(&self) -> (u64, Arc<Config>) {
+        loop {
+            let before = self.generation.load(Ordering::Acquire);
+            let config = self.config.load_full();
+            if self.generation.load(Ordering::Acquire) == before {
+                return (before, config);
+            }
+        }
+    }
+}
+
+/// Command-line overrides of the `[runtime]` section.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    pub threads: Option<usize>,
+    pub pin: Option<bool>,
+    pub io: Option<IoMode>,
+}
+
+/// A running proxy.
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    bound: Vec<(String, SocketAddr)>,
+    drivers: Vec<&'static str>,
+}
+
+impl ServerHandle {
+    /// Binds the listeners and starts the workers; returns once every
+    /// worker is accepting.
+    pub fn start(config: Config, opts: ServerOptions) -> io::Result<ServerHandle> {
+        let threads = match opts.threads.unwrap_or(config.runtime.threads) {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let pin = opts.pin.unwrap_or(config.runtime.pin);
+        let io_mode = opts.io.unwrap_or(config.runtime.io);
+
+        let mut per_worker: Vec<Vec<(usize, std::net::TcpListener)>> =
+            (0..threads).map(|_| Vec::new()).collect();
+        let mut bound = Vec::new();
+        for (index, l) in config.listeners.iter().enumerate() {
+            let sockets = bind_reuseport(l, threads)?;
+            bound.push((l.name.clone(), sockets[0].local_addr()?));
+            for (w, s) in sockets.into_iter().enumerate() {
+                per_worker[w].push((index, s));
+            }
+        }
+
+        let shared = Arc::new(Shared {
+            config: ArcSwap::from_pointee(config),
+            generation: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            publish: std::sync::Mutex::new(()),
+        });
+        let cores = if pin {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut workers = Vec::with_capacity(threads);
+        for (id, listeners) in per_worker.into_iter().enumerate() {
+            let spec = WorkerSpec {
+                id,
+                shared: shared.clone(),
+                listeners,
+                io: io_mode,
+                ready: ready_tx.clone(),
+            };
+            let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+            let handle = std::thread::Builder::new()
+                .name(format!("ringress-w{id}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    worker::run(spec);
+                })?;
+            workers.push(handle);
+        }
+        drop(ready_tx);
+        let mut drivers = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            match ready_rx.recv() {
+                Ok(Ok(driver)) => drivers.push(driver),
+                Ok(Err(msg)) => {
+                    shared.draining.store(true, Ordering::Release);
+                    return Err(io::Error::other(msg));
+                }
+                Err(_) => return Err(io::Error::other("a worker exited during start-up")),
+            }
+        }
+        Ok(ServerHandle {
+            shared,
+            workers,
+            bound,
+            drivers,
+        })
+    }
+
+    /// The address a listener is bound to (useful with port 0).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.bound.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// The I/O driver each worker runs ("io_uring" or "epoll").
+    pub fn drivers(&self) -> &[&'static str] {
+        &self.drivers
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Generation of the published snapshot (1 at start).
+    pub fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
+    }
+
+    /// Publishes a new snapshot; requests in flight finish on their old one.
+    /// Listeners are bound at start: changes to them take a restart, and
+    /// are reported here.
+    pub fn reload(&self, config: Config) -> u64 {
+        let _serial = self
+            .shared
+            .publish
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let current = self.shared.config.load();
+        if listeners_differ(&current.listeners, &config.listeners) {
+            tracing::warn!("listener changes take effect only after a restart");
+        }
+        self.shared.config.store(Arc::new(config));
+        self.shared.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Reads, validates and publishes a config file. On error nothing
+    /// changes and every problem is returned.
+    pub fn reload_file(&self, path: &Path) -> Result<u64, ConfigErrors> {
+        let config = Config::from_file(path)?;
+        Ok(self.reload(config))
+    }
+
+    /// Stops accepting, lets open requests finish (up to the configured
+    /// drain timeout), and waits for every worker to exit.
+    pub fn shutdown(self) {
+        self.shared.draining.store(true, Ordering::Release);
+        for w in self.workers {
+            let _ = w.join();
+        }
+    }
+}
+
+fn listeners_differ(a: &[ListenerConfig], b: &[ListenerConfig]) -> bool {
+    a.len() != b.len()
+        || a.iter()
+            .zip(b)
+            .any(|(x, y)| x.name != y.name || x.bind != y.bind)
+}
+
+/// Binds `count` sockets to the same address with SO_REUSEPORT; with port
+/// 0 the first picks the port and the rest join it.
+fn bind_reuseport(l: &ListenerConfig, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut addr = l.bind;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_tcp_nodelay(true)?;
+        socket.bind(&addr.into()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("listener `{}`: cannot bind {addr}: {e}", l.name),
+            )
+        })?;
+        socket.listen(l.backlog as i32)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        out.push(listener);
+    }
+    Ok(out)
+}

@@ -1,0 +1,93 @@
+//! Per-worker pool of idle upstream connections, keyed by server address.
+//! Most-recently-used first (warm sockets, older ones age out); bounded per
+//! server; each entry remembers when it went idle so stale ones are dropped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Identity of a pooled connection: today the server address; TLS will add
+/// the server name so a connection is only reused for the same SNI.
+pub type PoolKey = SocketAddr;
+
+pub struct IdlePool<C> {
+    /// Per server, oldest first: (connection, instant it expires).
+    idle: HashMap<PoolKey, Vec<(C, Instant)>>,
+}
+
+impl<C> Default for IdlePool<C> {
+    fn default() -> Self {
+        IdlePool {
+            idle: HashMap::new(),
+        }
+    }
+}
+
+impl<C> IdlePool<C> {
+    /// The most recently returned connection to `key` that has not
+    /// expired; expired ones are dropped on the way.
+    pub fn take(&mut self, key: &PoolKey, now: Instant) -> Option<C> {
+        let list = self.idle.get_mut(key)?;
+        while let Some((conn, expires)) = list.pop() {
+            if now < expires {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection that may idle for `max_idle`; the oldest is
+    /// closed when the server already has `max_per_server` idle.
+    pub fn put(
+        &mut self,
+        key: PoolKey,
+        conn: C,
+        max_per_server: usize,
+        max_idle: Duration,
+        now: Instant,
+    ) {
+        if max_per_server == 0 {
+            return;
+        }
+        let list = self.idle.entry(key).or_default();
+        if list.len() >= max_per_server {
+            list.remove(0);
+        }
+        list.push((conn, now + max_idle));
+    }
+
+    /// Drops expired connections.
+    pub fn sweep(&mut self, now: Instant) {
+        self.idle.retain(|_, list| {
+            list.retain(|(_, expires)| now < *expires);
+            !list.is_empty()
+        });
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifo_bounded_and_aged() {
+        let key: PoolKey = "127.0.0.1:1".parse().unwrap();
+        let t0 = Instant::now();
+        let mut pool = IdlePool::default();
+        let ten = Duration::from_secs(10);
+        pool.put(key, 1, 2, ten, t0);
+        pool.put(key, 2, 2, ten, t0);
+        pool.put(key, 3, 2, ten, t0 + Duration::from_secs(5));
+        assert_eq!(pool.idle_count(), 2);
+        assert_eq!(pool.take(&key, t0 + Duration::from_secs(6)), Some(3));
+        // 2 went idle at t0: expired at t0+11s.
+        assert_eq!(pool.take(&key, t0 + Duration::from_secs(11)), None);
+        pool.put(key, 4, 2, Duration::from_secs(1), t0);
+        pool.sweep(t0 + Duration::from_secs(2));
+        assert_eq!(pool.idle_count(), 0);
+    }
+}

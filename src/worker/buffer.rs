@@ -1,0 +1,128 @@
+//! Owned I/O buffers for rent-style monoio I/O: a read buffer with a
+//! consumed prefix, and helpers that move a buffer into an operation and
+//! back, with a timeout. After a timed-out operation the buffer is gone and
+//! the connection must be closed (an io_uring op cannot be safely dropped
+//! and its socket reused: see MONOIO.md).
+
+use std::io;
+use std::time::Duration;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+
+/// Bytes read but not yet consumed live in `data[pos..]`.
+#[derive(Default)]
+pub(crate) struct ReadBuf {
+    data: Vec<u8>,
+    pos: usize,
+}
+
+impl ReadBuf {
+    pub fn with_capacity(n: usize) -> Self {
+        ReadBuf {
+            data: Vec::with_capacity(n),
+            pos: 0,
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[self.pos..]
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len() - self.pos
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos == self.data.len()
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos == self.data.len() {
+            self.pos = 0;
+            self.data.clear();
+        }
+    }
+
+    /// Reads more bytes after those held, making room for at least `want`.
+    /// `Ok(0)` is end of stream; an elapsed timeout is `TimedOut`.
+    pub async fn fill<S: AsyncReadRent>(
+        &mut self,
+        stream: &mut S,
+        want: usize,
+        timeout: Duration,
+    ) -> io::Result<usize> {
+        if self.data.capacity() - self.data.len() < want {
+            if self.pos > 0 {
+                self.data.drain(..self.pos);
+                self.pos = 0;
+            }
+            self.data.reserve(want);
+        }
+        let buf = std::mem::take(&mut self.data);
+        let start = buf.len();
+        let read = stream.read(buf.slice_mut(start..));
+        let (res, slice) = monoio::time::timeout(timeout, read)
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
+        self.data = slice.into_inner();
+        res
+    }
+}
+
+/// Writes all of `buf` within `timeout`; gives the buffer back on success.
+pub(crate) async fn write_all<S: AsyncWriteRent, B: IoBuf + 'static>(
+    stream: &mut S,
+    buf: B,
+    timeout: Duration,
+) -> io::Result<B> {
+    let (res, buf) = monoio::time::timeout(timeout, stream.write_all(buf))
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
+    res.map(|_| buf)
+}
+
+/// Like `write_all`, but hands the buffer back after an I/O error too (not
+/// after a timeout, when the operation still owns it).
+pub(crate) async fn write_all_keep<S: AsyncWriteRent, B: IoBuf + 'static>(
+    stream: &mut S,
+    buf: B,
+    timeout: Duration,
+) -> (io::Result<()>, Option<B>) {
+    match monoio::time::timeout(timeout, stream.write_all(buf)).await {
+        Ok((res, buf)) => (res.map(|_| ()), Some(buf)),
+        Err(_) => (Err(io::ErrorKind::TimedOut.into()), None),
+    }
+}
+
+/// Writes the whole Vec and hands it back cleared, ready for the next head.
+pub(crate) async fn flush_vec<S: AsyncWriteRent>(
+    stream: &mut S,
+    out: &mut Vec<u8>,
+    timeout: Duration,
+) -> io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let buf = std::mem::take(out);
+    let mut buf = write_all(stream, buf, timeout).await?;
+    buf.clear();
+    *out = buf;
+    Ok(())
+}
+
+/// Writes `data[range]` of a read buffer straight to `stream` (no copy).
+pub(crate) async fn write_from_read_buf<S: AsyncWriteRent>(
+    stream: &mut S,
+    rb: &mut ReadBuf,
+    n: usize,
+    timeout: Duration,
+) -> io::Result<()> {
+    let (start, end) = (rb.pos, rb.pos + n);
+    let data = std::mem::take(&mut rb.data);
+    let slice = write_all(stream, data.slice(start..end), timeout).await?;
+    rb.data = slice.into_inner();
+    rb.consume(n);
+    Ok(())
+}

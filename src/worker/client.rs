@@ -1,0 +1,276 @@
+//! One client connection: read a request head, decide what to do with it
+//! (route, answer, redirect, proxy), do it, and loop while the connection
+//! stays persistent. Requests on a connection are handled strictly in
+//! order, which is what makes pipelining correct.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use super::buffer::{ReadBuf, flush_vec, write_all};
+use super::ctx::{ActiveGuard, WorkerCtx};
+use super::proxy::{self, Exchange, Next};
+use super::tunnel;
+use crate::config::Config;
+use crate::error::{ErrorKind, ProxyError};
+use crate::http::encode::{UpstreamRequest, write_request_head};
+use crate::http::{Framing, answer, empty_headers, parse_request, path};
+use crate::router::{Action, RouteQuery};
+
+/// Room asked for when reading a request head.
+const HEAD_READ: usize = 4096;
+
+pub(crate) struct Client {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub listener: usize,
+    pub inbuf: ReadBuf,
+    /// Outgoing head (and small bodies) for whichever side we write next.
+    pub out: Vec<u8>,
+    /// Second write buffer, so a request head can wait for a retry while
+    /// the response head is written.
+    pub spare: Vec<u8>,
+    pub upbuf: ReadBuf,
+    path_buf: Vec<u8>,
+    rewrite_buf: Vec<u8>,
+}
+
+/// What to do with a parsed request.
+enum Plan<'c> {
+    Proxy {
+        group: usize,
+        exchange: Exchange,
+    },
+    /// A configured fixed answer.
+    Respond {
+        bytes: &'c [u8],
+        close: bool,
+    },
+    /// An answer rendered into `Client::out`.
+    Rendered {
+        close: bool,
+    },
+    /// A generated error answer after a valid head.
+    Error {
+        status: u16,
+        close: bool,
+    },
+}
+
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: usize,
+    ctx: Rc<WorkerCtx>,
+) {
+    let _active = ActiveGuard::new(ctx.clone());
+    let _ = stream.set_nodelay(true);
+    let mut c = Client {
+        stream,
+        peer,
+        listener,
+        inbuf: ReadBuf::with_capacity(HEAD_READ),
+        out: Vec::with_capacity(HEAD_READ),
+        spare: Vec::new(),
+        upbuf: ReadBuf::default(),
+        path_buf: Vec::new(),
+        rewrite_buf: Vec::new(),
+    };
+    let mut first = true;
+    loop {
+        let (generation, config) = ctx.snapshot();
+        let Some((plan, head_len)) = next_request(&mut c, &ctx, &config, first).await else {
+            return;
+        };
+        first = false;
+        let write_timeout = config.timeouts.io;
+        let keep = match plan {
+            Plan::Proxy { group, exchange } => {
+                match proxy::run(&mut c, &ctx, generation, &config, group, exchange).await {
+                    Next::KeepAlive => true,
+                    Next::Close => false,
+                    Next::Tunnel(upstream, idle) => {
+                        let Client { stream, .. } = c;
+                        tunnel::run(stream, upstream, idle).await;
+                        return;
+                    }
+                }
+            }
+            Plan::Respond { bytes, close } => {
+                c.inbuf.consume(head_len);
+                c.out.clear();
+                c.out.extend_from_slice(bytes);
+                flush_vec(&mut c.stream, &mut c.out, write_timeout)
+                    .await
+                    .is_ok()
+                    && !close
+            }
+            Plan::Rendered { close } => {
+                c.inbuf.consume(head_len);
+                flush_vec(&mut c.stream, &mut c.out, write_timeout)
+                    .await
+                    .is_ok()
+                    && !close
+            }
+            Plan::Error { status, close } => {
+                c.inbuf.consume(head_len);
+                send_answer(&mut c, status, close, write_timeout).await && !close
+            }
+        };
+        if !keep || ctx.drain.is_draining() {
+            return;
+        }
+    }
+}
+
+async fn send_answer(c: &mut Client, status: u16, close: bool, timeout: Duration) -> bool {
+    write_all(&mut c.stream, answer::error_answer(status, close), timeout)
+        .await
+        .is_ok()
+}
+
+/// Reads until a full request head is buffered and planned. None means the
+/// connection is done (closed, idle too long, draining, or answered with an
+/// error that ends it).
+async fn next_request<'c>(
+    c: &mut Client,
+    ctx: &WorkerCtx,
+    config: &'c Config,
+    first: bool,
+) -> Option<(Plan<'c>, usize)> {
+    let mut deadline = Instant::now() + config.timeouts.head;
+    loop {
+        if !c.inbuf.is_empty() {
+            match plan(c, config) {
+                Ok(Some(planned)) => return Some(planned),
+                Ok(None) => {}
+                Err(e) => {
+                    if let Some(status) = e.status() {
+                        send_answer(c, status, true, config.timeouts.io).await;
+                    }
+                    return None;
+                }
+            }
+        }
+        let idle = c.inbuf.is_empty() && !first;
+        let read = if idle {
+            // Between requests: wait up to the keep-alive timeout, and give
+            // up at once when the worker starts draining.
+            let fill = c
+                .inbuf
+                .fill(&mut c.stream, HEAD_READ, config.timeouts.keepalive);
+            let got = monoio::select! {
+                r = fill => r,
+                _ = ctx.drain.wait() => return None,
+            };
+            deadline = Instant::now() + config.timeouts.head;
+            got
+        } else {
+            let left = deadline.saturating_duration_since(Instant::now());
+            c.inbuf.fill(&mut c.stream, HEAD_READ, left).await
+        };
+        match read {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && !c.inbuf.is_empty() => {
+                // A head started but did not finish in time: 408, then close.
+                send_answer(c, 408, true, config.timeouts.io).await;
+                return None;
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Parses the buffered head and turns it into a plan. Ok(None): need more.
+fn plan<'c>(c: &mut Client, config: &'c Config) -> Result<Option<(Plan<'c>, usize)>, ProxyError> {
+    let mut headers = empty_headers();
+    let Some(req) = parse_request(c.inbuf.bytes(), &mut headers, &config.limits.head)? else {
+        return Ok(None);
+    };
+    let head_len = req.head_len;
+    let has_body = req.framing != Framing::Empty;
+    // After an answer the proxy generates, a request body left unread
+    // would be taken for the next request: close instead.
+    let close_after_answer = !req.keep_alive || has_body;
+    let error = |status| {
+        Ok(Some((
+            Plan::Error {
+                status,
+                close: close_after_answer,
+            },
+            head_len,
+        )))
+    };
+
+    let Ok(norm_path) = path::normalize(req.path, &mut c.path_buf) else {
+        return Err(ProxyError::downstream(ErrorKind::BadRequest));
+    };
+    let query = RouteQuery {
+        listener: c.listener,
+        host: req.host,
+        path: norm_path,
+        method: req.method,
+        headers: req.headers,
+    };
+    let Some(route) = config.routes.find(&query) else {
+        return error(404);
+    };
+    if let Framing::Length(n) = req.framing
+        && route.max_body_size != 0
+        && n > route.max_body_size
+    {
+        return error(413);
+    }
+    let planned = match &route.action {
+        Action::Respond(r) => Plan::Respond {
+            bytes: r.bytes(close_after_answer, req.is_head()),
+            close: close_after_answer,
+        },
+        Action::Redirect(r) => {
+            c.out.clear();
+            let mut uri = req.path.to_vec();
+            uri.extend_from_slice(req.query);
+            r.render(&mut c.out, req.authority, &uri, close_after_answer);
+            Plan::Rendered {
+                close: close_after_answer,
+            }
+        }
+        Action::Proxy { upstream, rewrite } => {
+            let Some(group) = config.upstreams.get(*upstream) else {
+                return error(502);
+            };
+            let upstream_path = rewrite.apply(norm_path, &mut c.rewrite_buf);
+            let host = group.host_header.as_deref().unwrap_or(req.authority);
+            c.out.clear();
+            write_request_head(
+                &mut c.out,
+                &req,
+                &UpstreamRequest {
+                    path: upstream_path,
+                    host,
+                    client_ip: c.peer.ip(),
+                    proto: "http",
+                },
+                &config.forwarding,
+            );
+            Plan::Proxy {
+                group: *upstream,
+                exchange: Exchange {
+                    head_len,
+                    framing: req.framing,
+                    keep_alive: req.keep_alive,
+                    is_head: req.is_head(),
+                    idempotent: req.is_idempotent(),
+                    expect_continue: req.expect_continue,
+                    upgrade: req.upgrade.is_some(),
+                    version: req.version,
+                    body_limit: route.max_body_size,
+                },
+            }
+        }
+    };
+    Ok(Some((planned, head_len)))
+}

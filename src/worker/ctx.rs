@@ -1,0 +1,120 @@
+//! Everything one worker owns: its view of the config snapshot, balancer
+//! state, the idle upstream pool and the drain signal. Single-threaded
+//! (Rc/Cell/RefCell); the only shared reads are the snapshot and flags.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use monoio::net::TcpStream;
+
+use super::drain::Drain;
+use crate::config::Config;
+use crate::server::Shared;
+use crate::upstream::{IdlePool, SmoothWeighted};
+
+pub(crate) struct WorkerCtx {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    snapshot: RefCell<Rc<Arc<Config>>>,
+    generation: Cell<u64>,
+    balancers: RefCell<Balancers>,
+    pub pool: RefCell<IdlePool<TcpStream>>,
+    pub drain: Drain,
+    pub active: Cell<usize>,
+}
+
+struct Balancers {
+    /// Generation the balancers were built for.
+    generation: u64,
+    groups: Vec<SmoothWeighted>,
+    /// Fallback rotation for requests still on an older snapshot.
+    fallback: usize,
+}
+
+impl WorkerCtx {
+    pub fn new(id: usize, shared: Arc<Shared>) -> Self {
+        let (generation, config) = shared.current();
+        let groups = balancers_for(&config);
+        WorkerCtx {
+            id,
+            shared,
+            snapshot: RefCell::new(Rc::new(config)),
+            generation: Cell::new(generation),
+            balancers: RefCell::new(Balancers {
+                generation,
+                groups,
+                fallback: 0,
+            }),
+            pool: RefCell::new(IdlePool::default()),
+            drain: Drain::default(),
+            active: Cell::new(0),
+        }
+    }
+
+    /// The current snapshot and its generation; a request keeps the one it
+    /// started with, so a reload never changes a request in flight.
+    pub fn snapshot(&self) -> (u64, Rc<Arc<Config>>) {
+        let published = self.shared.generation.load(Ordering::Acquire);
+        if published != self.generation.get() {
+            let (generation, config) = self.shared.current();
+            *self.snapshot.borrow_mut() = Rc::new(config);
+            self.generation.set(generation);
+        }
+        (self.generation.get(), self.snapshot.borrow().clone())
+    }
+
+    /// Picks a server of `group` in snapshot `generation`.
+    pub fn pick_server(
+        &self,
+        generation: u64,
+        config: &Config,
+        group: usize,
+    ) -> Option<SocketAddr> {
+        let servers = &config.upstreams.get(group)?.servers;
+        let mut b = self.balancers.borrow_mut();
+        if generation > b.generation {
+            b.groups = balancers_for(config);
+            b.generation = generation;
+        }
+        if generation == b.generation {
+            let i = b.groups.get_mut(group)?.pick()?;
+            return servers.get(i).map(|s| s.addr);
+        }
+        b.fallback = b.fallback.wrapping_add(1);
+        servers
+            .get(b.fallback % servers.len().max(1))
+            .map(|s| s.addr)
+    }
+
+    pub fn sweep_pool(&self) {
+        self.pool.borrow_mut().sweep(Instant::now());
+    }
+}
+
+fn balancers_for(config: &Config) -> Vec<SmoothWeighted> {
+    config
+        .upstreams
+        .iter()
+        .map(|g| SmoothWeighted::new(g.servers.iter().map(|s| s.weight)))
+        .collect()
+}
+
+/// Counts a connection as active for the drain wait while alive.
+pub(crate) struct ActiveGuard(Rc<WorkerCtx>);
+
+impl ActiveGuard {
+    pub fn new(ctx: Rc<WorkerCtx>) -> Self {
+        ctx.active.set(ctx.active.get() + 1);
+        ActiveGuard(ctx)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get() - 1);
+    }
+}

@@ -1,0 +1,152 @@
+//! A worker: one OS thread, one monoio runtime (io_uring or epoll), its own
+//! SO_REUSEPORT listening sockets, and every connection they accept. It
+//! shares nothing with other workers but the config snapshot and flags.
+
+mod buffer;
+mod client;
+mod connect;
+mod ctx;
+mod drain;
+mod proxy;
+mod relay;
+mod tunnel;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use monoio::io::Canceller;
+use monoio::net::TcpListener;
+
+use crate::config::IoMode;
+use crate::server::Shared;
+use ctx::WorkerCtx;
+
+/// How often a worker looks at the shared flags and sweeps its pool.
+const TICK: Duration = Duration::from_millis(50);
+
+/// What a worker reports once its runtime is up (or why it is not).
+pub(crate) type Ready = Result<&'static str, String>;
+
+pub(crate) struct WorkerSpec {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    /// (listener index, socket) pairs bound for this worker.
+    pub listeners: Vec<(usize, std::net::TcpListener)>,
+    pub io: IoMode,
+    pub ready: Sender<Ready>,
+}
+
+/// Runs a worker to completion on the current thread.
+pub(crate) fn run(spec: WorkerSpec) {
+    let use_uring = match spec.io {
+        IoMode::Epoll => false,
+        IoMode::IoUring => true,
+        IoMode::Auto => monoio::utils::detect_uring(),
+    };
+    if use_uring {
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(4096)
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => rt.block_on(main(spec, "io_uring")),
+            Err(e) => {
+                let _ = spec
+                    .ready
+                    .send(Err(format!("io_uring runtime failed: {e}")));
+            }
+        }
+    } else {
+        match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => rt.block_on(main(spec, "epoll")),
+            Err(e) => {
+                let _ = spec.ready.send(Err(format!("epoll runtime failed: {e}")));
+            }
+        }
+    }
+}
+
+async fn main(spec: WorkerSpec, driver: &'static str) {
+    let ctx = Rc::new(WorkerCtx::new(spec.id, spec.shared.clone()));
+    let legacy = monoio::utils::is_legacy();
+    let mut listeners = Vec::new();
+    for (index, std_listener) in spec.listeners {
+        let adopted = std_listener
+            .set_nonblocking(legacy)
+            .and_then(|_| TcpListener::from_std(std_listener));
+        match adopted {
+            Ok(l) => listeners.push((index, l)),
+            Err(e) => {
+                let _ = spec.ready.send(Err(format!(
+                    "worker {}: listener setup failed: {e}",
+                    spec.id
+                )));
+                return;
+            }
+        }
+    }
+    for (index, listener) in listeners {
+        monoio::spawn(accept_loop(ctx.clone(), index, listener));
+    }
+    monoio::spawn(ticker(ctx.clone()));
+    let _ = spec.ready.send(Ok(driver));
+
+    ctx.drain.wait().await;
+    let drain_timeout = ctx.snapshot().1.runtime.drain_timeout;
+    let deadline = Instant::now() + drain_timeout;
+    while ctx.active.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if ctx.active.get() > 0 {
+        tracing::warn!(
+            worker = ctx.id,
+            open = ctx.active.get(),
+            "drain timeout: closing remaining connections"
+        );
+    }
+}
+
+async fn accept_loop(ctx: Rc<WorkerCtx>, index: usize, listener: TcpListener) {
+    // A plain accept must never be dropped (it leaks the accepted fd on
+    // io_uring), so the drain cancels it through its handle instead.
+    let canceller = Canceller::new();
+    let handle = canceller.handle();
+    let watcher = ctx.clone();
+    monoio::spawn(async move {
+        watcher.drain.wait().await;
+        canceller.cancel();
+    });
+    loop {
+        match listener.cancelable_accept(handle.clone()).await {
+            Ok((stream, peer)) => {
+                monoio::spawn(client::serve(stream, peer, index, ctx.clone()));
+            }
+            Err(_) if ctx.drain.is_draining() => break,
+            Err(e) => {
+                tracing::warn!(worker = ctx.id, error = %e, "accept failed");
+                // Out of descriptors or memory: back off instead of spinning.
+                monoio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+async fn ticker(ctx: Rc<WorkerCtx>) {
+    let mut ticks: u32 = 0;
+    loop {
+        monoio::time::sleep(TICK).await;
+        if ctx.shared.draining.load(Ordering::Acquire) && !ctx.drain.is_draining() {
+            ctx.drain.start();
+        }
+        ticks = ticks.wrapping_add(1);
+        if ticks % 20 == 0 {
+            ctx.sweep_pool();
+        }
+    }
+}

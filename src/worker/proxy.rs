@@ -1,0 +1,448 @@
+//! The proxy exchange for one request: get an upstream connection, send
+//! the rewritten head and stream the body, read and check the response
+//! head, stream the response back, and pool the upstream connection only
+//! when the response was read exactly to its end.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use super::buffer::{flush_vec, write_all, write_all_keep};
+use super::client::Client;
+use super::connect::acquire;
+use super::ctx::WorkerCtx;
+use super::relay::{BodyIn, Relay, RelayError};
+use crate::config::{Config, UpstreamGroup};
+use crate::error::{ErrorKind, ProxyError};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::encode::{ConnectionDirective, write_response_head};
+use crate::http::{Framing, Version, answer, empty_headers, parse_response};
+
+/// Request facts kept after its head has been rewritten into `Client::out`.
+pub(crate) struct Exchange {
+    pub head_len: usize,
+    pub framing: Framing,
+    pub keep_alive: bool,
+    pub is_head: bool,
+    pub idempotent: bool,
+    pub expect_continue: bool,
+    pub upgrade: bool,
+    pub version: Version,
+    /// 0 means unlimited.
+    pub body_limit: u64,
+}
+
+/// How the client connection continues.
+pub(crate) enum Next {
+    KeepAlive,
+    Close,
+    /// Switch to a byte tunnel with this upstream (after a 101).
+    Tunnel(TcpStream, Duration),
+}
+
+/// Request bodies up to this size travel in the same write as the head,
+/// which also makes the request replayable on a fresh connection.
+const INLINE_BODY: u64 = 16 * 1024;
+
+/// Why the upstream attempt failed, and whether it may be retried.
+enum Failure {
+    /// Nothing usable came back; retry on a fresh connection if allowed.
+    Retryable(ProxyError),
+    Final(ProxyError),
+    /// The client went away or broke its own framing: close, no answer.
+    Client(Option<u16>),
+}
+
+pub(crate) async fn run(
+    c: &mut Client,
+    ctx: &WorkerCtx,
+    generation: u64,
+    config: &Config,
+    group_idx: usize,
+    ex: Exchange,
+) -> Next {
+    let group = &config.upstreams[group_idx];
+    c.inbuf.consume(ex.head_len);
+    let mut body = match ex.framing {
+        Framing::Length(n) if n <= INLINE_BODY && c.inbuf.len() as u64 >= n => {
+            c.out.extend_from_slice(&c.inbuf.bytes()[..n as usize]);
+            c.inbuf.consume(n as usize);
+            None
+        }
+        Framing::Length(n) => Some(BodyIn::Length(n)),
+        Framing::Chunked => Some(BodyIn::Chunked(ChunkedDecoder::new())),
+        Framing::Empty | Framing::Close => None,
+    };
+    let replayable = body.is_none();
+    let Some(addr) = ctx.pick_server(generation, config, group_idx) else {
+        return answer_error(c, config, 503, true).await;
+    };
+    // The request head stays in `request` until the exchange ends, for a
+    // retry; `c.out` takes the spare buffer for the response head.
+    let mut request = std::mem::take(&mut c.out);
+    c.out = std::mem::take(&mut c.spare);
+    c.out.clear();
+    let mut allow_pooled = true;
+
+    let next = loop {
+        let (mut upstream, reused) =
+            match acquire(ctx, addr, group.connect_timeout, allow_pooled).await {
+                Ok(u) => u,
+                Err(e) => {
+                    let close = !replayable || !ex.keep_alive;
+                    break answer_error(c, config, e.status().unwrap_or(502), close).await;
+                }
+            };
+        let attempt = exchange(
+            c,
+            &mut upstream,
+            config,
+            group,
+            &ex,
+            &mut request,
+            body.as_mut(),
+        )
+        .await;
+        match attempt {
+            Ok(Done::Response {
+                client_keep,
+                reusable,
+            }) => {
+                if reusable {
+                    let now = Instant::now();
+                    let max = group.max_idle_per_server;
+                    ctx.pool
+                        .borrow_mut()
+                        .put(addr, upstream, max, group.idle_timeout, now);
+                }
+                break if client_keep {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                };
+            }
+            Ok(Done::Switched) => break Next::Tunnel(upstream, group.tunnel_idle_timeout),
+            Err(Failure::Retryable(_)) if reused && allow_pooled && replayable => {
+                tracing::debug!(worker = ctx.id, %addr, "pooled upstream connection failed; retrying on a fresh one");
+                allow_pooled = false;
+                c.upbuf.consume(c.upbuf.len());
+            }
+            Err(Failure::Retryable(e) | Failure::Final(e)) => {
+                c.upbuf.consume(c.upbuf.len());
+                break answer_error(c, config, e.status().unwrap_or(502), true).await;
+            }
+            Err(Failure::Client(status)) => {
+                if let Some(status) = status {
+                    answer_error(c, config, status, true).await;
+                }
+                break Next::Close;
+            }
+        }
+    };
+    request.clear();
+    c.spare = request;
+    next
+}
+
+/// How one attempt ended well.
+enum Done {
+    Response {
+        client_keep: bool,
+        reusable: bool,
+    },
+    /// 101 sent to the client: the connection becomes a tunnel.
+    Switched,
+}
+
+async fn answer_error(c: &mut Client, config: &Config, status: u16, close: bool) -> Next {
+    let sent = write_all(
+        &mut c.stream,
+        answer::error_answer(status, close),
+        config.timeouts.io,
+    )
+    .await;
+    if sent.is_ok() && !close {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+/// One attempt on one upstream connection. `request` (head plus any
+/// inline body) is given back intact, so a failed attempt can be replayed.
+async fn exchange(
+    c: &mut Client,
+    upstream: &mut TcpStream,
+    config: &Config,
+    group: &UpstreamGroup,
+    ex: &Exchange,
+    request: &mut Vec<u8>,
+    body: Option<&mut BodyIn>,
+) -> Result<Done, Failure> {
+    let bytes = std::mem::take(request);
+    let (written, bytes) = write_all_keep(upstream, bytes, group.io_timeout).await;
+    match bytes {
+        Some(bytes) => *request = bytes,
+        None => {
+            return Err(Failure::Final(ProxyError::upstream(
+                ErrorKind::GatewayTimeout,
+            )));
+        }
+    }
+    if written.is_err() {
+        return Err(Failure::Retryable(ProxyError::upstream(
+            ErrorKind::BadGateway,
+        )));
+    }
+    if let Some(body) = body {
+        send_body(c, upstream, config, group, ex, body).await?;
+    }
+    respond(c, upstream, config, group, ex).await
+}
+
+/// Streams the rest of the request body from the client to the upstream.
+async fn send_body(
+    c: &mut Client,
+    upstream: &mut TcpStream,
+    config: &Config,
+    group: &UpstreamGroup,
+    ex: &Exchange,
+    body: &mut BodyIn,
+) -> Result<(), Failure> {
+    if ex.expect_continue && c.inbuf.is_empty() {
+        write_all(&mut c.stream, answer::CONTINUE, config.timeouts.io)
+            .await
+            .map_err(|_| Failure::Client(None))?;
+    }
+    let input = std::mem::replace(body, BodyIn::Length(0));
+    let chunked_out = matches!(input, BodyIn::Chunked(_));
+    let relay = Relay {
+        input,
+        chunked_out,
+        limit: if ex.body_limit == 0 {
+            u64::MAX
+        } else {
+            ex.body_limit
+        },
+        read_timeout: config.timeouts.io,
+        write_timeout: group.io_timeout,
+    };
+    c.out.clear();
+    let result = relay
+        .run(&mut c.stream, &mut c.inbuf, upstream, &mut c.out)
+        .await;
+    result.map_err(|e| match e {
+        RelayError::Source => Failure::Client(None),
+        RelayError::Invalid => Failure::Client(Some(400)),
+        RelayError::TooLarge => Failure::Client(Some(413)),
+        RelayError::Dest => Failure::Final(ProxyError::upstream(ErrorKind::BadGateway)),
+    })
+}
+
+/// What the response head decided.
+struct ResponsePlan {
+    framing: Framing,
+    out_framing: Framing,
+    client_keep: bool,
+    upstream_reusable: bool,
+    interim: bool,
+    switching: bool,
+}
+
+/// Reads the response head(s), writes the rewritten head and relays the body.
+async fn respond(
+    c: &mut Client,
+    upstream: &mut TcpStream,
+    config: &Config,
+    group: &UpstreamGroup,
+    ex: &Exchange,
+) -> Result<Done, Failure> {
+    let mut got_any = false;
+    let plan = loop {
+        let planned = plan_response(c, config, group, ex).map_err(Failure::Final)?;
+        if let Some(plan) = planned {
+            if plan.interim {
+                // 1xx other than 101: pass to a 1.1 client, then read on.
+                if ex.version == Version::Http11 {
+                    flush_vec(&mut c.stream, &mut c.out, config.timeouts.io)
+                        .await
+                        .map_err(|_| Failure::Client(None))?;
+                }
+                c.out.clear();
+                got_any = true;
+                continue;
+            }
+            break plan;
+        }
+        let n = c
+            .upbuf
+            .fill(upstream, 8192, group.response_timeout)
+            .await
+            .map_err(|e| response_read_failure(&e, got_any || !c.upbuf.is_empty(), ex))?;
+        if n == 0 {
+            let err = io::Error::from(io::ErrorKind::UnexpectedEof);
+            return Err(response_read_failure(
+                &err,
+                got_any || !c.upbuf.is_empty(),
+                ex,
+            ));
+        }
+    };
+
+    if plan.switching {
+        flush_vec(&mut c.stream, &mut c.out, config.timeouts.io)
+            .await
+            .map_err(|_| Failure::Client(None))?;
+        // Bytes the upstream sent after its 101 belong to the new protocol.
+        if !c.upbuf.is_empty() {
+            let n = c.upbuf.len();
+            super::buffer::write_from_read_buf(&mut c.stream, &mut c.upbuf, n, config.timeouts.io)
+                .await
+                .map_err(|_| Failure::Client(None))?;
+        }
+        if !c.inbuf.is_empty() {
+            let n = c.inbuf.len();
+            super::buffer::write_from_read_buf(upstream, &mut c.inbuf, n, group.io_timeout)
+                .await
+                .map_err(|_| Failure::Final(ProxyError::upstream(ErrorKind::BadGateway)))?;
+        }
+        return Ok(Done::Switched);
+    }
+
+    let input = match plan.framing {
+        Framing::Empty => None,
+        Framing::Length(n) => Some(BodyIn::Length(n)),
+        Framing::Chunked => Some(BodyIn::Chunked(ChunkedDecoder::new())),
+        Framing::Close => Some(BodyIn::UntilClose),
+    };
+    let relayed = match input {
+        None => flush_vec(&mut c.stream, &mut c.out, config.timeouts.io)
+            .await
+            .map_err(|_| RelayError::Dest),
+        Some(input) => {
+            let relay = Relay {
+                input,
+                chunked_out: plan.out_framing == Framing::Chunked,
+                limit: u64::MAX,
+                read_timeout: group.io_timeout,
+                write_timeout: config.timeouts.io,
+            };
+            relay
+                .run(upstream, &mut c.upbuf, &mut c.stream, &mut c.out)
+                .await
+        }
+    };
+    // Anything after the body is a protocol error on that connection.
+    let reusable = relayed.is_ok() && plan.upstream_reusable && c.upbuf.is_empty();
+    c.upbuf.consume(c.upbuf.len());
+    c.out.clear();
+    // After a failed relay the head is already on its way: all we can do
+    // is close the client connection.
+    let client_keep = relayed.is_ok() && plan.client_keep;
+    Ok(Done::Response {
+        client_keep,
+        reusable,
+    })
+}
+
+fn response_read_failure(e: &io::Error, got_bytes: bool, ex: &Exchange) -> Failure {
+    if e.kind() == io::ErrorKind::TimedOut {
+        return Failure::Final(ProxyError::upstream(ErrorKind::GatewayTimeout));
+    }
+    let err = ProxyError::upstream(ErrorKind::BadGateway);
+    if !got_bytes && ex.idempotent {
+        Failure::Retryable(err)
+    } else {
+        Failure::Final(err)
+    }
+}
+
+/// Parses a buffered response head and writes the client's head into
+/// `c.out`. Ok(None) means more bytes are needed.
+fn plan_response(
+    c: &mut Client,
+    config: &Config,
+    group: &UpstreamGroup,
+    ex: &Exchange,
+) -> Result<Option<ResponsePlan>, ProxyError> {
+    let mut headers = empty_headers();
+    let Some(resp) = parse_response(
+        c.upbuf.bytes(),
+        &mut headers,
+        group.max_response_head_size,
+        ex.is_head,
+    )?
+    else {
+        return Ok(None);
+    };
+    let via = config.forwarding.via;
+    c.out.clear();
+    if resp.status == 101 {
+        if !ex.upgrade {
+            return Err(ProxyError::upstream(ErrorKind::BadGateway));
+        }
+        write_response_head(
+            &mut c.out,
+            &resp,
+            Framing::Empty,
+            ConnectionDirective::Upgrade,
+            via,
+        );
+        let head_len = resp.head_len;
+        c.upbuf.consume(head_len);
+        return Ok(Some(ResponsePlan {
+            framing: Framing::Empty,
+            out_framing: Framing::Empty,
+            client_keep: false,
+            upstream_reusable: false,
+            interim: false,
+            switching: true,
+        }));
+    }
+    if resp.is_interim() {
+        write_response_head(
+            &mut c.out,
+            &resp,
+            Framing::Empty,
+            ConnectionDirective::Default,
+            via,
+        );
+        let head_len = resp.head_len;
+        c.upbuf.consume(head_len);
+        return Ok(Some(ResponsePlan {
+            framing: Framing::Empty,
+            out_framing: Framing::Empty,
+            client_keep: false,
+            upstream_reusable: false,
+            interim: true,
+            switching: false,
+        }));
+    }
+    let client_11 = ex.version == Version::Http11;
+    let out_framing = match resp.framing {
+        Framing::Chunked | Framing::Close if client_11 => Framing::Chunked,
+        Framing::Chunked | Framing::Close => Framing::Close,
+        other => other,
+    };
+    // The request body was fully read (the relay finished) by the time we
+    // get here, so only the client's wish and the framing decide.
+    let client_keep = ex.keep_alive && out_framing != Framing::Close;
+    let directive = match (client_keep, client_11) {
+        (false, _) => ConnectionDirective::Close,
+        (true, true) => ConnectionDirective::Default,
+        (true, false) => ConnectionDirective::KeepAlive,
+    };
+    write_response_head(&mut c.out, &resp, out_framing, directive, via);
+    let plan = ResponsePlan {
+        framing: resp.framing,
+        out_framing,
+        client_keep,
+        upstream_reusable: resp.reusable,
+        interim: false,
+        switching: false,
+    };
+    let head_len = resp.head_len;
+    c.upbuf.consume(head_len);
+    Ok(Some(plan))
+}

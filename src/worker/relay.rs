@@ -1,0 +1,155 @@
+//! Streams one message body from a source to a destination in bounded
+//! memory, decoding the source framing (length, chunked, until close) and
+//! encoding the destination framing (raw or chunked). Used both ways:
+//! request bodies to the upstream, response bodies to the client.
+
+use std::time::Duration;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+
+use super::buffer::{ReadBuf, flush_vec, write_from_read_buf};
+use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK, encode_chunk};
+
+/// Largest amount copied into the head buffer to send in one write; above
+/// it, body bytes are written straight from the read buffer.
+const COALESCE_LIMIT: usize = 32 * 1024;
+/// Room asked for on each read of a body.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How the body arrives.
+pub(crate) enum BodyIn {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+/// Why a relay stopped early.
+#[derive(Debug)]
+pub(crate) enum RelayError {
+    /// Reading the source failed, timed out, or it ended too soon.
+    Source,
+    /// Writing the destination failed or timed out.
+    Dest,
+    /// The source framing was invalid (bad chunk).
+    Invalid,
+    /// More body than `limit` allows.
+    TooLarge,
+}
+
+pub(crate) struct Relay {
+    pub input: BodyIn,
+    /// Re-encode as chunked (else raw bytes).
+    pub chunked_out: bool,
+    /// Body limit in bytes (u64::MAX for none).
+    pub limit: u64,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+impl Relay {
+    /// Relays the body. `out` may already hold a head to send first; it is
+    /// flushed and left empty. Body bytes already in `src_buf` are used first.
+    pub async fn run<R: AsyncReadRent, W: AsyncWriteRent>(
+        mut self,
+        src: &mut R,
+        src_buf: &mut ReadBuf,
+        dst: &mut W,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RelayError> {
+        let mut seen: u64 = 0;
+        loop {
+            let done = self.drain_buffered(src_buf, dst, out, &mut seen).await?;
+            if seen > self.limit {
+                return Err(RelayError::TooLarge);
+            }
+            if done {
+                break;
+            }
+            flush_vec(dst, out, self.write_timeout)
+                .await
+                .map_err(|_| RelayError::Dest)?;
+            let n = src_buf
+                .fill(src, READ_CHUNK, self.read_timeout)
+                .await
+                .map_err(|_| RelayError::Source)?;
+            if n == 0 {
+                if matches!(self.input, BodyIn::UntilClose) {
+                    break;
+                }
+                return Err(RelayError::Source);
+            }
+        }
+        if self.chunked_out {
+            out.extend_from_slice(LAST_CHUNK);
+        }
+        flush_vec(dst, out, self.write_timeout)
+            .await
+            .map_err(|_| RelayError::Dest)
+    }
+
+    /// Moves buffered body bytes towards `dst`; true when the body is complete.
+    async fn drain_buffered<W: AsyncWriteRent>(
+        &mut self,
+        src_buf: &mut ReadBuf,
+        dst: &mut W,
+        out: &mut Vec<u8>,
+        seen: &mut u64,
+    ) -> Result<bool, RelayError> {
+        let chunked_out = self.chunked_out;
+        match &mut self.input {
+            BodyIn::Length(remaining) => {
+                let take = (*remaining).min(src_buf.len() as u64) as usize;
+                *remaining -= take as u64;
+                *seen += take as u64;
+                if take > 0 {
+                    if chunked_out || out.len() + take <= COALESCE_LIMIT {
+                        emit(out, &src_buf.bytes()[..take], chunked_out);
+                        src_buf.consume(take);
+                    } else {
+                        flush_vec(dst, out, self.write_timeout)
+                            .await
+                            .map_err(|_| RelayError::Dest)?;
+                        write_from_read_buf(dst, src_buf, take, self.write_timeout)
+                            .await
+                            .map_err(|_| RelayError::Dest)?;
+                    }
+                }
+                Ok(*remaining == 0)
+            }
+            BodyIn::Chunked(decoder) => {
+                let used = decoder
+                    .decode(src_buf.bytes(), |data| {
+                        *seen += data.len() as u64;
+                        emit(out, data, chunked_out);
+                    })
+                    .map_err(|_| RelayError::Invalid)?;
+                src_buf.consume(used);
+                Ok(decoder.is_done())
+            }
+            BodyIn::UntilClose => {
+                let n = src_buf.len();
+                *seen += n as u64;
+                if chunked_out || out.len() + n <= COALESCE_LIMIT {
+                    emit(out, src_buf.bytes(), chunked_out);
+                    src_buf.consume(n);
+                } else {
+                    flush_vec(dst, out, self.write_timeout)
+                        .await
+                        .map_err(|_| RelayError::Dest)?;
+                    write_from_read_buf(dst, src_buf, n, self.write_timeout)
+                        .await
+                        .map_err(|_| RelayError::Dest)?;
+                }
+                Ok(false)
+            }
+        }
+    }
+}
+
+fn emit(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
+    if chunked {
+        encode_chunk(out, data);
+    } else {
+        out.extend_from_slice(data);
+    }
+}

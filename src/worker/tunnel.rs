@@ -1,0 +1,40 @@
+//! The two-way byte tunnel after a 101 Switching Protocols (WebSocket):
+//! each direction copies until end of stream, then shuts the other side's
+//! write half, so half-closes pass through.
+
+use std::time::Duration;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
+
+pub(crate) async fn run(client: TcpStream, upstream: TcpStream, idle: Duration) {
+    let (client_read, client_write) = client.into_split();
+    let (up_read, up_write) = upstream.into_split();
+    monoio::join!(
+        pump(client_read, up_write, idle),
+        pump(up_read, client_write, idle)
+    );
+}
+
+async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(mut from: R, mut to: W, idle: Duration) {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    loop {
+        let Ok((res, b)) = monoio::time::timeout(idle, from.read(buf)).await else {
+            break;
+        };
+        buf = b;
+        match res {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let Ok((res, b)) = monoio::time::timeout(idle, to.write_all(buf)).await else {
+            break;
+        };
+        buf = b;
+        buf.clear();
+        if res.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
