@@ -118,6 +118,10 @@ pub struct RouteQuery<'a, 'b> {
     pub headers: &'a [httparse::Header<'b>],
 }
 
+/// (host kind, host pattern length, path match length, exact path): the
+/// greatest wins.
+type Rank = (u8, usize, usize, u8);
+
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     pub routes: Vec<Route>,
@@ -127,7 +131,7 @@ impl RouteTable {
     /// The best route for a request, by the precedence in the module docs.
     pub fn find(&self, q: &RouteQuery<'_, '_>) -> Option<&Route> {
         let host = q.host.strip_suffix(b".").unwrap_or(q.host);
-        let mut best: Option<(&Route, (u8, usize, usize, u8))> = None;
+        let mut best: Option<(&Route, Rank)> = None;
         for route in &self.routes {
             if !route.listeners.is_empty() && !route.listeners.contains(&q.listener) {
                 continue;

@@ -10,9 +10,21 @@ use std::time::{Duration, Instant};
 /// the server name so a connection is only reused for the same SNI.
 pub type PoolKey = SocketAddr;
 
+struct Idle<C> {
+    conn: C,
+    since: Instant,
+    expires: Instant,
+}
+
+/// A connection taken from the pool, with how long it sat idle.
+pub struct Pooled<C> {
+    pub conn: C,
+    pub idle_for: Duration,
+}
+
 pub struct IdlePool<C> {
-    /// Per server, oldest first: (connection, instant it expires).
-    idle: HashMap<PoolKey, Vec<(C, Instant)>>,
+    /// Per server, oldest first.
+    idle: HashMap<PoolKey, Vec<Idle<C>>>,
 }
 
 impl<C> Default for IdlePool<C> {
@@ -26,11 +38,14 @@ impl<C> Default for IdlePool<C> {
 impl<C> IdlePool<C> {
     /// The most recently returned connection to `key` that has not
     /// expired; expired ones are dropped on the way.
-    pub fn take(&mut self, key: &PoolKey, now: Instant) -> Option<C> {
+    pub fn take(&mut self, key: &PoolKey, now: Instant) -> Option<Pooled<C>> {
         let list = self.idle.get_mut(key)?;
-        while let Some((conn, expires)) = list.pop() {
-            if now < expires {
-                return Some(conn);
+        while let Some(idle) = list.pop() {
+            if now < idle.expires {
+                return Some(Pooled {
+                    conn: idle.conn,
+                    idle_for: now.saturating_duration_since(idle.since),
+                });
             }
         }
         None
@@ -53,13 +68,17 @@ impl<C> IdlePool<C> {
         if list.len() >= max_per_server {
             list.remove(0);
         }
-        list.push((conn, now + max_idle));
+        list.push(Idle {
+            conn,
+            since: now,
+            expires: now + max_idle,
+        });
     }
 
     /// Drops expired connections.
     pub fn sweep(&mut self, now: Instant) {
         self.idle.retain(|_, list| {
-            list.retain(|(_, expires)| now < *expires);
+            list.retain(|idle| now < idle.expires);
             !list.is_empty()
         });
     }
@@ -83,9 +102,10 @@ mod tests {
         pool.put(key, 2, 2, ten, t0);
         pool.put(key, 3, 2, ten, t0 + Duration::from_secs(5));
         assert_eq!(pool.idle_count(), 2);
-        assert_eq!(pool.take(&key, t0 + Duration::from_secs(6)), Some(3));
+        let got = pool.take(&key, t0 + Duration::from_secs(6)).unwrap();
+        assert_eq!((got.conn, got.idle_for), (3, Duration::from_secs(1)));
         // 2 went idle at t0: expired at t0+11s.
-        assert_eq!(pool.take(&key, t0 + Duration::from_secs(11)), None);
+        assert!(pool.take(&key, t0 + Duration::from_secs(11)).is_none());
         pool.put(key, 4, 2, Duration::from_secs(1), t0);
         pool.sweep(t0 + Duration::from_secs(2));
         assert_eq!(pool.idle_count(), 0);

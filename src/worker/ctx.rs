@@ -16,10 +16,16 @@ use crate::config::Config;
 use crate::server::Shared;
 use crate::upstream::{IdlePool, SmoothWeighted};
 
+/// A worker's handle on a config snapshot. The Rc makes each clone a plain
+/// increment on this core; cloning the shared Arc per request would bounce
+/// its reference count between cores.
+#[allow(clippy::redundant_allocation)]
+pub(crate) type Snapshot = Rc<Arc<Config>>;
+
 pub(crate) struct WorkerCtx {
     pub id: usize,
     pub shared: Arc<Shared>,
-    snapshot: RefCell<Rc<Arc<Config>>>,
+    snapshot: RefCell<Snapshot>,
     generation: Cell<u64>,
     balancers: RefCell<Balancers>,
     pub pool: RefCell<IdlePool<TcpStream>>,
@@ -57,7 +63,7 @@ impl WorkerCtx {
 
     /// The current snapshot and its generation; a request keeps the one it
     /// started with, so a reload never changes a request in flight.
-    pub fn snapshot(&self) -> (u64, Rc<Arc<Config>>) {
+    pub fn snapshot(&self) -> (u64, Snapshot) {
         let published = self.shared.generation.load(Ordering::Acquire);
         if published != self.generation.get() {
             let (generation, config) = self.shared.current();
