@@ -228,6 +228,7 @@ impl Upstream {
                 let (handler, me) = (handler.clone(), server.clone());
                 thread::spawn(move || {
                     let _ = stream.set_read_timeout(Some(TIMEOUT));
+                    let _ = stream.set_nodelay(true);
                     let Ok(read_half) = stream.try_clone() else {
                         return;
                     };

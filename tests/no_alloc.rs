@@ -1,0 +1,138 @@
+//! Once warm, a worker proxies keep-alive requests without allocating: a
+//! counting global allocator tallies allocations made on worker threads.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::*;
+
+struct CountingAlloc;
+
+static WORKER_ALLOCS: AtomicU64 = AtomicU64::new(0);
+static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static TRACED: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static IS_WORKER: Cell<Option<bool>> = const { Cell::new(None) };
+    static LOOKING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn on_worker_thread() -> bool {
+    IS_WORKER
+        .try_with(|known| {
+            if let Some(is) = known.get() {
+                return is;
+            }
+            // Asking for the thread's name may allocate: don't recurse.
+            if LOOKING.with(|l| l.replace(true)) {
+                return false;
+            }
+            let is = std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("ringress-w"));
+            LOOKING.with(|l| l.set(false));
+            known.set(Some(is));
+            is
+        })
+        .unwrap_or(false)
+}
+
+// SAFETY: defers every operation to the system allocator unchanged; the
+// counting only reads thread-locals and bumps an atomic.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if on_worker_thread() {
+            WORKER_ALLOCS.fetch_add(1, Ordering::Relaxed);
+            if TRACE.load(Ordering::Relaxed)
+                && TRACED.fetch_add(1, Ordering::Relaxed) < 3
+                && !LOOKING.with(|l| l.replace(true))
+            {
+                eprintln!(
+                    "ALLOC {} {}",
+                    layout.size(),
+                    std::backtrace::Backtrace::force_capture()
+                );
+                LOOKING.with(|l| l.set(false));
+            }
+        }
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if on_worker_thread() {
+            WORKER_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+#[test]
+fn warm_keep_alive_requests_do_not_allocate() {
+    let up = Upstream::echo();
+    let proxy = Proxy::start_with(&simple_config(up.addr), 1, ringress::IoMode::Auto);
+    let mut c = proxy.connect();
+    let get = get("/items/42?page=1");
+    let post = b"POST /items HTTP/1.1\r\nHost: test.local\r\nContent-Length: 11\r\n\r\nhello world";
+    let round = |c: &mut Client| {
+        assert_eq!(c.request(&get).status, 200);
+        assert_eq!(c.request(post).body_str(), "POST /items\nhello world");
+    };
+    for _ in 0..200 {
+        round(&mut c);
+    }
+    let before = WORKER_ALLOCS.load(Ordering::Relaxed);
+    TRACE.store(std::env::var("TRACE_ALLOC").is_ok(), Ordering::Relaxed);
+    for _ in 0..500 {
+        round(&mut c);
+    }
+    let during = WORKER_ALLOCS.load(Ordering::Relaxed) - before;
+    assert_eq!(
+        during, 0,
+        "worker allocated {during} times over 1000 warm requests"
+    );
+}
+
+#[test]
+fn warm_split_responses_do_not_allocate() {
+    // The upstream writes head and body separately (two reads for the proxy).
+    let up = Upstream::start(|r, w, up| {
+        use std::io::Write;
+        while let Some(req) = up.record(r) {
+            let body = format!("{} {}\n", req.method, req.target);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            if w.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            if w.write_all(body.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let proxy = Proxy::start_with(&simple_config(up.addr), 1, ringress::IoMode::Auto);
+    let mut c = proxy.connect();
+    let get = get("/split");
+    for _ in 0..100 {
+        assert_eq!(c.request(&get).body_str(), "GET /split\n");
+    }
+    let before = WORKER_ALLOCS.load(Ordering::Relaxed);
+    TRACE.store(std::env::var("TRACE_ALLOC").is_ok(), Ordering::Relaxed);
+    for _ in 0..200 {
+        assert_eq!(c.request(&get).body_str(), "GET /split\n");
+    }
+    let during = WORKER_ALLOCS.load(Ordering::Relaxed) - before;
+    assert_eq!(
+        during, 0,
+        "worker allocated {during} times over 200 warm split requests"
+    );
+}
