@@ -84,6 +84,9 @@ pub(crate) async fn serve(
         let Some((plan, head_len)) = next_request(&mut c, &ctx, &config, first).await else {
             return;
         };
+        // Set when we close while the client may still be sending (an
+        // answer before its body was read): see `lingering_close`.
+        let mut linger = false;
         first = false;
         let write_timeout = config.timeouts.io;
         let keep = match plan {
@@ -91,6 +94,10 @@ pub(crate) async fn serve(
                 match proxy::run(&mut c, &ctx, generation, &config, group, exchange).await {
                     Next::KeepAlive => true,
                     Next::Close => false,
+                    Next::CloseLinger => {
+                        linger = true;
+                        false
+                    }
                     Next::Tunnel(upstream, idle) => {
                         let Client { stream, .. } = c;
                         tunnel::run(stream, upstream, idle).await;
@@ -99,6 +106,7 @@ pub(crate) async fn serve(
                 }
             }
             Plan::Respond { bytes, close } => {
+                linger = close;
                 c.inbuf.consume(head_len);
                 c.out.clear();
                 c.out.extend_from_slice(bytes);
@@ -108,6 +116,7 @@ pub(crate) async fn serve(
                     && !close
             }
             Plan::Rendered { close } => {
+                linger = close;
                 c.inbuf.consume(head_len);
                 flush_vec(&mut c.stream, &mut c.out, write_timeout)
                     .await
@@ -115,12 +124,44 @@ pub(crate) async fn serve(
                     && !close
             }
             Plan::Error { status, close } => {
+                linger = close;
                 c.inbuf.consume(head_len);
                 send_answer(&mut c, status, close, write_timeout).await && !close
             }
         };
+        if linger {
+            lingering_close(&mut c).await;
+        }
         if !keep || ctx.drain.is_draining() {
             return;
+        }
+    }
+}
+
+/// How long, and how much, we keep reading from a client we are closing on.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Closes our side, then reads and discards what the client still sends
+/// (for a while). Closing a socket with unread input makes the kernel send
+/// a reset, which can destroy the answer we just wrote before the client
+/// reads it; reading until the client's FIN avoids that.
+async fn lingering_close(c: &mut Client) {
+    use monoio::io::AsyncWriteRent;
+    if c.stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        c.inbuf.consume(c.inbuf.len());
+        match c.inbuf.fill(&mut c.stream, 16 * 1024, left).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
         }
     }
 }
@@ -147,8 +188,10 @@ async fn next_request<'c>(
                 Ok(Some(planned)) => return Some(planned),
                 Ok(None) => {}
                 Err(e) => {
-                    if let Some(status) = e.status() {
-                        send_answer(c, status, true, config.timeouts.io).await;
+                    if let Some(status) = e.status()
+                        && send_answer(c, status, true, config.timeouts.io).await
+                    {
+                        lingering_close(c).await;
                     }
                     return None;
                 }

@@ -37,6 +37,9 @@ pub(crate) struct Exchange {
 pub(crate) enum Next {
     KeepAlive,
     Close,
+    /// Close after reading what the client still sends (an error answered
+    /// before its request body was read).
+    CloseLinger,
     /// Switch to a byte tunnel with this upstream (after a 101).
     Tunnel(TcpStream, Duration),
 }
@@ -76,7 +79,7 @@ pub(crate) async fn run(
     };
     let replayable = body.is_none();
     let Some(addr) = ctx.pick_server(generation, config, group_idx) else {
-        return answer_error(c, config, 503, true).await;
+        return answer_error(c, config, 503, true, !replayable).await;
     };
     // The request head stays in `request` until the exchange ends, for a
     // retry; `c.out` takes the spare buffer for the response head.
@@ -91,7 +94,8 @@ pub(crate) async fn run(
                 Ok(u) => u,
                 Err(e) => {
                     let close = !replayable || !ex.keep_alive;
-                    break answer_error(c, config, e.status().unwrap_or(502), close).await;
+                    let status = e.status().unwrap_or(502);
+                    break answer_error(c, config, status, close, !replayable).await;
                 }
             };
         let attempt = exchange(
@@ -130,14 +134,13 @@ pub(crate) async fn run(
             }
             Err(Failure::Retryable(e) | Failure::Final(e)) => {
                 c.upbuf.consume(c.upbuf.len());
-                break answer_error(c, config, e.status().unwrap_or(502), true).await;
+                let status = e.status().unwrap_or(502);
+                break answer_error(c, config, status, true, !replayable).await;
             }
-            Err(Failure::Client(status)) => {
-                if let Some(status) = status {
-                    answer_error(c, config, status, true).await;
-                }
-                break Next::Close;
+            Err(Failure::Client(Some(status))) => {
+                break answer_error(c, config, status, true, true).await;
             }
+            Err(Failure::Client(None)) => break Next::Close,
         }
     };
     request.clear();
@@ -155,17 +158,21 @@ enum Done {
     Switched,
 }
 
-async fn answer_error(c: &mut Client, config: &Config, status: u16, close: bool) -> Next {
-    let sent = write_all(
-        &mut c.stream,
-        answer::error_answer(status, close),
-        config.timeouts.io,
-    )
-    .await;
-    if sent.is_ok() && !close {
-        Next::KeepAlive
-    } else {
-        Next::Close
+/// Sends a generated answer. `linger` when the client may still be
+/// sending a body we did not read.
+async fn answer_error(
+    c: &mut Client,
+    config: &Config,
+    status: u16,
+    close: bool,
+    linger: bool,
+) -> Next {
+    let answer = answer::error_answer(status, close);
+    let sent = write_all(&mut c.stream, answer, config.timeouts.io).await;
+    match (sent.is_ok(), close, linger) {
+        (true, false, _) => Next::KeepAlive,
+        (true, true, true) => Next::CloseLinger,
+        _ => Next::Close,
     }
 }
 
