@@ -511,6 +511,12 @@ fn action(
     if let Some(mut r) = t.table(p, "respond") {
         let status = r.int(p, "status", 200, 599).unwrap_or(200) as u16;
         let body = r.str(p, "body").unwrap_or("");
+        if (status == 204 || status == 304) && !body.is_empty() {
+            p.add(
+                r.key_path("body"),
+                format!("a {status} response has no body"),
+            );
+        }
         let content_type = r
             .str(p, "content_type")
             .unwrap_or("text/plain; charset=utf-8");

@@ -115,7 +115,10 @@ impl Respond {
                 out.extend_from_slice(content_type.as_bytes());
                 out.extend_from_slice(b"\r\n");
             }
-            write_content_length(&mut out, body.len() as u64);
+            // RFC 9110 §8.6: no Content-Length on 204 (or 304).
+            if status != 204 && status != 304 {
+                write_content_length(&mut out, body.len() as u64);
+            }
             if close {
                 out.extend_from_slice(b"Connection: close\r\n");
             }

@@ -197,7 +197,10 @@ async fn next_request<'c>(
                 }
             }
         }
-        let idle = c.inbuf.is_empty() && !first;
+        // A timed-out read takes the buffer with it, so note now whether a
+        // head had started.
+        let started = !c.inbuf.is_empty();
+        let idle = !started && !first;
         let read = if idle {
             // Between requests: wait up to the keep-alive timeout, and give
             // up at once when the worker starts draining.
@@ -217,7 +220,7 @@ async fn next_request<'c>(
         match read {
             Ok(0) => return None,
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && !c.inbuf.is_empty() => {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && started => {
                 // A head started but did not finish in time: 408, then close.
                 send_answer(c, 408, true, config.timeouts.io).await;
                 return None;
@@ -276,7 +279,8 @@ fn plan<'c>(c: &mut Client, config: &'c Config) -> Result<Option<(Plan<'c>, usiz
             c.out.clear();
             let mut uri = req.path.to_vec();
             uri.extend_from_slice(req.query);
-            r.render(&mut c.out, req.authority, &uri, close_after_answer);
+            // `$host` is the host without port, as in nginx.
+            r.render(&mut c.out, req.host, &uri, close_after_answer);
             Plan::Rendered {
                 close: close_after_answer,
             }

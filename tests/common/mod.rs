@@ -409,10 +409,21 @@ impl Client {
             .expect("a response from the proxy")
     }
 
-    /// True when the proxy closed the connection (EOF) within the timeout.
+    /// True when the proxy closed the connection (EOF or reset) within a
+    /// second; a connection still open then is not closed.
     pub fn is_closed(&mut self) -> bool {
+        let _ = self.stream.set_read_timeout(Some(Duration::from_secs(1)));
         let mut byte = [0u8; 1];
-        matches!(self.reader.read(&mut byte), Ok(0) | Err(_))
+        let closed = match self.reader.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        let _ = self.stream.set_read_timeout(Some(TIMEOUT));
+        closed
     }
 
     pub fn shutdown_write(&self) {
