@@ -44,20 +44,7 @@ fn on_worker_thread() -> bool {
 // counting only reads thread-locals and bumps an atomic.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if on_worker_thread() {
-            WORKER_ALLOCS.fetch_add(1, Ordering::Relaxed);
-            if TRACE.load(Ordering::Relaxed)
-                && TRACED.fetch_add(1, Ordering::Relaxed) < 3
-                && !LOOKING.with(|l| l.replace(true))
-            {
-                eprintln!(
-                    "ALLOC {} {}",
-                    layout.size(),
-                    std::backtrace::Backtrace::force_capture()
-                );
-                LOOKING.with(|l| l.set(false));
-            }
-        }
+        note_worker_alloc(layout.size());
         unsafe { System.alloc(layout) }
     }
 
@@ -66,18 +53,47 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if on_worker_thread() {
-            WORKER_ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        note_worker_alloc(new_size);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
+}
+
+/// Sizes of the first allocations counted, for the failure message.
+static SIZES: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+
+fn note_worker_alloc(size: usize) {
+    if on_worker_thread() {
+        let n = WORKER_ALLOCS.fetch_add(1, Ordering::Relaxed) as usize;
+        if TRACE.load(Ordering::Relaxed) {
+            let i = TRACED.fetch_add(1, Ordering::Relaxed) as usize;
+            if i < SIZES.len() {
+                SIZES[i].store(size as u64, Ordering::Relaxed);
+            }
+        }
+        let _ = n;
+    }
+}
+
+fn traced_sizes() -> Vec<u64> {
+    SIZES
+        .iter()
+        .map(|s| s.load(Ordering::Relaxed))
+        .filter(|&s| s > 0)
+        .collect()
 }
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
+// The counter is process-wide, so the scenarios run one after another in
+// a single test: a second proxy warming up in parallel would be counted.
 #[test]
-fn warm_keep_alive_requests_do_not_allocate() {
+fn warm_requests_do_not_allocate() {
+    warm_keep_alive_requests();
+    warm_split_responses();
+}
+
+fn warm_keep_alive_requests() {
     let up = Upstream::echo();
     let proxy = Proxy::start_with(&simple_config(up.addr), 1, ringress::IoMode::Auto);
     let mut c = proxy.connect();
@@ -91,19 +107,22 @@ fn warm_keep_alive_requests_do_not_allocate() {
         round(&mut c);
     }
     let before = WORKER_ALLOCS.load(Ordering::Relaxed);
-    TRACE.store(std::env::var("TRACE_ALLOC").is_ok(), Ordering::Relaxed);
+    TRACED.store(0, Ordering::Relaxed);
+    SIZES.iter().for_each(|s| s.store(0, Ordering::Relaxed));
+    TRACE.store(true, Ordering::Relaxed);
     for _ in 0..500 {
         round(&mut c);
     }
     let during = WORKER_ALLOCS.load(Ordering::Relaxed) - before;
     assert_eq!(
-        during, 0,
-        "worker allocated {during} times over 1000 warm requests"
+        during,
+        0,
+        "worker allocated {during} times over 1000 warm requests (sizes {:?})",
+        traced_sizes()
     );
 }
 
-#[test]
-fn warm_split_responses_do_not_allocate() {
+fn warm_split_responses() {
     // The upstream writes head and body separately (two reads for the proxy).
     let up = Upstream::start(|r, w, up| {
         use std::io::Write;
@@ -126,13 +145,17 @@ fn warm_split_responses_do_not_allocate() {
         assert_eq!(c.request(&get).body_str(), "GET /split\n");
     }
     let before = WORKER_ALLOCS.load(Ordering::Relaxed);
-    TRACE.store(std::env::var("TRACE_ALLOC").is_ok(), Ordering::Relaxed);
+    TRACED.store(0, Ordering::Relaxed);
+    SIZES.iter().for_each(|s| s.store(0, Ordering::Relaxed));
+    TRACE.store(true, Ordering::Relaxed);
     for _ in 0..200 {
         assert_eq!(c.request(&get).body_str(), "GET /split\n");
     }
     let during = WORKER_ALLOCS.load(Ordering::Relaxed) - before;
     assert_eq!(
-        during, 0,
-        "worker allocated {during} times over 200 warm split requests"
+        during,
+        0,
+        "worker allocated {during} times over 200 warm split requests (sizes {:?})",
+        traced_sizes()
     );
 }

@@ -75,12 +75,13 @@ impl<C> IdlePool<C> {
         });
     }
 
-    /// Drops expired connections.
+    /// Drops expired connections. A server's list is kept even when empty
+    /// (the server set is small): freeing it would make the next return to
+    /// the pool allocate again.
     pub fn sweep(&mut self, now: Instant) {
-        self.idle.retain(|_, list| {
+        for list in self.idle.values_mut() {
             list.retain(|idle| now < idle.expires);
-            !list.is_empty()
-        });
+        }
     }
 
     pub fn idle_count(&self) -> usize {

@@ -247,14 +247,17 @@ impl Upstream {
             while let Some(req) = up.record(r) {
                 let mut body = format!("{} {}\n", req.method, req.target).into_bytes();
                 body.extend_from_slice(&req.body);
-                let head = format!(
+                // One write, so the proxy usually reads head and body together;
+                // a HEAD answer carries the length but no body.
+                let mut resp = format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Upstream: echo\r\n\r\n",
                     body.len()
-                );
-                if w.write_all(head.as_bytes())
-                    .and_then(|_| w.write_all(&body))
-                    .is_err()
-                {
+                )
+                .into_bytes();
+                if req.method != "HEAD" {
+                    resp.extend_from_slice(&body);
+                }
+                if w.write_all(&resp).is_err() {
                     return;
                 }
             }
