@@ -84,6 +84,11 @@ impl<C> IdlePool<C> {
         }
     }
 
+    /// Drops (closes) every idle connection.
+    pub fn clear(&mut self) {
+        self.idle.clear();
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.values().map(Vec::len).sum()
     }

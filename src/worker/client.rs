@@ -4,6 +4,7 @@
 //! order, which is what makes pipelining correct.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -65,7 +66,7 @@ pub(crate) async fn serve(
     listener: usize,
     ctx: Rc<WorkerCtx>,
 ) {
-    let _active = ActiveGuard::new(ctx.clone());
+    let _active = ActiveGuard::new(ctx.clone(), stream.as_raw_fd());
     let _ = stream.set_nodelay(true);
     let mut c = Client {
         stream,
@@ -80,8 +81,13 @@ pub(crate) async fn serve(
     };
     let mut first = true;
     loop {
+        if c.inbuf.is_empty() && !await_request(&mut c, &ctx, first).await {
+            return;
+        }
+        // Taken once the request has begun, so a connection that idled
+        // through a reload serves its next request on the new config.
         let (generation, config) = ctx.snapshot();
-        let Some((plan, head_len)) = next_request(&mut c, &ctx, &config, first).await else {
+        let Some((plan, head_len)) = next_request(&mut c, &config).await else {
             return;
         };
         // Set when we close while the client may still be sending (an
@@ -172,55 +178,48 @@ async fn send_answer(c: &mut Client, status: u16, close: bool, timeout: Duration
         .is_ok()
 }
 
+/// Waits for the first bytes of a request: up to the head timeout on a new
+/// connection, the keep-alive timeout between requests, and no longer
+/// than the start of a drain. False means close quietly.
+async fn await_request(c: &mut Client, ctx: &WorkerCtx, first: bool) -> bool {
+    let timeouts = &ctx.snapshot().1.timeouts;
+    let wait = if first {
+        timeouts.head
+    } else {
+        timeouts.keepalive
+    };
+    // Dropping this read on drain may lose bytes in flight: we close then.
+    let fill = c.inbuf.fill(&mut c.stream, HEAD_READ, wait);
+    let read = monoio::select! {
+        r = fill => r,
+        _ = ctx.drain.wait() => return false,
+    };
+    matches!(read, Ok(n) if n > 0)
+}
+
 /// Reads until a full request head is buffered and planned. None means the
-/// connection is done (closed, idle too long, draining, or answered with an
-/// error that ends it).
-async fn next_request<'c>(
-    c: &mut Client,
-    ctx: &WorkerCtx,
-    config: &'c Config,
-    first: bool,
-) -> Option<(Plan<'c>, usize)> {
-    let mut deadline = Instant::now() + config.timeouts.head;
+/// connection is done (closed, too slow, or answered with an error that
+/// ends it).
+async fn next_request<'c>(c: &mut Client, config: &'c Config) -> Option<(Plan<'c>, usize)> {
+    let deadline = Instant::now() + config.timeouts.head;
     loop {
-        if !c.inbuf.is_empty() {
-            match plan(c, config) {
-                Ok(Some(planned)) => return Some(planned),
-                Ok(None) => {}
-                Err(e) => {
-                    if let Some(status) = e.status()
-                        && send_answer(c, status, true, config.timeouts.io).await
-                    {
-                        lingering_close(c).await;
-                    }
-                    return None;
+        match plan(c, config) {
+            Ok(Some(planned)) => return Some(planned),
+            Ok(None) => {}
+            Err(e) => {
+                if let Some(status) = e.status()
+                    && send_answer(c, status, true, config.timeouts.io).await
+                {
+                    lingering_close(c).await;
                 }
+                return None;
             }
         }
-        // A timed-out read takes the buffer with it, so note now whether a
-        // head had started.
-        let started = !c.inbuf.is_empty();
-        let idle = !started && !first;
-        let read = if idle {
-            // Between requests: wait up to the keep-alive timeout, and give
-            // up at once when the worker starts draining.
-            let fill = c
-                .inbuf
-                .fill(&mut c.stream, HEAD_READ, config.timeouts.keepalive);
-            let got = monoio::select! {
-                r = fill => r,
-                _ = ctx.drain.wait() => return None,
-            };
-            deadline = Instant::now() + config.timeouts.head;
-            got
-        } else {
-            let left = deadline.saturating_duration_since(Instant::now());
-            c.inbuf.fill(&mut c.stream, HEAD_READ, left).await
-        };
-        match read {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match c.inbuf.fill(&mut c.stream, HEAD_READ, left).await {
             Ok(0) => return None,
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && started => {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 // A head started but did not finish in time: 408, then close.
                 send_answer(c, 408, true, config.timeouts.io).await;
                 return None;

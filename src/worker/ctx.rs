@@ -4,12 +4,14 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use monoio::net::TcpStream;
+use slab::Slab;
 
 use super::drain::Drain;
 use crate::config::Config;
@@ -31,6 +33,7 @@ pub(crate) struct WorkerCtx {
     pub pool: RefCell<IdlePool<TcpStream>>,
     pub drain: Drain,
     pub active: Cell<usize>,
+    sockets: RefCell<Slab<RawFd>>,
 }
 
 struct Balancers {
@@ -58,6 +61,7 @@ impl WorkerCtx {
             pool: RefCell::new(IdlePool::default()),
             drain: Drain::default(),
             active: Cell::new(0),
+            sockets: RefCell::new(Slab::new()),
         }
     }
 
@@ -109,18 +113,38 @@ fn balancers_for(config: &Config) -> Vec<SmoothWeighted> {
         .collect()
 }
 
-/// Counts a connection as active for the drain wait while alive.
-pub(crate) struct ActiveGuard(Rc<WorkerCtx>);
+/// Counts a client connection as active (for the drain) while alive, and
+/// remembers its socket so a drain that times out can shut it down.
+pub(crate) struct ActiveGuard {
+    ctx: Rc<WorkerCtx>,
+    key: usize,
+}
 
 impl ActiveGuard {
-    pub fn new(ctx: Rc<WorkerCtx>) -> Self {
+    pub fn new(ctx: Rc<WorkerCtx>, fd: RawFd) -> Self {
+        let key = ctx.sockets.borrow_mut().insert(fd);
         ctx.active.set(ctx.active.get() + 1);
-        ActiveGuard(ctx)
+        ActiveGuard { ctx, key }
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.set(self.0.active.get() - 1);
+        self.ctx.sockets.borrow_mut().remove(self.key);
+        self.ctx.active.set(self.ctx.active.get() - 1);
+    }
+}
+
+/// Shuts down (both ways) every client socket still open, so the tasks
+/// blocked on them finish and close them normally.
+#[allow(unsafe_code)]
+pub(crate) fn shut_down_sockets(ctx: &WorkerCtx) {
+    for (_, &fd) in ctx.sockets.borrow().iter() {
+        // SAFETY: each fd belongs to a live connection task (its guard
+        // removes it before the socket is closed); shutdown(2) neither
+        // closes nor frees it, it only ends the connection.
+        unsafe {
+            libc::shutdown(fd, libc::SHUT_RDWR);
+        }
     }
 }

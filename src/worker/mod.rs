@@ -102,13 +102,18 @@ async fn main(spec: WorkerSpec, driver: &'static str) {
             }
         }
     }
-    for (index, listener) in listeners {
-        monoio::spawn(accept_loop(ctx.clone(), index, listener));
-    }
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|(index, listener)| monoio::spawn(accept_loop(ctx.clone(), index, listener)))
+        .collect();
     monoio::spawn(ticker(ctx.clone()));
     let _ = spec.ready.send(Ok(driver));
 
     ctx.drain.wait().await;
+    // The accept loops close their listeners as they end.
+    for handle in accepting {
+        handle.await;
+    }
     let drain_timeout = ctx.snapshot().1.runtime.drain_timeout;
     let deadline = Instant::now() + drain_timeout;
     while ctx.active.get() > 0 && Instant::now() < deadline {
@@ -120,7 +125,16 @@ async fn main(spec: WorkerSpec, driver: &'static str) {
             open = ctx.active.get(),
             "drain timeout: closing remaining connections"
         );
+        ctx::shut_down_sockets(&ctx);
+        let grace = Instant::now() + Duration::from_millis(500);
+        while ctx.active.get() > 0 && Instant::now() < grace {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
+    // Close idle upstream connections, and give the runtime one turn to
+    // submit the closes (on io_uring they are operations too).
+    ctx.pool.borrow_mut().clear();
+    monoio::time::sleep(Duration::from_millis(1)).await;
 }
 
 async fn accept_loop(ctx: Rc<WorkerCtx>, index: usize, listener: TcpListener) {

@@ -1,0 +1,479 @@
+//! The real `ringress` binary: `--check`, `--help`, and a running process
+//! steered with signals (SIGHUP reload, SIGTERM drain and exit 0).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringress");
+
+// ---------------------------------------------------------------- helpers
+
+/// A scratch directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ringress-cli-{}-{name}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    fn write(&self, file: &str, text: &str) -> PathBuf {
+        let path = self.0.join(file);
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn check(path: &Path) -> Output {
+    Command::new(BIN)
+        .arg("--check")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .expect("run ringress --check")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The line of `stderr` that reports `path`, if any.
+fn line_for<'a>(stderr: &'a str, path: &str) -> Option<&'a str> {
+    stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{path}: ")))
+}
+
+const ISSUE_MINIMAL: &str = r#"
+[runtime]
+threads = 2
+
+[[listeners]]
+name = "main"
+bind = "127.0.0.1:8080"
+
+[[routes]]
+path_prefix = "/blocked"
+respond = { status = 403, body = "forbidden\n" }
+
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+
+[upstreams.backend]
+servers = ["127.0.0.1:9000"]
+"#;
+
+// ------------------------------------------------------------------ check
+
+#[test]
+fn check_accepts_good_config() {
+    let dir = TempDir::new("good");
+    let path = dir.write("good.toml", ISSUE_MINIMAL);
+    let out = check(&path);
+    assert!(
+        out.status.success(),
+        "--check rejected a good config: {}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("ok"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn check_accepts_shipped_config() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ringress.toml");
+    let out = check(&path);
+    assert!(
+        out.status.success(),
+        "config/ringress.toml fails --check: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn check_lists_every_problem_with_its_key_path() {
+    let dir = TempDir::new("bad");
+    let path = dir.write(
+        "bad.toml",
+        r#"
+colour = "blue"
+
+[timeouts]
+keepalive = "5 parsecs"
+
+[[listeners]]
+name = "main"
+bind = "not-an-address"
+
+[[routes]]
+path_prefix = "/teapot"
+respond = { status = 99, body = "short and stout\n" }
+
+[[routes]]
+path_prefix = "/"
+upstream = "missing"
+priority = 3
+
+[upstreams.backend]
+servers = ["127.0.0.1:9000"]
+"#,
+    );
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "--check accepted a bad config");
+    let expected: [(&str, &[&str]); 6] = [
+        ("colour", &["unknown key"]),
+        ("routes[1].priority", &["unknown key"]),
+        ("routes[1].upstream", &["missing"]),
+        ("timeouts.keepalive", &["parsecs"]),
+        ("listeners[0].bind", &["not-an-address"]),
+        ("routes[0].respond.status", &["99"]),
+    ];
+    let mut missing = Vec::new();
+    for (key, words) in expected {
+        match line_for(&stderr, key) {
+            Some(line) if words.iter().all(|w| line.contains(w)) => {}
+            Some(line) => missing.push(format!("{key}: line lacks {words:?}: {line}")),
+            None => missing.push(format!("{key}: not reported")),
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}\nstderr was:\n{stderr}");
+    assert!(
+        stderr.contains(path.to_str().unwrap()),
+        "stderr should name the file:\n{stderr}"
+    );
+}
+
+#[test]
+fn check_reports_toml_syntax_error_with_line() {
+    let dir = TempDir::new("syntax");
+    let path = dir.write(
+        "syntax.toml",
+        "[runtime]\nthreads = 2\n\n[[listeners]\nname = \"main\"\n",
+    );
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "--check accepted broken TOML");
+    assert!(stderr.contains("line 4"), "no line number:\n{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("syntax"),
+        "not called a syntax error:\n{stderr}"
+    );
+}
+
+#[test]
+fn check_reports_missing_file() {
+    let dir = TempDir::new("missing");
+    let path = dir.0.join("nope.toml");
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "--check on a missing file succeeded");
+    assert!(stderr.contains("nope.toml"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read") || stderr.contains("No such file"),
+        "unclear message:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn help_lists_the_options() {
+    let out = Command::new(BIN)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for flag in ["--config", "--threads", "--no-pin", "--io", "--check"] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn bad_io_value_is_rejected() {
+    let out = Command::new(BIN)
+        .args(["--io", "turbo", "--check", "--config"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ringress.toml"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("turbo") && stderr.contains("epoll"),
+        "{stderr}"
+    );
+}
+
+// -------------------------------------------------------------- a process
+
+/// A running ringress process, killed on drop if still alive; its
+/// stdout and stderr are collected by background threads.
+struct Running {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Running {
+    fn spawn(config: &Path, extra: &[&str]) -> Running {
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .args(["--no-pin", "--log", "info"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ringress");
+        let log = Arc::new(Mutex::new(String::new()));
+        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
+        for mut pipe in [out, err] {
+            let log = log.clone();
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    log.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        Running { child, log }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({sig}) failed");
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().unwrap().port()
+}
+
+/// One GET with `Connection: close`: (status, body), or None when the
+/// proxy is not (yet) answering.
+fn fetch(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: cli.test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// Polls `fetch` until `want` holds for its answer, up to `limit`.
+fn poll_fetch(
+    addr: SocketAddr,
+    path: &str,
+    limit: Duration,
+    want: impl Fn(&(u16, String)) -> bool,
+) -> Option<(u16, String)> {
+    let end = Instant::now() + limit;
+    let mut last = None;
+    loop {
+        if let Some(got) = fetch(addr, path) {
+            if want(&got) {
+                return Some(got);
+            }
+            last = Some(got);
+        }
+        if Instant::now() >= end {
+            return last;
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn served_config(port: u16, body: &str) -> String {
+    format!(
+        r#"
+[runtime]
+threads = 2
+drain_timeout = "2s"
+
+[[listeners]]
+name = "main"
+bind = "127.0.0.1:{port}"
+
+[[routes]]
+path_prefix = "/hello"
+respond = {{ status = 200, body = "{body}" }}
+
+[[routes]]
+path_prefix = "/"
+respond = {{ status = 404, body = "nothing here\n" }}
+"#
+    )
+}
+
+/// Start, answer, reload with SIGHUP, reject a broken reload, and stop
+/// with SIGTERM, with the given extra command-line arguments.
+fn run_process(extra: &[&str]) {
+    let dir = TempDir::new("run");
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = dir.write("ringress.toml", &served_config(port, "v1\\n"));
+    let mut p = Running::spawn(&config, extra);
+
+    let got = poll_fetch(addr, "/hello", Duration::from_secs(5), |_| true);
+    assert_eq!(
+        got,
+        Some((200, "v1\n".to_string())),
+        "proxy did not come up; log:\n{}",
+        p.log()
+    );
+    assert_eq!(fetch(addr, "/other"), Some((404, "nothing here\n".into())));
+
+    // SIGHUP after a good rewrite: the new body is served.
+    dir.write("ringress.toml", &served_config(port, "v2\\n"));
+    p.signal(libc::SIGHUP);
+    let got = poll_fetch(addr, "/hello", Duration::from_secs(3), |r| r.1 == "v2\n");
+    assert_eq!(
+        got,
+        Some((200, "v2\n".to_string())),
+        "SIGHUP did not reload; log:\n{}",
+        p.log()
+    );
+
+    // SIGHUP after a broken rewrite: rejected, logged, old config kept.
+    dir.write(
+        "ringress.toml",
+        &served_config(port, "v3\\n").replace("status = 200", "status = 99"),
+    );
+    p.signal(libc::SIGHUP);
+    let end = Instant::now() + Duration::from_secs(3);
+    while !p.log().contains("routes[0].respond.status") && Instant::now() < end {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let log = p.log();
+    assert!(
+        log.contains("routes[0].respond.status"),
+        "the rejected reload was not logged with its key path; log:\n{log}"
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            fetch(addr, "/hello"),
+            Some((200, "v2\n".to_string())),
+            "a broken reload changed what is served"
+        );
+    }
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "exited on a bad reload"
+    );
+
+    // SIGTERM: drain and exit 0 within a few seconds.
+    p.signal(libc::SIGTERM);
+    let status = p.wait_exit(Duration::from_secs(4));
+    assert!(
+        status.is_some(),
+        "still running 4 s after SIGTERM; log:\n{}",
+        p.log()
+    );
+    let status = status.unwrap();
+    assert_eq!(status.code(), Some(0), "exit after SIGTERM: {status:?}");
+    assert!(fetch(addr, "/hello").is_none(), "answered after exit");
+}
+
+#[test]
+fn process_lifecycle_epoll_one_thread() {
+    run_process(&["--threads", "1", "--io", "epoll"]);
+}
+
+#[test]
+fn process_lifecycle_default_io() {
+    run_process(&[]);
+}
+
+#[test]
+fn sigint_also_stops_cleanly() {
+    let dir = TempDir::new("sigint");
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = dir.write("ringress.toml", &served_config(port, "hi\\n"));
+    let mut p = Running::spawn(&config, &["--threads", "1"]);
+    assert_eq!(
+        poll_fetch(addr, "/hello", Duration::from_secs(5), |_| true),
+        Some((200, "hi\n".to_string())),
+        "log:\n{}",
+        p.log()
+    );
+    p.signal(libc::SIGINT);
+    let status = p
+        .wait_exit(Duration::from_secs(4))
+        .expect("exits on SIGINT");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn start_fails_cleanly_when_port_is_taken() {
+    let dir = TempDir::new("busy");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = dir.write("ringress.toml", &served_config(port, "x"));
+    let mut p = Running::spawn(&config, &["--threads", "1"]);
+    let status = p.wait_exit(Duration::from_secs(4)).expect("exits");
+    assert!(!status.success(), "started on a port already in use");
+    let log = p.log();
+    assert!(log.contains(&port.to_string()), "{log}");
+    drop(taken);
+}
