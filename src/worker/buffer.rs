@@ -18,6 +18,21 @@ pub(crate) struct ReadBuf {
 }
 
 impl ReadBuf {
+    pub fn from_vec(mut data: Vec<u8>) -> Self {
+        data.clear();
+        ReadBuf { data, pos: 0 }
+    }
+
+    /// The storage, for giving back to the pool (contents are dropped).
+    pub fn take_vec(&mut self) -> Vec<u8> {
+        self.pos = 0;
+        std::mem::take(&mut self.data)
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.data.capacity()
+    }
+
     pub fn with_capacity(n: usize) -> Self {
         ReadBuf {
             data: Vec::with_capacity(n),
@@ -68,6 +83,38 @@ impl ReadBuf {
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
         self.data = slice.into_inner();
         res
+    }
+}
+
+/// A worker's free buffers. Connections give back their write and
+/// upstream buffers while idle between requests, so an idle keep-alive
+/// connection holds only its read buffer.
+#[derive(Default)]
+pub(crate) struct BufferPool {
+    free: Vec<Vec<u8>>,
+}
+
+/// Capacity of a fresh pooled buffer.
+pub(crate) const POOLED_SIZE: usize = 4096;
+/// Buffers that grew beyond this are freed rather than kept.
+const MAX_POOLED_CAPACITY: usize = 64 * 1024;
+/// Free buffers kept per worker.
+const MAX_FREE: usize = 4096;
+
+impl BufferPool {
+    pub fn take(&mut self) -> Vec<u8> {
+        self.free
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(POOLED_SIZE))
+    }
+
+    pub fn give(&mut self, mut buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if cap == 0 || cap > MAX_POOLED_CAPACITY || self.free.len() >= MAX_FREE {
+            return;
+        }
+        buf.clear();
+        self.free.push(buf);
     }
 }
 

@@ -38,6 +38,30 @@ pub(crate) struct Client {
     rewrite_buf: Vec<u8>,
 }
 
+impl Client {
+    /// Gives the write and upstream buffers back to the worker while the
+    /// connection waits for its next request.
+    fn park_buffers(&mut self, ctx: &WorkerCtx) {
+        let mut pool = ctx.buffers.borrow_mut();
+        pool.give(std::mem::take(&mut self.out));
+        pool.give(std::mem::take(&mut self.spare));
+        pool.give(self.upbuf.take_vec());
+    }
+
+    fn unpark_buffers(&mut self, ctx: &WorkerCtx) {
+        let mut pool = ctx.buffers.borrow_mut();
+        if self.out.capacity() == 0 {
+            self.out = pool.take();
+        }
+        if self.spare.capacity() == 0 {
+            self.spare = pool.take();
+        }
+        if self.upbuf.capacity() == 0 {
+            self.upbuf = ReadBuf::from_vec(pool.take());
+        }
+    }
+}
+
 /// What to do with a parsed request.
 enum Plan<'c> {
     Proxy {
@@ -73,7 +97,7 @@ pub(crate) async fn serve(
         peer,
         listener,
         inbuf: ReadBuf::with_capacity(HEAD_READ),
-        out: Vec::with_capacity(HEAD_READ),
+        out: Vec::new(),
         spare: Vec::new(),
         upbuf: ReadBuf::default(),
         path_buf: Vec::new(),
@@ -81,9 +105,13 @@ pub(crate) async fn serve(
     };
     let mut first = true;
     loop {
-        if c.inbuf.is_empty() && !await_request(&mut c, &ctx, first).await {
-            return;
+        if c.inbuf.is_empty() {
+            c.park_buffers(&ctx);
+            if !await_request(&mut c, &ctx, first).await {
+                return;
+            }
         }
+        c.unpark_buffers(&ctx);
         // Taken once the request has begun, so a connection that idled
         // through a reload serves its next request on the new config.
         let (generation, config) = ctx.snapshot();

@@ -13,6 +13,7 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 use slab::Slab;
 
+use super::buffer::BufferPool;
 use super::drain::Drain;
 use crate::config::Config;
 use crate::server::Shared;
@@ -33,6 +34,7 @@ pub(crate) struct WorkerCtx {
     pub pool: RefCell<IdlePool<TcpStream>>,
     pub drain: Drain,
     pub active: Cell<usize>,
+    pub buffers: RefCell<BufferPool>,
     sockets: RefCell<Slab<RawFd>>,
 }
 
@@ -61,6 +63,7 @@ impl WorkerCtx {
             pool: RefCell::new(IdlePool::default()),
             drain: Drain::default(),
             active: Cell::new(0),
+            buffers: RefCell::new(BufferPool::default()),
             sockets: RefCell::new(Slab::new()),
         }
     }
