@@ -27,15 +27,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The generation and snapshot, read together.
+    /// The published snapshot and its generation (carried inside it, so
+    /// the two can never disagree).
     pub fn current(&self) -> (u64, Arc<Config>) {
-        loop {
-            let before = self.generation.load(Ordering::Acquire);
-            let config = self.config.load_full();
-            if self.generation.load(Ordering::Acquire) == before {
-                return (before, config);
-            }
-        }
+        let config = self.config.load_full();
+        (config.generation, config)
     }
 }
 
@@ -78,7 +74,10 @@ impl ServerHandle {
         }
 
         let shared = Arc::new(Shared {
-            config: ArcSwap::from_pointee(config),
+            config: ArcSwap::from_pointee(Config {
+                generation: 1,
+                ..config
+            }),
             generation: AtomicU64::new(1),
             draining: AtomicBool::new(false),
             publish: std::sync::Mutex::new(()),
@@ -161,8 +160,13 @@ impl ServerHandle {
         if listeners_differ(&current.listeners, &config.listeners) {
             tracing::warn!("listener changes take effect only after a restart");
         }
+        let mut config = config;
+        config.generation = current.generation + 1;
+        let generation = config.generation;
         self.shared.config.store(Arc::new(config));
-        self.shared.generation.fetch_add(1, Ordering::AcqRel) + 1
+        // Workers compare this with their cached generation per request.
+        self.shared.generation.store(generation, Ordering::Release);
+        generation
     }
 
     /// Reads, validates and publishes a config file. On error nothing

@@ -36,6 +36,7 @@ pub fn compile(table: &toml::Table) -> Result<Config, ConfigErrors> {
 
     if p.0.is_empty() {
         Ok(Config {
+            generation: 0,
             runtime,
             limits,
             timeouts,

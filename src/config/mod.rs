@@ -98,6 +98,9 @@ pub struct UpstreamGroup {
 /// One immutable, validated configuration snapshot.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Set when the snapshot is published (1 at start, +1 per reload);
+    /// 0 for a config not yet published.
+    pub generation: u64,
     pub runtime: RuntimeSettings,
     pub limits: Limits,
     pub timeouts: ClientTimeouts,
