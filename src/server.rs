@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use crate::config::IoMode;
-use crate::config::{Config, ConfigErrors, ListenerConfig};
+use crate::config::{Config, ConfigError, ConfigErrors, ListenerConfig};
 use crate::worker::{self, WorkerSpec};
 
 /// The state every worker reads: the published snapshot and the flags.
@@ -148,9 +148,10 @@ impl ServerHandle {
     }
 
     /// Publishes a new snapshot; requests in flight finish on their old one.
-    /// Listeners are bound at start: changes to them take a restart, and
-    /// are reported here.
-    pub fn reload(&self, config: Config) -> u64 {
+    /// Listeners are bound at start, and routes refer to them by position,
+    /// so a config whose listeners differ (name, address or order) is
+    /// refused: that change takes a restart.
+    pub fn reload(&self, config: Config) -> Result<u64, ConfigErrors> {
         let _serial = self
             .shared
             .publish
@@ -158,7 +159,12 @@ impl ServerHandle {
             .unwrap_or_else(|p| p.into_inner());
         let current = self.shared.config.load();
         if listeners_differ(&current.listeners, &config.listeners) {
-            tracing::warn!("listener changes take effect only after a restart");
+            return Err(ConfigErrors(vec![ConfigError {
+                path: "listeners".into(),
+                message: "listeners changed (name, address or order): restart to apply; \
+                          keeping the running config"
+                    .into(),
+            }]));
         }
         let mut config = config;
         config.generation = current.generation + 1;
@@ -166,14 +172,13 @@ impl ServerHandle {
         self.shared.config.store(Arc::new(config));
         // Workers compare this with their cached generation per request.
         self.shared.generation.store(generation, Ordering::Release);
-        generation
+        Ok(generation)
     }
 
     /// Reads, validates and publishes a config file. On error nothing
     /// changes and every problem is returned.
     pub fn reload_file(&self, path: &Path) -> Result<u64, ConfigErrors> {
-        let config = Config::from_file(path)?;
-        Ok(self.reload(config))
+        self.reload(Config::from_file(path)?)
     }
 
     /// Stops accepting, lets open requests finish (up to the configured

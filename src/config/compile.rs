@@ -245,7 +245,7 @@ fn upstream_group(t: &mut TableReader<'_>, p: &mut Problems, name: String) -> Up
     }
     let host_header = t.str(p, "host_header").map(|h| h.as_bytes().to_vec());
     if let Some(h) = &host_header
-        && crate::http::fields::split_host(h).is_none()
+        && (h.is_empty() || crate::http::fields::split_host(h).is_none())
     {
         p.add(t.key_path("host_header"), "is not a valid Host value");
     }
@@ -266,11 +266,19 @@ fn upstream_group(t: &mut TableReader<'_>, p: &mut Problems, name: String) -> Up
         idle_timeout: timeout("idle_timeout", 30),
         tunnel_idle_timeout: timeout("tunnel_idle_timeout", 3600),
         max_idle_per_server: t.int(p, "max_idle_per_server", 0, 100_000).unwrap_or(128) as usize,
-        max_response_head_size: t
-            .size(p, "max_response_head_size")
-            .unwrap_or(32 * 1024)
-            .clamp(1024, 1 << 20) as usize,
+        max_response_head_size: max_response_head_size(t, p),
     }
+}
+
+fn max_response_head_size(t: &mut TableReader<'_>, p: &mut Problems) -> usize {
+    let n = t.size(p, "max_response_head_size").unwrap_or(32 * 1024);
+    if !(1024..=1 << 20).contains(&n) {
+        p.add(
+            t.key_path("max_response_head_size"),
+            "must be between 1KiB and 1MiB",
+        );
+    }
+    n as usize
 }
 
 fn server(item: &toml::Value, path: &str, p: &mut Problems) -> Option<ServerConfig> {
@@ -383,6 +391,9 @@ fn route(
     let mut headers = Vec::new();
     if let Some(mut h) = t.table(p, "headers") {
         for key in h.keys() {
+            if key.is_empty() || !key.bytes().all(crate::http::fields::is_tchar) {
+                p.add(h.key_path(&key), "is not a header field name");
+            }
             let value = h.str(p, &key).map(|v| v.as_bytes().to_vec());
             headers.push(HeaderMatch {
                 name: key.to_ascii_lowercase().into_bytes(),
@@ -444,6 +455,17 @@ fn action(
     }
     let strip = t.bool(p, "strip_prefix").unwrap_or(false);
     let rewrite = t.str(p, "rewrite_prefix");
+    if let Some(r) = rewrite
+        && (!r.starts_with('/')
+            || !r
+                .bytes()
+                .all(|b| (0x21..0x7f).contains(&b) && !b"?#\\".contains(&b)))
+    {
+        p.add(
+            t.key_path("rewrite_prefix"),
+            "must be a path starting with `/`, without spaces, `?` or `#`",
+        );
+    }
     if (strip || rewrite.is_some()) && !matches!(path, Some(PathMatch::Prefix(_))) {
         p.add(
             t.key_path("strip_prefix"),

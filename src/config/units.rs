@@ -3,6 +3,19 @@
 
 use std::time::Duration;
 
+/// Longest duration accepted anywhere: deadlines are computed as
+/// `now + duration`, which must not overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Refuses durations beyond `MAX_DURATION`.
+pub fn check_duration(d: Duration) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        Err("must be at most 365 days".to_string())
+    } else {
+        Ok(d)
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -21,7 +34,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Ok(d)
+    check_duration(d)
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -54,6 +67,9 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("3days").is_err());
+        assert!(parse_duration("9999999999999999h").is_err());
+        assert!(parse_duration("8761h").is_err());
+        assert!(parse_duration("8760h").is_ok());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::units::{parse_duration, parse_size};
+use super::units::{check_duration, parse_duration, parse_size};
 
 /// One problem in a config file, located by its key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,7 +178,7 @@ impl<'a> TableReader<'a> {
         let v = self.raw(key)?;
         let parsed = match v {
             toml::Value::String(s) => parse_duration(s),
-            toml::Value::Integer(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
+            toml::Value::Integer(n) if *n >= 0 => check_duration(Duration::from_secs(*n as u64)),
             other => Err(format!(
                 "expected a duration like \"30s\", found {}",
                 other.type_str()

@@ -135,8 +135,12 @@ pub fn write_response_head(
     match body {
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::Close => {}
+        // RFC 9110 §8.6: never a Content-Length on 1xx or 204.
         Framing::Empty | Framing::Length(_) => {
-            if let Some(n) = resp.content_length {
+            if let Some(n) = resp.content_length
+                && resp.status >= 200
+                && resp.status != 204
+            {
                 write_content_length(out, n);
             }
         }

@@ -15,7 +15,7 @@ pub fn normalize<'a>(path: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<&'a [u8
     scratch.clear();
     let decoded = decode_unreserved(path, scratch)?;
     let mut out = Vec::with_capacity(decoded.len());
-    remove_dot_segments(&decoded, &mut out);
+    remove_dot_segments(&decoded, &mut out)?;
     *scratch = out;
     Ok(scratch.as_slice())
 }
@@ -31,7 +31,9 @@ fn is_normal(path: &[u8]) -> bool {
             || rest == b"."
             || rest == b".."
             || rest.starts_with(b"./")
-            || rest.starts_with(b"../"))
+            || rest.starts_with(b"../")
+            || rest.starts_with(b".;")
+            || rest.starts_with(b"..;"))
     })
 }
 
@@ -62,10 +64,15 @@ fn decode_unreserved(path: &[u8], out: &mut Vec<u8>) -> Result<Vec<u8>, BadPath>
     Ok(std::mem::take(out))
 }
 
-fn remove_dot_segments(path: &[u8], out: &mut Vec<u8>) {
+fn remove_dot_segments(path: &[u8], out: &mut Vec<u8>) -> Result<(), BadPath> {
     let mut segments: Vec<&[u8]> = Vec::new();
     let mut trailing_slash = false;
     for segment in path[1..].split(|&b| b == b'/') {
+        // `..;x` is a dot-segment to some servlet containers and a name to
+        // us: refuse it rather than route it differently from them.
+        if segment.starts_with(b".;") || segment.starts_with(b"..;") {
+            return Err(BadPath);
+        }
         trailing_slash = true;
         match segment {
             b"" => {}
@@ -89,6 +96,7 @@ fn remove_dot_segments(path: &[u8], out: &mut Vec<u8>) {
     if trailing_slash && !segments.is_empty() {
         out.push(b'/');
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -130,6 +138,15 @@ mod tests {
     fn bad_escapes() {
         assert_eq!(norm("/a%2"), Err(BadPath));
         assert_eq!(norm("/a%zz"), Err(BadPath));
+    }
+
+    #[test]
+    fn servlet_dot_segments_refused() {
+        assert_eq!(norm("/public/..;/admin"), Err(BadPath));
+        assert_eq!(norm("/public/.;x/admin"), Err(BadPath));
+        assert_eq!(norm("/public/%2e%2e;/admin"), Err(BadPath));
+        assert_eq!(norm("/a;b/c").as_deref(), Ok("/a;b/c"));
+        assert_eq!(norm("/a/..b;c").as_deref(), Ok("/a/..b;c"));
     }
 
     #[test]

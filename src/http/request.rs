@@ -228,11 +228,12 @@ struct TargetForm<'b> {
 
 /// Splits origin-form, absolute-form (http/https) or asterisk-form targets.
 fn split_target<'b>(method: &[u8], target: &'b [u8]) -> Option<TargetForm<'b>> {
-    // Visible ASCII only, and never a fragment (RFC 9112 §3.2).
+    // Visible ASCII only, never a fragment (RFC 9112 §3.2), and no
+    // backslash, which is not a URI character and some servers read as '/'.
     if target.is_empty()
         || !target
             .iter()
-            .all(|&b| (0x21..0x7f).contains(&b) && b != b'#')
+            .all(|&b| (0x21..0x7f).contains(&b) && b != b'#' && b != b'\\')
     {
         return None;
     }

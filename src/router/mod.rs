@@ -49,6 +49,13 @@ impl HostMatch {
                 "`{pattern}` is not a valid host (use `example.com`, `*.example.com` or `*`)"
             ));
         }
+        // Hosts are matched without their port, so a pattern with one
+        // could never match; IPv6 literals keep their brackets.
+        if p.contains(':') && !(p.starts_with('[') && p.ends_with(']')) {
+            return Err(format!(
+                "`{pattern}` has a port: routes match the host without it"
+            ));
+        }
         Ok(HostMatch::Exact(p.into_bytes()))
     }
 
@@ -257,5 +264,7 @@ mod tests {
         assert!(HostMatch::parse("exa mple.com").is_err());
         assert!(HostMatch::parse("*.").is_err());
         assert_eq!(HostMatch::parse("*").unwrap(), HostMatch::Any);
+        assert!(HostMatch::parse("api.example.com:8080").is_err());
+        assert!(HostMatch::parse("[::1]").is_ok());
     }
 }

@@ -75,6 +75,10 @@ impl ReadBuf {
             }
             self.data.reserve(want);
         }
+        // While the buffer is lent to the operation this ReadBuf is empty
+        // and consistent, so a timeout (which keeps the buffer) leaves it
+        // usable, just without its bytes.
+        let pos = std::mem::take(&mut self.pos);
         let buf = std::mem::take(&mut self.data);
         let start = buf.len();
         let read = stream.read(buf.slice_mut(start..));
@@ -82,6 +86,7 @@ impl ReadBuf {
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
         self.data = slice.into_inner();
+        self.pos = pos;
         res
     }
 }
@@ -92,28 +97,35 @@ impl ReadBuf {
 #[derive(Default)]
 pub(crate) struct BufferPool {
     free: Vec<Vec<u8>>,
+    /// Total capacity held in `free`.
+    bytes: usize,
 }
 
 /// Capacity of a fresh pooled buffer.
 pub(crate) const POOLED_SIZE: usize = 4096;
 /// Buffers that grew beyond this are freed rather than kept.
 const MAX_POOLED_CAPACITY: usize = 64 * 1024;
-/// Free buffers kept per worker.
-const MAX_FREE: usize = 4096;
+/// Bytes of free buffers kept per worker; past this they are freed.
+const MAX_FREE_BYTES: usize = 32 << 20;
 
 impl BufferPool {
     pub fn take(&mut self) -> Vec<u8> {
-        self.free
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(POOLED_SIZE))
+        match self.free.pop() {
+            Some(buf) => {
+                self.bytes -= buf.capacity();
+                buf
+            }
+            None => Vec::with_capacity(POOLED_SIZE),
+        }
     }
 
     pub fn give(&mut self, mut buf: Vec<u8>) {
         let cap = buf.capacity();
-        if cap == 0 || cap > MAX_POOLED_CAPACITY || self.free.len() >= MAX_FREE {
+        if cap == 0 || cap > MAX_POOLED_CAPACITY || self.bytes + cap > MAX_FREE_BYTES {
             return;
         }
         buf.clear();
+        self.bytes += cap;
         self.free.push(buf);
     }
 }
@@ -167,9 +179,11 @@ pub(crate) async fn write_from_read_buf<S: AsyncWriteRent>(
     timeout: Duration,
 ) -> io::Result<()> {
     let (start, end) = (rb.pos, rb.pos + n);
+    rb.pos = 0;
     let data = std::mem::take(&mut rb.data);
     let slice = write_all(stream, data.slice(start..end), timeout).await?;
     rb.data = slice.into_inner();
+    rb.pos = start;
     rb.consume(n);
     Ok(())
 }

@@ -46,6 +46,12 @@ impl Client {
         pool.give(std::mem::take(&mut self.out));
         pool.give(std::mem::take(&mut self.spare));
         pool.give(self.upbuf.take_vec());
+        // The read buffer stays (the next read needs it) but goes back to
+        // its usual size if a large head or body made it grow.
+        if self.inbuf.capacity() > 2 * HEAD_READ {
+            pool.give(self.inbuf.take_vec());
+            self.inbuf = ReadBuf::with_capacity(HEAD_READ);
+        }
     }
 
     fn unpark_buffers(&mut self, ctx: &WorkerCtx) {
@@ -163,10 +169,13 @@ pub(crate) async fn serve(
                 send_answer(&mut c, status, close, write_timeout).await && !close
             }
         };
-        if linger {
+        let closing = !keep || ctx.drain.is_draining();
+        // Closing with pipelined input unread would reset the connection
+        // under the answer just written: read it away first.
+        if linger || (closing && !c.inbuf.is_empty()) {
             lingering_close(&mut c).await;
         }
-        if !keep || ctx.drain.is_draining() {
+        if closing {
             return;
         }
     }
@@ -230,8 +239,10 @@ async fn await_request(c: &mut Client, ctx: &WorkerCtx, first: bool) -> bool {
 /// ends it).
 async fn next_request<'c>(c: &mut Client, config: &'c Config) -> Option<(Plan<'c>, usize)> {
     let deadline = Instant::now() + config.timeouts.head;
+    let mut try_parse = true;
     loop {
-        match plan(c, config) {
+        let planned = if try_parse { plan(c, config) } else { Ok(None) };
+        match planned {
             Ok(Some(planned)) => return Some(planned),
             Ok(None) => {}
             Err(e) => {
@@ -246,7 +257,15 @@ async fn next_request<'c>(c: &mut Client, config: &'c Config) -> Option<(Plan<'c
         let left = deadline.saturating_duration_since(Instant::now());
         match c.inbuf.fill(&mut c.stream, HEAD_READ, left).await {
             Ok(0) => return None,
-            Ok(_) => {}
+            // A head can only have completed if a line ended in the new
+            // bytes; parsing again otherwise would make a client that
+            // trickles bytes cost quadratic time. Past the size limit we
+            // parse anyway, to refuse the head.
+            Ok(n) => {
+                let held = c.inbuf.bytes();
+                try_parse = memchr::memchr(b'\n', &held[held.len() - n..]).is_some()
+                    || held.len() >= config.limits.head.max_head_size;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 // A head started but did not finish in time: 408, then close.
                 send_answer(c, 408, true, config.timeouts.io).await;

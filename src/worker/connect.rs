@@ -11,9 +11,6 @@ use monoio::net::TcpStream;
 use super::ctx::WorkerCtx;
 use crate::error::{ErrorKind, ProxyError};
 
-/// Idle time after which a pooled connection is checked before reuse.
-const PEEK_AFTER: Duration = Duration::from_secs(1);
-
 /// An idle pooled connection or a fresh one; `reused` says which.
 pub(crate) async fn acquire(
     ctx: &WorkerCtx,
@@ -27,10 +24,9 @@ pub(crate) async fn acquire(
             let Some(pooled) = ctx.pool.borrow_mut().take(&addr, now) else {
                 break;
             };
-            // A connection back in the pool for under a second is almost
-            // never closed by its server yet: skip the syscall for those and
-            // rely on the retry. Older ones are checked first.
-            if pooled.idle_for < PEEK_AFTER || idle_conn_usable(&pooled.conn) {
+            // Always checked: stray bytes an upstream sent after its last
+            // response (or its close) must never reach the next client.
+            if idle_conn_usable(&pooled.conn) {
                 return Ok((pooled.conn, true));
             }
         }

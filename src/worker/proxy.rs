@@ -12,6 +12,7 @@ use super::buffer::{flush_vec, write_all, write_all_keep};
 use super::client::Client;
 use super::connect::acquire;
 use super::ctx::WorkerCtx;
+use super::drain::Drain;
 use super::relay::{BodyIn, Relay, RelayError};
 use crate::config::{Config, UpstreamGroup};
 use crate::error::{ErrorKind, ProxyError};
@@ -53,8 +54,12 @@ enum Failure {
     /// Nothing usable came back; retry on a fresh connection if allowed.
     Retryable(ProxyError),
     Final(ProxyError),
-    /// The client went away or broke its own framing: close, no answer.
+    /// The client went away or broke its own framing: close, with the
+    /// answer given if any.
     Client(Option<u16>),
+    /// Writing the request body upstream failed: the upstream may have
+    /// answered early.
+    UpstreamStopped,
 }
 
 pub(crate) async fn run(
@@ -100,6 +105,7 @@ pub(crate) async fn run(
             };
         let attempt = exchange(
             c,
+            ctx,
             &mut upstream,
             config,
             group,
@@ -112,6 +118,7 @@ pub(crate) async fn run(
             Ok(Done::Response {
                 client_keep,
                 reusable,
+                linger,
             }) => {
                 if reusable {
                     let now = Instant::now();
@@ -120,10 +127,10 @@ pub(crate) async fn run(
                         .borrow_mut()
                         .put(addr, upstream, max, group.idle_timeout, now);
                 }
-                break if client_keep {
-                    Next::KeepAlive
-                } else {
-                    Next::Close
+                break match (client_keep, linger) {
+                    (true, _) => Next::KeepAlive,
+                    (false, true) => Next::CloseLinger,
+                    (false, false) => Next::Close,
                 };
             }
             Ok(Done::Switched) => break Next::Tunnel(upstream, group.tunnel_idle_timeout),
@@ -141,6 +148,10 @@ pub(crate) async fn run(
                 break answer_error(c, config, status, true, true).await;
             }
             Err(Failure::Client(None)) => break Next::Close,
+            // `exchange` turns this into an answer or a Final; kept total.
+            Err(Failure::UpstreamStopped) => {
+                break answer_error(c, config, 502, true, true).await;
+            }
         }
     };
     request.clear();
@@ -153,6 +164,8 @@ enum Done {
     Response {
         client_keep: bool,
         reusable: bool,
+        /// Close with a lingering read (client input left unread).
+        linger: bool,
     },
     /// 101 sent to the client: the connection becomes a tunnel.
     Switched,
@@ -178,8 +191,10 @@ async fn answer_error(
 
 /// One attempt on one upstream connection. `request` (head plus any
 /// inline body) is given back intact, so a failed attempt can be replayed.
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     c: &mut Client,
+    ctx: &WorkerCtx,
     upstream: &mut TcpStream,
     config: &Config,
     group: &UpstreamGroup,
@@ -203,9 +218,25 @@ async fn exchange(
         )));
     }
     if let Some(body) = body {
-        send_body(c, upstream, config, group, ex, body).await?;
+        match send_body(c, upstream, config, group, ex, body).await {
+            Ok(()) => {}
+            // The upstream stopped taking the body: it may have answered
+            // early (413, 401, ...). Pass that answer on and close, since
+            // the rest of the client's body is unread.
+            Err(Failure::UpstreamStopped) => {
+                return match respond(c, &ctx.drain, upstream, config, group, ex, true).await {
+                    Ok(Done::Response { .. }) => Ok(Done::Response {
+                        client_keep: false,
+                        reusable: false,
+                        linger: true,
+                    }),
+                    _ => Err(Failure::Final(ProxyError::upstream(ErrorKind::BadGateway))),
+                };
+            }
+            Err(f) => return Err(f),
+        }
     }
-    respond(c, upstream, config, group, ex).await
+    respond(c, &ctx.drain, upstream, config, group, ex, false).await
 }
 
 /// Streams the rest of the request body from the client to the upstream.
@@ -243,7 +274,7 @@ async fn send_body(
         RelayError::Source => Failure::Client(None),
         RelayError::Invalid => Failure::Client(Some(400)),
         RelayError::TooLarge => Failure::Client(Some(413)),
-        RelayError::Dest => Failure::Final(ProxyError::upstream(ErrorKind::BadGateway)),
+        RelayError::Dest => Failure::UpstreamStopped,
     })
 }
 
@@ -257,17 +288,24 @@ struct ResponsePlan {
     switching: bool,
 }
 
-/// Reads the response head(s), writes the rewritten head and relays the body.
+/// Reads the response head(s), writes the rewritten head and relays the
+/// body. `closing`: the client connection ends after this response
+/// (request body left unread), so the head says so; likewise when the
+/// worker is draining by the time the head is written.
+#[allow(clippy::too_many_arguments)]
 async fn respond(
     c: &mut Client,
+    drain: &Drain,
     upstream: &mut TcpStream,
     config: &Config,
     group: &UpstreamGroup,
     ex: &Exchange,
+    closing: bool,
 ) -> Result<Done, Failure> {
     let mut got_any = false;
     let plan = loop {
-        let planned = plan_response(c, config, group, ex).map_err(Failure::Final)?;
+        let planned = plan_response(c, config, group, ex, closing || drain.is_draining())
+            .map_err(Failure::Final)?;
         if let Some(plan) = planned {
             if plan.interim {
                 // 1xx other than 101: pass to a 1.1 client, then read on.
@@ -350,6 +388,7 @@ async fn respond(
     Ok(Done::Response {
         client_keep,
         reusable,
+        linger: false,
     })
 }
 
@@ -372,6 +411,7 @@ fn plan_response(
     config: &Config,
     group: &UpstreamGroup,
     ex: &Exchange,
+    closing: bool,
 ) -> Result<Option<ResponsePlan>, ProxyError> {
     let mut headers = empty_headers();
     let Some(resp) = parse_response(
@@ -434,7 +474,7 @@ fn plan_response(
     };
     // The request body was fully read (the relay finished) by the time we
     // get here, so only the client's wish and the framing decide.
-    let client_keep = ex.keep_alive && out_framing != Framing::Close;
+    let client_keep = ex.keep_alive && !closing && out_framing != Framing::Close;
     let directive = match (client_keep, client_11) {
         (false, _) => ConnectionDirective::Close,
         (true, true) => ConnectionDirective::Default,

@@ -54,6 +54,7 @@ impl Proxy {
     pub fn reload(&self, toml: &str) -> u64 {
         self.handle()
             .reload(Config::from_toml_str(toml).expect("valid reload config"))
+            .expect("reload accepted")
     }
 
     pub fn connect(&self) -> Client {

@@ -1,0 +1,271 @@
+//! Regression tests, each named after what broke (found in review).
+
+mod common;
+
+use std::io::{BufRead, Write};
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use ringress::{Config, IoMode};
+
+fn one_worker(upstream: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+[runtime]
+drain_timeout = "2s"
+
+[[listeners]]
+name = "main"
+bind = "127.0.0.1:0"
+
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+
+[upstreams.backend]
+servers = ["{upstream}"]
+connect_timeout = "1s"
+response_timeout = "1s"
+io_timeout = "2s"
+{extra}
+"#
+    )
+}
+
+/// Bytes an upstream sends after a complete response must never be read
+/// as the next client's response (the pooled connection is checked).
+#[test]
+fn stray_upstream_bytes_never_reach_the_next_client() {
+    let up = Upstream::start(|r, w, up| {
+        while let Some(req) = up.record(r) {
+            if req.method == "HEAD" {
+                w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 45\r\n\r\n")
+                    .unwrap();
+                thread::sleep(Duration::from_millis(30));
+                // A broken app sends a body after its HEAD answer anyway.
+                let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON");
+            } else {
+                let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            }
+        }
+    });
+    let proxy = Proxy::start_with(&one_worker(up.addr, ""), 1, IoMode::Auto);
+    let mut a = proxy.connect();
+    assert_eq!(
+        a.request(b"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
+    thread::sleep(Duration::from_millis(150));
+    let mut b = proxy.connect();
+    let r = b.request(b"GET /victim HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "ok"));
+}
+
+/// An upstream closing an idle keep-alive connection is noticed before a
+/// POST (which is never retried) is sent on it.
+#[test]
+fn post_after_upstream_idle_close_succeeds() {
+    let up = Upstream::start(|r, w, up| {
+        let _ = r
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_millis(100)));
+        while up.record(r).is_some() {
+            let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    let proxy = Proxy::start_with(&one_worker(up.addr, ""), 1, IoMode::Auto);
+    let mut c = proxy.connect();
+    assert_eq!(c.request(&get("/")).status, 200);
+    thread::sleep(Duration::from_millis(300));
+    let r = c.request(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(r.status, 200);
+}
+
+/// An upstream that answers before taking the whole body (413 and close)
+/// has its answer relayed, not replaced by a 502.
+#[test]
+fn early_upstream_answer_to_an_upload_is_relayed() {
+    let up = Upstream::start(|r, w, _| {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+        }
+        let _ = w.write_all(
+            b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig\n",
+        );
+        thread::sleep(Duration::from_millis(50));
+    });
+    let proxy = Proxy::start_with(&one_worker(up.addr, ""), 1, IoMode::Auto);
+    let mut c = proxy.connect();
+    let len = 8 << 20;
+    c.send(format!("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n").as_bytes());
+    let mut s = c.stream.try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        let chunk = vec![b'a'; 64 * 1024];
+        let mut sent = 0;
+        while sent < len && s.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+    });
+    let r = c.read_response_to(false).expect("an answer");
+    assert_eq!((r.status, r.body_str().as_str()), (413, "big\n"));
+    assert_eq!(r.header("connection"), Some("close"));
+    let _ = writer.join();
+}
+
+/// A response head that stalls after an interim 103 gets a 504; the
+/// timed-out read must not leave the buffer inconsistent (it panicked).
+#[test]
+fn stall_after_interim_response_is_a_gateway_timeout() {
+    let up = Upstream::start(|r, w, up| {
+        if up.record(r).is_some() {
+            let big = "a".repeat(20000);
+            let head = format!("HTTP/1.1 200 OK\r\nX-Big: {big}\r\nContent-Length: 2\r\n\r\nok");
+            w.write_all(head.as_bytes()).unwrap();
+        }
+        if up.record(r).is_some() {
+            let _ =
+                w.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n");
+            thread::sleep(Duration::from_secs(3));
+        }
+    });
+    let proxy = Proxy::start_with(&one_worker(up.addr, ""), 1, IoMode::Auto);
+    let mut c = proxy.connect();
+    assert_eq!(c.request(&get("/big")).status, 200);
+    c.send(&get("/"));
+    assert_eq!(c.read_response().status, 103);
+    assert_eq!(c.read_response().status, 504);
+    // The worker survived: a new connection is served.
+    let mut d = proxy.connect();
+    d.send(&get("/again"));
+    assert!(d.read_response_to(false).is_some());
+}
+
+/// Routes refer to listeners by position, so a reload that reorders or
+/// renames listeners is refused instead of exposing a route elsewhere.
+#[test]
+fn reload_that_changes_listeners_is_refused() {
+    let config = |first: &str, second: &str| {
+        format!(
+            r#"
+[[listeners]]
+name = "{first}"
+bind = "127.0.0.1:0"
+[[listeners]]
+name = "{second}"
+bind = "127.0.0.1:0"
+[[routes]]
+path_prefix = "/admin"
+listeners = ["admin"]
+respond = {{ status = 200, body = "secret" }}
+[[routes]]
+respond = {{ status = 404, body = "no" }}
+"#
+        )
+    };
+    let proxy = Proxy::start_with(&config("public", "admin"), 1, IoMode::Auto);
+    let reordered = Config::from_toml_str(&config("admin", "public")).unwrap();
+    let refused = proxy.handle().reload(reordered).expect_err("refused");
+    assert!(refused.to_string().contains("listeners"), "{refused}");
+    let mut c = proxy.connect();
+    assert_eq!(c.request(&get("/admin")).status, 404);
+}
+
+/// Durations so large that `now + d` overflows used to pass --check and
+/// panic a worker.
+#[test]
+fn huge_durations_are_config_errors() {
+    let up = "127.0.0.1:9";
+    for extra in [
+        "idle_timeout = \"9999999999999999h\"",
+        "tunnel_idle_timeout = 9223372036854775807",
+    ] {
+        let err = Config::from_toml_str(&one_worker(up.parse().unwrap(), extra)).unwrap_err();
+        assert!(err.to_string().contains("at most 365 days"), "{err}");
+    }
+}
+
+/// During a drain the in-flight response says `Connection: close`, so a
+/// client with a request pipelined behind it knows it was not served.
+#[test]
+fn drain_marks_the_last_response_closing() {
+    let up = Upstream::start(|r, w, up| {
+        while up.record(r).is_some() {
+            thread::sleep(Duration::from_millis(300));
+            if w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let mut proxy = Proxy::start_with(&one_worker(up.addr, ""), 1, IoMode::Auto);
+    let mut c = proxy.connect();
+    c.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz");
+    thread::sleep(Duration::from_millis(100));
+    let handle = proxy.handle.take().unwrap();
+    let stopper = thread::spawn(move || handle.shutdown());
+    let r = c.read_response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.read_response_to(false).is_none());
+    stopper.join().unwrap();
+    assert_eq!(up.requests().len(), 1);
+}
+
+/// RFC 9110 §8.6: a 204 never carries Content-Length, even when the
+/// upstream sends one.
+#[test]
+fn content_length_dropped_from_upstream_204() {
+    let up = Upstream::start(|r, w, up| {
+        while up.record(r).is_some() {
+            if w.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let proxy = Proxy::start_with(&one_worker(up.addr, ""), 1, IoMode::Auto);
+    let mut c = proxy.connect();
+    let r = c.request(&get("/"));
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("content-length"), None, "{}", r.raw_head);
+    assert_eq!(c.request(&get("/next")).status, 204);
+}
+
+/// Host patterns with a port could never match (hosts match without it).
+#[test]
+fn host_pattern_with_port_is_a_config_error() {
+    let text = "[[listeners]]\nbind = \"127.0.0.1:0\"\n[[routes]]\nhost = \"api.example.com:8080\"\nrespond = { status = 200 }\n";
+    let err = Config::from_toml_str(text).unwrap_err();
+    assert!(err.to_string().contains("routes[0].host"), "{err}");
+}
+
+/// `..;` segments (dot-segments to servlet containers) and backslashes
+/// are refused, so `/public/..;/admin` cannot reach `/admin` behind a
+/// `/public/` route.
+#[test]
+fn servlet_dot_segments_and_backslashes_are_refused() {
+    let up = Upstream::echo();
+    let text = format!(
+        "[[listeners]]\nbind = \"127.0.0.1:0\"\n[[routes]]\npath_prefix = \"/admin\"\nrespond = {{ status = 403 }}\n[[routes]]\npath_prefix = \"/public/\"\nupstream = \"b\"\n[upstreams.b]\nservers = [\"{}\"]\n",
+        up.addr
+    );
+    let proxy = Proxy::start(&text);
+    for target in [
+        "/public/..;/admin",
+        "/public/%2e%2e;/admin",
+        "/public/.;/x",
+        "/public\\..\\admin",
+    ] {
+        let mut c = proxy.connect();
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.request(raw.as_bytes()).status, 400, "{target}");
+    }
+    assert!(up.requests().is_empty());
+}
