@@ -427,7 +427,7 @@ if [[ $SKIP_RINGRESS != 1 ]]; then
     PORT[ringress]=$RINGRESS_PORT
     SPID[ringress]=$RINGRESS_PID
 fi
-declare -A BEST_RPS=() BEST_P99=() ERRS=() BUSY=()
+declare -A BEST_RPS=() BEST_P99=() ERRS=() BUSY=() BEST_CPR=()
 
 if ((WARMUP > 0)); then
     for t in "${TARGETS[@]}"; do
@@ -453,6 +453,13 @@ for ((r = 1; r <= ROUNDS; r++)); do
             BEST_P99[$t]=$p99
         fi
         ERRS[$t]=$((${ERRS[$t]:-0} + errs))
+        # CPU time the proxy's core spent per request (busy share of the
+        # core divided by the request rate): the efficiency measure that
+        # still holds when the load side limits req/s.
+        cpr=$(awk -v b="$CPU_BUSY_PROXY" -v r="$rps" 'BEGIN { if (b ~ /^[0-9]+$/ && r > 0) printf "%.2f", b * 10000 / r; else print "nan" }')
+        if [[ $cpr != nan ]] && { [[ -z ${BEST_CPR[$t]:-} ]] || awk -v a="$cpr" -v b="${BEST_CPR[$t]}" 'BEGIN {exit !(a < b)}'; }; then
+            BEST_CPR[$t]=$cpr
+        fi
     done
 done
 
@@ -469,12 +476,21 @@ echo "Best of the rounds for each target: highest req/s and lowest p99, each tak
 echo "CPUs: proxy worker on $PROXY_CPU, backend nginx on $BACKEND_CPU, wrk on $WRK_CPU ($(nproc) usable). Backend: nginx, 1 worker, 100-byte static file."
 echo "Ratios are against the nginx proxy: req/s ratio >= 1 and p99 ratio <= 1 mean ringress is at least as good."
 echo
-echo "| proxy | requests/s | p99 ms | ratio vs nginx (req/s) | p99 ratio | errors (non-2xx + socket) | CPU busy % per round (proxy cpu/wrk cpu) |"
-echo "|---|---:|---:|---:|---:|---:|---|"
+echo "| proxy | requests/s | p99 ms | ratio vs nginx (req/s) | p99 ratio | proxy-core CPU µs/req | CPU µs/req ratio | errors (non-2xx + socket) | CPU busy % per round (proxy cpu/wrk cpu) |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
 for t in "${TARGETS[@]}"; do
-    printf '| %s | %.0f | %.3f | %s | %s | %s | %s |\n' "${LABEL[$t]}" "${BEST_RPS[$t]}" "${BEST_P99[$t]}" \
-        "$(ratio "${BEST_RPS[$t]}" "${BEST_RPS[nginx]}")" "$(ratio "${BEST_P99[$t]}" "${BEST_P99[nginx]}")" "${ERRS[$t]}" "${BUSY[$t]}"
+    cpr=${BEST_CPR[$t]:-nan} cpr_ratio=n/a
+    if [[ $t == backend ]]; then
+        cpr=- # no proxy in the path: the proxy core is idle
+    elif [[ $cpr != nan && -n ${BEST_CPR[nginx]:-} ]]; then
+        cpr_ratio=$(ratio "$cpr" "${BEST_CPR[nginx]}")
+    fi
+    printf '| %s | %.0f | %.3f | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$t]}" "${BEST_RPS[$t]}" "${BEST_P99[$t]}" \
+        "$(ratio "${BEST_RPS[$t]}" "${BEST_RPS[nginx]}")" "$(ratio "${BEST_P99[$t]}" "${BEST_P99[nginx]}")" \
+        "$cpr" "$cpr_ratio" "${ERRS[$t]}" "${BUSY[$t]}"
 done
+echo
+echo "proxy-core CPU µs/req: lowest over the rounds of (busy share of the proxy's core) / (requests/s); lower is better."
 echo
 if [[ $WRK_CPU == "$BACKEND_CPU" ]]; then
     echo "Note: wrk and the backend share CPU $WRK_CPU, and they do the same work per request whichever proxy is in"
