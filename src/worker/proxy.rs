@@ -425,17 +425,19 @@ fn plan_response(
     };
     let via = config.forwarding.via;
     c.out.clear();
-    if resp.status == 101 {
-        if !ex.upgrade {
+    // 101 (switching to a tunnel) and other 1xx (more heads follow) carry
+    // no body and end nothing: pass the head on and say which it was.
+    if resp.is_interim() {
+        let switching = resp.status == 101;
+        if switching && !ex.upgrade {
             return Err(ProxyError::upstream(ErrorKind::BadGateway));
         }
-        write_response_head(
-            &mut c.out,
-            &resp,
-            Framing::Empty,
-            ConnectionDirective::Upgrade,
-            via,
-        );
+        let directive = if switching {
+            ConnectionDirective::Upgrade
+        } else {
+            ConnectionDirective::Default
+        };
+        write_response_head(&mut c.out, &resp, Framing::Empty, directive, via);
         let head_len = resp.head_len;
         c.upbuf.consume(head_len);
         return Ok(Some(ResponsePlan {
@@ -443,27 +445,8 @@ fn plan_response(
             out_framing: Framing::Empty,
             client_keep: false,
             upstream_reusable: false,
-            interim: false,
-            switching: true,
-        }));
-    }
-    if resp.is_interim() {
-        write_response_head(
-            &mut c.out,
-            &resp,
-            Framing::Empty,
-            ConnectionDirective::Default,
-            via,
-        );
-        let head_len = resp.head_len;
-        c.upbuf.consume(head_len);
-        return Ok(Some(ResponsePlan {
-            framing: Framing::Empty,
-            out_framing: Framing::Empty,
-            client_keep: false,
-            upstream_reusable: false,
-            interim: true,
-            switching: false,
+            interim: !switching,
+            switching,
         }));
     }
     let client_11 = ex.version == Version::Http11;
