@@ -203,7 +203,7 @@ fn check_request(data: &[u8], limits: &HeadLimits) {
 }
 
 /// Header room for a forwarded head: our own fields on top of the input's.
-fn wide_headers<'b>() -> Vec<httparse::Header<'b>> {
+fn wide_headers<'b>() -> Vec<std::mem::MaybeUninit<httparse::Header<'b>>> {
     empty_headers().into_iter().chain(empty_headers()).collect()
 }
 

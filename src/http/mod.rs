@@ -2,6 +2,8 @@
 //! body framing, chunked coding, path normalisation, head rewriting and the
 //! pre-rendered answers. Pure functions over byte slices: no I/O, no runtime.
 
+use std::mem::MaybeUninit;
+
 pub mod answer;
 pub mod chunked;
 pub mod encode;
@@ -73,8 +75,10 @@ impl Default for HeadLimits {
 }
 
 /// A fresh httparse header array for one parse.
-pub fn empty_headers<'b>() -> [httparse::Header<'b>; MAX_HEADERS] {
-    [httparse::EMPTY_HEADER; MAX_HEADERS]
+/// Uninitialised, so it costs nothing: the parser writes the entries it
+/// fills and hands back only those.
+pub fn empty_headers<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
 }
 
 /// Rejects a bare LF anywhere in a head: RFC 9112 lets a recipient accept

@@ -5,6 +5,8 @@
 use super::fields::{
     ConnectionOptions, TransferCoding, TransferEncoding, parse_content_length, split_host, trim_ows,
 };
+use std::mem::MaybeUninit;
+
 use super::{Framing, HeadLimits, Version, has_bare_lf};
 use crate::error::{ErrorKind, ProxyError};
 
@@ -62,13 +64,18 @@ impl RequestHead<'_, '_> {
 /// kind the client is answered with.
 pub fn parse_request<'h, 'b>(
     buf: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>],
+    headers: &'h mut [MaybeUninit<httparse::Header<'b>>],
     limits: &HeadLimits,
 ) -> Result<Option<RequestHead<'h, 'b>>, ProxyError> {
     let bad = |kind| Err(ProxyError::downstream(kind));
     let max_headers = limits.max_headers.min(headers.len());
-    let mut req = httparse::Request::new(&mut headers[..max_headers]);
-    let head_len = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        buf,
+        &mut headers[..max_headers],
+    );
+    let head_len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             return if buf.len() < limits.max_head_size {

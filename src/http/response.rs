@@ -4,6 +4,8 @@
 use super::fields::{
     ConnectionOptions, TransferCoding, TransferEncoding, parse_content_length, trim_ows,
 };
+use std::mem::MaybeUninit;
+
 use super::{Framing, Version, has_bare_lf};
 use crate::error::{ErrorKind, ProxyError};
 
@@ -31,13 +33,15 @@ impl ResponseHead<'_, '_> {
 /// Parses a response head; `request_is_head` decides body presence.
 pub fn parse_response<'h, 'b>(
     buf: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>],
+    headers: &'h mut [MaybeUninit<httparse::Header<'b>>],
     max_head_size: usize,
     request_is_head: bool,
 ) -> Result<Option<ResponseHead<'h, 'b>>, ProxyError> {
     let bad = Err(ProxyError::upstream(ErrorKind::BadGateway));
-    let mut resp = httparse::Response::new(headers);
-    let head_len = match resp.parse(buf) {
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, headers);
+    let head_len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < max_head_size => return Ok(None),
         _ => return bad,
