@@ -27,6 +27,15 @@ impl Proxy {
         Self::start_with(toml, 2, IoMode::Auto)
     }
 
+    /// `IoMode::Auto` unless `RINGRESS_TEST_IO` names a driver, so the
+    /// whole suite can be run again on epoll (`RINGRESS_TEST_IO=epoll`).
+    fn driver(requested: IoMode) -> IoMode {
+        match std::env::var("RINGRESS_TEST_IO").ok().as_deref().and_then(IoMode::parse) {
+            Some(forced) if requested == IoMode::Auto => forced,
+            _ => requested,
+        }
+    }
+
     pub fn start_with(toml: &str, threads: usize, io: IoMode) -> Proxy {
         let config =
             Config::from_toml_str(toml).unwrap_or_else(|e| panic!("bad test config:\n{e}"));
@@ -36,7 +45,7 @@ impl Proxy {
             ServerOptions {
                 threads: Some(threads),
                 pin: Some(false),
-                io: Some(io),
+                io: Some(Self::driver(io)),
             },
         )
         .expect("proxy starts");
