@@ -269,3 +269,14 @@ fn servlet_dot_segments_and_backslashes_are_refused() {
     }
     assert!(up.requests().is_empty());
 }
+
+/// `OPTIONS *` is routed like `/` and forwarded with its asterisk target
+/// (it used to match no route: 404).
+#[test]
+fn options_asterisk_is_forwarded() {
+    let up = Upstream::echo();
+    let proxy = Proxy::start(&simple_config(up.addr));
+    let mut c = proxy.connect();
+    let r = c.request(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "OPTIONS *\n"));
+}

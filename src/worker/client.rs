@@ -300,10 +300,12 @@ fn plan<'c>(c: &mut Client, config: &'c Config) -> Result<Option<(Plan<'c>, usiz
     let Ok(norm_path) = path::normalize(req.path, &mut c.path_buf) else {
         return Err(ProxyError::downstream(ErrorKind::BadRequest));
     };
+    // `OPTIONS *` asks about the server as a whole: route it as `/`.
+    let route_path: &[u8] = if norm_path == b"*" { b"/" } else { norm_path };
     let query = RouteQuery {
         listener: c.listener,
         host: req.host,
-        path: norm_path,
+        path: route_path,
         method: req.method,
         headers: req.headers,
     };

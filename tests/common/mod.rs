@@ -30,7 +30,11 @@ impl Proxy {
     /// `IoMode::Auto` unless `RINGRESS_TEST_IO` names a driver, so the
     /// whole suite can be run again on epoll (`RINGRESS_TEST_IO=epoll`).
     fn driver(requested: IoMode) -> IoMode {
-        match std::env::var("RINGRESS_TEST_IO").ok().as_deref().and_then(IoMode::parse) {
+        match std::env::var("RINGRESS_TEST_IO")
+            .ok()
+            .as_deref()
+            .and_then(IoMode::parse)
+        {
             Some(forced) if requested == IoMode::Auto => forced,
             _ => requested,
         }
