@@ -78,3 +78,39 @@ fn server_names_are_resolved_at_load() {
     let mut c = proxy.connect();
     assert_eq!(c.request(&get("/named")).body_str(), "GET /named\n");
 }
+
+/// A port nobody listens on (bound, then released).
+fn dead_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+#[test]
+fn refused_connect_moves_on_to_the_next_server() {
+    let live = Upstream::echo();
+    let servers = format!(
+        "\"{}\", \"{}\", \"{}\"",
+        dead_addr(),
+        live.addr,
+        dead_addr()
+    );
+    let proxy = Proxy::start_with(&group_config(&servers), 1, IoMode::Auto);
+    let mut c = proxy.connect();
+    for i in 0..9 {
+        let r = c.request(&get(&format!("/{i}")));
+        assert_eq!((r.status, r.body_str()), (200, format!("GET /{i}\n")));
+    }
+    // POST too: nothing was sent to the refusing servers.
+    let r = c.request(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi");
+    assert_eq!(r.body_str(), "POST /p\nhi");
+    assert_eq!(live.requests().len(), 10);
+}
+
+#[test]
+fn all_servers_refusing_is_a_bad_gateway() {
+    let servers = format!("\"{}\", \"{}\"", dead_addr(), dead_addr());
+    let proxy = Proxy::start_with(&group_config(&servers), 1, IoMode::Auto);
+    let mut c = proxy.connect();
+    assert_eq!(c.request(&get("/")).status, 502);
+    assert_eq!(c.request(&get("/again")).status, 502);
+}

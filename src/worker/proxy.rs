@@ -4,6 +4,7 @@
 //! when the response was read exactly to its end.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
@@ -83,9 +84,12 @@ pub(crate) async fn run(
         Framing::Empty | Framing::Close => None,
     };
     let replayable = body.is_none();
-    let Some(addr) = ctx.pick_server(generation, config, group_idx) else {
+    let Some(mut addr) = ctx.pick_server(generation, config, group_idx) else {
         return answer_error(c, config, 503, true, !replayable).await;
     };
+    // Servers that refused or timed out a connect for this request.
+    let mut failed: [Option<SocketAddr>; MAX_CONNECT_TRIES] = [None; MAX_CONNECT_TRIES];
+    let mut connect_tries = 0;
     // The request head stays in `request` until the exchange ends, for a
     // retry; `c.out` takes the spare buffer for the response head.
     let mut request = std::mem::take(&mut c.out);
@@ -94,15 +98,30 @@ pub(crate) async fn run(
     let mut allow_pooled = true;
 
     let next = loop {
-        let (mut upstream, reused) =
-            match acquire(ctx, addr, group.connect_timeout, allow_pooled).await {
-                Ok(u) => u,
-                Err(e) => {
-                    let close = !replayable || !ex.keep_alive;
-                    let status = e.status().unwrap_or(502);
-                    break answer_error(c, config, status, close, !replayable).await;
+        let (mut upstream, reused) = match acquire(ctx, addr, group.connect_timeout, allow_pooled)
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => {
+                // Nothing was sent: any request may go to another
+                // server of the group (as nginx's default
+                // proxy_next_upstream does), each server tried once.
+                failed[connect_tries] = Some(addr);
+                connect_tries += 1;
+                let limit = group.servers.len().min(MAX_CONNECT_TRIES);
+                if connect_tries < limit
+                    && let Some(next) = next_untried(ctx, generation, config, group_idx, &failed)
+                {
+                    tracing::debug!(worker = ctx.id, %addr, %next, "connect failed; trying the next server");
+                    addr = next;
+                    allow_pooled = true;
+                    continue;
                 }
-            };
+                let close = !replayable || !ex.keep_alive;
+                let status = e.status().unwrap_or(502);
+                break answer_error(c, config, status, close, !replayable).await;
+            }
+        };
         let attempt = exchange(
             c,
             ctx,
@@ -157,6 +176,29 @@ pub(crate) async fn run(
     request.clear();
     c.spare = request;
     next
+}
+
+/// Servers tried at most per request when connects fail.
+const MAX_CONNECT_TRIES: usize = 8;
+
+/// The next server in the group's rotation that has not failed a connect
+/// for this request (the rotation may repeat heavy servers: bounded).
+fn next_untried(
+    ctx: &WorkerCtx,
+    generation: u64,
+    config: &Config,
+    group_idx: usize,
+    failed: &[Option<SocketAddr>],
+) -> Option<SocketAddr> {
+    let total_weight: u32 = config.upstreams[group_idx]
+        .servers
+        .iter()
+        .map(|s| s.weight)
+        .sum();
+    (0..total_weight.min(10_000)).find_map(|_| {
+        let addr = ctx.pick_server(generation, config, group_idx)?;
+        (!failed.contains(&Some(addr))).then_some(addr)
+    })
 }
 
 /// How one attempt ended well.
