@@ -9,6 +9,7 @@ mod ctx;
 mod drain;
 mod proxy;
 mod relay;
+mod response;
 mod tunnel;
 
 use std::rc::Rc;
