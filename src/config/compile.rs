@@ -4,6 +4,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use super::routes::routes;
 use super::walk::{ConfigErrors, Problems, TableReader};
 use super::{
     ClientTimeouts, Config, IoMode, Limits, ListenerConfig, RuntimeSettings, ServerConfig,
@@ -11,9 +12,6 @@ use super::{
 };
 use crate::http::encode::ForwardOptions;
 use crate::http::{HeadLimits, MAX_HEADERS};
-use crate::router::{
-    Action, HeaderMatch, HostMatch, PathMatch, PathRewrite, Redirect, Respond, Route, RouteTable,
-};
 
 pub fn compile(table: &toml::Table) -> Result<Config, ConfigErrors> {
     let mut p = Problems::default();
@@ -148,7 +146,7 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
 }
 
 /// Iterates an array of tables under `key`, giving each a reader.
-fn each_table<'a>(
+pub(super) fn each_table<'a>(
     root: &mut TableReader<'a>,
     p: &mut Problems,
     key: &str,
@@ -312,249 +310,4 @@ fn server(item: &toml::Value, path: &str, p: &mut Problems) -> Option<ServerConf
             None
         }
     }
-}
-
-fn routes(
-    root: &mut TableReader<'_>,
-    p: &mut Problems,
-    listeners: &[ListenerConfig],
-    upstreams: &[UpstreamGroup],
-    default_body_limit: u64,
-) -> RouteTable {
-    let mut out = Vec::new();
-    each_table(root, p, "routes", |t, p| {
-        let index = out.len();
-        if let Some(r) = route(t, p, index, listeners, upstreams, default_body_limit) {
-            out.push(r);
-        }
-    });
-    RouteTable { routes: out }
-}
-
-fn route(
-    t: &mut TableReader<'_>,
-    p: &mut Problems,
-    index: usize,
-    listeners: &[ListenerConfig],
-    upstreams: &[UpstreamGroup],
-    default_body_limit: u64,
-) -> Option<Route> {
-    let name = t
-        .str(p, "name")
-        .map_or_else(|| format!("route{index}"), str::to_string);
-    let mut ok = true;
-
-    let mut listener_ids = Vec::new();
-    for l in t.strings(p, "listeners").unwrap_or_default() {
-        match listeners.iter().position(|x| x.name == l) {
-            Some(i) => listener_ids.push(i),
-            None => {
-                p.add(t.key_path("listeners"), format!("no listener named `{l}`"));
-                ok = false;
-            }
-        }
-    }
-
-    let mut hosts = Vec::new();
-    for h in t.strings(p, "host").unwrap_or_else(|| vec!["*"]) {
-        match HostMatch::parse(h) {
-            Ok(m) => hosts.push(m),
-            Err(m) => {
-                p.add(t.key_path("host"), m);
-                ok = false;
-            }
-        }
-    }
-
-    let path = match (t.str(p, "path_prefix"), t.str(p, "path_exact")) {
-        (Some(_), Some(_)) => {
-            p.add(
-                t.key_path("path_exact"),
-                "set path_prefix or path_exact, not both",
-            );
-            None
-        }
-        (Some(s), None) => check_path(s, &t.key_path("path_prefix"), p).map(PathMatch::Prefix),
-        (None, Some(s)) => check_path(s, &t.key_path("path_exact"), p).map(PathMatch::Exact),
-        (None, None) => Some(PathMatch::Prefix(b"/".to_vec())),
-    };
-
-    let mut methods = Vec::new();
-    for m in t.strings(p, "methods").unwrap_or_default() {
-        if m.is_empty() || !m.bytes().all(crate::http::fields::is_tchar) {
-            p.add(t.key_path("methods"), format!("`{m}` is not a method name"));
-            ok = false;
-        }
-        methods.push(m.to_ascii_uppercase().into_bytes());
-    }
-
-    let mut headers = Vec::new();
-    if let Some(mut h) = t.table(p, "headers") {
-        for key in h.keys() {
-            if key.is_empty() || !key.bytes().all(crate::http::fields::is_tchar) {
-                p.add(h.key_path(&key), "is not a header field name");
-            }
-            let value = h.str(p, &key).map(|v| v.as_bytes().to_vec());
-            headers.push(HeaderMatch {
-                name: key.to_ascii_lowercase().into_bytes(),
-                value,
-            });
-        }
-        h.finish(p);
-    }
-    for name in t.strings(p, "header_present").unwrap_or_default() {
-        headers.push(HeaderMatch {
-            name: name.to_ascii_lowercase().into_bytes(),
-            value: None,
-        });
-    }
-
-    let max_body_size = t.size(p, "max_body_size").unwrap_or(default_body_limit);
-    let action = action(t, p, path.as_ref(), upstreams);
-    (ok && path.is_some() && action.is_some()).then(|| Route {
-        name,
-        listeners: listener_ids,
-        hosts,
-        path: path.unwrap_or(PathMatch::Prefix(b"/".to_vec())),
-        methods,
-        headers,
-        max_body_size,
-        action: action.unwrap_or(Action::Respond(Respond::new(404, b"", ""))),
-    })
-}
-
-fn check_path(s: &str, key: &str, p: &mut Problems) -> Option<Vec<u8>> {
-    let mut scratch = Vec::new();
-    match crate::http::path::normalize(s.as_bytes(), &mut scratch) {
-        Ok(n) if s.starts_with('/') && n == s.as_bytes() => Some(n.to_vec()),
-        _ => {
-            p.add(
-                key,
-                format!("`{s}` must be a normalised path starting with `/`"),
-            );
-            None
-        }
-    }
-}
-
-fn action(
-    t: &mut TableReader<'_>,
-    p: &mut Problems,
-    path: Option<&PathMatch>,
-    upstreams: &[UpstreamGroup],
-) -> Option<Action> {
-    let chosen: Vec<&str> = ["upstream", "redirect", "respond"]
-        .into_iter()
-        .filter(|k| t.has(k))
-        .collect();
-    if chosen.len() != 1 {
-        p.add(
-            &t.path,
-            "needs exactly one action: upstream, redirect or respond",
-        );
-    }
-    let strip = t.bool(p, "strip_prefix").unwrap_or(false);
-    let rewrite = t.str(p, "rewrite_prefix");
-    if let Some(r) = rewrite
-        && (!r.starts_with('/')
-            || !r
-                .bytes()
-                .all(|b| (0x21..0x7f).contains(&b) && !b"?#\\".contains(&b)))
-    {
-        p.add(
-            t.key_path("rewrite_prefix"),
-            "must be a path starting with `/`, without spaces, `?` or `#`",
-        );
-    }
-    if (strip || rewrite.is_some()) && !matches!(path, Some(PathMatch::Prefix(_))) {
-        p.add(
-            t.key_path("strip_prefix"),
-            "strip_prefix and rewrite_prefix need path_prefix",
-        );
-    }
-    if strip && rewrite.is_some() {
-        p.add(
-            t.key_path("rewrite_prefix"),
-            "set strip_prefix or rewrite_prefix, not both",
-        );
-    }
-    if (strip || rewrite.is_some()) && !t.has("upstream") {
-        p.add(
-            t.key_path("strip_prefix"),
-            "path rewrites only apply to upstream routes",
-        );
-    }
-    let mut result = None;
-    if let Some(name) = t.str(p, "upstream") {
-        match upstreams.iter().position(|u| u.name == name) {
-            Some(upstream) => {
-                let rewrite = match (path, strip, rewrite) {
-                    (Some(PathMatch::Prefix(m)), true, _) => PathRewrite::Prefix {
-                        matched: m.clone(),
-                        replacement: Vec::new(),
-                    },
-                    (Some(PathMatch::Prefix(m)), _, Some(r)) => PathRewrite::Prefix {
-                        matched: m.clone(),
-                        replacement: r.as_bytes().to_vec(),
-                    },
-                    _ => PathRewrite::None,
-                };
-                result = Some(Action::Proxy { upstream, rewrite });
-            }
-            None => p.add(
-                t.key_path("upstream"),
-                format!("no upstream named `{name}` (define [upstreams.{name}])"),
-            ),
-        }
-    }
-    if let Some(mut r) = t.table(p, "redirect") {
-        let status = r.int(p, "status", 0, 999).unwrap_or(302) as u16;
-        if ![301, 302, 303, 307, 308].contains(&status) {
-            p.add(
-                r.key_path("status"),
-                format!("{status} is not a redirect status (301, 302, 303, 307, 308)"),
-            );
-        }
-        match r.str(p, "to") {
-            Some(to)
-                if !to.is_empty() && !to.bytes().any(|b| b.is_ascii_control() || b == b' ') =>
-            {
-                result = Some(Action::Redirect(Redirect {
-                    status,
-                    to: to.as_bytes().to_vec(),
-                }));
-            }
-            _ => p.add(
-                r.key_path("to"),
-                "needs a target URL without spaces or control characters",
-            ),
-        }
-        r.finish(p);
-    }
-    if let Some(mut r) = t.table(p, "respond") {
-        let status = r.int(p, "status", 200, 599).unwrap_or(200) as u16;
-        let body = r.str(p, "body").unwrap_or("");
-        if (status == 204 || status == 304) && !body.is_empty() {
-            p.add(
-                r.key_path("body"),
-                format!("a {status} response has no body"),
-            );
-        }
-        let content_type = r
-            .str(p, "content_type")
-            .unwrap_or("text/plain; charset=utf-8");
-        if content_type.bytes().any(|b| b.is_ascii_control()) {
-            p.add(
-                r.key_path("content_type"),
-                "must not contain control characters",
-            );
-        }
-        result = Some(Action::Respond(Respond::new(
-            status,
-            body.as_bytes(),
-            content_type,
-        )));
-        r.finish(p);
-    }
-    if chosen.len() == 1 { result } else { None }
 }

@@ -3,6 +3,7 @@
 //! with its key path) → the compiled `Config` the workers use.
 
 mod compile;
+mod routes;
 mod units;
 mod walk;
 
