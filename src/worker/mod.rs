@@ -62,22 +62,28 @@ pub(crate) fn run(spec: WorkerSpec) {
             .or_else(|_| uring_runtime(Some(cooperative)))
             .or_else(|_| uring_runtime(None));
         match built {
-            Ok(mut rt) => rt.block_on(main(spec, "io_uring")),
+            Ok(mut rt) => return rt.block_on(main(spec, "io_uring")),
+            // Auto means "io_uring if it can be had": a ring refused at
+            // set-up (memlock limits, seccomp) falls back like a kernel
+            // without io_uring does.
+            Err(e) if spec.io == IoMode::Auto => {
+                tracing::warn!(worker = spec.id, error = %e, "io_uring set-up failed; using epoll");
+            }
             Err(e) => {
                 let _ = spec
                     .ready
                     .send(Err(format!("io_uring runtime failed: {e}")));
+                return;
             }
         }
-    } else {
-        match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-        {
-            Ok(mut rt) => rt.block_on(main(spec, "epoll")),
-            Err(e) => {
-                let _ = spec.ready.send(Err(format!("epoll runtime failed: {e}")));
-            }
+    }
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+    {
+        Ok(mut rt) => rt.block_on(main(spec, "epoll")),
+        Err(e) => {
+            let _ = spec.ready.send(Err(format!("epoll runtime failed: {e}")));
         }
     }
 }
