@@ -12,6 +12,7 @@ use monoio::net::TcpStream;
 
 use super::buffer::{ReadBuf, flush_vec, write_all};
 use super::ctx::{ActiveGuard, WorkerCtx};
+use super::drain::Drain;
 use super::proxy::{self, Exchange, Next};
 use super::tunnel;
 use crate::config::Config;
@@ -121,7 +122,7 @@ pub(crate) async fn serve(
         // Taken once the request has begun, so a connection that idled
         // through a reload serves its next request on the new config.
         let (generation, config) = ctx.snapshot();
-        let Some((plan, head_len)) = next_request(&mut c, &config).await else {
+        let Some((plan, head_len)) = next_request(&mut c, &ctx.drain, &config).await else {
             return;
         };
         // Set when we close while the client may still be sending (an
@@ -237,11 +238,19 @@ async fn await_request(c: &mut Client, ctx: &WorkerCtx, first: bool) -> bool {
 /// Reads until a full request head is buffered and planned. None means the
 /// connection is done (closed, too slow, or answered with an error that
 /// ends it).
-async fn next_request<'c>(c: &mut Client, config: &'c Config) -> Option<(Plan<'c>, usize)> {
+async fn next_request<'c>(
+    c: &mut Client,
+    drain: &Drain,
+    config: &'c Config,
+) -> Option<(Plan<'c>, usize)> {
     let deadline = Instant::now() + config.timeouts.head;
     let mut try_parse = true;
     loop {
-        let planned = if try_parse { plan(c, config) } else { Ok(None) };
+        let planned = if try_parse {
+            plan(c, config, drain.is_draining())
+        } else {
+            Ok(None)
+        };
         match planned {
             Ok(Some(planned)) => return Some(planned),
             Ok(None) => {}
@@ -277,7 +286,13 @@ async fn next_request<'c>(c: &mut Client, config: &'c Config) -> Option<(Plan<'c
 }
 
 /// Parses the buffered head and turns it into a plan. Ok(None): need more.
-fn plan<'c>(c: &mut Client, config: &'c Config) -> Result<Option<(Plan<'c>, usize)>, ProxyError> {
+/// `draining`: the connection ends after this request, so answers the
+/// proxy makes itself say `Connection: close`.
+fn plan<'c>(
+    c: &mut Client,
+    config: &'c Config,
+    draining: bool,
+) -> Result<Option<(Plan<'c>, usize)>, ProxyError> {
     let mut headers = empty_headers();
     let Some(req) = parse_request(c.inbuf.bytes(), &mut headers, &config.limits.head)? else {
         return Ok(None);
@@ -286,7 +301,7 @@ fn plan<'c>(c: &mut Client, config: &'c Config) -> Result<Option<(Plan<'c>, usiz
     let has_body = req.framing != Framing::Empty;
     // After an answer the proxy generates, a request body left unread
     // would be taken for the next request: close instead.
-    let close_after_answer = !req.keep_alive || has_body;
+    let close_after_answer = !req.keep_alive || has_body || draining;
     let error = |status| {
         Ok(Some((
             Plan::Error {
