@@ -62,25 +62,9 @@ fn line_for<'a>(stderr: &'a str, path: &str) -> Option<&'a str> {
         .find(|l| l.trim_start().starts_with(&format!("{path}: ")))
 }
 
-const ISSUE_MINIMAL: &str = r#"
-[runtime]
-threads = 2
-
-[[listeners]]
-name = "main"
-bind = "127.0.0.1:8080"
-
-[[routes]]
-path_prefix = "/blocked"
-respond = { status = 403, body = "forbidden\n" }
-
-[[routes]]
-path_prefix = "/"
-upstream = "backend"
-
-[upstreams.backend]
-servers = ["127.0.0.1:9000"]
-"#;
+/// The minimal config from the core engine issue (tests/routing.rs serves
+/// traffic with it).
+const ISSUE_MINIMAL: &str = include_str!("common/issue_minimal.toml");
 
 // ------------------------------------------------------------------ check
 

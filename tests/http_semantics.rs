@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,35 +16,6 @@ use common::*;
 use ringress::IoMode;
 
 // ---------------------------------------------------------------- helpers
-
-/// One listener, one catch-all route to `upstream`, with extra keys for the
-/// route, the upstream group, and extra top-level sections.
-fn config(upstream: SocketAddr, route_extra: &str, group_extra: &str, top_extra: &str) -> String {
-    format!(
-        r#"
-[runtime]
-drain_timeout = "2s"
-
-{top_extra}
-
-[[listeners]]
-name = "main"
-bind = "127.0.0.1:0"
-
-[[routes]]
-path_prefix = "/"
-upstream = "backend"
-{route_extra}
-
-[upstreams.backend]
-servers = ["{upstream}"]
-connect_timeout = "1s"
-response_timeout = "2s"
-io_timeout = "2s"
-{group_extra}
-"#
-    )
-}
 
 /// An upstream that records each request and answers it with whatever
 /// `respond` writes; `respond` returns false to close the connection.
@@ -726,7 +697,11 @@ fn expect_continue(io: IoMode) {
 #[test]
 fn expect_continue_over_body_limit_gets_413_without_100() {
     let up = Upstream::echo();
-    let proxy = Proxy::start(&config(up.addr, r#"max_body_size = "1KiB""#, "", ""));
+    let proxy = Proxy::start(
+        &ConfigBuilder::new(up.addr)
+            .route(r#"max_body_size = "1KiB""#)
+            .build(),
+    );
     let mut c = proxy.connect();
     set_timeout(&c, Duration::from_secs(2));
     c.send(
@@ -753,7 +728,11 @@ fn expect_continue_over_body_limit_gets_413_without_100() {
 #[test]
 fn chunked_body_over_limit_gets_413() {
     let up = Upstream::echo();
-    let proxy = Proxy::start(&config(up.addr, r#"max_body_size = "1KiB""#, "", ""));
+    let proxy = Proxy::start(
+        &ConfigBuilder::new(up.addr)
+            .route(r#"max_body_size = "1KiB""#)
+            .build(),
+    );
     let mut c = proxy.connect();
     set_timeout(&c, Duration::from_secs(2));
     // No length up front: the limit is enforced while streaming.
@@ -1126,7 +1105,7 @@ fn forwarding_fields_can_be_switched_off() {
     });
     let top = "[forwarding]\nx_forwarded_for = false\nx_forwarded_proto = false\n\
                x_forwarded_host = false\nvia = false\n";
-    let proxy = Proxy::start(&config(up.addr, "", "", top));
+    let proxy = Proxy::start(&ConfigBuilder::new(up.addr).sections(top).build());
     let mut c = proxy.connect();
     let r = c.request(&get("/plain"));
     assert_eq!(r.status, 200);
@@ -1155,12 +1134,11 @@ fn forwarding_fields_can_be_switched_off() {
 #[test]
 fn host_header_override_replaces_host() {
     let up = Upstream::echo();
-    let proxy = Proxy::start(&config(
-        up.addr,
-        "",
-        r#"host_header = "internal.example""#,
-        "",
-    ));
+    let proxy = Proxy::start(
+        &ConfigBuilder::new(up.addr)
+            .group(r#"host_header = "internal.example""#)
+            .build(),
+    );
     let mut c = proxy.connect();
     let r = c.request(b"GET /h HTTP/1.1\r\nHost: public.example\r\n\r\n");
     assert_eq!(r.status, 200);

@@ -482,34 +482,21 @@ respond = { status = 200, body = "from file\n" }
 // ------------------------------------------------------------------ drain
 
 fn drain_config(up: SocketAddr, drain_timeout: &str) -> String {
-    format!(
-        r#"
-[runtime]
-drain_timeout = "{drain_timeout}"
-
+    ConfigBuilder::new(up)
+        .runtime(&format!(r#"drain_timeout = "{drain_timeout}""#))
+        .sections(
+            r#"
 [timeouts]
 keepalive = "30s"
 client_head = "10s"
 
-[[listeners]]
-name = "main"
-bind = "127.0.0.1:0"
-
 [[routes]]
 path_prefix = "/fast"
-respond = {{ status = 200, body = "fast\n" }}
-
-[[routes]]
-path_prefix = "/"
-upstream = "backend"
-
-[upstreams.backend]
-servers = ["{up}"]
-connect_timeout = "1s"
-response_timeout = "10s"
-io_timeout = "10s"
-"#
-    )
+respond = { status = 200, body = "fast\n" }
+"#,
+        )
+        .group("response_timeout = \"10s\"\nio_timeout = \"10s\"")
+        .build()
 }
 
 /// Runs `proxy.shutdown()` on its own thread; the receiver gets how long
@@ -522,6 +509,44 @@ fn shutdown_in_background(proxy: Proxy) -> mpsc::Receiver<Duration> {
         let _ = tx.send(t.elapsed());
     });
     rx
+}
+
+/// What became of the connections made while a drain was under way.
+struct Late {
+    /// How many of the 8 the kernel accepted.
+    accepted: usize,
+    /// What any of them got back (there should be nothing).
+    answered: Vec<Vec<u8>>,
+    /// How many were left open with no answer.
+    hung: usize,
+    /// Held open until the test is done with them.
+    _streams: Vec<TcpStream>,
+}
+
+/// Connects 8 times to `addr` during a drain, sends `GET /fast` on each, and
+/// 150 ms later sorts out what became of them.
+fn connect_during_drain(addr: SocketAddr) -> Late {
+    let mut late: Vec<TcpStream> = (0..8)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    for s in &mut late {
+        let _ = s.write_all(&get("/fast"));
+    }
+    thread::sleep(Duration::from_millis(150));
+    let (mut answered, mut hung) = (Vec::new(), 0);
+    for s in &mut late {
+        match read_until_closed(s, Duration::from_millis(50)) {
+            Ok(b) | Err(b) if !b.is_empty() => answered.push(b),
+            Ok(_) => {}
+            Err(_) => hung += 1,
+        }
+    }
+    Late {
+        accepted: late.len(),
+        answered,
+        hung,
+        _streams: late,
+    }
 }
 
 #[test]
@@ -567,29 +592,18 @@ fn graceful_drain_finishes_in_flight_and_closes_idle() {
         "shutdown returned with a request in flight"
     );
     let mut problems = Vec::new();
-    let mut late: Vec<TcpStream> = (0..8)
-        .filter_map(|_| TcpStream::connect(addr).ok())
-        .collect();
-    let accepted = late.len();
-    for s in &mut late {
-        let _ = s.write_all(&get("/fast"));
-    }
-    thread::sleep(Duration::from_millis(150));
-    let mut hung = 0;
-    for s in &mut late {
-        match read_until_closed(s, Duration::from_millis(50)) {
-            Ok(b) if b.is_empty() => {}
-            Ok(b) | Err(b) if !b.is_empty() => problems.push(format!(
-                "a connection made during drain was answered: {:?}",
-                String::from_utf8_lossy(&b)
-            )),
-            _ => hung += 1,
-        }
-    }
-    if hung > 0 {
+    let late = connect_during_drain(addr);
+    for b in &late.answered {
         problems.push(format!(
-            "{hung} of {accepted} connections made 100 ms into the drain were accepted \
-             and left open with no answer (expected: refused, or closed at once)"
+            "a connection made during drain was answered: {:?}",
+            String::from_utf8_lossy(b)
+        ));
+    }
+    if late.hung > 0 {
+        problems.push(format!(
+            "{} of {} connections made 100 ms into the drain were accepted \
+             and left open with no answer (expected: refused, or closed at once)",
+            late.hung, late.accepted
         ));
     }
 
@@ -631,31 +645,20 @@ fn drain_refuses_new_connections(io: IoMode) {
     );
     let done = shutdown_in_background(proxy);
     thread::sleep(Duration::from_millis(200));
-    let mut late: Vec<TcpStream> = (0..8)
-        .filter_map(|_| TcpStream::connect(addr).ok())
-        .collect();
-    let accepted = late.len();
-    for s in &mut late {
-        let _ = s.write_all(&get("/fast"));
-    }
-    thread::sleep(Duration::from_millis(150));
-    let mut hung = 0;
-    for s in &mut late {
-        match read_until_closed(s, Duration::from_millis(50)) {
-            Ok(b) => assert!(b.is_empty(), "answered during drain: {b:?}"),
-            Err(b) => {
-                assert!(b.is_empty(), "answered during drain: {b:?}");
-                hung += 1;
-            }
-        }
-    }
+    let late = connect_during_drain(addr);
+    assert!(
+        late.answered.is_empty(),
+        "answered during drain: {:?}",
+        late.answered
+    );
     let r = busy.read_response();
     assert_eq!((r.status, r.body_str().as_str()), (200, "slow /slow\n"));
     done.recv_timeout(Duration::from_secs(4)).expect("shutdown");
     assert_eq!(
-        hung, 0,
-        "{io:?}: {hung} of 8 connections made during the drain ({accepted} accepted by \
-         the kernel) were left open with no answer"
+        late.hung, 0,
+        "{io:?}: {} of 8 connections made during the drain ({} accepted by \
+         the kernel) were left open with no answer",
+        late.hung, late.accepted
     );
 }
 
@@ -864,8 +867,9 @@ fn two_hundred_concurrent_connections() {
     // The test upstream's accept queue is std's 128: a burst of 200 new
     // upstream connections may see a SYN retransmitted after 1 s, which
     // simple_config's 1 s connect timeout would turn into a 504.
-    let config =
-        simple_config(up.addr).replace("connect_timeout = \"1s\"", "connect_timeout = \"5s\"");
+    let config = ConfigBuilder::new(up.addr)
+        .group(r#"connect_timeout = "5s""#)
+        .build();
     assert!(config.contains("connect_timeout = \"5s\""));
     let proxy = Proxy::start_with(&config, 2, IoMode::Auto);
     assert_eq!(proxy.handle().worker_count(), 2);

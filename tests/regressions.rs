@@ -9,28 +9,12 @@ use std::time::Duration;
 use common::*;
 use ringress::{Config, IoMode};
 
+/// [`simple_config`] with a 1 s response timeout and `extra` group keys.
 fn one_worker(upstream: std::net::SocketAddr, extra: &str) -> String {
-    format!(
-        r#"
-[runtime]
-drain_timeout = "2s"
-
-[[listeners]]
-name = "main"
-bind = "127.0.0.1:0"
-
-[[routes]]
-path_prefix = "/"
-upstream = "backend"
-
-[upstreams.backend]
-servers = ["{upstream}"]
-connect_timeout = "1s"
-response_timeout = "1s"
-io_timeout = "2s"
-{extra}
-"#
-    )
+    ConfigBuilder::new(upstream)
+        .group(r#"response_timeout = "1s""#)
+        .group(extra)
+        .build()
 }
 
 /// Bytes an upstream sends after a complete response must never be read

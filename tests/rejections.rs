@@ -18,61 +18,32 @@ use ringress::IoMode;
 /// The route limits used by the table: a 1 KiB body limit on `/small`,
 /// a 2 KiB request-target limit, a 300 ms head timeout.
 fn config(upstream: SocketAddr) -> String {
-    format!(
-        r#"
-[runtime]
-drain_timeout = "1s"
-
+    ConfigBuilder::new(upstream)
+        .runtime(r#"drain_timeout = "1s""#)
+        .sections(
+            r#"
 [limits]
 max_uri_length = 2048
 
 [timeouts]
 client_head = "300ms"
 
-[[listeners]]
-name = "main"
-bind = "127.0.0.1:0"
-
 [[routes]]
 path_prefix = "/small"
 max_body_size = "1KiB"
 upstream = "backend"
-
-[[routes]]
-path_prefix = "/"
-upstream = "backend"
-
-[upstreams.backend]
-servers = ["{upstream}"]
-connect_timeout = "1s"
-response_timeout = "2s"
-io_timeout = "2s"
-"#
-    )
+"#,
+        )
+        .build()
 }
 
-/// One listener, one catch-all route; `upstream_keys` go into the group.
+/// One listener, one catch-all route; `upstream_keys` go into the group
+/// (in place of the default `response_timeout`).
 fn upstream_config(upstream: SocketAddr, upstream_keys: &str) -> String {
-    format!(
-        r#"
-[runtime]
-drain_timeout = "1s"
-
-[[listeners]]
-name = "main"
-bind = "127.0.0.1:0"
-
-[[routes]]
-path_prefix = "/"
-upstream = "backend"
-
-[upstreams.backend]
-servers = ["{upstream}"]
-connect_timeout = "1s"
-io_timeout = "2s"
-{upstream_keys}
-"#
-    )
+    ConfigBuilder::new(upstream)
+        .runtime(r#"drain_timeout = "1s""#)
+        .group(upstream_keys)
+        .build()
 }
 
 /// One worker, so every client connection shares one upstream pool.
@@ -783,13 +754,13 @@ fn pooled_post_is_not_retried() {
     assert_eq!(seen, ["/one", "/two"]);
 }
 
-/// Content-Length 100, 10 bytes, then a close: the client must not get a
-/// complete-looking response, and its connection is closed.
-#[test]
-fn truncated_length_body_closes_client() {
-    let up = Upstream::start(|r, w, up| {
+/// The upstream sends `response` to a `GET /t` and closes 50 ms later, in
+/// the middle of the body: the client's connection must end too. Returns
+/// the head and body the client got.
+fn cut_off(response: &'static [u8]) -> (String, String) {
+    let up = Upstream::start(move |r, w, up| {
         if up.record(r).is_some() {
-            let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+            let _ = w.write_all(response);
             thread::sleep(Duration::from_millis(50));
         }
     });
@@ -801,6 +772,14 @@ fn truncated_length_body_closes_client() {
     let text = String::from_utf8_lossy(&bytes);
     let (head, body) = text.split_once("\r\n\r\n").expect("a head");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    (head.to_string(), body.to_string())
+}
+
+/// Content-Length 100, 10 bytes, then a close: the client must not get a
+/// complete-looking response, and its connection is closed.
+#[test]
+fn truncated_length_body_closes_client() {
+    let (head, body) = cut_off(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
     assert!(head.contains("Content-Length: 100"), "{head}");
     assert!(body.len() < 100, "full body: {body:?}");
     assert_eq!(body, "0123456789");
@@ -809,22 +788,8 @@ fn truncated_length_body_closes_client() {
 /// A chunked body cut off mid-way: the client must not see a last-chunk.
 #[test]
 fn truncated_chunked_body_closes_client() {
-    let up = Upstream::start(|r, w, up| {
-        if up.record(r).is_some() {
-            let _ = w.write_all(
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n",
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    });
-    let proxy = Proxy::start(&upstream_config(up.addr, "response_timeout = \"2s\""));
-    let mut c = proxy.connect();
-    c.send(&get("/t"));
-    let (bytes, ended) = read_to_close(&mut c);
-    assert!(ended, "client connection left open");
-    let text = String::from_utf8_lossy(&bytes);
-    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (_, body) =
+        cut_off(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n");
     assert!(body.contains("0123456789"), "{body:?}");
     assert!(
         !body.ends_with("0\r\n\r\n"),

@@ -668,31 +668,15 @@ fn minimal_config_works() {
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
 }
 
-/// The minimal config from the core engine issue, byte for byte but for the
-/// addresses: it must stay valid and behave in every later version.
+/// The minimal config from the core engine issue (common/issue_minimal.toml,
+/// byte for byte), with the addresses swapped: it must stay valid and behave
+/// in every later version.
 #[test]
 fn issue_minimal_config_works() {
     let up = Upstream::echo();
-    let toml = r#"[runtime]
-threads = 2
-
-[[listeners]]
-name = "main"
-bind = "127.0.0.1:8080"
-
-[[routes]]
-path_prefix = "/blocked"
-respond = { status = 403, body = "forbidden\n" }
-
-[[routes]]
-path_prefix = "/"
-upstream = "backend"
-
-[upstreams.backend]
-servers = ["127.0.0.1:9000"]
-"#
-    .replace("127.0.0.1:8080", "127.0.0.1:0")
-    .replace("127.0.0.1:9000", &up.addr.to_string());
+    let toml = include_str!("common/issue_minimal.toml")
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9000", &up.addr.to_string());
     let proxy = Proxy::start(&toml);
     let mut c = proxy.connect();
     let r = c.request(&get("/blocked/page"));

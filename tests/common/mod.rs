@@ -91,26 +91,98 @@ impl Drop for Proxy {
 
 /// A config with one listener and one catch-all route to `upstream`.
 pub fn simple_config(upstream: SocketAddr) -> String {
-    format!(
-        r#"
-[runtime]
-drain_timeout = "2s"
+    ConfigBuilder::new(upstream).build()
+}
 
+/// [`simple_config`] with parts changed. Each `key = value` line given to
+/// [`runtime`](Self::runtime), [`route`](Self::route) or
+/// [`group`](Self::group) replaces the default line with the same key in
+/// that table, or is added to it.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder {
+    runtime: Vec<String>,
+    sections: String,
+    route: Vec<String>,
+    group: Vec<String>,
+}
+
+impl ConfigBuilder {
+    pub fn new(upstream: SocketAddr) -> ConfigBuilder {
+        let lines = |l: &[&str]| l.iter().map(|l| l.to_string()).collect();
+        ConfigBuilder {
+            runtime: lines(&[r#"drain_timeout = "2s""#]),
+            sections: String::new(),
+            route: lines(&[r#"path_prefix = "/""#, r#"upstream = "backend""#]),
+            group: lines(&[
+                &format!(r#"servers = ["{upstream}"]"#),
+                r#"connect_timeout = "1s""#,
+                r#"response_timeout = "2s""#,
+                r#"io_timeout = "2s""#,
+            ]),
+        }
+    }
+
+    /// Keys of `[runtime]`.
+    pub fn runtime(mut self, lines: &str) -> ConfigBuilder {
+        set_keys(&mut self.runtime, lines);
+        self
+    }
+
+    /// Keys of the catch-all route.
+    pub fn route(mut self, lines: &str) -> ConfigBuilder {
+        set_keys(&mut self.route, lines);
+        self
+    }
+
+    /// Keys of the upstream group `backend`.
+    pub fn group(mut self, lines: &str) -> ConfigBuilder {
+        set_keys(&mut self.group, lines);
+        self
+    }
+
+    /// Whole tables (`[limits]`, more `[[routes]]`, ...), placed after
+    /// `[runtime]`, so before the listener and the catch-all route.
+    pub fn sections(mut self, toml: &str) -> ConfigBuilder {
+        self.sections.push_str(toml);
+        self.sections.push('\n');
+        self
+    }
+
+    pub fn build(&self) -> String {
+        let [runtime, route, group] =
+            [&self.runtime, &self.route, &self.group].map(|t| t.join("\n"));
+        let sections = &self.sections;
+        format!(
+            r#"
+[runtime]
+{runtime}
+
+{sections}
 [[listeners]]
 name = "main"
 bind = "127.0.0.1:0"
 
 [[routes]]
-path_prefix = "/"
-upstream = "backend"
+{route}
 
 [upstreams.backend]
-servers = ["{upstream}"]
-connect_timeout = "1s"
-response_timeout = "2s"
-io_timeout = "2s"
+{group}
 "#
-    )
+        )
+    }
+}
+
+/// Sets each `key = value` line of `lines` in `table`: it replaces the line
+/// with the same key, or is appended.
+fn set_keys(table: &mut Vec<String>, lines: &str) {
+    let key = |line: &str| line.split('=').next().unwrap().trim().to_string();
+    for line in lines.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        assert!(line.contains('='), "not a `key = value` line: {line}");
+        match table.iter_mut().find(|old| key(old) == key(line)) {
+            Some(old) => *old = line.to_string(),
+            None => table.push(line.to_string()),
+        }
+    }
 }
 
 /// A request as the upstream saw it.
