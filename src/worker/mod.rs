@@ -50,8 +50,9 @@ pub(crate) fn run(spec: WorkerSpec) {
     if use_uring {
         // Deferred task running: the kernel finishes completions only when
         // the worker asks for events, in one batch, instead of interrupting
-        // it per completion (it measured ~18% less CPU per proxied request
-        // than cooperative task running). It needs a single submitter,
+        // it per completion (5-18% less CPU per proxied request than
+        // cooperative task running in paired runs on a noisy 2-core VM,
+        // with no worse p99). It needs a single submitter,
         // which a worker is, and Linux 6.1; older kernels get cooperative
         // task running (5.19), then a plain ring.
         let mut deferred = io_uring::IoUring::builder();
