@@ -427,7 +427,7 @@ if [[ $SKIP_RINGRESS != 1 ]]; then
     PORT[ringress]=$RINGRESS_PORT
     SPID[ringress]=$RINGRESS_PID
 fi
-declare -A BEST_RPS=() BEST_P99=() ERRS=() BUSY=() BEST_CPR=()
+declare -A BEST_RPS=() BEST_P99=() ERRS=() BUSY=() BEST_CPR=() ALL_RPS=() ALL_P99=()
 
 if ((WARMUP > 0)); then
     for t in "${TARGETS[@]}"; do
@@ -453,6 +453,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
             BEST_P99[$t]=$p99
         fi
         ERRS[$t]=$((${ERRS[$t]:-0} + errs))
+        ALL_RPS[$t]="${ALL_RPS[$t]:-} $rps"
+        ALL_P99[$t]="${ALL_P99[$t]:-} $p99"
         # CPU time the proxy's core spent per request (busy share of the
         # core divided by the request rate): the efficiency measure that
         # still holds when the load side limits req/s.
@@ -467,6 +469,8 @@ done
 # Report.
 # ---------------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
+# median of a space-separated list of numbers
+median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 echo
 echo "## ringress vs nginx — one worker each, same backend"
@@ -492,6 +496,20 @@ done
 echo
 echo "proxy-core CPU µs/req: lowest over the rounds of (busy share of the proxy's core) / (requests/s); lower is better."
 echo
+echo "Medians over the rounds (steadier than best-of on a noisy machine):"
+echo
+echo "| proxy | median requests/s | median p99 ms | req/s ratio vs nginx | p99 ratio vs nginx |"
+echo "|---|---:|---:|---:|---:|"
+declare -A MED_RPS=() MED_P99=()
+for t in "${TARGETS[@]}"; do
+    MED_RPS[$t]=$(median "${ALL_RPS[$t]}")
+    MED_P99[$t]=$(median "${ALL_P99[$t]}")
+done
+for t in "${TARGETS[@]}"; do
+    printf '| %s | %.0f | %.3f | %s | %s |\n' "${LABEL[$t]}" "${MED_RPS[$t]}" "${MED_P99[$t]}" \
+        "$(ratio "${MED_RPS[$t]}" "${MED_RPS[nginx]}")" "$(ratio "${MED_P99[$t]}" "${MED_P99[nginx]}")"
+done
+echo
 if [[ $WRK_CPU == "$BACKEND_CPU" ]]; then
     echo "Note: wrk and the backend share CPU $WRK_CPU, and they do the same work per request whichever proxy is in"
     echo "between, so the backend-direct row is roughly the ceiling any proxy can reach here. When the wrk cpu is"
@@ -499,19 +517,26 @@ if [[ $WRK_CPU == "$BACKEND_CPU" ]]; then
     echo
 fi
 
-if [[ $SKIP_RINGRESS != 1 ]]; then
-    rps_ok=$(awk -v a="${BEST_RPS[ringress]}" -v b="${BEST_RPS[nginx]}" 'BEGIN {print (a >= b) ? 1 : 0}')
-    p99_ok=$(awk -v a="${BEST_P99[ringress]}" -v b="${BEST_P99[nginx]}" 'BEGIN {print (a <= b) ? 1 : 0}')
+# verdict LABEL RPS_R RPS_N P99_R P99_N -> one "Result" line
+verdict() {
+    local rps_ok p99_ok why=() reasons
+    rps_ok=$(awk -v a="$2" -v b="$3" 'BEGIN {print (a >= b) ? 1 : 0}')
+    p99_ok=$(awk -v a="$4" -v b="$5" 'BEGIN {print (a <= b) ? 1 : 0}')
     if ((rps_ok && p99_ok && ERRS[ringress] == 0)); then
-        echo "Result: ringress MEETS the goal (req/s >= nginx, p99 <= nginx, no errors)."
+        echo "Result ($1): ringress MEETS the goal (req/s >= nginx, p99 <= nginx, no errors)."
     else
-        why=()
         ((rps_ok)) || why+=("req/s below nginx")
         ((p99_ok)) || why+=("p99 above nginx")
         ((ERRS[ringress] == 0)) || why+=("${ERRS[ringress]} errors")
         reasons=$(printf '%s, ' "${why[@]}")
-        echo "Result: ringress does NOT meet the goal yet (${reasons%, })."
+        echo "Result ($1): ringress does NOT meet the goal (${reasons%, })."
     fi
+}
+
+if [[ $SKIP_RINGRESS != 1 ]]; then
+    echo
+    verdict "medians" "${MED_RPS[ringress]}" "${MED_RPS[nginx]}" "${MED_P99[ringress]}" "${MED_P99[nginx]}"
+    verdict "best of rounds" "${BEST_RPS[ringress]}" "${BEST_RPS[nginx]}" "${BEST_P99[ringress]}" "${BEST_P99[nginx]}"
 else
     echo "Result: ringress skipped (SKIP_RINGRESS=1)."
 fi
