@@ -213,6 +213,7 @@ fn bad_io_value_is_rejected() {
 struct Running {
     child: Child,
     log: Arc<Mutex<String>>,
+    readers: Vec<thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -231,9 +232,10 @@ impl Running {
         let log = Arc::new(Mutex::new(String::new()));
         let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
         let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
+        let mut readers = Vec::new();
         for mut pipe in [out, err] {
             let log = log.clone();
-            thread::spawn(move || {
+            readers.push(thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = pipe.read(&mut buf) {
                     if n == 0 {
@@ -243,9 +245,13 @@ impl Running {
                         .unwrap()
                         .push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
-            });
+            }));
         }
-        Running { child, log }
+        Running {
+            child,
+            log,
+            readers,
+        }
     }
 
     fn signal(&self, sig: libc::c_int) {
@@ -255,6 +261,15 @@ impl Running {
 
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The whole log of a process that has exited: waits for the pipe
+    /// readers to reach end of file (they may lag behind the exit).
+    fn final_log(&mut self) -> String {
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        self.log()
     }
 
     /// Waits up to `limit` for the process to exit.
@@ -457,7 +472,7 @@ fn start_fails_cleanly_when_port_is_taken() {
     let mut p = Running::spawn(&config, &["--threads", "1"]);
     let status = p.wait_exit(Duration::from_secs(4)).expect("exits");
     assert!(!status.success(), "started on a port already in use");
-    let log = p.log();
+    let log = p.final_log();
     assert!(log.contains(&port.to_string()), "{log}");
     drop(taken);
 }

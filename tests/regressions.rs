@@ -264,3 +264,23 @@ fn options_asterisk_is_forwarded() {
     let r = c.request(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!((r.status, r.body_str().as_str()), (200, "OPTIONS *\n"));
 }
+
+/// A kept-alive connection that idles past the time it keeps a read buffer
+/// posted (then waits on readability alone) still serves its next
+/// requests, on both drivers.
+#[test]
+fn requests_after_a_long_idle_gap_are_served() {
+    for io in [IoMode::Auto, IoMode::Epoll] {
+        let up = Upstream::echo();
+        let proxy = Proxy::start_with(&simple_config(up.addr), 1, io);
+        let mut c = proxy.connect();
+        assert_eq!(c.request(&get("/before")).status, 200);
+        thread::sleep(Duration::from_millis(800));
+        // Two pipelined requests after the gap, one sent in two pieces.
+        c.send(b"GET /after HTTP/1.1\r\nHo");
+        thread::sleep(Duration::from_millis(50));
+        c.send(b"st: x\r\n\r\nGET /again HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.read_response().body_str(), "GET /after\n");
+        assert_eq!(c.read_response().body_str(), "GET /again\n");
+    }
+}

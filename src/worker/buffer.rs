@@ -8,7 +8,9 @@ use std::io;
 use std::time::Duration;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller,
+};
 
 /// Bytes read but not yet consumed live in `data[pos..]`.
 #[derive(Default)]
@@ -88,6 +90,56 @@ impl ReadBuf {
         self.data = slice.into_inner();
         self.pos = pos;
         res
+    }
+}
+
+/// How a bounded read ended.
+pub(crate) enum HeldRead {
+    /// Bytes arrived (0: end of stream).
+    Filled(usize),
+    /// Nothing arrived in time; the read was cancelled cleanly and the
+    /// buffer is back, with nothing lost.
+    Quiet,
+    Failed,
+}
+
+impl ReadBuf {
+    /// Reads with the buffer posted for at most `hold`, then cancels the
+    /// read the safe way (cancel, then await it: bytes that arrived in the
+    /// meantime are kept, see MONOIO.md) instead of dropping it.
+    pub async fn fill_for<S: CancelableAsyncReadRent>(
+        &mut self,
+        stream: &mut S,
+        want: usize,
+        hold: Duration,
+        canceller: &mut Canceller,
+    ) -> HeldRead {
+        if self.data.capacity() - self.data.len() < want {
+            self.data.reserve(want);
+        }
+        let pos = std::mem::take(&mut self.pos);
+        let buf = std::mem::take(&mut self.data);
+        let start = buf.len();
+        let read = stream.cancelable_read(buf.slice_mut(start..), canceller.handle());
+        let mut read = std::pin::pin!(read);
+        let early = monoio::select! {
+            r = &mut read => Some(r),
+            _ = monoio::time::sleep(hold) => None,
+        };
+        let (res, slice) = match early {
+            Some(done) => done,
+            None => {
+                *canceller = std::mem::take(canceller).cancel();
+                read.await
+            }
+        };
+        self.data = slice.into_inner();
+        self.pos = pos;
+        match res {
+            Ok(n) => HeldRead::Filled(n),
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => HeldRead::Quiet,
+            Err(_) => HeldRead::Failed,
+        }
     }
 }
 
