@@ -265,9 +265,8 @@ fn options_asterisk_is_forwarded() {
     assert_eq!((r.status, r.body_str().as_str()), (200, "OPTIONS *\n"));
 }
 
-/// A kept-alive connection that idles past the time it keeps a read buffer
-/// posted (then waits on readability alone) still serves its next
-/// requests, on both drivers.
+/// A kept-alive connection that idles for a while still serves its next
+/// requests, including one split across reads, on both drivers.
 #[test]
 fn requests_after_a_long_idle_gap_are_served() {
     for io in [IoMode::Auto, IoMode::Epoll] {

@@ -8,9 +8,7 @@ use std::io;
 use std::time::Duration;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{
-    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller,
-};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 /// Bytes read but not yet consumed live in `data[pos..]`.
 #[derive(Default)]
@@ -93,56 +91,6 @@ impl ReadBuf {
     }
 }
 
-/// How a bounded read ended.
-pub(crate) enum HeldRead {
-    /// Bytes arrived (0: end of stream).
-    Filled(usize),
-    /// Nothing arrived in time; the read was cancelled cleanly and the
-    /// buffer is back, with nothing lost.
-    Quiet,
-    Failed,
-}
-
-impl ReadBuf {
-    /// Reads with the buffer posted for at most `hold`, then cancels the
-    /// read the safe way (cancel, then await it: bytes that arrived in the
-    /// meantime are kept, see MONOIO.md) instead of dropping it.
-    pub async fn fill_for<S: CancelableAsyncReadRent>(
-        &mut self,
-        stream: &mut S,
-        want: usize,
-        hold: Duration,
-        canceller: &mut Canceller,
-    ) -> HeldRead {
-        if self.data.capacity() - self.data.len() < want {
-            self.data.reserve(want);
-        }
-        let pos = std::mem::take(&mut self.pos);
-        let buf = std::mem::take(&mut self.data);
-        let start = buf.len();
-        let read = stream.cancelable_read(buf.slice_mut(start..), canceller.handle());
-        let mut read = std::pin::pin!(read);
-        let early = monoio::select! {
-            r = &mut read => Some(r),
-            _ = monoio::time::sleep(hold) => None,
-        };
-        let (res, slice) = match early {
-            Some(done) => done,
-            None => {
-                *canceller = std::mem::take(canceller).cancel();
-                read.await
-            }
-        };
-        self.data = slice.into_inner();
-        self.pos = pos;
-        match res {
-            Ok(n) => HeldRead::Filled(n),
-            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => HeldRead::Quiet,
-            Err(_) => HeldRead::Failed,
-        }
-    }
-}
-
 /// A worker's free buffers. Connections give back their write and
 /// upstream buffers while idle between requests, so an idle keep-alive
 /// connection holds only its read buffer.
@@ -158,7 +106,7 @@ pub(crate) const POOLED_SIZE: usize = 4096;
 /// Buffers that grew beyond this are freed rather than kept.
 const MAX_POOLED_CAPACITY: usize = 64 * 1024;
 /// Bytes of free buffers kept per worker; past this they are freed.
-const MAX_FREE_BYTES: usize = 32 << 20;
+const MAX_FREE_BYTES: usize = 4 << 20;
 
 impl BufferPool {
     pub fn take(&mut self) -> Vec<u8> {

@@ -8,10 +8,9 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use monoio::io::Canceller;
 use monoio::net::TcpStream;
 
-use super::buffer::{HeldRead, ReadBuf, flush_vec, write_all};
+use super::buffer::{ReadBuf, flush_vec, write_all};
 use super::ctx::{ActiveGuard, WorkerCtx};
 use super::drain::Drain;
 use super::proxy::{self, Exchange, Next};
@@ -38,8 +37,6 @@ pub(crate) struct Client {
     pub upbuf: ReadBuf,
     path_buf: Vec<u8>,
     rewrite_buf: Vec<u8>,
-    /// Cancels the read a kept-alive connection holds while idle.
-    canceller: Canceller,
 }
 
 impl Client {
@@ -112,7 +109,6 @@ pub(crate) async fn serve(
         upbuf: ReadBuf::default(),
         path_buf: Vec::new(),
         rewrite_buf: Vec::new(),
-        canceller: Canceller::new(),
     };
     let mut first = true;
     loop {
@@ -220,56 +216,22 @@ async fn send_answer(c: &mut Client, status: u16, close: bool, timeout: Duration
         .is_ok()
 }
 
-/// How long a kept-alive connection keeps a read buffer posted while it
-/// waits for its next request. Busy clients send well within this; an idle
-/// one then waits without a buffer (see `await_request`).
-const HOLD_BUFFER: Duration = Duration::from_millis(500);
-
 /// Waits for the first bytes of a request: up to the head timeout on a new
 /// connection, the keep-alive timeout between requests, and no longer
 /// than the start of a drain. False means close quietly.
-///
-/// Between requests the read first keeps its buffer for `HOLD_BUFFER`;
-/// then it is cancelled (safely), the buffer goes back to the worker's
-/// pool, and the connection waits for readability alone, so an idle
-/// keep-alive connection holds no read buffer.
 async fn await_request(c: &mut Client, ctx: &WorkerCtx, first: bool) -> bool {
     let timeouts = &ctx.snapshot().1.timeouts;
-    if first {
-        // Dropping this read on drain may lose bytes in flight: we close then.
-        let fill = c.inbuf.fill(&mut c.stream, HEAD_READ, timeouts.head);
-        let read = monoio::select! {
-            r = fill => r,
-            _ = ctx.drain.wait() => return false,
-        };
-        return matches!(read, Ok(n) if n > 0);
-    }
-    let wait = timeouts.keepalive;
-    let hold = HOLD_BUFFER.min(wait);
-    let held = c
-        .inbuf
-        .fill_for(&mut c.stream, HEAD_READ, hold, &mut c.canceller);
-    let held = monoio::select! {
-        r = held => r,
-        // Dropping the read here is fine: the connection closes.
+    let wait = if first {
+        timeouts.head
+    } else {
+        timeouts.keepalive
+    };
+    // Dropping this read on drain may lose bytes in flight: we close then.
+    let fill = c.inbuf.fill(&mut c.stream, HEAD_READ, wait);
+    let read = monoio::select! {
+        r = fill => r,
         _ = ctx.drain.wait() => return false,
     };
-    match held {
-        HeldRead::Filled(n) => return n > 0,
-        HeldRead::Failed => return false,
-        HeldRead::Quiet => {}
-    }
-    ctx.buffers.borrow_mut().give(c.inbuf.take_vec());
-    let ready = monoio::select! {
-        r = c.stream.readable(false) => r.is_ok(),
-        _ = monoio::time::sleep(wait - hold) => false,
-        _ = ctx.drain.wait() => false,
-    };
-    c.inbuf = ReadBuf::from_vec(ctx.buffers.borrow_mut().take());
-    if !ready {
-        return false;
-    }
-    let read = c.inbuf.fill(&mut c.stream, HEAD_READ, timeouts.head).await;
     matches!(read, Ok(n) if n > 0)
 }
 
