@@ -122,11 +122,13 @@ pub(crate) async fn serve(
         // Taken once the request has begun, so a connection that idled
         // through a reload serves its next request on the new config.
         let (generation, config) = ctx.snapshot();
-        let Some((plan, head_len)) = next_request(&mut c, &ctx.drain, &config).await else {
+        let Some((plan, head_len, body_unread)) = next_request(&mut c, &ctx.drain, &config).await
+        else {
             return;
         };
         // Set when we close while the client may still be sending (an
-        // answer before its body was read): see `lingering_close`.
+        // answer before its body was read): see `lingering_close`. The
+        // answers below never read a body, so it is unread if there is one.
         let mut linger = false;
         first = false;
         let write_timeout = config.timeouts.io;
@@ -147,7 +149,7 @@ pub(crate) async fn serve(
                 }
             }
             Plan::Respond { bytes, close } => {
-                linger = close;
+                linger = body_unread;
                 c.inbuf.consume(head_len);
                 c.out.clear();
                 c.out.extend_from_slice(bytes);
@@ -157,7 +159,7 @@ pub(crate) async fn serve(
                     && !close
             }
             Plan::Rendered { close } => {
-                linger = close;
+                linger = body_unread;
                 c.inbuf.consume(head_len);
                 flush_vec(&mut c.stream, &mut c.out, write_timeout)
                     .await
@@ -165,7 +167,7 @@ pub(crate) async fn serve(
                     && !close
             }
             Plan::Error { status, close } => {
-                linger = close;
+                linger = body_unread;
                 c.inbuf.consume(head_len);
                 send_answer(&mut c, status, close, write_timeout).await && !close
             }
@@ -242,7 +244,7 @@ async fn next_request<'c>(
     c: &mut Client,
     drain: &Drain,
     config: &'c Config,
-) -> Option<(Plan<'c>, usize)> {
+) -> Option<(Plan<'c>, usize, bool)> {
     let deadline = Instant::now() + config.timeouts.head;
     let mut try_parse = true;
     loop {
@@ -285,14 +287,15 @@ async fn next_request<'c>(
     }
 }
 
-/// Parses the buffered head and turns it into a plan. Ok(None): need more.
+/// Parses the buffered head and turns it into a plan, with the head's
+/// length and whether a body follows it. Ok(None): need more.
 /// `draining`: the connection ends after this request, so answers the
 /// proxy makes itself say `Connection: close`.
 fn plan<'c>(
     c: &mut Client,
     config: &'c Config,
     draining: bool,
-) -> Result<Option<(Plan<'c>, usize)>, ProxyError> {
+) -> Result<Option<(Plan<'c>, usize, bool)>, ProxyError> {
     let mut headers = empty_headers();
     let Some(req) = parse_request(c.inbuf.bytes(), &mut headers, &config.limits.head)? else {
         return Ok(None);
@@ -309,6 +312,7 @@ fn plan<'c>(
                 close: close_after_answer,
             },
             head_len,
+            has_body,
         )))
     };
 
@@ -382,5 +386,5 @@ fn plan<'c>(
             }
         }
     };
-    Ok(Some((planned, head_len)))
+    Ok(Some((planned, head_len, has_body)))
 }
