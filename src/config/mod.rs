@@ -138,8 +138,4 @@ impl Config {
         })?;
         Self::from_toml_str(&text)
     }
-
-    pub fn listener_index(&self, name: &str) -> Option<usize> {
-        self.listeners.iter().position(|l| l.name == name)
-    }
 }
