@@ -5,4 +5,4 @@ pub mod balancer;
 pub mod pool;
 
 pub use balancer::SmoothWeighted;
-pub use pool::{IdlePool, PoolKey, Pooled};
+pub use pool::{IdlePool, PoolKey};

@@ -12,14 +12,7 @@ pub type PoolKey = SocketAddr;
 
 struct Idle<C> {
     conn: C,
-    since: Instant,
     expires: Instant,
-}
-
-/// A connection taken from the pool, with how long it sat idle.
-pub struct Pooled<C> {
-    pub conn: C,
-    pub idle_for: Duration,
 }
 
 pub struct IdlePool<C> {
@@ -38,14 +31,11 @@ impl<C> Default for IdlePool<C> {
 impl<C> IdlePool<C> {
     /// The most recently returned connection to `key` that has not
     /// expired; expired ones are dropped on the way.
-    pub fn take(&mut self, key: &PoolKey, now: Instant) -> Option<Pooled<C>> {
+    pub fn take(&mut self, key: &PoolKey, now: Instant) -> Option<C> {
         let list = self.idle.get_mut(key)?;
         while let Some(idle) = list.pop() {
             if now < idle.expires {
-                return Some(Pooled {
-                    conn: idle.conn,
-                    idle_for: now.saturating_duration_since(idle.since),
-                });
+                return Some(idle.conn);
             }
         }
         None
@@ -70,7 +60,6 @@ impl<C> IdlePool<C> {
         }
         list.push(Idle {
             conn,
-            since: now,
             expires: now + max_idle,
         });
     }
@@ -109,7 +98,7 @@ mod tests {
         pool.put(key, 3, 2, ten, t0 + Duration::from_secs(5));
         assert_eq!(pool.idle_count(), 2);
         let got = pool.take(&key, t0 + Duration::from_secs(6)).unwrap();
-        assert_eq!((got.conn, got.idle_for), (3, Duration::from_secs(1)));
+        assert_eq!(got, 3);
         // 2 went idle at t0: expired at t0+11s.
         assert!(pool.take(&key, t0 + Duration::from_secs(11)).is_none());
         pool.put(key, 4, 2, Duration::from_secs(1), t0);

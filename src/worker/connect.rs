@@ -21,13 +21,13 @@ pub(crate) async fn acquire(
     if allow_pooled {
         let now = Instant::now();
         loop {
-            let Some(pooled) = ctx.pool.borrow_mut().take(&addr, now) else {
+            let Some(conn) = ctx.pool.borrow_mut().take(&addr, now) else {
                 break;
             };
             // Always checked: stray bytes an upstream sent after its last
             // response (or its close) must never reach the next client.
-            if idle_conn_usable(&pooled.conn) {
-                return Ok((pooled.conn, true));
+            if idle_conn_usable(&conn) {
+                return Ok((conn, true));
             }
         }
     }
