@@ -101,19 +101,7 @@ impl Relay {
                 let take = (*remaining).min(src_buf.len() as u64) as usize;
                 *remaining -= take as u64;
                 *seen += take as u64;
-                if take > 0 {
-                    if chunked_out || out.len() + take <= COALESCE_LIMIT {
-                        emit(out, &src_buf.bytes()[..take], chunked_out);
-                        src_buf.consume(take);
-                    } else {
-                        flush_vec(dst, out, self.write_timeout)
-                            .await
-                            .map_err(|_| RelayError::Dest)?;
-                        write_from_read_buf(dst, src_buf, take, self.write_timeout)
-                            .await
-                            .map_err(|_| RelayError::Dest)?;
-                    }
-                }
+                pass_leading(take, src_buf, dst, out, chunked_out, self.write_timeout).await?;
                 Ok(*remaining == 0)
             }
             BodyIn::Chunked(decoder) => {
@@ -129,21 +117,38 @@ impl Relay {
             BodyIn::UntilClose => {
                 let n = src_buf.len();
                 *seen += n as u64;
-                if chunked_out || out.len() + n <= COALESCE_LIMIT {
-                    emit(out, src_buf.bytes(), chunked_out);
-                    src_buf.consume(n);
-                } else {
-                    flush_vec(dst, out, self.write_timeout)
-                        .await
-                        .map_err(|_| RelayError::Dest)?;
-                    write_from_read_buf(dst, src_buf, n, self.write_timeout)
-                        .await
-                        .map_err(|_| RelayError::Dest)?;
-                }
+                pass_leading(n, src_buf, dst, out, chunked_out, self.write_timeout).await?;
                 Ok(false)
             }
         }
     }
+}
+
+/// Sends the first `n` buffered bytes on as they are (re-chunked if asked):
+/// copied behind what `out` holds when small, else written straight from
+/// the read buffer after flushing `out`.
+async fn pass_leading<W: AsyncWriteRent>(
+    n: usize,
+    src_buf: &mut ReadBuf,
+    dst: &mut W,
+    out: &mut Vec<u8>,
+    chunked_out: bool,
+    timeout: Duration,
+) -> Result<(), RelayError> {
+    if n == 0 {
+        return Ok(());
+    }
+    if chunked_out || out.len() + n <= COALESCE_LIMIT {
+        emit(out, &src_buf.bytes()[..n], chunked_out);
+        src_buf.consume(n);
+        return Ok(());
+    }
+    flush_vec(dst, out, timeout)
+        .await
+        .map_err(|_| RelayError::Dest)?;
+    write_from_read_buf(dst, src_buf, n, timeout)
+        .await
+        .map_err(|_| RelayError::Dest)
 }
 
 fn emit(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
