@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod router;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 mod worker;
 

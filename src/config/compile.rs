@@ -2,9 +2,11 @@
 //! cross-reference and collecting all problems before giving up.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::time::Duration;
 
 use super::routes::routes;
+use super::tls::{listener_tls, upstream_tls};
 use super::walk::{ConfigErrors, Problems, TableReader};
 use super::{
     ClientTimeouts, Config, IoMode, Limits, ListenerConfig, RuntimeSettings, ServerConfig,
@@ -13,16 +15,17 @@ use super::{
 use crate::http::encode::ForwardOptions;
 use crate::http::{HeadLimits, MAX_HEADERS};
 
-pub fn compile(table: &toml::Table) -> Result<Config, ConfigErrors> {
+pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors> {
     let mut p = Problems::default();
+    let mut warnings = Vec::new();
     let mut root = TableReader::new(String::new(), table);
 
     let runtime = section(&mut root, &mut p, "runtime", runtime);
     let limits = section(&mut root, &mut p, "limits", limits);
     let timeouts = section(&mut root, &mut p, "timeouts", timeouts);
     let forwarding = section(&mut root, &mut p, "forwarding", forwarding);
-    let listeners = listeners(&mut root, &mut p);
-    let upstreams = upstreams(&mut root, &mut p);
+    let listeners = listeners(&mut root, &mut p, base, &mut warnings);
+    let upstreams = upstreams(&mut root, &mut p, base);
     let routes = routes(
         &mut root,
         &mut p,
@@ -42,6 +45,7 @@ pub fn compile(table: &toml::Table) -> Result<Config, ConfigErrors> {
             listeners,
             routes,
             upstreams,
+            warnings,
         })
     } else {
         Err(ConfigErrors(p.0))
@@ -133,6 +137,17 @@ fn forwarding(t: &mut TableReader<'_>, p: &mut Problems) -> ForwardOptions {
     }
 }
 
+/// The host of `host:port` (an IPv6 address without its brackets).
+fn host_part(addr: &str) -> String {
+    let host = match addr.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => addr,
+    };
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}
+
 fn resolve(addr: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = addr.parse() {
         return Ok(a);
@@ -168,7 +183,12 @@ pub(super) fn each_table<'a>(
     }
 }
 
-fn listeners(root: &mut TableReader<'_>, p: &mut Problems) -> Vec<ListenerConfig> {
+fn listeners(
+    root: &mut TableReader<'_>,
+    p: &mut Problems,
+    base: &Path,
+    warnings: &mut Vec<String>,
+) -> Vec<ListenerConfig> {
     let mut out: Vec<ListenerConfig> = Vec::new();
     if !root.has("listeners") {
         p.add("listeners", "at least one [[listeners]] entry is required");
@@ -200,17 +220,19 @@ fn listeners(root: &mut TableReader<'_>, p: &mut Problems) -> Vec<ListenerConfig
                     format!("{bind} is bound by another listener"),
                 );
             }
+            let tls = listener_tls(t, p, &name, base, warnings);
             out.push(ListenerConfig {
                 name,
                 bind,
                 backlog,
+                tls,
             });
         }
     });
     out
 }
 
-fn upstreams(root: &mut TableReader<'_>, p: &mut Problems) -> Vec<UpstreamGroup> {
+fn upstreams(root: &mut TableReader<'_>, p: &mut Problems, base: &Path) -> Vec<UpstreamGroup> {
     let mut out = Vec::new();
     let Some(mut groups) = root.table(p, "upstreams") else {
         return out;
@@ -219,14 +241,19 @@ fn upstreams(root: &mut TableReader<'_>, p: &mut Problems) -> Vec<UpstreamGroup>
         let Some(mut t) = groups.table(p, &name) else {
             continue;
         };
-        out.push(upstream_group(&mut t, p, name));
+        out.push(upstream_group(&mut t, p, name, base));
         t.finish(p);
     }
     groups.finish(p);
     out
 }
 
-fn upstream_group(t: &mut TableReader<'_>, p: &mut Problems, name: String) -> UpstreamGroup {
+fn upstream_group(
+    t: &mut TableReader<'_>,
+    p: &mut Problems,
+    name: String,
+    base: &Path,
+) -> UpstreamGroup {
     let mut servers = Vec::new();
     match t.array(p, "servers") {
         Some([]) => p.add(t.key_path("servers"), "needs at least one server"),
@@ -241,6 +268,7 @@ fn upstream_group(t: &mut TableReader<'_>, p: &mut Problems, name: String) -> Up
         None if !t.has("servers") => p.add(t.key_path("servers"), "missing"),
         None => {}
     }
+    let tls = upstream_tls(t, p, &mut servers, base);
     let host_header = t.str(p, "host_header").map(|h| h.as_bytes().to_vec());
     if let Some(h) = &host_header
         && (h.is_empty() || crate::http::fields::split_host(h).is_none())
@@ -265,6 +293,7 @@ fn upstream_group(t: &mut TableReader<'_>, p: &mut Problems, name: String) -> Up
         tunnel_idle_timeout: timeout("tunnel_idle_timeout", 3600),
         max_idle_per_server: t.int(p, "max_idle_per_server", 0, 100_000).unwrap_or(128) as usize,
         max_response_head_size: max_response_head_size(t, p),
+        tls,
     }
 }
 
@@ -303,8 +332,14 @@ fn server(item: &toml::Value, path: &str, p: &mut Problems) -> Option<ServerConf
             return None;
         }
     };
+    let addr_text = addr;
     match resolve(addr) {
-        Ok(addr) => Some(ServerConfig { addr, weight }),
+        Ok(addr) => Some(ServerConfig {
+            addr,
+            weight,
+            host: host_part(addr_text),
+            tls_name: None,
+        }),
         Err(m) => {
             p.add(path, m);
             None

@@ -4,11 +4,13 @@
 
 mod compile;
 mod routes;
+mod tls;
 mod units;
 mod walk;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use units::{parse_duration, parse_size};
@@ -17,6 +19,7 @@ pub use walk::{ConfigError, ConfigErrors};
 use crate::http::HeadLimits;
 use crate::http::encode::ForwardOptions;
 use crate::router::RouteTable;
+use rustls::pki_types::ServerName;
 
 /// Which io_uring/epoll driver the workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,12 +73,38 @@ pub struct ListenerConfig {
     pub name: String,
     pub bind: SocketAddr,
     pub backlog: u32,
+    /// TLS termination; None for plain HTTP.
+    pub tls: Option<ListenerTls>,
+}
+
+/// A TLS listener's compiled settings.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub server: Arc<rustls::ServerConfig>,
+    pub handshake_timeout: Duration,
+    /// `Strict-Transport-Security: ...\r\n`, ready to add to response heads.
+    pub hsts: Option<Box<[u8]>>,
+    /// Header that carries a verified client certificate's subject upstream.
+    pub subject_header: Option<Box<str>>,
+}
+
+/// TLS towards an upstream group's servers.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub client: Arc<rustls::ClientConfig>,
+    /// Tells pooled connections of different TLS settings apart (never 0,
+    /// which is plain TCP).
+    pub pool_tag: u64,
 }
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub addr: SocketAddr,
     pub weight: u32,
+    /// The host as written (name or IP, without the port).
+    pub host: String,
+    /// Name verified (and sent as SNI) when the group speaks TLS.
+    pub tls_name: Option<ServerName<'static>>,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +123,7 @@ pub struct UpstreamGroup {
     pub max_response_head_size: usize,
     /// Idle time allowed in either direction of an upgraded (WebSocket) tunnel.
     pub tunnel_idle_timeout: Duration,
+    pub tls: Option<UpstreamTls>,
 }
 
 /// One immutable, validated configuration snapshot.
@@ -109,11 +139,19 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub routes: RouteTable,
     pub upstreams: Vec<UpstreamGroup>,
+    /// Problems that do not stop the config (e.g. an expired certificate).
+    pub warnings: Vec<String>,
 }
 
 impl Config {
     /// Reads and validates a config from TOML text.
+    /// Relative paths in it are taken from the current directory.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {
+        let table = Self::parse(text)?;
+        compile::compile(&table, Path::new("."))
+    }
+
+    fn parse(text: &str) -> Result<toml::Table, ConfigErrors> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             let mut msg = e.message().to_string();
             if let Some(span) = e.span() {
@@ -125,7 +163,7 @@ impl Config {
                 message: format!("TOML syntax error: {msg}"),
             }])
         })?;
-        compile::compile(&table)
+        Ok(table)
     }
 
     /// Reads and validates a config file.
@@ -136,6 +174,13 @@ impl Config {
                 message: format!("cannot read {}: {e}", path.display()),
             }])
         })?;
-        Self::from_toml_str(&text)
+        let table = Self::parse(&text)?;
+        // Relative paths in the file (certificates, keys) are relative to
+        // the file, as in nginx.
+        let base = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        compile::compile(&table, base)
     }
 }

@@ -36,6 +36,9 @@ pub struct UpstreamRequest<'a> {
     pub host: &'a [u8],
     pub client_ip: IpAddr,
     pub proto: &'static str,
+    /// A TLS listener's client-certificate header: its name (any copy the
+    /// client sent is dropped) and the verified subject, if any.
+    pub client_cert: Option<(&'a [u8], Option<&'a [u8]>)>,
 }
 
 const VIA_NAME: &[u8] = b"ringress";
@@ -62,7 +65,10 @@ pub fn write_request_head(
             || (fwd.x_forwarded_for && name.eq_ignore_ascii_case(b"x-forwarded-for"))
             || (fwd.x_forwarded_proto && name.eq_ignore_ascii_case(b"x-forwarded-proto"))
             || (fwd.x_forwarded_host && name.eq_ignore_ascii_case(b"x-forwarded-host"))
-            || (fwd.via && name.eq_ignore_ascii_case(b"via"));
+            || (fwd.via && name.eq_ignore_ascii_case(b"via"))
+            || up
+                .client_cert
+                .is_some_and(|(cert_name, _)| name.eq_ignore_ascii_case(cert_name));
         if replaced || is_hop_by_hop(name) || req.connection.names(name) {
             continue;
         }
@@ -89,6 +95,9 @@ pub fn write_request_head(
     if fwd.via {
         write_via(out, req.headers, req.version);
     }
+    if let Some((name, Some(subject))) = up.client_cert {
+        write_field(out, name, subject);
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -114,6 +123,19 @@ pub fn write_response_head(
     connection: ConnectionDirective,
     via: bool,
 ) {
+    write_response_head_with(out, resp, body, connection, via, None);
+}
+
+/// `write_response_head`, with a `Strict-Transport-Security` line (whole,
+/// CRLF included) that replaces the upstream's own.
+pub fn write_response_head_with(
+    out: &mut Vec<u8>,
+    resp: &ResponseHead<'_, '_>,
+    body: Framing,
+    connection: ConnectionDirective,
+    via: bool,
+    hsts: Option<&[u8]>,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     let mut status = itoa::Buffer::new();
     out.extend_from_slice(status.format(resp.status).as_bytes());
@@ -126,7 +148,8 @@ pub fn write_response_head(
         let keep_upgrade = upgrade && name.eq_ignore_ascii_case(b"upgrade");
         let skip = is_hop_by_hop(name)
             || resp.connection.names(name)
-            || (via && name.eq_ignore_ascii_case(b"via"));
+            || (via && name.eq_ignore_ascii_case(b"via"))
+            || (hsts.is_some() && name.eq_ignore_ascii_case(b"strict-transport-security"));
         if skip && !keep_upgrade {
             continue;
         }
@@ -153,6 +176,9 @@ pub fn write_response_head(
     }
     if via {
         write_via(out, resp.headers, resp.version);
+    }
+    if let Some(line) = hsts {
+        out.extend_from_slice(line);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -220,6 +246,7 @@ mod tests {
             host: b"shop.example",
             client_ip: "127.0.0.1".parse().unwrap(),
             proto: "http",
+            client_cert: None,
         };
         write_request_head(&mut out, &req, &up, &ForwardOptions::default());
         let text = String::from_utf8(out).unwrap();

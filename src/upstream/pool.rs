@@ -1,4 +1,5 @@
-//! Per-worker pool of idle upstream connections, keyed by server address.
+//! Per-worker pool of idle upstream connections, keyed by server address
+//! and TLS settings.
 //! Most-recently-used first (warm sockets, older ones age out); bounded per
 //! server; each entry remembers when it went idle so stale ones are dropped.
 
@@ -6,9 +7,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Identity of a pooled connection: today the server address; TLS will add
-/// the server name so a connection is only reused for the same SNI.
-pub type PoolKey = SocketAddr;
+/// Identity of a pooled connection: the server address and the group's
+/// TLS settings (0 for plain TCP), so a TLS connection is only reused for
+/// the same server name and trust settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub addr: SocketAddr,
+    pub tls: u64,
+}
 
 struct Idle<C> {
     conn: C,
@@ -89,7 +95,10 @@ mod tests {
 
     #[test]
     fn lifo_bounded_and_aged() {
-        let key: PoolKey = "127.0.0.1:1".parse().unwrap();
+        let key = PoolKey {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            tls: 0,
+        };
         let t0 = Instant::now();
         let mut pool = IdlePool::default();
         let ten = Duration::from_secs(10);

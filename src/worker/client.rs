@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 
 use super::buffer::{ReadBuf, flush_vec, write_all};
+use super::conn::Conn;
 use super::ctx::{ActiveGuard, WorkerCtx};
 use super::drain::Drain;
 use super::proxy::{self, Exchange, Next};
@@ -20,12 +21,15 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::encode::{UpstreamRequest, write_request_head};
 use crate::http::{Framing, answer, empty_headers, parse_request, path};
 use crate::router::{Action, RouteQuery};
+use crate::tls::{TlsStream, client_subject};
 
 /// Room asked for when reading a request head.
 const HEAD_READ: usize = 4096;
 
 pub(crate) struct Client {
-    pub stream: TcpStream,
+    pub stream: Conn,
+    /// Subject of the client's verified TLS certificate.
+    pub cert_subject: Option<Box<[u8]>>,
     pub peer: SocketAddr,
     pub listener: usize,
     pub inbuf: ReadBuf,
@@ -92,15 +96,19 @@ enum Plan<'c> {
 }
 
 pub(crate) async fn serve(
-    stream: TcpStream,
+    socket: TcpStream,
     peer: SocketAddr,
     listener: usize,
     ctx: Rc<WorkerCtx>,
 ) {
-    let _active = ActiveGuard::new(ctx.clone(), stream.as_raw_fd());
-    let _ = stream.set_nodelay(true);
+    let _active = ActiveGuard::new(ctx.clone(), socket.as_raw_fd());
+    let _ = socket.set_nodelay(true);
+    let Some((stream, cert_subject)) = handshake(socket, peer, listener, &ctx).await else {
+        return;
+    };
     let mut c = Client {
         stream,
+        cert_subject,
         peer,
         listener,
         inbuf: ReadBuf::with_capacity(HEAD_READ),
@@ -180,6 +188,44 @@ pub(crate) async fn serve(
         }
         if closing {
             return;
+        }
+    }
+}
+
+/// Runs the TLS handshake on a TLS listener (bounded by its handshake
+/// timeout, in this connection's own task, so a stalled client holds
+/// nothing but its socket). None: the connection is done.
+async fn handshake(
+    socket: TcpStream,
+    peer: SocketAddr,
+    listener: usize,
+    ctx: &WorkerCtx,
+) -> Option<(Conn, Option<Box<[u8]>>)> {
+    let tls = {
+        let config = ctx.snapshot().1;
+        let tls = config.listeners.get(listener).and_then(|l| l.tls.as_ref());
+        tls.map(|t| (t.server.clone(), t.handshake_timeout))
+    };
+    let Some((server, timeout)) = tls else {
+        return Some((Conn::Plain(socket), None));
+    };
+    match monoio::time::timeout(timeout, TlsStream::accept(socket, server)).await {
+        Ok(Ok(stream)) => {
+            let subject = stream
+                .session()
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| client_subject(leaf))
+                .map(|s| s.into_bytes().into_boxed_slice());
+            Some((Conn::Tls(Box::new(stream)), subject))
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(worker = ctx.id, %peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(worker = ctx.id, %peer, "TLS handshake timed out");
+            None
         }
     }
 }
@@ -357,6 +403,12 @@ fn plan<'c>(
                 return error(502);
             };
             let upstream_path = rewrite.apply(norm_path, &mut c.rewrite_buf);
+            let client_cert = config
+                .listeners
+                .get(c.listener)
+                .and_then(|l| l.tls.as_ref())
+                .and_then(|t| t.subject_header.as_deref())
+                .map(|name| (name.as_bytes(), c.cert_subject.as_deref()));
             let host = group.host_header.as_deref().unwrap_or(req.authority);
             c.out.clear();
             write_request_head(
@@ -366,7 +418,8 @@ fn plan<'c>(
                     path: upstream_path,
                     host,
                     client_ip: c.peer.ip(),
-                    proto: "http",
+                    proto: if c.stream.is_tls() { "https" } else { "http" },
+                    client_cert,
                 },
                 &config.forwarding,
             );

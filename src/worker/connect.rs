@@ -1,47 +1,89 @@
 //! Getting an upstream connection: a pooled one that is still usable, or a
-//! new one within the group's connect timeout.
+//! new one (TCP, then TLS when the group asks for it) within the group's
+//! connect timeout.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use monoio::net::TcpStream;
+use rustls::pki_types::ServerName;
 
+use super::conn::Conn;
 use super::ctx::WorkerCtx;
+use crate::config::UpstreamGroup;
 use crate::error::{ErrorKind, ProxyError};
+use crate::tls::TlsStream;
+use crate::upstream::PoolKey;
+
+/// Which pooled connections can serve `group`'s requests to `addr`.
+pub(crate) fn pool_key(group: &UpstreamGroup, addr: SocketAddr) -> PoolKey {
+    PoolKey {
+        addr,
+        tls: group.tls.as_ref().map_or(0, |t| t.pool_tag),
+    }
+}
 
 /// An idle pooled connection or a fresh one; `reused` says which.
 pub(crate) async fn acquire(
     ctx: &WorkerCtx,
+    group: &UpstreamGroup,
     addr: SocketAddr,
-    connect_timeout: Duration,
     allow_pooled: bool,
-) -> Result<(TcpStream, bool), ProxyError> {
+) -> Result<(Conn, bool), ProxyError> {
     if allow_pooled {
         let now = Instant::now();
+        let key = pool_key(group, addr);
         loop {
-            let Some(conn) = ctx.pool.borrow_mut().take(&addr, now) else {
+            let Some(conn) = ctx.pool.borrow_mut().take(&key, now) else {
                 break;
             };
             // Always checked: stray bytes an upstream sent after its last
             // response (or its close) must never reach the next client.
-            if idle_conn_usable(&conn) {
+            // On TLS that includes late session tickets: such a
+            // connection is dropped too, which is only a lost reuse.
+            if idle_conn_usable(conn.socket()) {
                 return Ok((conn, true));
             }
         }
     }
-    match monoio::time::timeout(connect_timeout, TcpStream::connect_addr(addr)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok((stream, false))
-        }
+    let deadline = Instant::now() + group.connect_timeout;
+    let socket =
+        match monoio::time::timeout(group.connect_timeout, TcpStream::connect_addr(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                stream
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(worker = ctx.id, %addr, error = %e, "upstream connect failed");
+                return Err(ProxyError::upstream(ErrorKind::BadGateway));
+            }
+            Err(_) => {
+                tracing::debug!(worker = ctx.id, %addr, "upstream connect timed out");
+                return Err(ProxyError::upstream(ErrorKind::GatewayTimeout));
+            }
+        };
+    let Some(tls) = &group.tls else {
+        return Ok((Conn::Plain(socket), false));
+    };
+    let name = group
+        .servers
+        .iter()
+        .find(|s| s.addr == addr)
+        .and_then(|s| s.tls_name.clone())
+        .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+    let left = deadline.saturating_duration_since(Instant::now());
+    match monoio::time::timeout(left, TlsStream::connect(socket, tls.client.clone(), name)).await {
+        Ok(Ok(stream)) => Ok((Conn::Tls(Box::new(stream)), false)),
         Ok(Err(e)) => {
-            tracing::debug!(worker = ctx.id, %addr, error = %e, "upstream connect failed");
+            // Usually a certificate that does not verify: worth the
+            // operator's attention, unlike a refused connect.
+            tracing::warn!(worker = ctx.id, %addr, group = %group.name, error = %e, "upstream TLS handshake failed");
             Err(ProxyError::upstream(ErrorKind::BadGateway))
         }
         Err(_) => {
-            tracing::debug!(worker = ctx.id, %addr, "upstream connect timed out");
+            tracing::debug!(worker = ctx.id, %addr, "upstream TLS handshake timed out");
             Err(ProxyError::upstream(ErrorKind::GatewayTimeout))
         }
     }

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use monoio::net::TcpStream;
 use slab::Slab;
 
 use super::buffer::BufferPool;
+use super::conn::Conn;
 use super::drain::Drain;
 use crate::config::Config;
 use crate::server::Shared;
@@ -31,7 +31,7 @@ pub(crate) struct WorkerCtx {
     snapshot: RefCell<Snapshot>,
     generation: Cell<u64>,
     balancers: RefCell<Balancers>,
-    pub pool: RefCell<IdlePool<TcpStream>>,
+    pub pool: RefCell<IdlePool<Conn>>,
     pub drain: Drain,
     pub active: Cell<usize>,
     pub buffers: RefCell<BufferPool>,

@@ -4,6 +4,7 @@
 
 mod buffer;
 mod client;
+mod conn;
 mod connect;
 mod ctx;
 mod drain;

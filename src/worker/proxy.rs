@@ -6,11 +6,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
-
 use super::buffer::{write_all, write_all_keep};
 use super::client::Client;
-use super::connect::acquire;
+use super::conn::Conn;
+use super::connect::{acquire, pool_key};
 use super::ctx::WorkerCtx;
 use super::relay::{BodyIn, Relay, RelayError};
 use super::response::respond;
@@ -41,7 +40,7 @@ pub(crate) enum Next {
     /// before its request body was read).
     CloseLinger,
     /// Switch to a byte tunnel with this upstream (after a 101).
-    Tunnel(TcpStream, Duration),
+    Tunnel(Conn, Duration),
 }
 
 /// Request bodies up to this size travel in the same write as the head,
@@ -96,9 +95,7 @@ pub(crate) async fn run(
     let mut allow_pooled = true;
 
     let next = loop {
-        let (mut upstream, reused) = match acquire(ctx, addr, group.connect_timeout, allow_pooled)
-            .await
-        {
+        let (mut upstream, reused) = match acquire(ctx, group, addr, allow_pooled).await {
             Ok(u) => u,
             Err(e) => {
                 // Nothing was sent: any request may go to another
@@ -140,9 +137,13 @@ pub(crate) async fn run(
                 if reusable {
                     let now = Instant::now();
                     let max = group.max_idle_per_server;
-                    ctx.pool
-                        .borrow_mut()
-                        .put(addr, upstream, max, group.idle_timeout, now);
+                    ctx.pool.borrow_mut().put(
+                        pool_key(group, addr),
+                        upstream,
+                        max,
+                        group.idle_timeout,
+                        now,
+                    );
                 }
                 break match (client_keep, linger) {
                     (true, _) => Next::KeepAlive,
@@ -235,7 +236,7 @@ async fn answer_error(
 async fn exchange(
     c: &mut Client,
     ctx: &WorkerCtx,
-    upstream: &mut TcpStream,
+    upstream: &mut Conn,
     config: &Config,
     group: &UpstreamGroup,
     ex: &Exchange,
@@ -282,7 +283,7 @@ async fn exchange(
 /// Streams the rest of the request body from the client to the upstream.
 async fn send_body(
     c: &mut Client,
-    upstream: &mut TcpStream,
+    upstream: &mut Conn,
     config: &Config,
     group: &UpstreamGroup,
     ex: &Exchange,

@@ -4,17 +4,16 @@
 
 use std::io;
 
-use monoio::net::TcpStream;
-
 use super::buffer::flush_vec;
 use super::client::Client;
+use super::conn::Conn;
 use super::drain::Drain;
 use super::proxy::{Done, Exchange, Failure};
 use super::relay::{BodyIn, Relay, RelayError};
 use crate::config::{Config, UpstreamGroup};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::chunked::ChunkedDecoder;
-use crate::http::encode::{ConnectionDirective, write_response_head};
+use crate::http::encode::{ConnectionDirective, write_response_head_with};
 use crate::http::{Framing, Version, empty_headers, parse_response};
 
 /// What the response head decided.
@@ -35,7 +34,7 @@ struct ResponsePlan {
 pub(super) async fn respond(
     c: &mut Client,
     drain: &Drain,
-    upstream: &mut TcpStream,
+    upstream: &mut Conn,
     config: &Config,
     group: &UpstreamGroup,
     ex: &Exchange,
@@ -163,6 +162,11 @@ fn plan_response(
         return Ok(None);
     };
     let via = config.forwarding.via;
+    let hsts = config
+        .listeners
+        .get(c.listener)
+        .and_then(|l| l.tls.as_ref())
+        .and_then(|t| t.hsts.as_deref());
     c.out.clear();
     // 101 (switching to a tunnel) and other 1xx (more heads follow) carry
     // no body and end nothing: pass the head on and say which it was.
@@ -176,7 +180,7 @@ fn plan_response(
         } else {
             ConnectionDirective::Default
         };
-        write_response_head(&mut c.out, &resp, Framing::Empty, directive, via);
+        write_response_head_with(&mut c.out, &resp, Framing::Empty, directive, via, hsts);
         let head_len = resp.head_len;
         c.upbuf.consume(head_len);
         return Ok(Some(ResponsePlan {
@@ -202,7 +206,7 @@ fn plan_response(
         (true, true) => ConnectionDirective::Default,
         (true, false) => ConnectionDirective::KeepAlive,
     };
-    write_response_head(&mut c.out, &resp, out_framing, directive, via);
+    write_response_head_with(&mut c.out, &resp, out_framing, directive, via, hsts);
     let plan = ResponsePlan {
         framing: resp.framing,
         out_framing,

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
-pub(crate) async fn run(client: TcpStream, upstream: TcpStream, idle: Duration) {
+use super::conn::Conn;
+
+pub(crate) async fn run(client: Conn, upstream: Conn, idle: Duration) {
     let (client_read, client_write) = client.into_split();
     let (up_read, up_write) = upstream.into_split();
     monoio::join!(

@@ -1,0 +1,244 @@
+//! The `tls` tables of listeners and upstream groups: files loaded and
+//! checked here, so a bad certificate is a config error with its key path
+//! (and a reload with one keeps the running config).
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+
+use super::walk::{Problems, TableReader};
+use super::{ListenerTls, ServerConfig, UpstreamTls};
+use crate::tls::{self, CaSource, ClientAuth, KeyOrCert, ServerSettings};
+
+/// Reads `tls` of the listener `name`, when present.
+pub(super) fn listener_tls(
+    listener: &mut TableReader<'_>,
+    p: &mut Problems,
+    name: &str,
+    base: &Path,
+    warnings: &mut Vec<String>,
+) -> Option<ListenerTls> {
+    let mut t = listener.table(p, "tls")?;
+    let errors_before = p.0.len();
+    let mut certs = Vec::new();
+    match t.array(p, "certs") {
+        Some([]) => p.add(t.key_path("certs"), "needs at least one certificate"),
+        Some(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("{}[{i}]", t.key_path("certs"));
+                let Some(table) = item.as_table() else {
+                    p.add(path, "expected { cert = \"PATH\", key = \"PATH\" }");
+                    continue;
+                };
+                let mut c = TableReader::new(path, table);
+                let cert = file(&mut c, p, "cert", base);
+                let key = file(&mut c, p, "key", base);
+                if let (Some(cert), Some(key)) = (cert, key) {
+                    match tls::load_pair(&cert, &key) {
+                        Ok(loaded) => {
+                            warnings.extend(loaded.warnings.iter().cloned());
+                            certs.push(loaded);
+                        }
+                        Err((KeyOrCert::Cert, m)) => p.add(c.key_path("cert"), m),
+                        Err((KeyOrCert::Key, m)) => p.add(c.key_path("key"), m),
+                    }
+                }
+                c.finish(p);
+            }
+        }
+        None if !t.has("certs") => p.add(t.key_path("certs"), "missing"),
+        None => {}
+    }
+    let default_cert = match t.str(p, "unknown_sni") {
+        None | Some("default") => true,
+        Some("reject") => false,
+        Some(other) => {
+            p.add(
+                t.key_path("unknown_sni"),
+                format!("`{other}` is not one of default, reject"),
+            );
+            true
+        }
+    };
+    let tls13_only = match t.str(p, "min_version") {
+        None | Some("1.2") => false,
+        Some("1.3") => true,
+        Some(other) => {
+            p.add(
+                t.key_path("min_version"),
+                format!("`{other}` is not one of \"1.2\", \"1.3\""),
+            );
+            false
+        }
+    };
+    let session_tickets = t.bool(p, "session_tickets").unwrap_or(true);
+    let session_cache = t.int(p, "session_cache", 0, 10_000_000).unwrap_or(1024) as usize;
+    let handshake_timeout = t
+        .duration(p, "handshake_timeout")
+        .unwrap_or(Duration::from_secs(10));
+    if handshake_timeout.is_zero() {
+        p.add(t.key_path("handshake_timeout"), "must be greater than zero");
+    }
+    let hsts = t.str(p, "hsts").and_then(|v| {
+        if v.is_empty() || v.bytes().any(|b| b.is_ascii_control()) {
+            p.add(t.key_path("hsts"), "must be a non-empty single-line value");
+            return None;
+        }
+        Some(
+            format!("Strict-Transport-Security: {v}\r\n")
+                .into_bytes()
+                .into_boxed_slice(),
+        )
+    });
+    let client_ca = file(&mut t, p, "client_ca", base);
+    let required = match t.str(p, "client_cert") {
+        None | Some("required") => true,
+        Some("optional") => false,
+        Some(other) => {
+            p.add(
+                t.key_path("client_cert"),
+                format!("`{other}` is not one of required, optional"),
+            );
+            true
+        }
+    };
+    if client_ca.is_none() && t.has("client_cert") {
+        p.add(t.key_path("client_cert"), "needs client_ca");
+    }
+    let subject_header = t.str(p, "client_subject_header").and_then(|h| {
+        if client_ca.is_none() {
+            p.add(t.key_path("client_subject_header"), "needs client_ca");
+            return None;
+        }
+        if h.is_empty() || !h.bytes().all(crate::http::fields::is_tchar) {
+            p.add(
+                t.key_path("client_subject_header"),
+                format!("`{h}` is not a header field name"),
+            );
+            return None;
+        }
+        Some(Box::<str>::from(h))
+    });
+    let client_auth =
+        client_ca
+            .as_ref()
+            .and_then(|ca| match tls::roots(&CaSource::File(ca.clone())) {
+                Ok(roots) => Some(ClientAuth { roots, required }),
+                Err(m) => {
+                    p.add(t.key_path("client_ca"), m);
+                    None
+                }
+            });
+    let tls_path = t.path.clone();
+    t.finish(p);
+    if p.0.len() > errors_before || certs.is_empty() {
+        return None;
+    }
+    // Sessions survive a reload unless client authentication changed.
+    let mut h = DefaultHasher::new();
+    (name, &client_ca, required).hash(&mut h);
+    let settings = ServerSettings {
+        certs,
+        default_cert,
+        tls13_only,
+        session_tickets,
+        session_cache,
+        client_auth,
+        cache_id: h.finish(),
+    };
+    match tls::server_config(settings) {
+        Ok(server) => Some(ListenerTls {
+            server,
+            handshake_timeout,
+            hsts,
+            subject_header,
+        }),
+        Err(m) => {
+            p.add(tls_path, m);
+            None
+        }
+    }
+}
+
+/// Reads `tls` of an upstream group (a table, or `true` for the
+/// defaults) and names each server for verification.
+pub(super) fn upstream_tls(
+    group: &mut TableReader<'_>,
+    p: &mut Problems,
+    servers: &mut [ServerConfig],
+    base: &Path,
+) -> Option<UpstreamTls> {
+    let value = group.raw("tls")?;
+    let empty = toml::Table::new();
+    let path = group.key_path("tls");
+    let table = match value {
+        toml::Value::Boolean(false) => return None,
+        toml::Value::Boolean(true) => &empty,
+        toml::Value::Table(t) => t,
+        other => {
+            p.add(
+                path,
+                format!("expected a table or true, found {}", other.type_str()),
+            );
+            return None;
+        }
+    };
+    let mut t = TableReader::new(path, table);
+    let sni = t
+        .str(p, "sni")
+        .and_then(|s| match ServerName::try_from(s.to_string()) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                p.add(t.key_path("sni"), format!("`{s}` is not a host name or IP"));
+                None
+            }
+        });
+    let ca = match t.str(p, "ca") {
+        None | Some("system") => CaSource::System,
+        Some(path) => CaSource::File(resolve_path(base, path)),
+    };
+    let verify = t.bool(p, "verify").unwrap_or(true);
+    let client = match tls::client_config(&ca, verify) {
+        Ok(c) => Some(c),
+        Err(m) => {
+            p.add(t.key_path(if verify { "ca" } else { "verify" }), m);
+            None
+        }
+    };
+    let sni_text = sni.as_ref().map(|n| n.to_str().into_owned());
+    t.finish(p);
+    for server in servers.iter_mut() {
+        server.tls_name = match &sni {
+            Some(n) => Some(n.clone()),
+            None => ServerName::try_from(server.host.clone()).ok(),
+        };
+    }
+    let mut h = DefaultHasher::new();
+    (sni_text, &ca, verify).hash(&mut h);
+    Some(UpstreamTls {
+        client: client?,
+        pool_tag: h.finish() | 1,
+    })
+}
+
+/// A path-valued key, relative to the config file's directory.
+fn file(t: &mut TableReader<'_>, p: &mut Problems, key: &str, base: &Path) -> Option<PathBuf> {
+    let s = t.str(p, key)?;
+    if s.is_empty() {
+        p.add(t.key_path(key), "is empty");
+        return None;
+    }
+    Some(resolve_path(base, s))
+}
+
+fn resolve_path(base: &Path, s: &str) -> PathBuf {
+    let path = Path::new(s);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}

@@ -1,0 +1,123 @@
+//! A connection to a client or an upstream: a plain socket or TLS on one.
+//! The proxy reads and writes both through the same monoio traits; the
+//! match per operation costs nothing next to the system call behind it.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use monoio::BufResult;
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Splitable};
+use monoio::net::TcpStream;
+use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
+
+use crate::tls::{TlsReadHalf, TlsStream, TlsWriteHalf};
+
+pub(crate) enum Conn {
+    Plain(TcpStream),
+    /// Boxed: a rustls session is large, and most connections are plain.
+    Tls(Box<TlsStream>),
+}
+
+pub(crate) enum ConnRead {
+    Plain(TcpOwnedReadHalf),
+    Tls(Box<TlsReadHalf>),
+}
+
+pub(crate) enum ConnWrite {
+    Plain(TcpOwnedWriteHalf),
+    Tls(Box<TlsWriteHalf>),
+}
+
+impl Conn {
+    pub fn socket(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => s.socket(),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Conn::Tls(_))
+    }
+
+    pub fn into_split(self) -> (ConnRead, ConnWrite) {
+        match self {
+            Conn::Plain(s) => {
+                let (r, w) = s.into_split();
+                (ConnRead::Plain(r), ConnWrite::Plain(w))
+            }
+            Conn::Tls(s) => {
+                let (r, w) = s.into_split();
+                (ConnRead::Tls(Box::new(r)), ConnWrite::Tls(Box::new(w)))
+            }
+        }
+    }
+}
+
+impl AsRawFd for Conn {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket().as_raw_fd()
+    }
+}
+
+/// Forwards the monoio read methods to whichever variant is inside.
+macro_rules! forward_read {
+    ($ty:ident) => {
+        impl AsyncReadRent for $ty {
+            async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+                match self {
+                    $ty::Plain(s) => s.read(buf).await,
+                    $ty::Tls(s) => s.read(buf).await,
+                }
+            }
+
+            async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+                match self {
+                    $ty::Plain(s) => s.readv(buf).await,
+                    $ty::Tls(s) => s.readv(buf).await,
+                }
+            }
+        }
+    };
+}
+
+/// Forwards the monoio write methods to whichever variant is inside.
+macro_rules! forward_write {
+    ($ty:ident) => {
+        impl AsyncWriteRent for $ty {
+            async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+                match self {
+                    $ty::Plain(s) => s.write(buf).await,
+                    $ty::Tls(s) => s.write(buf).await,
+                }
+            }
+
+            async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+                match self {
+                    $ty::Plain(s) => s.writev(buf).await,
+                    $ty::Tls(s) => s.writev(buf).await,
+                }
+            }
+
+            async fn flush(&mut self) -> io::Result<()> {
+                match self {
+                    $ty::Plain(s) => s.flush().await,
+                    $ty::Tls(s) => s.flush().await,
+                }
+            }
+
+            async fn shutdown(&mut self) -> io::Result<()> {
+                match self {
+                    $ty::Plain(s) => s.shutdown().await,
+                    $ty::Tls(s) => s.shutdown().await,
+                }
+            }
+        }
+    };
+}
+
+forward_read!(Conn);
+forward_write!(Conn);
+forward_read!(ConnRead);
+forward_write!(ConnWrite);
