@@ -59,6 +59,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for w in &config.warnings {
+        if cli.check {
+            eprintln!("  warning: {w}");
+        } else {
+            tracing::warn!("{w}");
+        }
+    }
     if cli.check {
         println!("{}: ok", cli.config.display());
         return ExitCode::SUCCESS;
@@ -97,7 +104,12 @@ fn main() -> ExitCode {
     };
     for signal in signals.forever() {
         if signal == SIGHUP {
-            match server.reload_file(&cli.config) {
+            let loaded = Config::from_file(&cli.config).inspect(|c| {
+                for w in &c.warnings {
+                    tracing::warn!("{w}");
+                }
+            });
+            match loaded.and_then(|c| server.reload(c)) {
                 Ok(generation) => tracing::info!(generation, "config reloaded"),
                 Err(errors) => {
                     tracing::error!("reload rejected, keeping the running config:");

@@ -34,6 +34,11 @@ pub(super) fn listener_tls(
                     continue;
                 };
                 let mut c = TableReader::new(path, table);
+                for required in ["cert", "key"] {
+                    if !c.has(required) {
+                        p.add(c.key_path(required), "missing");
+                    }
+                }
                 let cert = file(&mut c, p, "cert", base);
                 let key = file(&mut c, p, "key", base);
                 if let (Some(cert), Some(key)) = (cert, key) {

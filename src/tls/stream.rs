@@ -289,9 +289,13 @@ impl<IO: AsyncReadRent, S: Session> AsyncReadRent for TlsIo<IO, S> {
             if self.incoming.eof_given {
                 return (Ok(0), buf);
             }
-            if self.incoming.is_empty()
-                && let Err(e) = self.incoming.fill(&mut self.io).await
-            {
+            if !self.incoming.is_empty() {
+                // rustls took none of the buffered bytes and gave no
+                // plaintext: looping would spin.
+                let stuck = io::Error::new(io::ErrorKind::InvalidData, "TLS input not accepted");
+                return (Err(stuck), buf);
+            }
+            if let Err(e) = self.incoming.fill(&mut self.io).await {
                 return (Err(e), buf);
             }
         }
