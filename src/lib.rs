@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod error;
+mod health;
 pub mod http;
 pub mod router;
 pub mod server;

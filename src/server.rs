@@ -47,6 +47,7 @@ pub struct ServerOptions {
 pub struct ServerHandle {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
+    health: Option<JoinHandle<()>>,
     bound: Vec<(String, SocketAddr)>,
     drivers: Vec<&'static str>,
 }
@@ -120,9 +121,17 @@ impl ServerHandle {
                 Err(_) => return Err(io::Error::other("a worker exited during start-up")),
             }
         }
+        let health = match crate::health::spawn(shared.clone()) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                shared.draining.store(true, Ordering::Release);
+                return Err(e);
+            }
+        };
         Ok(ServerHandle {
             shared,
             workers,
+            health,
             bound,
             drivers,
         })
@@ -167,6 +176,7 @@ impl ServerHandle {
             }]));
         }
         let mut config = config;
+        carry_health(&current, &mut config);
         config.generation = current.generation + 1;
         let generation = config.generation;
         self.shared.config.store(Arc::new(config));
@@ -187,6 +197,28 @@ impl ServerHandle {
         self.shared.draining.store(true, Ordering::Release);
         for w in self.workers {
             let _ = w.join();
+        }
+        if let Some(h) = self.health {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Servers that stay in a group across a reload keep their health (what
+/// the checks found, and the requests counted against `max_conns`).
+fn carry_health(old: &Config, new: &mut Config) {
+    for group in &mut new.upstreams {
+        let Some(old_group) = old.upstreams.iter().find(|g| g.name == group.name) else {
+            continue;
+        };
+        for server in &mut group.servers {
+            if let Some(old_server) = old_group.servers.iter().find(|s| s.addr == server.addr) {
+                if group.health_check.is_none() {
+                    // No checks any more: nothing will bring it back up.
+                    old_server.health.set_up(true);
+                }
+                server.health = old_server.health.clone();
+            }
         }
     }
 }

@@ -6,12 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::routes::routes;
-use super::tls::{listener_tls, upstream_tls};
+use super::tls::listener_tls;
+use super::upstream::upstreams;
 use super::walk::{ConfigErrors, Problems, TableReader};
-use super::{
-    ClientTimeouts, Config, IoMode, Limits, ListenerConfig, RuntimeSettings, ServerConfig,
-    UpstreamGroup,
-};
+use super::{ClientTimeouts, Config, IoMode, Limits, ListenerConfig, RuntimeSettings};
 use crate::http::encode::ForwardOptions;
 use crate::http::{HeadLimits, MAX_HEADERS};
 
@@ -138,7 +136,7 @@ fn forwarding(t: &mut TableReader<'_>, p: &mut Problems) -> ForwardOptions {
 }
 
 /// The host of `host:port` (an IPv6 address without its brackets).
-fn host_part(addr: &str) -> String {
+pub(super) fn host_part(addr: &str) -> String {
     let host = match addr.rsplit_once(':') {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
         _ => addr,
@@ -148,7 +146,7 @@ fn host_part(addr: &str) -> String {
         .to_string()
 }
 
-fn resolve(addr: &str) -> Result<SocketAddr, String> {
+pub(super) fn resolve(addr: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = addr.parse() {
         return Ok(a);
     }
@@ -230,119 +228,4 @@ fn listeners(
         }
     });
     out
-}
-
-fn upstreams(root: &mut TableReader<'_>, p: &mut Problems, base: &Path) -> Vec<UpstreamGroup> {
-    let mut out = Vec::new();
-    let Some(mut groups) = root.table(p, "upstreams") else {
-        return out;
-    };
-    for name in groups.keys() {
-        let Some(mut t) = groups.table(p, &name) else {
-            continue;
-        };
-        out.push(upstream_group(&mut t, p, name, base));
-        t.finish(p);
-    }
-    groups.finish(p);
-    out
-}
-
-fn upstream_group(
-    t: &mut TableReader<'_>,
-    p: &mut Problems,
-    name: String,
-    base: &Path,
-) -> UpstreamGroup {
-    let mut servers = Vec::new();
-    match t.array(p, "servers") {
-        Some([]) => p.add(t.key_path("servers"), "needs at least one server"),
-        Some(items) => {
-            for (i, item) in items.iter().enumerate() {
-                let path = format!("{}[{i}]", t.key_path("servers"));
-                if let Some(s) = server(item, &path, p) {
-                    servers.push(s);
-                }
-            }
-        }
-        None if !t.has("servers") => p.add(t.key_path("servers"), "missing"),
-        None => {}
-    }
-    let tls = upstream_tls(t, p, &mut servers, base);
-    let host_header = t.str(p, "host_header").map(|h| h.as_bytes().to_vec());
-    if let Some(h) = &host_header
-        && (h.is_empty() || crate::http::fields::split_host(h).is_none())
-    {
-        p.add(t.key_path("host_header"), "is not a valid Host value");
-    }
-    let mut timeout = |key: &str, default: u64| {
-        let d = t.duration(p, key).unwrap_or(Duration::from_secs(default));
-        if d.is_zero() {
-            p.add(t.key_path(key), "must be greater than zero");
-        }
-        d
-    };
-    UpstreamGroup {
-        name,
-        servers,
-        host_header,
-        connect_timeout: timeout("connect_timeout", 5),
-        response_timeout: timeout("response_timeout", 60),
-        io_timeout: timeout("io_timeout", 60),
-        idle_timeout: timeout("idle_timeout", 30),
-        tunnel_idle_timeout: timeout("tunnel_idle_timeout", 3600),
-        max_idle_per_server: t.int(p, "max_idle_per_server", 0, 100_000).unwrap_or(128) as usize,
-        max_response_head_size: max_response_head_size(t, p),
-        tls,
-    }
-}
-
-fn max_response_head_size(t: &mut TableReader<'_>, p: &mut Problems) -> usize {
-    let n = t.size(p, "max_response_head_size").unwrap_or(32 * 1024);
-    if !(1024..=1 << 20).contains(&n) {
-        p.add(
-            t.key_path("max_response_head_size"),
-            "must be between 1KiB and 1MiB",
-        );
-    }
-    n as usize
-}
-
-fn server(item: &toml::Value, path: &str, p: &mut Problems) -> Option<ServerConfig> {
-    let (addr, weight) = match item {
-        toml::Value::String(s) => (s.as_str(), 1),
-        toml::Value::Table(table) => {
-            let mut t = TableReader::new(path.to_string(), table);
-            let addr = t.str(p, "addr");
-            let weight = t.int(p, "weight", 1, 10_000).unwrap_or(1) as u32;
-            if addr.is_none() && !t.has("addr") {
-                p.add(t.key_path("addr"), "missing");
-            }
-            t.finish(p);
-            (addr?, weight)
-        }
-        other => {
-            p.add(
-                path,
-                format!(
-                    "expected \"host:port\" or {{ addr, weight }}, found {}",
-                    other.type_str()
-                ),
-            );
-            return None;
-        }
-    };
-    let addr_text = addr;
-    match resolve(addr) {
-        Ok(addr) => Some(ServerConfig {
-            addr,
-            weight,
-            host: host_part(addr_text),
-            tls_name: None,
-        }),
-        Err(m) => {
-            p.add(path, m);
-            None
-        }
-    }
 }

@@ -6,6 +6,7 @@ mod compile;
 mod routes;
 mod tls;
 mod units;
+mod upstream;
 mod walk;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ pub use walk::{ConfigError, ConfigErrors};
 use crate::http::HeadLimits;
 use crate::http::encode::ForwardOptions;
 use crate::router::RouteTable;
+use crate::upstream::{Maglev, ServerHealth};
 use rustls::pki_types::ServerName;
 
 /// Which io_uring/epoll driver the workers run.
@@ -105,6 +107,63 @@ pub struct ServerConfig {
     pub host: String,
     /// Name verified (and sent as SNI) when the group speaks TLS.
     pub tls_name: Option<ServerName<'static>>,
+    /// Used only when no primary server is available.
+    pub backup: bool,
+    /// Requests in flight over all workers; 0 = no limit.
+    pub max_conns: u32,
+    /// Shared with the health thread; kept across reloads.
+    pub health: Arc<ServerHealth>,
+}
+
+/// How a group picks a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConn,
+    /// Power of two random choices on requests in flight; `ewma` weighs
+    /// them by each server's peak-EWMA latency.
+    P2c {
+        ewma: bool,
+    },
+    Hash(HashKey),
+    Random,
+}
+
+/// What `balance = "hash"` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    /// A request header (name lower-cased).
+    Header(Box<str>),
+    Cookie(Box<str>),
+    Path,
+}
+
+/// Active health checks of a group's servers.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub path: String,
+    /// Host header of the check; the server's host when absent.
+    pub host: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive passes that bring a down server up.
+    pub healthy: u32,
+    /// Consecutive failures that take an up server down.
+    pub unhealthy: u32,
+    /// Statuses that pass, inclusive.
+    pub expect: (u16, u16),
+}
+
+/// Passive outlier detection: ejecting servers that keep failing.
+#[derive(Debug, Clone)]
+pub struct Outlier {
+    /// Consecutive failures (connect errors, resets, timeouts, and 5xx
+    /// when `on_5xx`) that eject a server.
+    pub failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    pub on_5xx: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +183,18 @@ pub struct UpstreamGroup {
     /// Idle time allowed in either direction of an upgraded (WebSocket) tunnel.
     pub tunnel_idle_timeout: Duration,
     pub tls: Option<UpstreamTls>,
+    pub balance: Balance,
+    /// Lookup table for `Balance::Hash` (primary servers only).
+    pub maglev: Option<Arc<Maglev>>,
+    pub health_check: Option<HealthCheck>,
+    pub outlier: Option<Outlier>,
+    /// Further attempts after a failed one, each on another server.
+    pub retries: u32,
+    /// Response statuses retried for idempotent requests.
+    pub retry_on: Vec<u16>,
+    /// Retries allowed per request on average (at most 1: retries never
+    /// more than double the load).
+    pub retry_budget: f64,
 }
 
 /// One immutable, validated configuration snapshot.

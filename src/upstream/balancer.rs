@@ -1,61 +1,387 @@
-//! Smooth weighted round-robin (the nginx algorithm): every pick adds each
-//! server's weight to its running score, takes the highest, and subtracts
-//! the total from it. Spreads picks evenly, with no bursts to heavy servers.
+//! Choosing a server of a group, per worker: smooth weighted round-robin
+//! (nginx's), least outstanding requests, power of two choices (optionally
+//! weighed by peak-EWMA latency), consistent hashing (Maglev) and weighted
+//! random; all skip servers that are down, ejected, at `max_conns` or
+//! already tried for the request, and use backup servers only when no
+//! primary is available. Counts (in flight, latency, failures) are the
+//! worker's own: no cross-core traffic per request.
 
-#[derive(Debug, Clone)]
-pub struct SmoothWeighted {
-    weights: Vec<i64>,
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::config::{Balance, UpstreamGroup};
+
+/// Per-worker state of one group.
+#[derive(Debug)]
+pub struct GroupState {
+    /// Smooth weighted round-robin scores.
     current: Vec<i64>,
-    total: i64,
+    pub servers: Vec<ServerState>,
+    /// Start of the least-connections tie-break scan, rotated per pick.
+    rotate: usize,
+    /// Retries that may still be spent (see `UpstreamGroup::retry_budget`).
+    retry_tokens: f64,
 }
 
-impl SmoothWeighted {
-    pub fn new(weights: impl IntoIterator<Item = u32>) -> Self {
-        let weights: Vec<i64> = weights.into_iter().map(i64::from).collect();
-        let total = weights.iter().sum();
-        SmoothWeighted {
-            current: vec![0; weights.len()],
-            weights,
-            total,
+/// What one worker knows about one server.
+#[derive(Debug, Default, Clone)]
+pub struct ServerState {
+    pub in_flight: u32,
+    /// Peak-EWMA latency in nanoseconds (0 until the first response).
+    ewma_ns: f64,
+    ewma_at: Option<Instant>,
+    /// Consecutive failures.
+    fails: u32,
+    ejected_until: Option<Instant>,
+    /// Ejections in a row: the back-off doubles with each.
+    ejections: u32,
+    /// A request is testing an ejected server whose back-off ran out.
+    probing: bool,
+}
+
+/// How an attempt on a server ended, for passive health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success(Duration),
+    Failure,
+    /// Nothing learnt about the server (the client went away).
+    Neutral,
+}
+
+/// Burst of retries allowed before the budget builds up.
+const RETRY_TOKENS_MIN: f64 = 10.0;
+/// Decay time of the latency average.
+const EWMA_DECAY: Duration = Duration::from_secs(10);
+
+impl GroupState {
+    pub fn new(group: &UpstreamGroup) -> GroupState {
+        GroupState {
+            current: vec![0; group.servers.len()],
+            servers: vec![ServerState::default(); group.servers.len()],
+            rotate: 0,
+            retry_tokens: RETRY_TOKENS_MIN,
         }
     }
 
-    /// Index of the next server, or None when there are no servers.
-    pub fn pick(&mut self) -> Option<usize> {
-        if self.weights.len() <= 1 {
-            return (!self.weights.is_empty()).then_some(0);
-        }
-        let mut best = 0;
-        for i in 0..self.weights.len() {
-            self.current[i] += self.weights[i];
-            if self.current[i] > self.current[best] {
-                best = i;
+    /// Keeps what a previous generation learnt about servers still in the
+    /// group (same address), so a reload does not forget an ejection.
+    pub fn carry_over(
+        &mut self,
+        group: &UpstreamGroup,
+        old: &GroupState,
+        old_group: &UpstreamGroup,
+    ) {
+        for (i, s) in group.servers.iter().enumerate() {
+            if let Some(j) = old_group.servers.iter().position(|o| o.addr == s.addr)
+                && let Some(state) = old.servers.get(j)
+            {
+                self.servers[i] = ServerState {
+                    in_flight: 0,
+                    probing: false,
+                    ..state.clone()
+                };
             }
         }
-        self.current[best] -= self.total;
+        self.retry_tokens = old.retry_tokens;
+    }
+
+    /// Whether server `i` can take a request now.
+    fn available(&self, group: &UpstreamGroup, i: usize, now: Instant) -> bool {
+        let server = &group.servers[i];
+        let state = &self.servers[i];
+        if !server.health.is_up() {
+            return false;
+        }
+        if let Some(until) = state.ejected_until
+            && (now < until || state.probing)
+        {
+            return false;
+        }
+        server.max_conns == 0 || server.health.active.load(Ordering::Relaxed) < server.max_conns
+    }
+
+    /// Whether some server other than those in `tried` is available.
+    pub fn has_alternative(&self, group: &UpstreamGroup, tried: &[usize], now: Instant) -> bool {
+        (0..group.servers.len()).any(|i| !tried.contains(&i) && self.available(group, i, now))
+    }
+
+    /// Picks a server for a request and counts it in flight. `hash`: the
+    /// request's key for `balance = "hash"`; `tried`: servers this request
+    /// already failed on. None: no server can take it (503).
+    pub fn pick(
+        &mut self,
+        group: &UpstreamGroup,
+        hash: Option<u64>,
+        tried: &[usize],
+        rng: &mut Rng,
+        now: Instant,
+    ) -> Option<usize> {
+        let picked = self
+            .pick_among(group, false, hash, tried, rng, now)
+            .or_else(|| self.pick_among(group, true, hash, tried, rng, now))?;
+        let server = &group.servers[picked];
+        let state = &mut self.servers[picked];
+        state.in_flight += 1;
+        if state.ejected_until.is_some() {
+            state.probing = true;
+        }
+        if server.max_conns > 0 {
+            server.health.active.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(picked)
+    }
+
+    fn pick_among(
+        &mut self,
+        group: &UpstreamGroup,
+        backup: bool,
+        hash: Option<u64>,
+        tried: &[usize],
+        rng: &mut Rng,
+        now: Instant,
+    ) -> Option<usize> {
+        let ok = |s: &GroupState, i: usize| {
+            group.servers[i].backup == backup && !tried.contains(&i) && s.available(group, i, now)
+        };
+        let n = group.servers.len();
+        match &group.balance {
+            Balance::RoundRobin => self.smooth_weighted(group, ok),
+            Balance::Hash(_) if !backup => {
+                if let (Some(table), Some(mut h)) = (&group.maglev, hash) {
+                    // A busy or dead server's keys move to other servers,
+                    // each key consistently to the same one.
+                    for _ in 0..8 {
+                        if let Some(i) = table.lookup(h)
+                            && ok(self, i)
+                        {
+                            return Some(i);
+                        }
+                        h = mix(h);
+                    }
+                }
+                self.smooth_weighted(group, ok)
+            }
+            Balance::Hash(_) => self.smooth_weighted(group, ok),
+            Balance::LeastConn => {
+                self.rotate = self.rotate.wrapping_add(1);
+                let mut best: Option<usize> = None;
+                for k in 0..n {
+                    let i = (self.rotate + k) % n;
+                    if !ok(self, i) {
+                        continue;
+                    }
+                    best = match best {
+                        Some(b) if !self.fewer(group, i, b) => Some(b),
+                        _ => Some(i),
+                    };
+                }
+                best
+            }
+            Balance::P2c { ewma } => {
+                let a = self.weighted_random(group, rng, ok)?;
+                let b = self.weighted_random(group, rng, ok)?;
+                let (ca, cb) = (self.cost(group, a, *ewma), self.cost(group, b, *ewma));
+                Some(if cb < ca { b } else { a })
+            }
+            Balance::Random => self.weighted_random(group, rng, ok),
+        }
+    }
+
+    /// In flight per unit of weight: is `a` less loaded than `b`?
+    fn fewer(&self, group: &UpstreamGroup, a: usize, b: usize) -> bool {
+        let (fa, fb) = (
+            u64::from(self.servers[a].in_flight),
+            u64::from(self.servers[b].in_flight),
+        );
+        let (wa, wb) = (
+            u64::from(group.servers[a].weight),
+            u64::from(group.servers[b].weight),
+        );
+        fa * wb < fb * wa
+    }
+
+    /// Load estimate for p2c: requests in flight (plus this one), times
+    /// the latency average when asked for, per unit of weight.
+    fn cost(&self, group: &UpstreamGroup, i: usize, ewma: bool) -> f64 {
+        let s = &self.servers[i];
+        let load = f64::from(s.in_flight + 1);
+        let latency = if ewma && s.ewma_ns > 0.0 {
+            s.ewma_ns
+        } else {
+            1.0
+        };
+        load * latency / f64::from(group.servers[i].weight)
+    }
+
+    fn smooth_weighted(
+        &mut self,
+        group: &UpstreamGroup,
+        ok: impl Fn(&GroupState, usize) -> bool,
+    ) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        let mut total = 0i64;
+        for i in 0..group.servers.len() {
+            if !ok(self, i) {
+                continue;
+            }
+            let w = i64::from(group.servers[i].weight);
+            self.current[i] += w;
+            total += w;
+            if best.is_none_or(|b| self.current[i] > self.current[b]) {
+                best = Some(i);
+            }
+        }
+        let best = best?;
+        self.current[best] -= total;
         Some(best)
+    }
+
+    fn weighted_random(
+        &self,
+        group: &UpstreamGroup,
+        rng: &mut Rng,
+        ok: impl Fn(&GroupState, usize) -> bool,
+    ) -> Option<usize> {
+        let total: u64 = (0..group.servers.len())
+            .filter(|&i| ok(self, i))
+            .map(|i| u64::from(group.servers[i].weight))
+            .sum();
+        if total == 0 {
+            return None;
+        }
+        let mut r = rng.next_u64() % total;
+        for i in 0..group.servers.len() {
+            if !ok(self, i) {
+                continue;
+            }
+            let w = u64::from(group.servers[i].weight);
+            if r < w {
+                return Some(i);
+            }
+            r -= w;
+        }
+        None
+    }
+
+    /// Ends a request on server `i`: no longer in flight, and what its
+    /// outcome says about the server (passive health).
+    pub fn finish(&mut self, group: &UpstreamGroup, i: usize, outcome: Outcome, now: Instant) {
+        let (Some(server), Some(state)) = (group.servers.get(i), self.servers.get_mut(i)) else {
+            return;
+        };
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if server.max_conns > 0 {
+            server.health.active.fetch_sub(1, Ordering::Relaxed);
+        }
+        let was_probe = std::mem::take(&mut state.probing);
+        match outcome {
+            Outcome::Neutral => {}
+            Outcome::Success(latency) => {
+                state.fails = 0;
+                if state.ejected_until.is_some_and(|until| now >= until) {
+                    tracing::info!(group = %group.name, server = %server.addr, "server back after a successful probe");
+                    state.ejected_until = None;
+                    state.ejections = 0;
+                }
+                state.observe(latency, now);
+            }
+            Outcome::Failure => {
+                state.fails += 1;
+                let Some(outlier) = &group.outlier else {
+                    return;
+                };
+                if was_probe || state.fails >= outlier.failures {
+                    let factor = 1u32 << state.ejections.min(16);
+                    let backoff = outlier
+                        .base_ejection
+                        .saturating_mul(factor)
+                        .min(outlier.max_ejection);
+                    tracing::warn!(group = %group.name, server = %server.addr, failures = state.fails, ?backoff, "server ejected");
+                    state.ejected_until = Some(now + backoff);
+                    state.ejections += 1;
+                    state.fails = 0;
+                }
+            }
+        }
+    }
+
+    /// Adds one request's worth to the retry budget.
+    pub fn earn_retry(&mut self, budget: f64) {
+        let cap = RETRY_TOKENS_MIN.max(budget * 100.0);
+        self.retry_tokens = (self.retry_tokens + budget).min(cap);
+    }
+
+    /// Spends one retry if the budget allows it.
+    pub fn spend_retry(&mut self) -> bool {
+        if self.retry_tokens >= 1.0 {
+            self.retry_tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn can_retry(&self) -> bool {
+        self.retry_tokens >= 1.0
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn smooth_sequence() {
-        let mut b = SmoothWeighted::new([5, 1, 1]);
-        let picks: Vec<usize> = (0..7).map(|_| b.pick().unwrap()).collect();
-        assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]);
-    }
-
-    #[test]
-    fn even_split() {
-        let mut b = SmoothWeighted::new([1, 1, 1, 1]);
-        let mut counts = [0; 4];
-        for _ in 0..400 {
-            counts[b.pick().unwrap()] += 1;
+impl ServerState {
+    /// Peak-EWMA: a slower response counts at once, faster ones pull the
+    /// average down over `EWMA_DECAY`.
+    fn observe(&mut self, latency: Duration, now: Instant) {
+        let sample = latency.as_nanos() as f64;
+        let elapsed = self
+            .ewma_at
+            .map_or(EWMA_DECAY, |at| now.saturating_duration_since(at));
+        self.ewma_at = Some(now);
+        if sample > self.ewma_ns {
+            self.ewma_ns = sample;
+        } else {
+            let keep = (-elapsed.as_secs_f64() / EWMA_DECAY.as_secs_f64()).exp();
+            self.ewma_ns = self.ewma_ns * keep + sample * (1.0 - keep);
         }
-        assert_eq!(counts, [100; 4]);
-        assert_eq!(SmoothWeighted::new([]).pick(), None);
     }
+
+    pub fn is_ejected(&self, now: Instant) -> bool {
+        self.ejected_until.is_some_and(|until| now < until)
+    }
+}
+
+/// A small fast generator (xorshift64*) for random and p2c picks.
+#[derive(Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(mix(seed) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// splitmix64's finaliser: spreads the bits of a hash or seed.
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A stable 64-bit hash of bytes (FNV-1a, then mixed): the same key maps
+/// to the same server on every worker and across restarts.
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix(h)
 }

@@ -1,8 +1,12 @@
-//! Upstream side: choosing a server (balancer) and keeping idle keep-alive
-//! connections per server (pool). Per worker, single-threaded, no locks.
+//! Upstream servers: choosing one (balancers, consistent hashing), their
+//! shared health, and the per-worker pool of idle connections.
 
-pub mod balancer;
-pub mod pool;
+mod balancer;
+mod health;
+mod maglev;
+mod pool;
 
-pub use balancer::SmoothWeighted;
+pub use balancer::{GroupState, Outcome, Rng, hash_bytes};
+pub use health::ServerHealth;
+pub use maglev::Maglev;
 pub use pool::{IdlePool, PoolKey};

@@ -16,12 +16,13 @@ use super::ctx::{ActiveGuard, WorkerCtx};
 use super::drain::Drain;
 use super::proxy::{self, Exchange, Next};
 use super::tunnel;
-use crate::config::Config;
+use crate::config::{Balance, Config, HashKey};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::encode::{UpstreamRequest, write_request_head};
-use crate::http::{Framing, answer, empty_headers, parse_request, path};
+use crate::http::{Framing, RequestHead, answer, empty_headers, parse_request, path};
 use crate::router::{Action, RouteQuery};
 use crate::tls::{TlsStream, client_subject};
+use crate::upstream::hash_bytes;
 
 /// Room asked for when reading a request head.
 const HEAD_READ: usize = 4096;
@@ -435,9 +436,45 @@ fn plan<'c>(
                     upgrade: req.upgrade.is_some(),
                     version: req.version,
                     body_limit: route.max_body_size,
+                    hash: match &group.balance {
+                        Balance::Hash(key) => hash_key(key, &req, norm_path, c.peer),
+                        _ => None,
+                    },
                 },
             }
         }
     };
     Ok(Some((planned, head_len, has_body)))
+}
+
+/// The hash of a request's balancing key; None when the request lacks it
+/// (the group then balances it round-robin).
+fn hash_key(
+    key: &HashKey,
+    req: &RequestHead<'_, '_>,
+    path: &[u8],
+    peer: SocketAddr,
+) -> Option<u64> {
+    match key {
+        HashKey::ClientIp => Some(match peer.ip() {
+            std::net::IpAddr::V4(ip) => hash_bytes(&ip.octets()),
+            std::net::IpAddr::V6(ip) => hash_bytes(&ip.octets()),
+        }),
+        HashKey::Path => Some(hash_bytes(path)),
+        HashKey::Header(name) => req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| hash_bytes(crate::http::fields::trim_ows(h.value))),
+        HashKey::Cookie(name) => req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+            .flat_map(|h| h.value.split(|&b| b == b';'))
+            .find_map(|pair| {
+                let pair = crate::http::fields::trim_ows(pair);
+                let (k, v) = pair.split_at(memchr::memchr(b'=', pair)?);
+                (k == name.as_bytes()).then(|| hash_bytes(&v[1..]))
+            }),
+    }
 }

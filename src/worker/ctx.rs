@@ -3,7 +3,6 @@
 //! (Rc/Cell/RefCell); the only shared reads are the snapshot and flags.
 
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use super::conn::Conn;
 use super::drain::Drain;
 use crate::config::Config;
 use crate::server::Shared;
-use crate::upstream::{IdlePool, SmoothWeighted};
+use crate::upstream::{GroupState, IdlePool, Outcome, Rng};
 
 /// A worker's handle on a config snapshot. The Rc makes each clone a plain
 /// increment on this core; cloning the shared Arc per request would bounce
@@ -41,24 +40,32 @@ pub(crate) struct WorkerCtx {
 struct Balancers {
     /// Generation the balancers were built for.
     generation: u64,
-    groups: Vec<SmoothWeighted>,
+    /// The snapshot they were built for (to carry state over on reload).
+    config: Option<Snapshot>,
+    groups: Vec<GroupState>,
     /// Fallback rotation for requests still on an older snapshot.
     fallback: usize,
+    rng: Rng,
 }
 
 impl WorkerCtx {
     pub fn new(id: usize, shared: Arc<Shared>) -> Self {
         let (generation, config) = shared.current();
-        let groups = balancers_for(&config);
+        let groups = config.upstreams.iter().map(GroupState::new).collect();
+        let config: Snapshot = Rc::new(config);
+        let seed =
+            (id as u64) ^ std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
         WorkerCtx {
             id,
             shared,
-            snapshot: RefCell::new(Rc::new(config)),
+            snapshot: RefCell::new(config.clone()),
             generation: Cell::new(generation),
             balancers: RefCell::new(Balancers {
                 generation,
+                config: Some(config),
                 groups,
                 fallback: 0,
+                rng: Rng::new(seed.wrapping_add(std::ptr::addr_of!(id) as u64)),
             }),
             pool: RefCell::new(IdlePool::default()),
             drain: Drain::default(),
@@ -80,40 +87,98 @@ impl WorkerCtx {
         (self.generation.get(), self.snapshot.borrow().clone())
     }
 
-    /// Picks a server of `group` in snapshot `generation`.
+    /// Picks a server of `group` for a request on snapshot `generation`
+    /// (not one of `tried`), counting it in flight until `finish`.
     pub fn pick_server(
+        &self,
+        generation: u64,
+        config: &Snapshot,
+        group: usize,
+        hash: Option<u64>,
+        tried: &[usize],
+    ) -> Option<usize> {
+        let g = config.upstreams.get(group)?;
+        let mut b = self.balancers.borrow_mut();
+        if generation > b.generation {
+            let mut groups: Vec<GroupState> =
+                config.upstreams.iter().map(GroupState::new).collect();
+            if let Some(old) = b.config.clone()
+                && old.generation == b.generation
+            {
+                for (state, new_group) in groups.iter_mut().zip(&config.upstreams) {
+                    if let Some(k) = old.upstreams.iter().position(|o| o.name == new_group.name)
+                        && let Some(old_state) = b.groups.get(k)
+                    {
+                        state.carry_over(new_group, old_state, &old.upstreams[k]);
+                    }
+                }
+            }
+            b.groups = groups;
+            b.generation = generation;
+            b.config = Some(config.clone());
+        }
+        if generation == b.generation {
+            let now = Instant::now();
+            let Balancers { groups, rng, .. } = &mut *b;
+            return groups.get_mut(group)?.pick(g, hash, tried, rng, now);
+        }
+        // A request still on an older snapshot: plain rotation over that
+        // snapshot's servers, skipping those tried.
+        let n = g.servers.len();
+        for _ in 0..n {
+            b.fallback = b.fallback.wrapping_add(1);
+            let i = b.fallback % n.max(1);
+            if !tried.contains(&i) {
+                if g.servers[i].max_conns > 0 {
+                    g.servers[i].health.active.fetch_add(1, Ordering::Relaxed);
+                }
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Ends an attempt on a server picked by `pick_server`.
+    pub fn finish_server(
         &self,
         generation: u64,
         config: &Config,
         group: usize,
-    ) -> Option<SocketAddr> {
-        let servers = &config.upstreams.get(group)?.servers;
+        server: usize,
+        outcome: Outcome,
+    ) {
+        let Some(g) = config.upstreams.get(group) else {
+            return;
+        };
         let mut b = self.balancers.borrow_mut();
-        if generation > b.generation {
-            b.groups = balancers_for(config);
-            b.generation = generation;
+        if generation == b.generation
+            && let Some(state) = b.groups.get_mut(group)
+        {
+            state.finish(g, server, outcome, Instant::now());
+        } else if let Some(s) = g.servers.get(server)
+            && s.max_conns > 0
+        {
+            s.health.active.fetch_sub(1, Ordering::Relaxed);
         }
-        if generation == b.generation {
-            let i = b.groups.get_mut(group)?.pick()?;
-            return servers.get(i).map(|s| s.addr);
+    }
+
+    /// Runs `f` on the group's balancer state when `generation` is current.
+    pub fn with_group<R>(
+        &self,
+        generation: u64,
+        group: usize,
+        f: impl FnOnce(&mut GroupState) -> R,
+    ) -> Option<R> {
+        let mut b = self.balancers.borrow_mut();
+        if generation != b.generation {
+            return None;
         }
-        b.fallback = b.fallback.wrapping_add(1);
-        servers
-            .get(b.fallback % servers.len().max(1))
-            .map(|s| s.addr)
+        b.groups.get_mut(group).map(f)
     }
 
     pub fn sweep_pool(&self) {
         self.pool.borrow_mut().sweep(Instant::now());
     }
-}
-
-fn balancers_for(config: &Config) -> Vec<SmoothWeighted> {
-    config
-        .upstreams
-        .iter()
-        .map(|g| SmoothWeighted::new(g.servers.iter().map(|s| s.weight)))
-        .collect()
 }
 
 /// Counts a client connection as active (for the drain) while alive, and

@@ -3,20 +3,20 @@
 //! stream the body, hand over to `response`, and pool the upstream
 //! connection only when the response was read exactly to its end.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::buffer::{write_all, write_all_keep};
 use super::client::Client;
 use super::conn::Conn;
 use super::connect::{acquire, pool_key};
-use super::ctx::WorkerCtx;
+use super::ctx::{Snapshot, WorkerCtx};
 use super::relay::{BodyIn, Relay, RelayError};
 use super::response::respond;
 use crate::config::{Config, UpstreamGroup};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::{Framing, Version, answer};
+use crate::upstream::Outcome;
 
 /// Request facts kept after its head has been rewritten into `Client::out`.
 pub(crate) struct Exchange {
@@ -30,6 +30,8 @@ pub(crate) struct Exchange {
     pub version: Version,
     /// 0 means unlimited.
     pub body_limit: u64,
+    /// Key hash for `balance = "hash"`.
+    pub hash: Option<u64>,
 }
 
 /// How the client connection continues.
@@ -58,13 +60,16 @@ pub(super) enum Failure {
     /// Writing the request body upstream failed: the upstream may have
     /// answered early.
     UpstreamStopped,
+    /// The upstream answered a status listed in `retry_on` (only when a
+    /// retry was possible; nothing was sent to the client).
+    Status(u16),
 }
 
 pub(crate) async fn run(
     c: &mut Client,
     ctx: &WorkerCtx,
     generation: u64,
-    config: &Config,
+    config: &Snapshot,
     group_idx: usize,
     ex: Exchange,
 ) -> Next {
@@ -81,34 +86,47 @@ pub(crate) async fn run(
         Framing::Empty | Framing::Close => None,
     };
     let replayable = body.is_none();
-    let Some(mut addr) = ctx.pick_server(generation, config, group_idx) else {
-        return answer_error(c, config, 503, true, !replayable).await;
+    ctx.with_group(generation, group_idx, |g| g.earn_retry(group.retry_budget));
+    // Servers this request failed on, so retries go elsewhere.
+    let mut tried = Tried::default();
+    let Some(mut server) = ctx.pick_server(generation, config, group_idx, ex.hash, &[]) else {
+        // Every server is down, ejected or full: say so at once.
+        return answer_error(c, config, 503, !replayable || !ex.keep_alive, !replayable).await;
     };
-    // Servers that refused or timed out a connect for this request.
-    let mut failed: [Option<SocketAddr>; MAX_CONNECT_TRIES] = [None; MAX_CONNECT_TRIES];
-    let mut connect_tries = 0;
+    let mut retries_left = group.retries;
     // The request head stays in `request` until the exchange ends, for a
     // retry; `c.out` takes the spare buffer for the response head.
     let mut request = std::mem::take(&mut c.out);
     c.out = std::mem::take(&mut c.spare);
     c.out.clear();
     let mut allow_pooled = true;
+    let retry = |tried: &mut Tried, failed: usize, retries_left: &mut u32, budgeted: bool| {
+        tried.add(failed);
+        if *retries_left == 0 || tried.full() {
+            return None;
+        }
+        // Budgeted retries repeat work an upstream may have seen.
+        if budgeted && ctx.with_group(generation, group_idx, |g| g.spend_retry()) != Some(true) {
+            return None;
+        }
+        let next = ctx.pick_server(generation, config, group_idx, ex.hash, tried.list())?;
+        *retries_left -= 1;
+        Some(next)
+    };
 
     let next = loop {
+        let addr = group.servers[server].addr;
+        let started = Instant::now();
         let (mut upstream, reused) = match acquire(ctx, group, addr, allow_pooled).await {
             Ok(u) => u,
             Err(e) => {
-                // Nothing was sent: any request may go to another
-                // server of the group (as nginx's default
-                // proxy_next_upstream does), each server tried once.
-                failed[connect_tries] = Some(addr);
-                connect_tries += 1;
-                let limit = group.servers.len().min(MAX_CONNECT_TRIES);
-                if connect_tries < limit
-                    && let Some(next) = next_untried(ctx, generation, config, group_idx, &failed)
-                {
-                    tracing::debug!(worker = ctx.id, %addr, %next, "connect failed; trying the next server");
-                    addr = next;
+                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
+                // Nothing was sent: any request may go to another server
+                // (as nginx's default proxy_next_upstream does), and no
+                // budget is spent: nothing reached an upstream.
+                if let Some(next) = retry(&mut tried, server, &mut retries_left, false) {
+                    tracing::debug!(worker = ctx.id, %addr, next = %group.servers[next].addr, "connect failed; trying the next server");
+                    server = next;
                     allow_pooled = true;
                     continue;
                 }
@@ -117,6 +135,20 @@ pub(crate) async fn run(
                 break answer_error(c, config, status, close, !replayable).await;
             }
         };
+        // A status worth retrying is only held back when a retry can
+        // really happen; otherwise the response goes to the client.
+        let retry_status = replayable
+            && ex.idempotent
+            && retries_left > 0
+            && !group.retry_on.is_empty()
+            && !tried.full()
+            && ctx
+                .with_group(generation, group_idx, |g| {
+                    let mut excluded = tried;
+                    excluded.add(server);
+                    g.can_retry() && g.has_alternative(group, excluded.list(), Instant::now())
+                })
+                .unwrap_or(false);
         let attempt = exchange(
             c,
             ctx,
@@ -126,6 +158,7 @@ pub(crate) async fn run(
             &ex,
             &mut request,
             body.as_mut(),
+            retry_status,
         )
         .await;
         match attempt {
@@ -133,7 +166,15 @@ pub(crate) async fn run(
                 client_keep,
                 reusable,
                 linger,
+                status,
             }) => {
+                let failed = status >= 500 && group.outlier.as_ref().is_some_and(|o| o.on_5xx);
+                let outcome = if failed {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success(started.elapsed())
+                };
+                ctx.finish_server(generation, config, group_idx, server, outcome);
                 if reusable {
                     let now = Instant::now();
                     let max = group.max_idle_per_server;
@@ -151,23 +192,63 @@ pub(crate) async fn run(
                     (false, false) => Next::Close,
                 };
             }
-            Ok(Done::Switched) => break Next::Tunnel(upstream, group.tunnel_idle_timeout),
+            Ok(Done::Switched) => {
+                let outcome = Outcome::Success(started.elapsed());
+                ctx.finish_server(generation, config, group_idx, server, outcome);
+                break Next::Tunnel(upstream, group.tunnel_idle_timeout);
+            }
             Err(Failure::Retryable(_)) if reused && allow_pooled && replayable => {
+                // A pooled connection the server had closed: the server
+                // is not at fault; try it again on a fresh connection.
                 tracing::debug!(worker = ctx.id, %addr, "pooled upstream connection failed; retrying on a fresh one");
                 allow_pooled = false;
                 c.upbuf.consume(c.upbuf.len());
             }
-            Err(Failure::Retryable(e) | Failure::Final(e)) => {
+            Err(Failure::Retryable(e)) => {
+                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
+                c.upbuf.consume(c.upbuf.len());
+                if replayable
+                    && ex.idempotent
+                    && let Some(next) = retry(&mut tried, server, &mut retries_left, true)
+                {
+                    tracing::debug!(worker = ctx.id, %addr, next = %group.servers[next].addr, "upstream failed before answering; retrying on the next server");
+                    server = next;
+                    allow_pooled = true;
+                    continue;
+                }
+                let status = e.status().unwrap_or(502);
+                break answer_error(c, config, status, true, !replayable).await;
+            }
+            Err(Failure::Status(status)) => {
+                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
+                c.upbuf.consume(c.upbuf.len());
+                c.out.clear();
+                if let Some(next) = retry(&mut tried, server, &mut retries_left, true) {
+                    tracing::debug!(worker = ctx.id, %addr, status, next = %group.servers[next].addr, "retrying a failed status on the next server");
+                    server = next;
+                    allow_pooled = true;
+                    continue;
+                }
+                // The budget or the servers ran out in between: the
+                // client gets the status (generated: the original is gone).
+                break answer_error(c, config, status, !ex.keep_alive, false).await;
+            }
+            Err(Failure::Final(e)) => {
+                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
                 c.upbuf.consume(c.upbuf.len());
                 let status = e.status().unwrap_or(502);
                 break answer_error(c, config, status, true, !replayable).await;
             }
-            Err(Failure::Client(Some(status))) => {
-                break answer_error(c, config, status, true, true).await;
+            Err(Failure::Client(answer)) => {
+                ctx.finish_server(generation, config, group_idx, server, Outcome::Neutral);
+                match answer {
+                    Some(status) => break answer_error(c, config, status, true, true).await,
+                    None => break Next::Close,
+                }
             }
-            Err(Failure::Client(None)) => break Next::Close,
             // `exchange` turns this into an answer or a Final; kept total.
             Err(Failure::UpstreamStopped) => {
+                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
                 break answer_error(c, config, 502, true, true).await;
             }
         }
@@ -177,27 +258,31 @@ pub(crate) async fn run(
     next
 }
 
-/// Servers tried at most per request when connects fail.
-const MAX_CONNECT_TRIES: usize = 8;
+/// Attempts per request at most (the first and its retries).
+const MAX_TRIES: usize = 8;
 
-/// The next server in the group's rotation that has not failed a connect
-/// for this request (the rotation may repeat heavy servers: bounded).
-fn next_untried(
-    ctx: &WorkerCtx,
-    generation: u64,
-    config: &Config,
-    group_idx: usize,
-    failed: &[Option<SocketAddr>],
-) -> Option<SocketAddr> {
-    let total_weight: u32 = config.upstreams[group_idx]
-        .servers
-        .iter()
-        .map(|s| s.weight)
-        .sum();
-    (0..total_weight.min(10_000)).find_map(|_| {
-        let addr = ctx.pick_server(generation, config, group_idx)?;
-        (!failed.contains(&Some(addr))).then_some(addr)
-    })
+/// Servers a request has failed on (a fixed array: no allocation).
+#[derive(Clone, Copy, Default)]
+struct Tried {
+    list: [usize; MAX_TRIES],
+    len: usize,
+}
+
+impl Tried {
+    fn add(&mut self, server: usize) {
+        if self.len < MAX_TRIES {
+            self.list[self.len] = server;
+            self.len += 1;
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.len >= MAX_TRIES
+    }
+
+    fn list(&self) -> &[usize] {
+        &self.list[..self.len]
+    }
 }
 
 /// How one attempt ended well.
@@ -207,6 +292,8 @@ pub(super) enum Done {
         reusable: bool,
         /// Close with a lingering read (client input left unread).
         linger: bool,
+        /// The final status passed on.
+        status: u16,
     },
     /// 101 sent to the client: the connection becomes a tunnel.
     Switched,
@@ -242,6 +329,7 @@ async fn exchange(
     ex: &Exchange,
     request: &mut Vec<u8>,
     body: Option<&mut BodyIn>,
+    retry_status: bool,
 ) -> Result<Done, Failure> {
     let bytes = std::mem::take(request);
     let (written, bytes) = write_all_keep(upstream, bytes, group.io_timeout).await;
@@ -265,11 +353,13 @@ async fn exchange(
             // early (413, 401, ...). Pass that answer on and close, since
             // the rest of the client's body is unread.
             Err(Failure::UpstreamStopped) => {
-                return match respond(c, &ctx.drain, upstream, config, group, ex, true).await {
-                    Ok(Done::Response { .. }) => Ok(Done::Response {
+                return match respond(c, &ctx.drain, upstream, config, group, ex, true, false).await
+                {
+                    Ok(Done::Response { status, .. }) => Ok(Done::Response {
                         client_keep: false,
                         reusable: false,
                         linger: true,
+                        status,
                     }),
                     _ => Err(Failure::Final(ProxyError::upstream(ErrorKind::BadGateway))),
                 };
@@ -277,7 +367,17 @@ async fn exchange(
             Err(f) => return Err(f),
         }
     }
-    respond(c, &ctx.drain, upstream, config, group, ex, false).await
+    respond(
+        c,
+        &ctx.drain,
+        upstream,
+        config,
+        group,
+        ex,
+        false,
+        retry_status,
+    )
+    .await
 }
 
 /// Streams the rest of the request body from the client to the upstream.

@@ -24,6 +24,7 @@ struct ResponsePlan {
     upstream_reusable: bool,
     interim: bool,
     switching: bool,
+    status: u16,
 }
 
 /// Reads the response head(s), writes the rewritten head and relays the
@@ -39,6 +40,7 @@ pub(super) async fn respond(
     group: &UpstreamGroup,
     ex: &Exchange,
     closing: bool,
+    retry_status: bool,
 ) -> Result<Done, Failure> {
     let mut got_any = false;
     let plan = loop {
@@ -55,6 +57,10 @@ pub(super) async fn respond(
                 c.out.clear();
                 got_any = true;
                 continue;
+            }
+            if retry_status && group.retry_on.contains(&plan.status) {
+                // Not passed on: the caller retries on another server.
+                return Err(Failure::Status(plan.status));
             }
             break plan;
         }
@@ -127,6 +133,7 @@ pub(super) async fn respond(
         client_keep,
         reusable,
         linger: false,
+        status: plan.status,
     })
 }
 
@@ -182,6 +189,7 @@ fn plan_response(
         };
         write_response_head_with(&mut c.out, &resp, Framing::Empty, directive, via, hsts);
         let head_len = resp.head_len;
+        let status = resp.status;
         c.upbuf.consume(head_len);
         return Ok(Some(ResponsePlan {
             framing: Framing::Empty,
@@ -190,6 +198,7 @@ fn plan_response(
             upstream_reusable: false,
             interim: !switching,
             switching,
+            status,
         }));
     }
     let client_11 = ex.version == Version::Http11;
@@ -214,6 +223,7 @@ fn plan_response(
         upstream_reusable: resp.reusable,
         interim: false,
         switching: false,
+        status: resp.status,
     };
     let head_len = resp.head_len;
     c.upbuf.consume(head_len);

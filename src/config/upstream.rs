@@ -1,0 +1,375 @@
+//! `[upstreams.NAME]` groups: servers, balancing, health checks, outlier
+//! ejection, retries, timeouts and TLS.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::compile::{host_part, resolve};
+use super::tls::upstream_tls;
+use super::walk::{Problems, TableReader};
+use super::{Balance, HashKey, HealthCheck, Outlier, ServerConfig, UpstreamGroup};
+use crate::upstream::{Maglev, ServerHealth};
+
+pub(super) fn upstreams(
+    root: &mut TableReader<'_>,
+    p: &mut Problems,
+    base: &Path,
+) -> Vec<UpstreamGroup> {
+    let mut out = Vec::new();
+    let Some(mut groups) = root.table(p, "upstreams") else {
+        return out;
+    };
+    for name in groups.keys() {
+        let Some(mut t) = groups.table(p, &name) else {
+            continue;
+        };
+        out.push(upstream_group(&mut t, p, name, base));
+        t.finish(p);
+    }
+    groups.finish(p);
+    out
+}
+
+fn upstream_group(
+    t: &mut TableReader<'_>,
+    p: &mut Problems,
+    name: String,
+    base: &Path,
+) -> UpstreamGroup {
+    let mut servers = Vec::new();
+    match t.array(p, "servers") {
+        Some([]) => p.add(t.key_path("servers"), "needs at least one server"),
+        Some(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("{}[{i}]", t.key_path("servers"));
+                if let Some(s) = server(item, &path, p) {
+                    servers.push(s);
+                }
+            }
+        }
+        None if !t.has("servers") => p.add(t.key_path("servers"), "missing"),
+        None => {}
+    }
+    if !servers.is_empty() && servers.iter().all(|s| s.backup) {
+        p.add(
+            t.key_path("servers"),
+            "needs at least one server that is not a backup",
+        );
+    }
+    let tls = upstream_tls(t, p, &mut servers, base);
+    let host_header = t.str(p, "host_header").map(|h| h.as_bytes().to_vec());
+    if let Some(h) = &host_header
+        && (h.is_empty() || crate::http::fields::split_host(h).is_none())
+    {
+        p.add(t.key_path("host_header"), "is not a valid Host value");
+    }
+    let balance = balance(t, p);
+    let maglev = matches!(balance, Balance::Hash(_)).then(|| {
+        // Backups are left out (they only serve when every primary is
+        // down), so they cannot take keys from primaries.
+        let ids: Vec<(String, u32)> = servers
+            .iter()
+            .map(|s| {
+                let id = if s.backup {
+                    String::new()
+                } else {
+                    s.addr.to_string()
+                };
+                (id, if s.backup { 0 } else { s.weight })
+            })
+            .collect();
+        Arc::new(Maglev::new(&ids))
+    });
+    let health_check = health_check(t, p);
+    let outlier = outlier(t, p);
+    let retries = t.int(p, "retries", 0, 100).unwrap_or(3) as u32;
+    let retry_on = retry_on(t, p);
+    let retry_budget = match t.raw("retry_budget") {
+        None => 0.2,
+        Some(v) => match v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
+            Some(b) if (0.0..=1.0).contains(&b) => b,
+            _ => {
+                p.add(t.key_path("retry_budget"), "must be a number from 0 to 1");
+                0.2
+            }
+        },
+    };
+    let mut timeout = |key: &str, default: u64| {
+        let d = t.duration(p, key).unwrap_or(Duration::from_secs(default));
+        if d.is_zero() {
+            p.add(t.key_path(key), "must be greater than zero");
+        }
+        d
+    };
+    UpstreamGroup {
+        name,
+        servers,
+        host_header,
+        connect_timeout: timeout("connect_timeout", 5),
+        response_timeout: timeout("response_timeout", 60),
+        io_timeout: timeout("io_timeout", 60),
+        idle_timeout: timeout("idle_timeout", 30),
+        tunnel_idle_timeout: timeout("tunnel_idle_timeout", 3600),
+        max_idle_per_server: t.int(p, "max_idle_per_server", 0, 100_000).unwrap_or(128) as usize,
+        max_response_head_size: max_response_head_size(t, p),
+        tls,
+        balance,
+        maglev,
+        health_check,
+        outlier,
+        retries,
+        retry_on,
+        retry_budget,
+    }
+}
+
+fn balance(t: &mut TableReader<'_>, p: &mut Problems) -> Balance {
+    let ewma = t.bool(p, "ewma");
+    let hash = hash_key(t, p);
+    let named = t.str(p, "balance");
+    let balance = match named {
+        None if hash.is_some() => Balance::Hash(hash.clone().unwrap_or(HashKey::ClientIp)),
+        None | Some("round_robin") => Balance::RoundRobin,
+        Some("least_conn") => Balance::LeastConn,
+        Some("p2c") => Balance::P2c {
+            ewma: ewma.unwrap_or(false),
+        },
+        Some("hash") => match &hash {
+            Some(key) => Balance::Hash(key.clone()),
+            None => {
+                p.add(
+                    t.key_path("hash"),
+                    "balance = \"hash\" needs hash = { key = ... }",
+                );
+                Balance::RoundRobin
+            }
+        },
+        Some("random") => Balance::Random,
+        Some(other) => {
+            p.add(
+                t.key_path("balance"),
+                format!("`{other}` is not one of round_robin, least_conn, p2c, hash, random"),
+            );
+            Balance::RoundRobin
+        }
+    };
+    if ewma.is_some() && !matches!(balance, Balance::P2c { .. }) {
+        p.add(t.key_path("ewma"), "only applies to balance = \"p2c\"");
+    }
+    if hash.is_some() && !matches!(balance, Balance::Hash(_)) {
+        p.add(t.key_path("hash"), "only applies to balance = \"hash\"");
+    }
+    balance
+}
+
+fn hash_key(t: &mut TableReader<'_>, p: &mut Problems) -> Option<HashKey> {
+    let mut h = t.table(p, "hash")?;
+    let key = match h.str(p, "key") {
+        Some("client_ip") => Some(HashKey::ClientIp),
+        Some("path") => Some(HashKey::Path),
+        Some(k) => match k.split_once(':') {
+            Some(("header", name)) if is_field_name(name) => {
+                Some(HashKey::Header(name.to_ascii_lowercase().into()))
+            }
+            Some(("cookie", name)) if !name.is_empty() && is_field_name(name) => {
+                Some(HashKey::Cookie(name.into()))
+            }
+            _ => {
+                p.add(
+                    h.key_path("key"),
+                    format!("`{k}` is not one of client_ip, path, header:NAME, cookie:NAME"),
+                );
+                None
+            }
+        },
+        None => {
+            if !h.has("key") {
+                p.add(h.key_path("key"), "missing");
+            }
+            None
+        }
+    };
+    h.finish(p);
+    key
+}
+
+fn is_field_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(crate::http::fields::is_tchar)
+}
+
+fn health_check(t: &mut TableReader<'_>, p: &mut Problems) -> Option<HealthCheck> {
+    let mut h = t.table(p, "health_check")?;
+    let path = h.str(p, "path").unwrap_or("/").to_string();
+    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        p.add(h.key_path("path"), "must start with / and have no spaces");
+    }
+    let host = h.str(p, "host").map(str::to_string);
+    if let Some(host) = &host
+        && crate::http::fields::split_host(host.as_bytes()).is_none()
+    {
+        p.add(h.key_path("host"), "is not a valid Host value");
+    }
+    let mut positive = |key: &str, default: Duration| {
+        let d = h.duration(p, key).unwrap_or(default);
+        if d.is_zero() {
+            p.add(h.key_path(key), "must be greater than zero");
+        }
+        d
+    };
+    let interval = positive("interval", Duration::from_secs(2));
+    let timeout = positive("timeout", Duration::from_secs(1));
+    let healthy = h.int(p, "healthy", 1, 100).unwrap_or(2) as u32;
+    let unhealthy = h.int(p, "unhealthy", 1, 100).unwrap_or(3) as u32;
+    let expect = match h.str(p, "expect_status") {
+        None => (200, 399),
+        Some(s) => match status_range(s) {
+            Some(r) => r,
+            None => {
+                p.add(
+                    h.key_path("expect_status"),
+                    format!("`{s}` is not a status or range like \"200-399\""),
+                );
+                (200, 399)
+            }
+        },
+    };
+    h.finish(p);
+    Some(HealthCheck {
+        path,
+        host,
+        interval,
+        timeout,
+        healthy,
+        unhealthy,
+        expect,
+    })
+}
+
+fn status_range(s: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = match s.split_once('-') {
+        Some((lo, hi)) => (lo.trim().parse().ok()?, hi.trim().parse().ok()?),
+        None => {
+            let n = s.trim().parse().ok()?;
+            (n, n)
+        }
+    };
+    ((100..=599).contains(&lo) && (lo..=599).contains(&hi)).then_some((lo, hi))
+}
+
+fn outlier(t: &mut TableReader<'_>, p: &mut Problems) -> Option<Outlier> {
+    let defaults = Outlier {
+        failures: 5,
+        base_ejection: Duration::from_secs(10),
+        max_ejection: Duration::from_secs(300),
+        on_5xx: false,
+    };
+    let value = t.raw("outlier");
+    let path = t.key_path("outlier");
+    let table = match value {
+        None => return Some(defaults),
+        Some(toml::Value::Boolean(false)) => return None,
+        Some(toml::Value::Boolean(true)) => return Some(defaults),
+        Some(toml::Value::Table(table)) => table,
+        Some(other) => {
+            p.add(
+                path,
+                format!("expected a table or true/false, found {}", other.type_str()),
+            );
+            return None;
+        }
+    };
+    let mut o = TableReader::new(path, table);
+    let failures = o.int(p, "failures", 1, 1000).unwrap_or(5) as u32;
+    let base_ejection = o
+        .duration(p, "base_ejection")
+        .unwrap_or(defaults.base_ejection);
+    let max_ejection = o
+        .duration(p, "max_ejection")
+        .unwrap_or(defaults.max_ejection);
+    if base_ejection.is_zero() {
+        p.add(o.key_path("base_ejection"), "must be greater than zero");
+    }
+    if max_ejection < base_ejection {
+        p.add(o.key_path("max_ejection"), "must be at least base_ejection");
+    }
+    let on_5xx = o.bool(p, "on_5xx").unwrap_or(false);
+    o.finish(p);
+    Some(Outlier {
+        failures,
+        base_ejection,
+        max_ejection,
+        on_5xx,
+    })
+}
+
+fn retry_on(t: &mut TableReader<'_>, p: &mut Problems) -> Vec<u16> {
+    let Some(items) = t.array(p, "retry_on") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item.as_integer() {
+            Some(n) if (500..=599).contains(&n) => out.push(n as u16),
+            _ => p.add(
+                format!("{}[{i}]", t.key_path("retry_on")),
+                "expected a 5xx status",
+            ),
+        }
+    }
+    out
+}
+
+fn max_response_head_size(t: &mut TableReader<'_>, p: &mut Problems) -> usize {
+    let n = t.size(p, "max_response_head_size").unwrap_or(32 * 1024);
+    if !(1024..=1 << 20).contains(&n) {
+        p.add(
+            t.key_path("max_response_head_size"),
+            "must be between 1KiB and 1MiB",
+        );
+    }
+    n as usize
+}
+
+fn server(item: &toml::Value, path: &str, p: &mut Problems) -> Option<ServerConfig> {
+    let (addr, weight, backup, max_conns) = match item {
+        toml::Value::String(s) => (s.as_str(), 1, false, 0),
+        toml::Value::Table(table) => {
+            let mut t = TableReader::new(path.to_string(), table);
+            let addr = t.str(p, "addr");
+            let weight = t.int(p, "weight", 1, 10_000).unwrap_or(1) as u32;
+            let backup = t.bool(p, "backup").unwrap_or(false);
+            let max_conns = t.int(p, "max_conns", 0, 1_000_000).unwrap_or(0) as u32;
+            if addr.is_none() && !t.has("addr") {
+                p.add(t.key_path("addr"), "missing");
+            }
+            t.finish(p);
+            (addr?, weight, backup, max_conns)
+        }
+        other => {
+            p.add(
+                path,
+                format!(
+                    "expected \"host:port\" or {{ addr, weight, backup, max_conns }}, found {}",
+                    other.type_str()
+                ),
+            );
+            return None;
+        }
+    };
+    match resolve(addr) {
+        Ok(resolved) => Some(ServerConfig {
+            addr: resolved,
+            weight,
+            host: host_part(addr),
+            tls_name: None,
+            backup,
+            max_conns,
+            health: Arc::new(ServerHealth::default()),
+        }),
+        Err(m) => {
+            p.add(path, m);
+            None
+        }
+    }
+}
