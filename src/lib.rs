@@ -4,6 +4,7 @@
 //! benches and tests call them directly; `worker` and `server` own all I/O.
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod error;
 mod health;
@@ -15,4 +16,4 @@ pub mod upstream;
 mod worker;
 
 pub use config::{Config, ConfigErrors};
-pub use server::{IoMode, ServerHandle, ServerOptions};
+pub use server::{IoMode, Reloader, ServerHandle, ServerOptions};

@@ -70,6 +70,7 @@ fn main() -> ExitCode {
         println!("{}: ok", cli.config.display());
         return ExitCode::SUCCESS;
     }
+    let admin = config.admin;
     let listeners: Vec<String> = config
         .listeners
         .iter()
@@ -94,6 +95,16 @@ fn main() -> ExitCode {
         listeners = ?listeners,
         "ringress started"
     );
+    if let Some(bind) = admin {
+        match ringress::admin::spawn(bind, server.reloader(), cli.config.clone()) {
+            Ok(_) => tracing::info!(%bind, "admin listener started"),
+            Err(e) => {
+                eprintln!("ringress: cannot start the admin listener on {bind}: {e}");
+                server.shutdown();
+                return ExitCode::from(1);
+            }
+        }
+    }
     let mut signals = match signals {
         Ok(s) => s,
         Err(e) => {

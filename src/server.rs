@@ -5,9 +5,9 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
@@ -15,7 +15,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 pub use crate::config::IoMode;
 use crate::config::{Config, ConfigError, ConfigErrors, ListenerConfig};
-use crate::worker::{self, WorkerSpec};
+use crate::worker::{self, NewListener, WorkerSpec};
 
 /// The state every worker reads: the published snapshot and the flags.
 pub(crate) struct Shared {
@@ -23,7 +23,13 @@ pub(crate) struct Shared {
     /// Bumped after each publish; workers compare it to their cached one.
     pub generation: AtomicU64,
     pub draining: AtomicBool,
-    publish: std::sync::Mutex<()>,
+    publish: Mutex<()>,
+    /// Worker count (each listener is bound once per worker).
+    workers: usize,
+    /// Sockets bound by a reload for each worker to pick up.
+    new_listeners: Mutex<Vec<Vec<NewListener>>>,
+    /// Listener name → bound address.
+    bound: Mutex<Vec<(String, SocketAddr)>>,
 }
 
 impl Shared {
@@ -32,6 +38,87 @@ impl Shared {
     pub fn current(&self) -> (u64, Arc<Config>) {
         let config = self.config.load_full();
         (config.generation, config)
+    }
+
+    fn reload(&self, config: Config) -> Result<u64, ConfigErrors> {
+        let _serial = self.publish.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.config.load();
+        self.bind_added_listeners(&current, &config)?;
+        let mut config = config;
+        carry_health(&current, &mut config);
+        config.generation = current.generation + 1;
+        let generation = config.generation;
+        self.config.store(Arc::new(config));
+        // Workers compare this with their cached generation per request.
+        self.generation.store(generation, Ordering::Release);
+        Ok(generation)
+    }
+
+    /// Binds the listeners `new` adds (every worker's socket) and hands
+    /// them to the workers, which start them (and stop removed ones) when
+    /// they see the new snapshot. A listener that cannot be bound fails
+    /// the reload before anything changes.
+    fn bind_added_listeners(&self, current: &Config, new: &Config) -> Result<(), ConfigErrors> {
+        let mut added = Vec::new();
+        let mut errors = Vec::new();
+        for (i, l) in new.listeners.iter().enumerate() {
+            if current
+                .listeners
+                .iter()
+                .any(|o| o.id == l.id && o.bind == l.bind)
+            {
+                continue;
+            }
+            match bind_reuseport(l, self.workers) {
+                Ok(sockets) => added.push((l, sockets)),
+                Err(e) => errors.push(ConfigError {
+                    path: format!("listeners[{i}].bind"),
+                    message: format!("cannot bind {}: {e}; keeping the running config", l.bind),
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let mut pending = self.new_listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let mut bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
+        bound.retain(|(name, _)| new.listeners.iter().any(|l| &l.name == name));
+        for (l, sockets) in added {
+            if let Some(addr) = sockets.first().and_then(|s| s.local_addr().ok()) {
+                bound.retain(|(name, _)| name != &l.name);
+                bound.push((l.name.clone(), addr));
+            }
+            for (w, socket) in sockets.into_iter().enumerate() {
+                if let Some(list) = pending.get_mut(w) {
+                    list.push(NewListener {
+                        id: l.id,
+                        bind: l.bind,
+                        socket,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The sockets a reload bound for `worker`'s new listeners.
+    pub fn take_new_listeners(&self, worker: usize) -> Vec<NewListener> {
+        let mut all = self.new_listeners.lock().unwrap_or_else(|p| p.into_inner());
+        all.get_mut(worker).map(std::mem::take).unwrap_or_default()
+    }
+}
+
+/// Reloads a running proxy; cheap to clone and send to another thread.
+#[derive(Clone)]
+pub struct Reloader(Arc<Shared>);
+
+impl Reloader {
+    pub fn reload(&self, config: Config) -> Result<u64, ConfigErrors> {
+        self.0.reload(config)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.0.generation.load(Ordering::Acquire)
     }
 }
 
@@ -48,7 +135,6 @@ pub struct ServerHandle {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
     health: Option<JoinHandle<()>>,
-    bound: Vec<(String, SocketAddr)>,
     drivers: Vec<&'static str>,
 }
 
@@ -63,14 +149,17 @@ impl ServerHandle {
         let pin = opts.pin.unwrap_or(config.runtime.pin);
         let io_mode = opts.io.unwrap_or(config.runtime.io);
 
-        let mut per_worker: Vec<Vec<(usize, std::net::TcpListener)>> =
-            (0..threads).map(|_| Vec::new()).collect();
+        let mut per_worker: Vec<Vec<NewListener>> = (0..threads).map(|_| Vec::new()).collect();
         let mut bound = Vec::new();
-        for (index, l) in config.listeners.iter().enumerate() {
+        for l in &config.listeners {
             let sockets = bind_reuseport(l, threads)?;
             bound.push((l.name.clone(), sockets[0].local_addr()?));
-            for (w, s) in sockets.into_iter().enumerate() {
-                per_worker[w].push((index, s));
+            for (w, socket) in sockets.into_iter().enumerate() {
+                per_worker[w].push(NewListener {
+                    id: l.id,
+                    bind: l.bind,
+                    socket,
+                });
             }
         }
 
@@ -81,7 +170,10 @@ impl ServerHandle {
             }),
             generation: AtomicU64::new(1),
             draining: AtomicBool::new(false),
-            publish: std::sync::Mutex::new(()),
+            publish: Mutex::new(()),
+            workers: threads,
+            new_listeners: Mutex::new((0..threads).map(|_| Vec::new()).collect()),
+            bound: Mutex::new(bound),
         });
         let cores = if pin {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -132,14 +224,14 @@ impl ServerHandle {
             shared,
             workers,
             health,
-            bound,
             drivers,
         })
     }
 
     /// The address a listener is bound to (useful with port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.bound.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+        let bound = self.shared.bound.lock().unwrap_or_else(|p| p.into_inner());
+        bound.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
     }
 
     /// The I/O driver each worker runs ("io_uring" or "epoll").
@@ -156,33 +248,17 @@ impl ServerHandle {
         self.shared.generation.load(Ordering::Acquire)
     }
 
-    /// Publishes a new snapshot; requests in flight finish on their old one.
-    /// Listeners are bound at start, and routes refer to them by position,
-    /// so a config whose listeners differ (name, address or order) is
-    /// refused: that change takes a restart.
+    /// Publishes a new snapshot; requests in flight finish on their old
+    /// one. Listeners the new config adds are bound first (a bind failure
+    /// refuses the whole reload); removed ones stop accepting, and their
+    /// open connections finish normally.
     pub fn reload(&self, config: Config) -> Result<u64, ConfigErrors> {
-        let _serial = self
-            .shared
-            .publish
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let current = self.shared.config.load();
-        if listeners_differ(&current.listeners, &config.listeners) {
-            return Err(ConfigErrors(vec![ConfigError {
-                path: "listeners".into(),
-                message: "listeners changed (name, address or order): restart to apply; \
-                          keeping the running config"
-                    .into(),
-            }]));
-        }
-        let mut config = config;
-        carry_health(&current, &mut config);
-        config.generation = current.generation + 1;
-        let generation = config.generation;
-        self.shared.config.store(Arc::new(config));
-        // Workers compare this with their cached generation per request.
-        self.shared.generation.store(generation, Ordering::Release);
-        Ok(generation)
+        self.shared.reload(config)
+    }
+
+    /// A handle that can reload from another thread (the admin listener).
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.shared.clone())
     }
 
     /// Reads, validates and publishes a config file. On error nothing
@@ -221,13 +297,6 @@ fn carry_health(old: &Config, new: &mut Config) {
             }
         }
     }
-}
-
-fn listeners_differ(a: &[ListenerConfig], b: &[ListenerConfig]) -> bool {
-    a.len() != b.len()
-        || a.iter()
-            .zip(b)
-            .any(|(x, y)| x.name != y.name || x.bind != y.bind)
 }
 
 /// Binds `count` sockets to the same address with SO_REUSEPORT; with port

@@ -23,6 +23,10 @@ pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors>
     let timeouts = section(&mut root, &mut p, "timeouts", timeouts);
     let forwarding = section(&mut root, &mut p, "forwarding", forwarding);
     let listeners = listeners(&mut root, &mut p, base, &mut warnings);
+    let admin = section(&mut root, &mut p, "admin", |t, p| {
+        t.str(p, "bind")
+            .and_then(|b| resolve(b).map_err(|m| p.add(t.key_path("bind"), m)).ok())
+    });
     let upstreams = upstreams(&mut root, &mut p, base);
     let routes = routes(
         &mut root,
@@ -34,7 +38,9 @@ pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors>
     root.finish(&mut p);
 
     if p.0.is_empty() {
+        let reserved_headers = reserved_headers(&listeners);
         Ok(Config {
+            reserved_headers,
             generation: 0,
             runtime,
             limits,
@@ -43,11 +49,25 @@ pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors>
             listeners,
             routes,
             upstreams,
+            admin,
             warnings,
         })
     } else {
         Err(ConfigErrors(p.0))
     }
+}
+
+fn reserved_headers(listeners: &[ListenerConfig]) -> Vec<Box<str>> {
+    let mut out: Vec<Box<str>> = Vec::new();
+    for name in listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref()?.subject_header.clone())
+    {
+        if !out.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+            out.push(name);
+        }
+    }
+    out
 }
 
 /// Reads an optional section with `read`, defaults when absent.
@@ -220,6 +240,7 @@ fn listeners(
             }
             let tls = listener_tls(t, p, &name, base, warnings);
             out.push(ListenerConfig {
+                id: crate::upstream::hash_bytes(name.as_bytes()),
                 name,
                 bind,
                 backlog,

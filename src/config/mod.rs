@@ -72,6 +72,9 @@ pub struct ClientTimeouts {
 
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
+    /// Stable identity (from the name): connections keep it across
+    /// reloads that add or remove other listeners.
+    pub id: u64,
     pub name: String,
     pub bind: SocketAddr,
     pub backlog: u32,
@@ -210,11 +213,25 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub routes: RouteTable,
     pub upstreams: Vec<UpstreamGroup>,
+    /// Every listener's `client_subject_header`: stripped from requests on
+    /// all listeners, so a plain listener cannot be used to forge one.
+    pub reserved_headers: Vec<Box<str>>,
+    /// The admin listener's address (read at start only).
+    pub admin: Option<SocketAddr>,
     /// Problems that do not stop the config (e.g. an expired certificate).
     pub warnings: Vec<String>,
 }
 
 impl Config {
+    /// Position of listener `id` in this snapshot; `usize::MAX` when it
+    /// was removed (its open connections still match unrestricted routes).
+    pub fn listener_index(&self, id: u64) -> usize {
+        self.listeners
+            .iter()
+            .position(|l| l.id == id)
+            .unwrap_or(usize::MAX)
+    }
+
     /// Reads and validates a config from TOML text.
     /// Relative paths in it are taken from the current directory.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {

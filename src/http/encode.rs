@@ -36,9 +36,11 @@ pub struct UpstreamRequest<'a> {
     pub host: &'a [u8],
     pub client_ip: IpAddr,
     pub proto: &'static str,
-    /// A TLS listener's client-certificate header: its name (any copy the
-    /// client sent is dropped) and the verified subject, if any.
-    pub client_cert: Option<(&'a [u8], Option<&'a [u8]>)>,
+    /// Header names only the proxy may set (client-certificate subject
+    /// headers): any copy the client sent is dropped, on every listener.
+    pub reserved: &'a [Box<str>],
+    /// The verified client-certificate subject to send: (name, value).
+    pub client_cert: Option<(&'a [u8], &'a [u8])>,
 }
 
 const VIA_NAME: &[u8] = b"ringress";
@@ -67,8 +69,9 @@ pub fn write_request_head(
             || (fwd.x_forwarded_host && name.eq_ignore_ascii_case(b"x-forwarded-host"))
             || (fwd.via && name.eq_ignore_ascii_case(b"via"))
             || up
-                .client_cert
-                .is_some_and(|(cert_name, _)| name.eq_ignore_ascii_case(cert_name));
+                .reserved
+                .iter()
+                .any(|r| name.eq_ignore_ascii_case(r.as_bytes()));
         if replaced || is_hop_by_hop(name) || req.connection.names(name) {
             continue;
         }
@@ -95,7 +98,7 @@ pub fn write_request_head(
     if fwd.via {
         write_via(out, req.headers, req.version);
     }
-    if let Some((name, Some(subject))) = up.client_cert {
+    if let Some((name, subject)) = up.client_cert {
         write_field(out, name, subject);
     }
     out.extend_from_slice(b"\r\n");
@@ -246,6 +249,7 @@ mod tests {
             host: b"shop.example",
             client_ip: "127.0.0.1".parse().unwrap(),
             proto: "http",
+            reserved: &[],
             client_cert: None,
         };
         write_request_head(&mut out, &req, &up, &ForwardOptions::default());

@@ -32,6 +32,9 @@ pub(crate) struct Client {
     /// Subject of the client's verified TLS certificate.
     pub cert_subject: Option<Box<[u8]>>,
     pub peer: SocketAddr,
+    /// The listener that accepted the connection.
+    pub listener_id: u64,
+    /// Its position in the snapshot of the current request.
     pub listener: usize,
     pub inbuf: ReadBuf,
     /// Outgoing head (and small bodies) for whichever side we write next.
@@ -99,19 +102,20 @@ enum Plan<'c> {
 pub(crate) async fn serve(
     socket: TcpStream,
     peer: SocketAddr,
-    listener: usize,
+    listener_id: u64,
     ctx: Rc<WorkerCtx>,
 ) {
     let _active = ActiveGuard::new(ctx.clone(), socket.as_raw_fd());
     let _ = socket.set_nodelay(true);
-    let Some((stream, cert_subject)) = handshake(socket, peer, listener, &ctx).await else {
+    let Some((stream, cert_subject)) = handshake(socket, peer, listener_id, &ctx).await else {
         return;
     };
     let mut c = Client {
         stream,
         cert_subject,
         peer,
-        listener,
+        listener_id,
+        listener: usize::MAX,
         inbuf: ReadBuf::with_capacity(HEAD_READ),
         out: Vec::new(),
         spare: Vec::new(),
@@ -131,6 +135,7 @@ pub(crate) async fn serve(
         // Taken once the request has begun, so a connection that idled
         // through a reload serves its next request on the new config.
         let (generation, config) = ctx.snapshot();
+        c.listener = config.listener_index(c.listener_id);
         let Some((plan, head_len, body_unread)) = next_request(&mut c, &ctx.drain, &config).await
         else {
             return;
@@ -199,12 +204,13 @@ pub(crate) async fn serve(
 async fn handshake(
     socket: TcpStream,
     peer: SocketAddr,
-    listener: usize,
+    listener_id: u64,
     ctx: &WorkerCtx,
 ) -> Option<(Conn, Option<Box<[u8]>>)> {
     let tls = {
         let config = ctx.snapshot().1;
-        let tls = config.listeners.get(listener).and_then(|l| l.tls.as_ref());
+        let index = config.listener_index(listener_id);
+        let tls = config.listeners.get(index).and_then(|l| l.tls.as_ref());
         tls.map(|t| (t.server.clone(), t.handshake_timeout))
     };
     let Some((server, timeout)) = tls else {
@@ -409,7 +415,8 @@ fn plan<'c>(
                 .get(c.listener)
                 .and_then(|l| l.tls.as_ref())
                 .and_then(|t| t.subject_header.as_deref())
-                .map(|name| (name.as_bytes(), c.cert_subject.as_deref()));
+                .zip(c.cert_subject.as_deref())
+                .map(|(name, subject)| (name.as_bytes(), subject));
             let host = group.host_header.as_deref().unwrap_or(req.authority);
             c.out.clear();
             write_request_head(
@@ -420,6 +427,7 @@ fn plan<'c>(
                     host,
                     client_ip: c.peer.ip(),
                     proto: if c.stream.is_tls() { "https" } else { "http" },
+                    reserved: &config.reserved_headers,
                     client_cert,
                 },
                 &config.forwarding,

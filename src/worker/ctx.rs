@@ -14,6 +14,7 @@ use slab::Slab;
 use super::buffer::BufferPool;
 use super::conn::Conn;
 use super::drain::Drain;
+use super::listen::Accepting;
 use crate::config::Config;
 use crate::server::Shared;
 use crate::upstream::{GroupState, IdlePool, Outcome, Rng};
@@ -35,6 +36,8 @@ pub(crate) struct WorkerCtx {
     pub active: Cell<usize>,
     pub buffers: RefCell<BufferPool>,
     sockets: RefCell<Slab<RawFd>>,
+    /// Accept loops running on this worker.
+    pub listeners: RefCell<Vec<Accepting>>,
 }
 
 struct Balancers {
@@ -72,6 +75,7 @@ impl WorkerCtx {
             active: Cell::new(0),
             buffers: RefCell::new(BufferPool::default()),
             sockets: RefCell::new(Slab::new()),
+            listeners: RefCell::new(Vec::new()),
         }
     }
 

@@ -8,6 +8,7 @@ mod conn;
 mod connect;
 mod ctx;
 mod drain;
+mod listen;
 mod proxy;
 mod relay;
 mod response;
@@ -19,12 +20,10 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
-use monoio::io::Canceller;
-use monoio::net::TcpListener;
-
 use crate::config::IoMode;
 use crate::server::Shared;
 use ctx::WorkerCtx;
+pub(crate) use listen::NewListener;
 
 /// How often a worker looks at the shared flags and sweeps its pool.
 const TICK: Duration = Duration::from_millis(50);
@@ -35,8 +34,8 @@ pub(crate) type Ready = Result<&'static str, String>;
 pub(crate) struct WorkerSpec {
     pub id: usize,
     pub shared: Arc<Shared>,
-    /// (listener index, socket) pairs bound for this worker.
-    pub listeners: Vec<(usize, std::net::TcpListener)>,
+    /// The sockets bound for this worker, one per listener.
+    pub listeners: Vec<NewListener>,
     pub io: IoMode,
     pub ready: Sender<Ready>,
 }
@@ -102,35 +101,21 @@ fn uring_runtime(
 
 async fn main(spec: WorkerSpec, driver: &'static str) {
     let ctx = Rc::new(WorkerCtx::new(spec.id, spec.shared.clone()));
-    let legacy = monoio::utils::is_legacy();
-    let mut listeners = Vec::new();
-    for (index, std_listener) in spec.listeners {
-        let adopted = std_listener
-            .set_nonblocking(legacy)
-            .and_then(|_| TcpListener::from_std(std_listener));
-        match adopted {
-            Ok(l) => listeners.push((index, l)),
-            Err(e) => {
-                let _ = spec.ready.send(Err(format!(
-                    "worker {}: listener setup failed: {e}",
-                    spec.id
-                )));
-                return;
-            }
+    for new in spec.listeners {
+        if let Err(e) = listen::start(&ctx, new) {
+            let _ = spec.ready.send(Err(format!(
+                "worker {}: listener setup failed: {e}",
+                spec.id
+            )));
+            return;
         }
     }
-    let accepting: Vec<_> = listeners
-        .into_iter()
-        .map(|(index, listener)| monoio::spawn(accept_loop(ctx.clone(), index, listener)))
-        .collect();
     monoio::spawn(ticker(ctx.clone()));
     let _ = spec.ready.send(Ok(driver));
 
     ctx.drain.wait().await;
     // The accept loops close their listeners as they end.
-    for handle in accepting {
-        handle.await;
-    }
+    listen::stop_all(&ctx).await;
     let drain_timeout = ctx.snapshot().1.runtime.drain_timeout;
     let deadline = Instant::now() + drain_timeout;
     while ctx.active.get() > 0 && Instant::now() < deadline {
@@ -154,37 +139,19 @@ async fn main(spec: WorkerSpec, driver: &'static str) {
     monoio::time::sleep(Duration::from_millis(1)).await;
 }
 
-async fn accept_loop(ctx: Rc<WorkerCtx>, index: usize, listener: TcpListener) {
-    // A plain accept must never be dropped (it leaks the accepted fd on
-    // io_uring), so the drain cancels it through its handle instead.
-    let canceller = Canceller::new();
-    let handle = canceller.handle();
-    let watcher = ctx.clone();
-    monoio::spawn(async move {
-        watcher.drain.wait().await;
-        canceller.cancel();
-    });
-    loop {
-        match listener.cancelable_accept(handle.clone()).await {
-            Ok((stream, peer)) => {
-                monoio::spawn(client::serve(stream, peer, index, ctx.clone()));
-            }
-            Err(_) if ctx.drain.is_draining() => break,
-            Err(e) => {
-                tracing::warn!(worker = ctx.id, error = %e, "accept failed");
-                // Out of descriptors or memory: back off instead of spinning.
-                monoio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
-}
-
 async fn ticker(ctx: Rc<WorkerCtx>) {
     let mut ticks: u32 = 0;
+    let mut listening_for = ctx.snapshot().0;
     loop {
         monoio::time::sleep(TICK).await;
         if ctx.shared.draining.load(Ordering::Acquire) && !ctx.drain.is_draining() {
             ctx.drain.start();
+        }
+        // A reload may have added or removed listeners.
+        let (generation, config) = ctx.snapshot();
+        if generation != listening_for && !ctx.drain.is_draining() {
+            listen::sync(&ctx, &config);
+            listening_for = generation;
         }
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(20) {

@@ -272,6 +272,7 @@ fn check_forwarded_request(req: &RequestHead<'_, '_>) {
         host,
         client_ip: IpAddr::from([192, 0, 2, 1]),
         proto: "http",
+        reserved: &[],
         client_cert: None,
     };
     let mut out = Vec::new();

@@ -1,0 +1,130 @@
+//! A worker's listening sockets: adopted from those the main thread binds
+//! (at start and on reloads that add listeners), each served by an accept
+//! loop, and stopped without leaking an accept when a reload removes the
+//! listener or the worker drains.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use monoio::io::Canceller;
+use monoio::net::TcpListener;
+use monoio::task::JoinHandle;
+
+use super::client;
+use super::ctx::WorkerCtx;
+use crate::config::Config;
+
+/// A socket handed to a worker: the listener's id and configured address.
+pub(crate) struct NewListener {
+    pub id: u64,
+    pub bind: SocketAddr,
+    pub socket: std::net::TcpListener,
+}
+
+pub(crate) struct Accepting {
+    id: u64,
+    bind: SocketAddr,
+    canceller: Canceller,
+    stopped: Rc<Cell<bool>>,
+    done: JoinHandle<()>,
+}
+
+/// Starts accepting on a socket bound by the main thread.
+pub(crate) fn start(ctx: &Rc<WorkerCtx>, new: NewListener) -> std::io::Result<()> {
+    new.socket.set_nonblocking(monoio::utils::is_legacy())?;
+    let listener = TcpListener::from_std(new.socket)?;
+    let canceller = Canceller::new();
+    let stopped = Rc::new(Cell::new(false));
+    let done = monoio::spawn(accept_loop(
+        ctx.clone(),
+        new.id,
+        listener,
+        canceller.handle(),
+        stopped.clone(),
+    ));
+    ctx.listeners.borrow_mut().push(Accepting {
+        id: new.id,
+        bind: new.bind,
+        canceller,
+        stopped,
+        done,
+    });
+    Ok(())
+}
+
+/// Makes the running accept loops match `config`: stops those of removed
+/// listeners and starts the ones the main thread bound for new listeners.
+pub(crate) fn sync(ctx: &Rc<WorkerCtx>, config: &Config) {
+    let wanted = |id: u64, bind: SocketAddr| {
+        config
+            .listeners
+            .iter()
+            .any(|l| l.id == id && l.bind == bind)
+    };
+    let mut removed = Vec::new();
+    ctx.listeners.borrow_mut().retain_mut(|a| {
+        let keep = wanted(a.id, a.bind);
+        if !keep {
+            removed.push(std::mem::take(&mut a.canceller));
+            a.stopped.set(true);
+        }
+        keep
+    });
+    for canceller in removed {
+        canceller.cancel();
+    }
+    for new in ctx.shared.take_new_listeners(ctx.id) {
+        let running = ctx
+            .listeners
+            .borrow()
+            .iter()
+            .any(|a| a.id == new.id && a.bind == new.bind);
+        if running || !wanted(new.id, new.bind) {
+            continue;
+        }
+        let bind = new.bind;
+        if let Err(e) = start(ctx, new) {
+            tracing::error!(worker = ctx.id, %bind, error = %e, "cannot start the new listener");
+        }
+    }
+}
+
+/// Stops every accept loop and waits until their sockets are closed.
+pub(crate) async fn stop_all(ctx: &Rc<WorkerCtx>) {
+    let all = std::mem::take(&mut *ctx.listeners.borrow_mut());
+    let mut done = Vec::with_capacity(all.len());
+    for a in all {
+        a.stopped.set(true);
+        a.canceller.cancel();
+        done.push(a.done);
+    }
+    for d in done {
+        d.await;
+    }
+}
+
+async fn accept_loop(
+    ctx: Rc<WorkerCtx>,
+    id: u64,
+    listener: TcpListener,
+    cancel: monoio::io::CancelHandle,
+    stopped: Rc<Cell<bool>>,
+) {
+    // A plain accept must never be dropped (it leaks the accepted fd on
+    // io_uring), so stopping cancels it through its handle instead.
+    loop {
+        match listener.cancelable_accept(cancel.clone()).await {
+            Ok((stream, peer)) => {
+                monoio::spawn(client::serve(stream, peer, id, ctx.clone()));
+            }
+            Err(_) if stopped.get() => break,
+            Err(e) => {
+                tracing::warn!(worker = ctx.id, error = %e, "accept failed");
+                // Out of descriptors or memory: back off instead of spinning.
+                monoio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
