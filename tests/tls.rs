@@ -1572,3 +1572,36 @@ fn upstream_tls_connections_are_pooled() {
     );
     assert_eq!(up.handshakes.load(Ordering::Acquire), 1);
 }
+
+/// An expired certificate still loads (the operator may have nothing
+/// newer yet), with a warning that names the file; a current one has none.
+#[test]
+fn expired_certificate_loads_with_a_warning() {
+    let dir = Dir::new();
+    let ca = Ca::new("dates CA");
+    let mut params = CertificateParams::new(vec!["old.test".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2001, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2002, 1, 1);
+    let expired = ca.sign(params);
+    let current = ca.server(&["new.test"]);
+    let up = "127.0.0.1:9".parse().unwrap();
+
+    let config = Config::from_toml_str(&tls_config(
+        &format!("certs = [{}]", expired.write(&dir, "old")),
+        up,
+    ))
+    .expect("an expired certificate is a warning, not an error");
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].contains("expired") && config.warnings[0].contains("old.pem"),
+        "{:?}",
+        config.warnings
+    );
+
+    let config = Config::from_toml_str(&tls_config(
+        &format!("certs = [{}]", current.write(&dir, "new")),
+        up,
+    ))
+    .unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
