@@ -7,8 +7,10 @@
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod geo;
 mod health;
 pub mod http;
+pub mod net;
 pub mod router;
 pub mod server;
 pub mod tls;

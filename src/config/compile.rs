@@ -3,6 +3,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::routes::routes;
@@ -10,8 +11,10 @@ use super::tls::listener_tls;
 use super::upstream::upstreams;
 use super::walk::{ConfigErrors, Problems, TableReader};
 use super::{ClientTimeouts, Config, IoMode, Limits, ListenerConfig, RuntimeSettings};
+use crate::geo::{Geo, MmdbField};
 use crate::http::encode::ForwardOptions;
 use crate::http::{HeadLimits, MAX_HEADERS};
+use crate::net::{Cidr, CidrSet};
 
 pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors> {
     let mut p = Problems::default();
@@ -21,13 +24,14 @@ pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors>
     let runtime = section(&mut root, &mut p, "runtime", runtime);
     let limits = section(&mut root, &mut p, "limits", limits);
     let timeouts = section(&mut root, &mut p, "timeouts", timeouts);
-    let forwarding = section(&mut root, &mut p, "forwarding", forwarding);
+    let (forwarding, trusted_proxies) = section(&mut root, &mut p, "forwarding", forwarding);
     let listeners = listeners(&mut root, &mut p, base, &mut warnings);
     let admin = section(&mut root, &mut p, "admin", |t, p| {
         t.str(p, "bind")
             .and_then(|b| resolve(b).map_err(|m| p.add(t.key_path("bind"), m)).ok())
     });
-    let upstreams = upstreams(&mut root, &mut p, base);
+    let mut geo = section(&mut root, &mut p, "geo", |t, p| geo(t, p, base));
+    let upstreams = upstreams(&mut root, &mut p, base, &mut geo);
     let routes = routes(
         &mut root,
         &mut p,
@@ -46,6 +50,8 @@ pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors>
             limits,
             timeouts,
             forwarding,
+            trusted_proxies,
+            geo: Arc::new(geo),
             listeners,
             routes,
             upstreams,
@@ -143,16 +149,82 @@ fn timeouts(t: &mut TableReader<'_>, p: &mut Problems) -> ClientTimeouts {
     }
 }
 
-fn forwarding(t: &mut TableReader<'_>, p: &mut Problems) -> ForwardOptions {
+fn forwarding(t: &mut TableReader<'_>, p: &mut Problems) -> (ForwardOptions, CidrSet) {
     let d = ForwardOptions::default();
-    ForwardOptions {
+    let trusted = cidrs(t, p, "trusted_proxies");
+    let options = ForwardOptions {
         x_forwarded_for: t.bool(p, "x_forwarded_for").unwrap_or(d.x_forwarded_for),
         x_forwarded_proto: t
             .bool(p, "x_forwarded_proto")
             .unwrap_or(d.x_forwarded_proto),
         x_forwarded_host: t.bool(p, "x_forwarded_host").unwrap_or(d.x_forwarded_host),
         via: t.bool(p, "via").unwrap_or(d.via),
+    };
+    (options, trusted)
+}
+
+/// `[geo]`: regions by address range, an optional mmdb, nearest regions.
+fn geo(t: &mut TableReader<'_>, p: &mut Problems, base: &Path) -> Geo {
+    let mut geo = Geo::default();
+    if let Some(mut regions) = t.table(p, "regions") {
+        for name in regions.keys() {
+            let id = geo.intern(&name);
+            for c in cidrs(&mut regions, p, &name).0 {
+                geo.add_range(c, id);
+            }
+        }
+        regions.finish(p);
     }
+    let field = match t.str(p, "mmdb_field") {
+        None | Some("country") => MmdbField::Country,
+        Some("continent") => MmdbField::Continent,
+        Some(other) => {
+            p.add(
+                t.key_path("mmdb_field"),
+                format!("`{other}` is not one of country, continent"),
+            );
+            MmdbField::Country
+        }
+    };
+    if let Some(path) = t.str(p, "mmdb") {
+        let path = if Path::new(path).is_absolute() {
+            Path::new(path).to_path_buf()
+        } else {
+            base.join(path)
+        };
+        if let Err(m) = geo.open_mmdb(&path, field) {
+            p.add(t.key_path("mmdb"), m);
+        }
+    }
+    if let Some(mut nearest) = t.table(p, "nearest") {
+        for name in nearest.keys() {
+            let id = geo.intern(&name);
+            for other in nearest.strings(p, &name).unwrap_or_default() {
+                let other = geo.intern(other);
+                geo.add_nearest(id, other);
+            }
+        }
+        nearest.finish(p);
+    }
+    geo
+}
+
+/// A list of address ranges under `key`.
+pub(super) fn cidrs(t: &mut TableReader<'_>, p: &mut Problems, key: &str) -> CidrSet {
+    let path = t.key_path(key);
+    let mut out = Vec::new();
+    for (i, s) in t
+        .strings(p, key)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        match Cidr::parse(s) {
+            Ok(c) => out.push(c),
+            Err(m) => p.add(format!("{path}[{i}]"), m),
+        }
+    }
+    CidrSet(out)
 }
 
 /// The host of `host:port` (an IPv6 address without its brackets).
@@ -224,6 +296,7 @@ fn listeners(
             );
         }
         let backlog = t.int(p, "backlog", 1, 65535).unwrap_or(4096) as u32;
+        let proxy_protocol = t.bool(p, "proxy_protocol").unwrap_or(false);
         let bind = match t.str(p, "bind") {
             Some(b) => resolve(b).map_err(|m| p.add(t.key_path("bind"), m)).ok(),
             None => {
@@ -244,6 +317,7 @@ fn listeners(
                 name,
                 bind,
                 backlog,
+                proxy_protocol,
                 tls,
             });
         }

@@ -17,8 +17,11 @@ use std::time::Duration;
 pub use units::{parse_duration, parse_size};
 pub use walk::{ConfigError, ConfigErrors};
 
+use crate::geo::Geo;
 use crate::http::HeadLimits;
 use crate::http::encode::ForwardOptions;
+use crate::net::CidrSet;
+pub use crate::net::proxy_protocol::Version as ProxyVersion;
 use crate::router::RouteTable;
 use crate::upstream::{Maglev, ServerHealth};
 use rustls::pki_types::ServerName;
@@ -78,6 +81,9 @@ pub struct ListenerConfig {
     pub name: String,
     pub bind: SocketAddr,
     pub backlog: u32,
+    /// Connections start with a PROXY protocol header (v1 or v2) from a
+    /// peer in `trusted_proxies`; others are closed.
+    pub proxy_protocol: bool,
     /// TLS termination; None for plain HTTP.
     pub tls: Option<ListenerTls>,
 }
@@ -112,6 +118,8 @@ pub struct ServerConfig {
     pub tls_name: Option<ServerName<'static>>,
     /// Used only when no primary server is available.
     pub backup: bool,
+    /// Region (an id in `Config::geo`) for geo-targeted balancing.
+    pub region: Option<u16>,
     /// Requests in flight over all workers; 0 = no limit.
     pub max_conns: u32,
     /// Shared with the health thread; kept across reloads.
@@ -186,7 +194,12 @@ pub struct UpstreamGroup {
     /// Idle time allowed in either direction of an upgraded (WebSocket) tunnel.
     pub tunnel_idle_timeout: Duration,
     pub tls: Option<UpstreamTls>,
+    /// Send a PROXY protocol header on each new upstream connection
+    /// (such connections are not pooled: each carries one client).
+    pub send_proxy_protocol: Option<ProxyVersion>,
     pub balance: Balance,
+    /// Some server has a region: prefer servers in the client's.
+    pub regional: bool,
     /// Lookup table for `Balance::Hash` (primary servers only).
     pub maglev: Option<Arc<Maglev>>,
     pub health_check: Option<HealthCheck>,
@@ -210,6 +223,10 @@ pub struct Config {
     pub limits: Limits,
     pub timeouts: ClientTimeouts,
     pub forwarding: ForwardOptions,
+    /// Peers whose PROXY header and X-Forwarded-For are believed.
+    pub trusted_proxies: CidrSet,
+    /// Client regions (`[geo]`).
+    pub geo: Arc<Geo>,
     pub listeners: Vec<ListenerConfig>,
     pub routes: RouteTable,
     pub upstreams: Vec<UpstreamGroup>,

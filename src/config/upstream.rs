@@ -8,13 +8,15 @@ use std::time::Duration;
 use super::compile::{host_part, resolve};
 use super::tls::upstream_tls;
 use super::walk::{Problems, TableReader};
-use super::{Balance, HashKey, HealthCheck, Outlier, ServerConfig, UpstreamGroup};
+use super::{Balance, HashKey, HealthCheck, Outlier, ProxyVersion, ServerConfig, UpstreamGroup};
+use crate::geo::Geo;
 use crate::upstream::{Maglev, ServerHealth};
 
 pub(super) fn upstreams(
     root: &mut TableReader<'_>,
     p: &mut Problems,
     base: &Path,
+    geo: &mut Geo,
 ) -> Vec<UpstreamGroup> {
     let mut out = Vec::new();
     let Some(mut groups) = root.table(p, "upstreams") else {
@@ -24,7 +26,7 @@ pub(super) fn upstreams(
         let Some(mut t) = groups.table(p, &name) else {
             continue;
         };
-        out.push(upstream_group(&mut t, p, name, base));
+        out.push(upstream_group(&mut t, p, name, base, geo));
         t.finish(p);
     }
     groups.finish(p);
@@ -36,6 +38,7 @@ fn upstream_group(
     p: &mut Problems,
     name: String,
     base: &Path,
+    geo: &mut Geo,
 ) -> UpstreamGroup {
     let mut servers = Vec::new();
     match t.array(p, "servers") {
@@ -43,7 +46,7 @@ fn upstream_group(
         Some(items) => {
             for (i, item) in items.iter().enumerate() {
                 let path = format!("{}[{i}]", t.key_path("servers"));
-                if let Some(s) = server(item, &path, p) {
+                if let Some(s) = server(item, &path, p, geo) {
                     servers.push(s);
                 }
             }
@@ -81,6 +84,19 @@ fn upstream_group(
             .collect();
         Arc::new(Maglev::new(&ids))
     });
+    let send_proxy_protocol = match t.str(p, "send_proxy_protocol") {
+        None => None,
+        Some("v1") => Some(ProxyVersion::V1),
+        Some("v2") => Some(ProxyVersion::V2),
+        Some(other) => {
+            p.add(
+                t.key_path("send_proxy_protocol"),
+                format!("`{other}` is not one of v1, v2"),
+            );
+            None
+        }
+    };
+    let regional = servers.iter().any(|s| s.region.is_some());
     let health_check = health_check(t, p);
     let outlier = outlier(t, p);
     let retries = t.int(p, "retries", 0, 100).unwrap_or(3) as u32;
@@ -114,6 +130,8 @@ fn upstream_group(
         max_idle_per_server: t.int(p, "max_idle_per_server", 0, 100_000).unwrap_or(128) as usize,
         max_response_head_size: max_response_head_size(t, p),
         tls,
+        send_proxy_protocol,
+        regional,
         balance,
         maglev,
         health_check,
@@ -331,20 +349,21 @@ fn max_response_head_size(t: &mut TableReader<'_>, p: &mut Problems) -> usize {
     n as usize
 }
 
-fn server(item: &toml::Value, path: &str, p: &mut Problems) -> Option<ServerConfig> {
-    let (addr, weight, backup, max_conns) = match item {
-        toml::Value::String(s) => (s.as_str(), 1, false, 0),
+fn server(item: &toml::Value, path: &str, p: &mut Problems, geo: &mut Geo) -> Option<ServerConfig> {
+    let (addr, weight, backup, max_conns, region) = match item {
+        toml::Value::String(s) => (s.as_str(), 1, false, 0, None),
         toml::Value::Table(table) => {
             let mut t = TableReader::new(path.to_string(), table);
             let addr = t.str(p, "addr");
             let weight = t.int(p, "weight", 1, 10_000).unwrap_or(1) as u32;
             let backup = t.bool(p, "backup").unwrap_or(false);
             let max_conns = t.int(p, "max_conns", 0, 1_000_000).unwrap_or(0) as u32;
+            let region = t.str(p, "region").map(|r| geo.intern(r));
             if addr.is_none() && !t.has("addr") {
                 p.add(t.key_path("addr"), "missing");
             }
             t.finish(p);
-            (addr?, weight, backup, max_conns)
+            (addr?, weight, backup, max_conns, region)
         }
         other => {
             p.add(
@@ -364,6 +383,7 @@ fn server(item: &toml::Value, path: &str, p: &mut Problems) -> Option<ServerConf
             host: host_part(addr),
             tls_name: None,
             backup,
+            region,
             max_conns,
             health: Arc::new(ServerHealth::default()),
         }),

@@ -129,10 +129,16 @@ impl<IO, S> TlsIo<IO, S> {
 }
 
 impl TlsStream {
-    /// Runs a server handshake on an accepted socket.
-    pub async fn accept(io: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsStream> {
+    /// Runs a server handshake on an accepted socket; `initial` holds
+    /// bytes already read from it (after a PROXY protocol header).
+    pub async fn accept(
+        io: TcpStream,
+        config: Arc<ServerConfig>,
+        initial: &[u8],
+    ) -> io::Result<TlsStream> {
         let session = ServerConnection::new(config).map_err(io::Error::other)?;
         let mut stream = TlsIo::new(io, Connection::Server(session));
+        stream.incoming.buf.extend_from_slice(initial);
         stream.handshake().await?;
         Ok(stream)
     }

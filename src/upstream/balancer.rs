@@ -107,18 +107,27 @@ impl GroupState {
 
     /// Picks a server for a request and counts it in flight. `hash`: the
     /// request's key for `balance = "hash"`; `tried`: servers this request
-    /// already failed on. None: no server can take it (503).
+    /// already failed on; `regions`: the client's region and its nearest,
+    /// best first (servers there are preferred, in that order, then any).
+    /// None: no server can take it (503).
     pub fn pick(
         &mut self,
         group: &UpstreamGroup,
         hash: Option<u64>,
         tried: &[usize],
+        regions: &[u16],
         rng: &mut Rng,
         now: Instant,
     ) -> Option<usize> {
-        let picked = self
-            .pick_among(group, false, hash, tried, rng, now)
-            .or_else(|| self.pick_among(group, true, hash, tried, rng, now))?;
+        let regional = if group.regional { regions } else { &[] };
+        let picked = regional
+            .iter()
+            .find_map(|&r| {
+                self.pick_among(group, false, Some(r), hash, tried, rng, now)
+                    .or_else(|| self.pick_among(group, true, Some(r), hash, tried, rng, now))
+            })
+            .or_else(|| self.pick_among(group, false, None, hash, tried, rng, now))
+            .or_else(|| self.pick_among(group, true, None, hash, tried, rng, now))?;
         let server = &group.servers[picked];
         let state = &mut self.servers[picked];
         state.in_flight += 1;
@@ -131,17 +140,23 @@ impl GroupState {
         Some(picked)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn pick_among(
         &mut self,
         group: &UpstreamGroup,
         backup: bool,
+        region: Option<u16>,
         hash: Option<u64>,
         tried: &[usize],
         rng: &mut Rng,
         now: Instant,
     ) -> Option<usize> {
         let ok = |s: &GroupState, i: usize| {
-            group.servers[i].backup == backup && !tried.contains(&i) && s.available(group, i, now)
+            let server = &group.servers[i];
+            server.backup == backup
+                && (region.is_none() || server.region == region)
+                && !tried.contains(&i)
+                && s.available(group, i, now)
         };
         let n = group.servers.len();
         match &group.balance {

@@ -3,7 +3,7 @@
 //! stays persistent. Requests on a connection are handled strictly in
 //! order, which is what makes pipelining correct.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -32,6 +32,8 @@ pub(crate) struct Client {
     /// Subject of the client's verified TLS certificate.
     pub cert_subject: Option<Box<[u8]>>,
     pub peer: SocketAddr,
+    /// The address the client connected to, when a PROXY header said.
+    pub local: Option<SocketAddr>,
     /// The listener that accepted the connection.
     pub listener_id: u64,
     /// Its position in the snapshot of the current request.
@@ -107,16 +109,24 @@ pub(crate) async fn serve(
 ) {
     let _active = ActiveGuard::new(ctx.clone(), socket.as_raw_fd());
     let _ = socket.set_nodelay(true);
-    let Some((stream, cert_subject)) = handshake(socket, peer, listener_id, &ctx).await else {
+    let mut socket = socket;
+    let mut inbuf = ReadBuf::with_capacity(HEAD_READ);
+    let (peer, local) = match proxy_header(&mut socket, peer, listener_id, &mut inbuf, &ctx).await {
+        Some(addrs) => addrs,
+        None => return,
+    };
+    let Some((stream, cert_subject)) = handshake(socket, peer, listener_id, &ctx, &mut inbuf).await
+    else {
         return;
     };
     let mut c = Client {
         stream,
         cert_subject,
         peer,
+        local,
         listener_id,
         listener: usize::MAX,
-        inbuf: ReadBuf::with_capacity(HEAD_READ),
+        inbuf,
         out: Vec::new(),
         spare: Vec::new(),
         upbuf: ReadBuf::default(),
@@ -198,6 +208,58 @@ pub(crate) async fn serve(
     }
 }
 
+/// On a `proxy_protocol` listener, reads the PROXY header (v1 or v2) and
+/// returns the client and destination addresses it gives; bytes after it
+/// stay in `inbuf`. Other listeners: the socket's peer. None: close (a
+/// peer not in `trusted_proxies`, a bad or missing header, a timeout).
+async fn proxy_header(
+    socket: &mut TcpStream,
+    peer: SocketAddr,
+    listener_id: u64,
+    inbuf: &mut ReadBuf,
+    ctx: &WorkerCtx,
+) -> Option<(SocketAddr, Option<SocketAddr>)> {
+    let (wanted, trusted, timeout) = {
+        let config = ctx.snapshot().1;
+        let index = config.listener_index(listener_id);
+        let wanted = config
+            .listeners
+            .get(index)
+            .is_some_and(|l| l.proxy_protocol);
+        (
+            wanted,
+            config.trusted_proxies.contains(peer.ip()),
+            config.timeouts.head,
+        )
+    };
+    if !wanted {
+        return Some((peer, None));
+    }
+    if !trusted {
+        tracing::debug!(worker = ctx.id, %peer, "PROXY protocol from an untrusted peer; closing");
+        return None;
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        match crate::net::proxy_protocol::parse(inbuf.bytes()) {
+            Ok(Some((header, len))) => {
+                inbuf.consume(len);
+                return Some((header.source.unwrap_or(peer), header.destination));
+            }
+            Ok(None) => {}
+            Err(_) => {
+                tracing::debug!(worker = ctx.id, %peer, "bad PROXY protocol header; closing");
+                return None;
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match inbuf.fill(socket, 512, left).await {
+            Ok(n) if n > 0 => {}
+            _ => return None,
+        }
+    }
+}
+
 /// Runs the TLS handshake on a TLS listener (bounded by its handshake
 /// timeout, in this connection's own task, so a stalled client holds
 /// nothing but its socket). None: the connection is done.
@@ -206,6 +268,7 @@ async fn handshake(
     peer: SocketAddr,
     listener_id: u64,
     ctx: &WorkerCtx,
+    inbuf: &mut ReadBuf,
 ) -> Option<(Conn, Option<Box<[u8]>>)> {
     let tls = {
         let config = ctx.snapshot().1;
@@ -216,7 +279,10 @@ async fn handshake(
     let Some((server, timeout)) = tls else {
         return Some((Conn::Plain(socket), None));
     };
-    match monoio::time::timeout(timeout, TlsStream::accept(socket, server)).await {
+    let accept = TlsStream::accept(socket, server, inbuf.bytes());
+    let accepted = monoio::time::timeout(timeout, accept).await;
+    inbuf.consume(inbuf.len());
+    match accepted {
         Ok(Ok(stream)) => {
             let subject = stream
                 .session()
@@ -410,6 +476,7 @@ fn plan<'c>(
                 return error(502);
             };
             let upstream_path = rewrite.apply(norm_path, &mut c.rewrite_buf);
+            let client_ip = real_client_ip(c.peer.ip(), &req, config);
             let client_cert = config
                 .listeners
                 .get(c.listener)
@@ -445,8 +512,13 @@ fn plan<'c>(
                     version: req.version,
                     body_limit: route.max_body_size,
                     hash: match &group.balance {
-                        Balance::Hash(key) => hash_key(key, &req, norm_path, c.peer),
+                        Balance::Hash(key) => hash_key(key, &req, norm_path, client_ip),
                         _ => None,
+                    },
+                    region: if group.regional {
+                        config.geo.region_of(client_ip)
+                    } else {
+                        None
                     },
                 },
             }
@@ -455,16 +527,42 @@ fn plan<'c>(
     Ok(Some((planned, head_len, has_body)))
 }
 
+/// The client's address for balancing and geo: the peer's, unless the
+/// peer is a trusted proxy; then the right-most X-Forwarded-For entry
+/// that is not a trusted proxy (entries further left could be forged by
+/// the client), as nginx's `real_ip_recursive on` does.
+fn real_client_ip(peer: IpAddr, req: &RequestHead<'_, '_>, config: &Config) -> IpAddr {
+    if config.trusted_proxies.is_empty() || !config.trusted_proxies.contains(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let entries = req
+        .headers
+        .iter()
+        .rev()
+        .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+        .flat_map(|h| h.value.rsplit(|&b| b == b','));
+    for entry in entries {
+        let Some(ip) = std::str::from_utf8(crate::http::fields::trim_ows(entry))
+            .ok()
+            .and_then(|s| s.parse::<IpAddr>().ok())
+        else {
+            // Garbage in the chain: trust nothing to its left.
+            break;
+        };
+        client = ip;
+        if !config.trusted_proxies.contains(ip) {
+            break;
+        }
+    }
+    client
+}
+
 /// The hash of a request's balancing key; None when the request lacks it
 /// (the group then balances it round-robin).
-fn hash_key(
-    key: &HashKey,
-    req: &RequestHead<'_, '_>,
-    path: &[u8],
-    peer: SocketAddr,
-) -> Option<u64> {
+fn hash_key(key: &HashKey, req: &RequestHead<'_, '_>, path: &[u8], client: IpAddr) -> Option<u64> {
     match key {
-        HashKey::ClientIp => Some(match peer.ip() {
+        HashKey::ClientIp => Some(match client {
             std::net::IpAddr::V4(ip) => hash_bytes(&ip.octets()),
             std::net::IpAddr::V6(ip) => hash_bytes(&ip.octets()),
         }),

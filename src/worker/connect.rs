@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
+use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use rustls::pki_types::ServerName;
 
@@ -26,13 +27,16 @@ pub(crate) fn pool_key(group: &UpstreamGroup, addr: SocketAddr) -> PoolKey {
 }
 
 /// An idle pooled connection or a fresh one; `reused` says which.
+/// `client`: (source, destination) for the PROXY header the group sends;
+/// such connections are never pooled (each speaks for one client).
 pub(crate) async fn acquire(
     ctx: &WorkerCtx,
     group: &UpstreamGroup,
     addr: SocketAddr,
     allow_pooled: bool,
+    client: (SocketAddr, Option<SocketAddr>),
 ) -> Result<(Conn, bool), ProxyError> {
-    if allow_pooled {
+    if allow_pooled && group.send_proxy_protocol.is_none() {
         let now = Instant::now();
         let key = pool_key(group, addr);
         loop {
@@ -49,7 +53,7 @@ pub(crate) async fn acquire(
         }
     }
     let deadline = Instant::now() + group.connect_timeout;
-    let socket =
+    let mut socket =
         match monoio::time::timeout(group.connect_timeout, TcpStream::connect_addr(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
@@ -64,6 +68,20 @@ pub(crate) async fn acquire(
                 return Err(ProxyError::upstream(ErrorKind::GatewayTimeout));
             }
         };
+    if let Some(version) = group.send_proxy_protocol {
+        let destination = client
+            .1
+            .or_else(|| socket.local_addr().ok())
+            .unwrap_or(addr);
+        let mut header = Vec::with_capacity(64);
+        crate::net::proxy_protocol::write(&mut header, version, client.0, destination);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let sent = monoio::time::timeout(left, socket.write_all(header)).await;
+        if !matches!(sent, Ok((Ok(_), _))) {
+            tracing::debug!(worker = ctx.id, %addr, "sending the PROXY header failed");
+            return Err(ProxyError::upstream(ErrorKind::BadGateway));
+        }
+    }
     let Some(tls) = &group.tls else {
         return Ok((Conn::Plain(socket), false));
     };

@@ -100,6 +100,7 @@ impl WorkerCtx {
         group: usize,
         hash: Option<u64>,
         tried: &[usize],
+        region: Option<u16>,
     ) -> Option<usize> {
         let g = config.upstreams.get(group)?;
         let mut b = self.balancers.borrow_mut();
@@ -124,7 +125,10 @@ impl WorkerCtx {
         if generation == b.generation {
             let now = Instant::now();
             let Balancers { groups, rng, .. } = &mut *b;
-            return groups.get_mut(group)?.pick(g, hash, tried, rng, now);
+            let regions = region.map_or(&[][..], |r| config.geo.preference(r));
+            return groups
+                .get_mut(group)?
+                .pick(g, hash, tried, regions, rng, now);
         }
         // A request still on an older snapshot: plain rotation over that
         // snapshot's servers, skipping those tried.

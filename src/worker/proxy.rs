@@ -32,6 +32,8 @@ pub(crate) struct Exchange {
     pub body_limit: u64,
     /// Key hash for `balance = "hash"`.
     pub hash: Option<u64>,
+    /// The client's region, for groups with regional servers.
+    pub region: Option<u16>,
 }
 
 /// How the client connection continues.
@@ -89,7 +91,8 @@ pub(crate) async fn run(
     ctx.with_group(generation, group_idx, |g| g.earn_retry(group.retry_budget));
     // Servers this request failed on, so retries go elsewhere.
     let mut tried = Tried::default();
-    let Some(mut server) = ctx.pick_server(generation, config, group_idx, ex.hash, &[]) else {
+    let Some(mut server) = ctx.pick_server(generation, config, group_idx, ex.hash, &[], ex.region)
+    else {
         // Every server is down, ejected or full: say so at once.
         return answer_error(c, config, 503, !replayable || !ex.keep_alive, !replayable).await;
     };
@@ -109,7 +112,14 @@ pub(crate) async fn run(
         if budgeted && ctx.with_group(generation, group_idx, |g| g.spend_retry()) != Some(true) {
             return None;
         }
-        let next = ctx.pick_server(generation, config, group_idx, ex.hash, tried.list())?;
+        let next = ctx.pick_server(
+            generation,
+            config,
+            group_idx,
+            ex.hash,
+            tried.list(),
+            ex.region,
+        )?;
         *retries_left -= 1;
         Some(next)
     };
@@ -117,7 +127,8 @@ pub(crate) async fn run(
     let next = loop {
         let addr = group.servers[server].addr;
         let started = Instant::now();
-        let (mut upstream, reused) = match acquire(ctx, group, addr, allow_pooled).await {
+        let client = (c.peer, c.local);
+        let (mut upstream, reused) = match acquire(ctx, group, addr, allow_pooled, client).await {
             Ok(u) => u,
             Err(e) => {
                 ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
@@ -175,7 +186,7 @@ pub(crate) async fn run(
                     Outcome::Success(started.elapsed())
                 };
                 ctx.finish_server(generation, config, group_idx, server, outcome);
-                if reusable {
+                if reusable && group.send_proxy_protocol.is_none() {
                     let now = Instant::now();
                     let max = group.max_idle_per_server;
                     ctx.pool.borrow_mut().put(
