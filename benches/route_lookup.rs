@@ -35,6 +35,7 @@ fn bench_routes(c: &mut Criterion) {
                     path: black_box(path.as_bytes()),
                     method: b"GET",
                     headers: &[],
+                    query: b"",
                 };
                 black_box(config.routes.find(&q).map(|r| r.max_body_size))
             })

@@ -687,3 +687,126 @@ fn issue_minimal_config_works() {
         (200, "GET /shop?item=1\n")
     );
 }
+
+/// Query conditions match parameters as sent; a route with them beats
+/// the catch-all only when they hold.
+#[test]
+fn query_conditions_pick_the_route() {
+    let mut b = Backends::new(&["v2", "main", "debug"]);
+    let proxy = start(
+        ONE_LISTENER,
+        r#"
+[[routes]]
+query = { "version" = "2" }
+upstream = "v2"
+[[routes]]
+query_present = ["debug"]
+path_prefix = "/x"
+upstream = "debug"
+[[routes]]
+upstream = "main"
+"#,
+        &b,
+    );
+    let mut c = proxy.connect();
+    for (target, want) in [
+        ("/a?version=2", "v2"),
+        ("/a?x=1&version=2&y", "v2"),
+        ("/a?version=22", "main"),
+        ("/a?myversion=2", "main"),
+        ("/x?debug", "debug"),
+        ("/x?a=1&debug=yes", "debug"),
+        ("/y?debug", "main"),
+        ("/x", "main"),
+    ] {
+        assert_eq!(c.request(&get(target)).status, 200, "{target}");
+        assert_eq!(b.took(), want, "{target}");
+    }
+}
+
+/// A regex rewrite replaces the matched part of the normalised path with
+/// the template (captures expanded); the query is kept.
+#[test]
+fn regex_rewrite_changes_the_upstream_target() {
+    let mut b = Backends::new(&["api"]);
+    // `?` is refused in the template: the query belongs to the request.
+    let err = ringress::Config::from_toml_str(&format!(
+        "{ONE_LISTENER}\n[[routes]]\nupstream = \"api\"\nrewrite = {{ regex = \"^/(.*)$\", to = \"/x?y\" }}\n{}",
+        b.toml()
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("routes[0].rewrite.to"), "{err}");
+    let proxy = start(
+        ONE_LISTENER,
+        r#"
+[[routes]]
+upstream = "api"
+rewrite = { regex = "^/v(\\d+)/users/(?P<id>[0-9]+)", to = "/api/v$1/user-$id" }
+"#,
+        &b,
+    );
+    let mut c = proxy.connect();
+    assert_eq!(c.request(&get("/v2/users/42/posts?page=3")).status, 200);
+    assert_eq!(b.took(), "api");
+    assert_eq!(b.get("api").last().target, "/api/v2/user-42/posts?page=3");
+    // No match: the path goes as it is.
+    assert_eq!(c.request(&get("/other")).status, 200);
+    assert_eq!(b.get("api").last().target, "/other");
+    let err = ringress::Config::from_toml_str(&format!(
+        "{ONE_LISTENER}\n[[routes]]\nupstream = \"api\"\nrewrite = {{ regex = \"(\", to = \"/\" }}\n{}",
+        b.toml()
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("routes[0].rewrite.regex"), "{err}");
+}
+
+/// Per-route header edits: set replaces, add appends, remove drops; both
+/// directions; the proxy's own framing fields cannot be edited.
+#[test]
+fn route_header_edits_both_ways() {
+    let up = Upstream::start(|r, w, up| {
+        use std::io::Write;
+        while up.record(r).is_some() {
+            let body = b"ok";
+            let head = "HTTP/1.1 200 OK\r\nServer: secret-origin/1.0\r\nX-Powered-By: php\r\n\
+                        Cache-Control: private\r\nContent-Length: 2\r\n\r\n";
+            if w.write_all(head.as_bytes())
+                .and_then(|_| w.write_all(body))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let proxy = Proxy::start(
+        &ConfigBuilder::new(up.addr)
+            .route(
+                r#"request_headers = { set = { "X-Env" = "prod" }, add = { "X-Tag" = "b" }, remove = ["Cookie"] }
+response_headers = { set = { "Cache-Control" = "no-store" }, add = { "X-Frame-Options" = "DENY" }, remove = ["Server", "X-Powered-By"] }"#,
+            )
+            .build(),
+    );
+    let mut c = proxy.connect();
+    let r =
+        c.request(b"GET / HTTP/1.1\r\nHost: h\r\nX-Env: dev\r\nX-Tag: a\r\nCookie: s=1\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body_str(), "ok");
+    assert_eq!(r.header("server"), None);
+    assert_eq!(r.header("x-powered-by"), None);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    let seen = up.last();
+    assert_eq!(seen.header_count("x-env"), 1, "{}", seen.raw_head);
+    assert_eq!(seen.header("x-env"), Some("prod"));
+    assert_eq!(seen.header_count("x-tag"), 2, "{}", seen.raw_head);
+    assert_eq!(seen.header("cookie"), None);
+    for bad in ["Content-Length", "Transfer-Encoding", "Connection", "Host"] {
+        let err = ringress::Config::from_toml_str(
+            &ConfigBuilder::new(up.addr)
+                .route(&format!("response_headers = {{ remove = [\"{bad}\"] }}"))
+                .build(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("response_headers"), "{bad}: {err}");
+    }
+}

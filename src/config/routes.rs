@@ -5,7 +5,8 @@ use super::compile::each_table;
 use super::walk::{Problems, TableReader};
 use super::{ListenerConfig, UpstreamGroup};
 use crate::router::{
-    Action, HeaderMatch, HostMatch, PathMatch, PathRewrite, Redirect, Respond, Route, RouteTable,
+    Action, HeaderEdits, HeaderMatch, HostMatch, PathMatch, PathRewrite, Redirect, Respond, Route,
+    RouteTable,
 };
 
 pub(super) fn routes(
@@ -103,6 +104,26 @@ fn route(
         });
     }
 
+    let mut query = Vec::new();
+    if let Some(mut q) = t.table(p, "query") {
+        for key in q.keys() {
+            let value = q.str(p, &key).map(|v| v.as_bytes().to_vec());
+            query.push(HeaderMatch {
+                name: key.into_bytes(),
+                value,
+            });
+        }
+        q.finish(p);
+    }
+    for name in t.strings(p, "query_present").unwrap_or_default() {
+        query.push(HeaderMatch {
+            name: name.as_bytes().to_vec(),
+            value: None,
+        });
+    }
+    let request_headers = header_edits(t, p, "request_headers");
+    let response_headers = header_edits(t, p, "response_headers");
+
     let max_body_size = t.size(p, "max_body_size").unwrap_or(default_body_limit);
     let action = action(t, p, path.as_ref(), upstreams);
     (ok && path.is_some() && action.is_some()).then(|| Route {
@@ -112,9 +133,72 @@ fn route(
         path: path.unwrap_or(PathMatch::Prefix(b"/".to_vec())),
         methods,
         headers,
+        query,
         max_body_size,
         action: action.unwrap_or(Action::Respond(Respond::new(404, b"", ""))),
+        request_headers,
+        response_headers,
     })
+}
+
+/// `request_headers` / `response_headers`: `{ set = { NAME = VALUE },
+/// add = { NAME = VALUE }, remove = [NAME] }`. Framing and hop-by-hop
+/// fields stay the proxy's to write.
+fn header_edits(t: &mut TableReader<'_>, p: &mut Problems, key: &str) -> HeaderEdits {
+    let mut edits = HeaderEdits::default();
+    let Some(mut h) = t.table(p, key) else {
+        return edits;
+    };
+    let check_name = |name: &str, path: String, p: &mut Problems| {
+        let lower = name.to_ascii_lowercase();
+        if name.is_empty() || !name.bytes().all(crate::http::fields::is_tchar) {
+            p.add(path, "is not a header field name");
+            false
+        } else if crate::http::fields::is_hop_by_hop(lower.as_bytes())
+            || ["content-length", "transfer-encoding", "host", "upgrade"].contains(&lower.as_str())
+        {
+            p.add(
+                path,
+                format!("`{name}` is managed by the proxy and cannot be edited"),
+            );
+            false
+        } else {
+            true
+        }
+    };
+    for name in h.strings(p, "remove").unwrap_or_default() {
+        if check_name(name, h.key_path("remove"), p) {
+            edits.drop.push(name.to_ascii_lowercase().into_bytes());
+        }
+    }
+    for (op, replaces) in [("set", true), ("add", false)] {
+        let Some(mut fields) = h.table(p, op) else {
+            continue;
+        };
+        for name in fields.keys() {
+            let path = fields.key_path(&name);
+            let Some(value) = fields.str(p, &name) else {
+                continue;
+            };
+            if !check_name(&name, path.clone(), p) {
+                continue;
+            }
+            if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+                p.add(path, "must not contain control characters");
+                continue;
+            }
+            if replaces {
+                edits.drop.push(name.to_ascii_lowercase().into_bytes());
+            }
+            edits.lines.extend_from_slice(name.as_bytes());
+            edits.lines.extend_from_slice(b": ");
+            edits.lines.extend_from_slice(value.trim().as_bytes());
+            edits.lines.extend_from_slice(b"\r\n");
+        }
+        fields.finish(p);
+    }
+    h.finish(p);
+    edits
 }
 
 fn check_path(s: &str, key: &str, p: &mut Problems) -> Option<Vec<u8>> {
@@ -129,6 +213,43 @@ fn check_path(s: &str, key: &str, p: &mut Problems) -> Option<Vec<u8>> {
             None
         }
     }
+}
+
+/// `rewrite = { regex = "^/old/(.*)$", to = "/new/$1" }`.
+fn regex_rewrite(t: &mut TableReader<'_>, p: &mut Problems) -> Option<PathRewrite> {
+    let mut r = t.table(p, "rewrite")?;
+    let regex = r.str(p, "regex").and_then(|re| {
+        match regex::bytes::RegexBuilder::new(re)
+            .size_limit(1 << 20)
+            .build()
+        {
+            Ok(re) => Some(re),
+            Err(e) => {
+                p.add(r.key_path("regex"), format!("bad regex: {e}"));
+                None
+            }
+        }
+    });
+    let to = r.str(p, "to");
+    if to.is_some_and(|to| {
+        to.bytes()
+            .any(|b| b <= b' ' || b == 0x7f || b == b'#' || b == b'?')
+    }) {
+        p.add(
+            r.key_path("to"),
+            "must be a path without spaces, `?` or `#`",
+        );
+    }
+    for key in ["regex", "to"] {
+        if !r.has(key) {
+            p.add(r.key_path(key), "missing");
+        }
+    }
+    r.finish(p);
+    Some(PathRewrite::Regex {
+        regex: regex?,
+        to: to?.as_bytes().to_vec(),
+    })
 }
 
 fn action(
@@ -149,6 +270,19 @@ fn action(
     }
     let strip = t.bool(p, "strip_prefix").unwrap_or(false);
     let rewrite = t.str(p, "rewrite_prefix");
+    let regex_rewrite = regex_rewrite(t, p);
+    if regex_rewrite.is_some() && (strip || rewrite.is_some()) {
+        p.add(
+            t.key_path("rewrite"),
+            "set one of strip_prefix, rewrite_prefix, rewrite",
+        );
+    }
+    if regex_rewrite.is_some() && !t.has("upstream") {
+        p.add(
+            t.key_path("rewrite"),
+            "path rewrites only apply to upstream routes",
+        );
+    }
     if let Some(r) = rewrite
         && (!r.starts_with('/')
             || !r
@@ -191,7 +325,7 @@ fn action(
                         matched: m.clone(),
                         replacement: r.as_bytes().to_vec(),
                     },
-                    _ => PathRewrite::None,
+                    _ => regex_rewrite.unwrap_or(PathRewrite::None),
                 };
                 result = Some(Action::Proxy { upstream, rewrite });
             }

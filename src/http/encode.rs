@@ -28,6 +28,33 @@ impl Default for ForwardOptions {
     }
 }
 
+/// Header changes a route makes on its way up or down: names to drop
+/// (`remove`, and `set` which replaces), and fields to append, rendered
+/// once when the config loads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderEdits {
+    /// Lower-case names whose incoming fields are dropped.
+    pub drop: Vec<Vec<u8>>,
+    /// `Name: value\r\n` lines appended.
+    pub lines: Vec<u8>,
+}
+
+/// No header changes.
+pub static NO_EDITS: HeaderEdits = HeaderEdits {
+    drop: Vec::new(),
+    lines: Vec::new(),
+};
+
+impl HeaderEdits {
+    pub fn drops(&self, name: &[u8]) -> bool {
+        self.drop.iter().any(|d| name.eq_ignore_ascii_case(d))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.drop.is_empty() && self.lines.is_empty()
+    }
+}
+
 /// What the proxy changes in a request on its way upstream.
 pub struct UpstreamRequest<'a> {
     /// Path after normalisation and rewriting (query appended from the request).
@@ -41,6 +68,8 @@ pub struct UpstreamRequest<'a> {
     pub reserved: &'a [Box<str>],
     /// The verified client-certificate subject to send: (name, value).
     pub client_cert: Option<(&'a [u8], &'a [u8])>,
+    /// The route's request header changes.
+    pub edits: &'a HeaderEdits,
 }
 
 const VIA_NAME: &[u8] = b"ringress";
@@ -71,7 +100,8 @@ pub fn write_request_head(
             || up
                 .reserved
                 .iter()
-                .any(|r| name.eq_ignore_ascii_case(r.as_bytes()));
+                .any(|r| name.eq_ignore_ascii_case(r.as_bytes()))
+            || up.edits.drops(name);
         if replaced || is_hop_by_hop(name) || req.connection.names(name) {
             continue;
         }
@@ -101,6 +131,7 @@ pub fn write_request_head(
     if let Some((name, subject)) = up.client_cert {
         write_field(out, name, subject);
     }
+    out.extend_from_slice(&up.edits.lines);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -126,7 +157,7 @@ pub fn write_response_head(
     connection: ConnectionDirective,
     via: bool,
 ) {
-    write_response_head_with(out, resp, body, connection, via, None);
+    write_response_head_with(out, resp, body, connection, via, None, &NO_EDITS);
 }
 
 /// `write_response_head`, with a `Strict-Transport-Security` line (whole,
@@ -138,6 +169,7 @@ pub fn write_response_head_with(
     connection: ConnectionDirective,
     via: bool,
     hsts: Option<&[u8]>,
+    edits: &HeaderEdits,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     let mut status = itoa::Buffer::new();
@@ -152,7 +184,8 @@ pub fn write_response_head_with(
         let skip = is_hop_by_hop(name)
             || resp.connection.names(name)
             || (via && name.eq_ignore_ascii_case(b"via"))
-            || (hsts.is_some() && name.eq_ignore_ascii_case(b"strict-transport-security"));
+            || (hsts.is_some() && name.eq_ignore_ascii_case(b"strict-transport-security"))
+            || edits.drops(name);
         if skip && !keep_upgrade {
             continue;
         }
@@ -183,6 +216,7 @@ pub fn write_response_head_with(
     if let Some(line) = hsts {
         out.extend_from_slice(line);
     }
+    out.extend_from_slice(&edits.lines);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -251,6 +285,7 @@ mod tests {
             proto: "http",
             reserved: &[],
             client_cert: None,
+            edits: &NO_EDITS,
         };
         write_request_head(&mut out, &req, &up, &ForwardOptions::default());
         let text = String::from_utf8(out).unwrap();

@@ -2,6 +2,7 @@
 //! redirect, or a fixed response rendered once when the config loads.
 
 use crate::http::answer::reason;
+pub use crate::http::encode::HeaderEdits;
 use crate::http::encode::write_content_length;
 
 #[derive(Debug, Clone)]
@@ -14,9 +15,15 @@ pub enum Action {
     Respond(Respond),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum PathRewrite {
     None,
+    /// Replace what the regex matched (in the normalised path) with the
+    /// template, where `$1`.. and `${name}` are its captures.
+    Regex {
+        regex: regex::bytes::Regex,
+        to: Vec<u8>,
+    },
     /// Replace the matched path prefix with this (possibly empty) string.
     Prefix {
         matched: Vec<u8>,
@@ -29,6 +36,20 @@ impl PathRewrite {
     pub fn apply<'a>(&self, path: &'a [u8], out: &'a mut Vec<u8>) -> &'a [u8] {
         match self {
             PathRewrite::None => path,
+            PathRewrite::Regex { regex, to } => {
+                let Some(caps) = regex.captures(path) else {
+                    return path;
+                };
+                out.clear();
+                let whole = caps.get(0).map_or(0..0, |m| m.range());
+                out.extend_from_slice(&path[..whole.start]);
+                caps.expand(to, out);
+                out.extend_from_slice(&path[whole.end..]);
+                if !out.starts_with(b"/") {
+                    out.insert(0, b'/');
+                }
+                out
+            }
             PathRewrite::Prefix {
                 matched,
                 replacement,
@@ -192,5 +213,26 @@ mod tests {
                 .unwrap()
                 .ends_with("Connection: close\r\n\r\n")
         );
+    }
+}
+
+#[cfg(test)]
+mod rewrite_tests {
+    use super::*;
+
+    #[test]
+    fn regex_rewrite_expands_captures() {
+        let r = PathRewrite::Regex {
+            regex: regex::bytes::Regex::new("^/old/(?P<rest>.*)$").unwrap(),
+            to: b"/new/$rest".to_vec(),
+        };
+        let mut out = Vec::new();
+        assert_eq!(r.apply(b"/old/a/b", &mut out), b"/new/a/b");
+        assert_eq!(r.apply(b"/other", &mut out), b"/other");
+        let r = PathRewrite::Regex {
+            regex: regex::bytes::Regex::new("^/v(\\d+)/").unwrap(),
+            to: b"api/$1/".to_vec(),
+        };
+        assert_eq!(r.apply(b"/v2/users", &mut out), b"/api/2/users");
     }
 }

@@ -6,7 +6,7 @@
 
 mod action;
 
-pub use action::{Action, PathRewrite, Redirect, Respond};
+pub use action::{Action, HeaderEdits, PathRewrite, Redirect, Respond};
 
 /// How a route matches the request's host (lowercase, no port, no final dot).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,9 +111,15 @@ pub struct Route {
     /// Upper-case method names; empty means any.
     pub methods: Vec<Vec<u8>>,
     pub headers: Vec<HeaderMatch>,
+    /// Query parameters required (raw, as sent: no percent-decoding).
+    pub query: Vec<HeaderMatch>,
     /// Body limit in bytes; 0 means unlimited.
     pub max_body_size: u64,
     pub action: Action,
+    /// Changes to the request sent upstream.
+    pub request_headers: HeaderEdits,
+    /// Changes to the response sent to the client.
+    pub response_headers: HeaderEdits,
 }
 
 /// What the router needs to know about a request.
@@ -123,6 +129,8 @@ pub struct RouteQuery<'a, 'b> {
     pub path: &'a [u8],
     pub method: &'a [u8],
     pub headers: &'a [httparse::Header<'b>],
+    /// The query, `?` included (empty when none).
+    pub query: &'a [u8],
 }
 
 /// (host kind, host pattern length, path match length, exact path): the
@@ -137,9 +145,14 @@ pub struct RouteTable {
 impl RouteTable {
     /// The best route for a request, by the precedence in the module docs.
     pub fn find(&self, q: &RouteQuery<'_, '_>) -> Option<&Route> {
+        self.find_index(q).map(|i| &self.routes[i])
+    }
+
+    /// Like `find`, giving the route's position.
+    pub fn find_index(&self, q: &RouteQuery<'_, '_>) -> Option<usize> {
         let host = q.host.strip_suffix(b".").unwrap_or(q.host);
-        let mut best: Option<(&Route, Rank)> = None;
-        for route in &self.routes {
+        let mut best: Option<(usize, Rank)> = None;
+        for (index, route) in self.routes.iter().enumerate() {
             if !route.listeners.is_empty() && !route.listeners.contains(&q.listener) {
                 continue;
             }
@@ -155,13 +168,27 @@ impl RouteTable {
             if !route.headers.iter().all(|m| header_matches(m, q.headers)) {
                 continue;
             }
+            if !route.query.iter().all(|m| query_matches(m, q.query)) {
+                continue;
+            }
             let rank = (host_rank.0, host_rank.1, path_rank.0, path_rank.1);
             if best.is_none_or(|(_, r)| rank > r) {
-                best = Some((route, rank));
+                best = Some((index, rank));
             }
         }
-        best.map(|(r, _)| r)
+        best.map(|(i, _)| i)
     }
+}
+
+fn query_matches(m: &HeaderMatch, query: &[u8]) -> bool {
+    let query = query.strip_prefix(b"?").unwrap_or(query);
+    query.split(|&b| b == b'&').any(|pair| {
+        let (name, value) = match memchr::memchr(b'=', pair) {
+            Some(at) => (&pair[..at], Some(&pair[at + 1..])),
+            None => (pair, None),
+        };
+        name == m.name.as_slice() && m.value.as_ref().is_none_or(|v| value == Some(v.as_slice()))
+    })
 }
 
 fn header_matches(m: &HeaderMatch, headers: &[httparse::Header<'_>]) -> bool {
@@ -185,8 +212,11 @@ mod tests {
             path,
             methods: vec![],
             headers: vec![],
+            query: vec![],
             max_body_size: 0,
             action: Action::Respond(Respond::new(200, b"", "text/plain")),
+            request_headers: HeaderEdits::default(),
+            response_headers: HeaderEdits::default(),
         }
     }
 
@@ -201,6 +231,7 @@ mod tests {
             path: path.as_bytes(),
             method: b"GET",
             headers: &[],
+            query: b"",
         })
         .map(|r| r.name.as_str())
     }
@@ -252,6 +283,7 @@ mod tests {
             path: b"/admin",
             method,
             headers,
+            query: b"",
         };
         assert_eq!(t.find(&q(0, b"GET", &headers)).unwrap().name, "canary");
         assert_eq!(t.find(&q(0, b"GET", &[])).unwrap().name, "get");

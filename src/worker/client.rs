@@ -446,10 +446,12 @@ fn plan<'c>(
         path: route_path,
         method: req.method,
         headers: req.headers,
+        query: req.query,
     };
-    let Some(route) = config.routes.find(&query) else {
+    let Some(route_index) = config.routes.find_index(&query) else {
         return error(404);
     };
+    let route = &config.routes.routes[route_index];
     if let Framing::Length(n) = req.framing
         && route.max_body_size != 0
         && n > route.max_body_size
@@ -496,6 +498,7 @@ fn plan<'c>(
                     proto: if c.stream.is_tls() { "https" } else { "http" },
                     reserved: &config.reserved_headers,
                     client_cert,
+                    edits: &route.request_headers,
                 },
                 &config.forwarding,
             );
@@ -511,6 +514,7 @@ fn plan<'c>(
                     upgrade: req.upgrade.is_some(),
                     version: req.version,
                     body_limit: route.max_body_size,
+                    route: route_index,
                     hash: match &group.balance {
                         Balance::Hash(key) => hash_key(key, &req, norm_path, client_ip),
                         _ => None,

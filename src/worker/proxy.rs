@@ -30,6 +30,8 @@ pub(crate) struct Exchange {
     pub version: Version,
     /// 0 means unlimited.
     pub body_limit: u64,
+    /// The route (position in the snapshot), for its response edits.
+    pub route: usize,
     /// Key hash for `balance = "hash"`.
     pub hash: Option<u64>,
     /// The client's region, for groups with regional servers.

@@ -13,7 +13,7 @@ use super::relay::{BodyIn, Relay, RelayError};
 use crate::config::{Config, UpstreamGroup};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::chunked::ChunkedDecoder;
-use crate::http::encode::{ConnectionDirective, write_response_head_with};
+use crate::http::encode::{ConnectionDirective, NO_EDITS, write_response_head_with};
 use crate::http::{Framing, Version, empty_headers, parse_response};
 
 /// What the response head decided.
@@ -174,6 +174,11 @@ fn plan_response(
         .get(c.listener)
         .and_then(|l| l.tls.as_ref())
         .and_then(|t| t.hsts.as_deref());
+    let edits = config
+        .routes
+        .routes
+        .get(ex.route)
+        .map_or(&NO_EDITS, |r| &r.response_headers);
     c.out.clear();
     // 101 (switching to a tunnel) and other 1xx (more heads follow) carry
     // no body and end nothing: pass the head on and say which it was.
@@ -187,7 +192,15 @@ fn plan_response(
         } else {
             ConnectionDirective::Default
         };
-        write_response_head_with(&mut c.out, &resp, Framing::Empty, directive, via, hsts);
+        write_response_head_with(
+            &mut c.out,
+            &resp,
+            Framing::Empty,
+            directive,
+            via,
+            hsts,
+            edits,
+        );
         let head_len = resp.head_len;
         let status = resp.status;
         c.upbuf.consume(head_len);
@@ -215,7 +228,7 @@ fn plan_response(
         (true, true) => ConnectionDirective::Default,
         (true, false) => ConnectionDirective::KeepAlive,
     };
-    write_response_head_with(&mut c.out, &resp, out_framing, directive, via, hsts);
+    write_response_head_with(&mut c.out, &resp, out_framing, directive, via, hsts, edits);
     let plan = ResponsePlan {
         framing: resp.framing,
         out_framing,

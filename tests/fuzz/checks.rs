@@ -274,6 +274,7 @@ fn check_forwarded_request(req: &RequestHead<'_, '_>) {
         proto: "http",
         reserved: &[],
         client_cert: None,
+        edits: &ringress::http::encode::NO_EDITS,
     };
     let mut out = Vec::new();
     write_request_head(&mut out, req, &up, &ForwardOptions::default());
