@@ -233,7 +233,14 @@ pub(crate) async fn run(
                 break answer_error(c, config, status, true, !replayable).await;
             }
             Err(Failure::Status(status)) => {
-                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
+                // A 5xx counts against the server only where the group
+                // says so, as for a 5xx passed to the client.
+                let outcome = if group.outlier.as_ref().is_some_and(|o| o.on_5xx) {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success(started.elapsed())
+                };
+                ctx.finish_server(generation, config, group_idx, server, outcome);
                 c.upbuf.consume(c.upbuf.len());
                 c.out.clear();
                 if let Some(next) = retry(&mut tried, server, &mut retries_left, true) {
