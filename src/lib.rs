@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod config;
+mod discovery;
 pub mod error;
 pub mod geo;
 mod health;

@@ -14,7 +14,9 @@ use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use crate::config::IoMode;
-use crate::config::{Config, ConfigError, ConfigErrors, ListenerConfig};
+use crate::config::{
+    Config, ConfigError, ConfigErrors, ListenerConfig, ServerSpec, expand, servers_changed,
+};
 use crate::worker::{self, NewListener, WorkerSpec};
 
 /// The state every worker reads: the published snapshot and the flags.
@@ -101,6 +103,53 @@ impl Shared {
         Ok(())
     }
 
+    /// Publishes `group`'s servers as DNS now resolves them, if the group
+    /// still has the same `servers` entries and the addresses changed.
+    /// Ok(None): nothing to do.
+    pub fn update_servers(
+        &self,
+        group: &str,
+        specs: &[ServerSpec],
+        addrs: &[Vec<SocketAddr>],
+    ) -> Result<Option<u64>, String> {
+        let _serial = self.publish.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.config.load_full();
+        let Some(index) = current.upstreams.iter().position(|g| g.name == group) else {
+            return Err("the group is gone".into());
+        };
+        let same_specs = current.upstreams[index].specs.len() == specs.len()
+            && current.upstreams[index]
+                .specs
+                .iter()
+                .zip(specs)
+                .all(|(a, b)| a.text == b.text);
+        if !same_specs {
+            return Err("the group changed meanwhile".into());
+        }
+        let servers = expand(&current.upstreams[index].specs, addrs);
+        let old: Vec<SocketAddr> = current.upstreams[index]
+            .servers
+            .iter()
+            .map(|s| s.addr)
+            .collect();
+        let new: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+        if old == new {
+            return Ok(None);
+        }
+        if servers.iter().all(|s| s.backup) {
+            return Err("no primary server would be left".into());
+        }
+        let mut config = (*current).clone();
+        config.upstreams[index].servers = servers;
+        servers_changed(&mut config.upstreams[index]);
+        carry_health(&current, &mut config);
+        config.generation = current.generation + 1;
+        let generation = config.generation;
+        self.config.store(Arc::new(config));
+        self.generation.store(generation, Ordering::Release);
+        Ok(Some(generation))
+    }
+
     /// The sockets a reload bound for `worker`'s new listeners.
     pub fn take_new_listeners(&self, worker: usize) -> Vec<NewListener> {
         let mut all = self.new_listeners.lock().unwrap_or_else(|p| p.into_inner());
@@ -134,7 +183,8 @@ pub struct ServerOptions {
 pub struct ServerHandle {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
-    health: Option<JoinHandle<()>>,
+    /// Health-check and DNS threads.
+    background: Vec<JoinHandle<()>>,
     drivers: Vec<&'static str>,
 }
 
@@ -213,17 +263,20 @@ impl ServerHandle {
                 Err(_) => return Err(io::Error::other("a worker exited during start-up")),
             }
         }
-        let health = match crate::health::spawn(shared.clone()) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                shared.draining.store(true, Ordering::Release);
-                return Err(e);
+        let mut background = Vec::new();
+        for spawn in [crate::health::spawn, crate::discovery::spawn] {
+            match spawn(shared.clone()) {
+                Ok(h) => background.push(h),
+                Err(e) => {
+                    shared.draining.store(true, Ordering::Release);
+                    return Err(e);
+                }
             }
-        };
+        }
         Ok(ServerHandle {
             shared,
             workers,
-            health,
+            background,
             drivers,
         })
     }
@@ -274,7 +327,7 @@ impl ServerHandle {
         for w in self.workers {
             let _ = w.join();
         }
-        if let Some(h) = self.health {
+        for h in self.background {
             let _ = h.join();
         }
     }

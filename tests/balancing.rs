@@ -114,3 +114,151 @@ fn all_servers_refusing_is_a_bad_gateway() {
     assert_eq!(c.request(&get("/")).status, 502);
     assert_eq!(c.request(&get("/again")).status, 502);
 }
+
+/// /etc/hosts lines for one test name, removed (file restored) on drop.
+/// The system resolver reads the file on every lookup, so this is how a
+/// test moves a name the way a DNS-based registry would.
+struct HostsFile {
+    original: String,
+}
+
+impl HostsFile {
+    fn take() -> HostsFile {
+        HostsFile {
+            original: std::fs::read_to_string("/etc/hosts").expect("read /etc/hosts"),
+        }
+    }
+
+    fn set(&self, lines: &[(&str, &str)]) {
+        let mut text = self.original.clone();
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        for (ip, name) in lines {
+            text.push_str(&format!("{ip} {name}\n"));
+        }
+        write_hosts(&text);
+    }
+}
+
+impl Drop for HostsFile {
+    fn drop(&mut self) {
+        write_hosts(&self.original);
+    }
+}
+
+/// Replaces /etc/hosts in one step where it can (rename), else in place
+/// (a bind-mounted file cannot be renamed over).
+fn write_hosts(text: &str) {
+    let tmp = format!("/etc/hosts.ringress-test-{}", std::process::id());
+    if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, "/etc/hosts").is_ok() {
+        return;
+    }
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::write("/etc/hosts", text).expect("write /etc/hosts (tests run as root)");
+}
+
+/// A server on `ip:port` answering every request with `name`.
+fn named_server(ip: &str, port: u16, name: &'static str) -> Option<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind((ip, port)).ok()?;
+    let accept = listener.try_clone().ok()?;
+    std::thread::spawn(move || {
+        for conn in accept.incoming() {
+            let Ok(conn) = conn else { return };
+            std::thread::spawn(move || {
+                use std::io::{BufRead, BufReader, Write};
+                let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+                let mut w = conn.try_clone().expect("clone");
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut line = String::new();
+                    let mut blank = false;
+                    while !blank {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        blank = line == "\r\n";
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
+                        name.len()
+                    );
+                    if w.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Some(listener)
+}
+
+/// With `resolve_interval`, a server name is re-resolved and every address
+/// it has is a server: addresses appearing and disappearing in DNS change
+/// the group without a reload, and a name that stops resolving keeps its
+/// last addresses.
+#[test]
+fn server_names_are_re_resolved() {
+    // Two servers on the same port at two loopback addresses.
+    let (a, b, port) = (0..20)
+        .find_map(|_| {
+            let a = named_server("127.0.0.2", 0, "A")?;
+            let port = a.local_addr().ok()?.port();
+            let b = named_server("127.0.0.3", port, "B")?;
+            Some((a, b, port))
+        })
+        .expect("a port free on 127.0.0.2 and 127.0.0.3");
+    let name = format!("ringress-dns-{}.test", std::process::id());
+    let hosts = HostsFile::take();
+    hosts.set(&[("127.0.0.2", &name)]);
+    let config = format!(
+        "{}resolve_interval = \"1s\"\nconnect_timeout = \"1s\"\n",
+        group_config(&format!("\"{name}:{port}\""))
+    );
+    let proxy = Proxy::start_with(&config, 1, IoMode::Auto);
+    let answers = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let mut c = proxy.connect();
+                let r = c.request(&get("/"));
+                assert_eq!(r.status, 200);
+                r.body_str()
+            })
+            .collect()
+    };
+    assert!(answers(6).iter().all(|s| s == "A"));
+    // Wait (bounded) until the answers match `want`.
+    let settle = |want: &dyn Fn(&[String]) -> bool, what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+        loop {
+            let seen = answers(8);
+            if want(&seen) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: still {seen:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    hosts.set(&[("127.0.0.2", &name), ("127.0.0.3", &name)]);
+    settle(
+        &|s| {
+            s.iter().filter(|x| *x == "A").count() == 4
+                && s.iter().filter(|x| *x == "B").count() == 4
+        },
+        "the added address serves half",
+    );
+    hosts.set(&[("127.0.0.3", &name)]);
+    settle(
+        &|s| s.iter().all(|x| x == "B"),
+        "the removed address gets nothing",
+    );
+    // The name stops resolving: the last known address stays.
+    hosts.set(&[]);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(answers(6).iter().all(|s| s == "B"));
+    drop((a, b));
+}

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use units::{parse_duration, parse_size};
+pub use upstream::{expand, resolve_spec, servers_changed};
 pub use walk::{ConfigError, ConfigErrors};
 
 use crate::geo::Geo;
@@ -124,6 +125,21 @@ pub struct ServerConfig {
     pub max_conns: u32,
     /// Shared with the health thread; kept across reloads.
     pub health: Arc<ServerHealth>,
+    /// Which entry of the group's `specs` this server came from.
+    pub spec: usize,
+}
+
+/// A `servers` entry as written: an address, or a name that may resolve
+/// to several (each becomes a server) and is re-resolved when the group
+/// has a `resolve_interval`.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    /// `host:port` as written.
+    pub text: String,
+    /// Set for names (not IP literals).
+    pub name: bool,
+    /// Everything but the address.
+    pub template: ServerConfig,
 }
 
 /// How a group picks a server.
@@ -181,6 +197,10 @@ pub struct Outlier {
 pub struct UpstreamGroup {
     pub name: String,
     pub servers: Vec<ServerConfig>,
+    /// The `servers` entries as written.
+    pub specs: Vec<ServerSpec>,
+    /// Re-resolve server names this often (DNS-based discovery).
+    pub resolve_interval: Option<Duration>,
     /// Host field sent upstream instead of the client's.
     pub host_header: Option<Vec<u8>>,
     pub connect_timeout: Duration,

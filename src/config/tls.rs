@@ -10,7 +10,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 
 use super::walk::{Problems, TableReader};
-use super::{ListenerTls, ServerConfig, UpstreamTls};
+use super::{ListenerTls, ServerSpec, UpstreamTls};
 use crate::tls::{self, CaSource, ClientAuth, KeyOrCert, ServerSettings};
 
 /// Reads `tls` of the listener `name`, when present.
@@ -173,7 +173,7 @@ pub(super) fn listener_tls(
 pub(super) fn upstream_tls(
     group: &mut TableReader<'_>,
     p: &mut Problems,
-    servers: &mut [ServerConfig],
+    specs: &mut [ServerSpec],
     base: &Path,
 ) -> Option<UpstreamTls> {
     let value = group.raw("tls")?;
@@ -215,10 +215,10 @@ pub(super) fn upstream_tls(
     };
     let sni_text = sni.as_ref().map(|n| n.to_str().into_owned());
     t.finish(p);
-    for server in servers.iter_mut() {
-        server.tls_name = match &sni {
+    for spec in specs.iter_mut() {
+        spec.template.tls_name = match &sni {
             Some(n) => Some(n.clone()),
-            None => ServerName::try_from(server.host.clone()).ok(),
+            None => ServerName::try_from(spec.template.host.clone()).ok(),
         };
     }
     let mut h = DefaultHasher::new();

@@ -5,10 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::compile::{host_part, resolve};
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use super::compile::host_part;
 use super::tls::upstream_tls;
 use super::walk::{Problems, TableReader};
-use super::{Balance, HashKey, HealthCheck, Outlier, ProxyVersion, ServerConfig, UpstreamGroup};
+use super::{
+    Balance, HashKey, HealthCheck, Outlier, ProxyVersion, ServerConfig, ServerSpec, UpstreamGroup,
+};
 use crate::geo::Geo;
 use crate::upstream::{Maglev, ServerHealth};
 
@@ -40,27 +44,43 @@ fn upstream_group(
     base: &Path,
     geo: &mut Geo,
 ) -> UpstreamGroup {
-    let mut servers = Vec::new();
+    let mut specs = Vec::new();
     match t.array(p, "servers") {
         Some([]) => p.add(t.key_path("servers"), "needs at least one server"),
         Some(items) => {
             for (i, item) in items.iter().enumerate() {
                 let path = format!("{}[{i}]", t.key_path("servers"));
                 if let Some(s) = server(item, &path, p, geo) {
-                    servers.push(s);
+                    specs.push((path, s));
                 }
             }
         }
         None if !t.has("servers") => p.add(t.key_path("servers"), "missing"),
         None => {}
     }
-    if !servers.is_empty() && servers.iter().all(|s| s.backup) {
+    let mut addrs = Vec::with_capacity(specs.len());
+    for (path, spec) in &specs {
+        match resolve_spec(spec) {
+            Ok(list) => addrs.push(list),
+            Err(m) => {
+                p.add(path.clone(), m);
+                addrs.push(Vec::new());
+            }
+        }
+    }
+    let mut specs: Vec<ServerSpec> = specs.into_iter().map(|(_, s)| s).collect();
+    if !specs.is_empty() && specs.iter().all(|s| s.template.backup) {
         p.add(
             t.key_path("servers"),
             "needs at least one server that is not a backup",
         );
     }
-    let tls = upstream_tls(t, p, &mut servers, base);
+    let tls = upstream_tls(t, p, &mut specs, base);
+    let servers = expand(&specs, &addrs);
+    let resolve_interval = t.duration(p, "resolve_interval");
+    if resolve_interval.is_some_and(|d| d < std::time::Duration::from_secs(1)) {
+        p.add(t.key_path("resolve_interval"), "must be at least 1s");
+    }
     let host_header = t.str(p, "host_header").map(|h| h.as_bytes().to_vec());
     if let Some(h) = &host_header
         && (h.is_empty() || crate::http::fields::split_host(h).is_none())
@@ -68,22 +88,7 @@ fn upstream_group(
         p.add(t.key_path("host_header"), "is not a valid Host value");
     }
     let balance = balance(t, p);
-    let maglev = matches!(balance, Balance::Hash(_)).then(|| {
-        // Backups are left out (they only serve when every primary is
-        // down), so they cannot take keys from primaries.
-        let ids: Vec<(String, u32)> = servers
-            .iter()
-            .map(|s| {
-                let id = if s.backup {
-                    String::new()
-                } else {
-                    s.addr.to_string()
-                };
-                (id, if s.backup { 0 } else { s.weight })
-            })
-            .collect();
-        Arc::new(Maglev::new(&ids))
-    });
+    let maglev = maglev_for(&balance, &servers);
     let send_proxy_protocol = match t.str(p, "send_proxy_protocol") {
         None => None,
         Some("v1") => Some(ProxyVersion::V1),
@@ -121,6 +126,8 @@ fn upstream_group(
     UpstreamGroup {
         name,
         servers,
+        specs,
+        resolve_interval,
         host_header,
         connect_timeout: timeout("connect_timeout", 5),
         response_timeout: timeout("response_timeout", 60),
@@ -349,7 +356,7 @@ fn max_response_head_size(t: &mut TableReader<'_>, p: &mut Problems) -> usize {
     n as usize
 }
 
-fn server(item: &toml::Value, path: &str, p: &mut Problems, geo: &mut Geo) -> Option<ServerConfig> {
+fn server(item: &toml::Value, path: &str, p: &mut Problems, geo: &mut Geo) -> Option<ServerSpec> {
     let (addr, weight, backup, max_conns, region) = match item {
         toml::Value::String(s) => (s.as_str(), 1, false, 0, None),
         toml::Value::Table(table) => {
@@ -369,16 +376,19 @@ fn server(item: &toml::Value, path: &str, p: &mut Problems, geo: &mut Geo) -> Op
             p.add(
                 path,
                 format!(
-                    "expected \"host:port\" or {{ addr, weight, backup, max_conns }}, found {}",
+                    "expected \"host:port\" or {{ addr, weight, backup, max_conns, region }}, found {}",
                     other.type_str()
                 ),
             );
             return None;
         }
     };
-    match resolve(addr) {
-        Ok(resolved) => Some(ServerConfig {
-            addr: resolved,
+    let literal: Option<SocketAddr> = addr.parse().ok();
+    Some(ServerSpec {
+        text: addr.to_string(),
+        name: literal.is_none(),
+        template: ServerConfig {
+            addr: literal.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
             weight,
             host: host_part(addr),
             tls_name: None,
@@ -386,10 +396,67 @@ fn server(item: &toml::Value, path: &str, p: &mut Problems, geo: &mut Geo) -> Op
             region,
             max_conns,
             health: Arc::new(ServerHealth::default()),
-        }),
-        Err(m) => {
-            p.add(path, m);
-            None
+            spec: 0,
+        },
+    })
+}
+
+/// Every address of a spec: the literal, or all the name resolves to
+/// (sorted, so an unchanged answer in another order changes nothing).
+pub fn resolve_spec(spec: &ServerSpec) -> Result<Vec<SocketAddr>, String> {
+    if !spec.name {
+        return Ok(vec![spec.template.addr]);
+    }
+    let mut addrs: Vec<SocketAddr> = spec
+        .text
+        .to_socket_addrs()
+        .map_err(|e| format!("`{}` is not a host:port address ({e})", spec.text))?
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(format!("`{}` resolves to no address", spec.text));
+    }
+    Ok(addrs)
+}
+
+/// The servers of `specs` given each spec's addresses.
+pub fn expand(specs: &[ServerSpec], addrs: &[Vec<SocketAddr>]) -> Vec<ServerConfig> {
+    let mut servers = Vec::new();
+    for (i, (spec, list)) in specs.iter().zip(addrs).enumerate() {
+        for &addr in list {
+            servers.push(ServerConfig {
+                addr,
+                health: Arc::new(ServerHealth::default()),
+                spec: i,
+                ..spec.template.clone()
+            });
         }
     }
+    servers
+}
+
+/// Recomputes what depends on the server list (after discovery changed it).
+pub fn servers_changed(group: &mut UpstreamGroup) {
+    group.regional = group.servers.iter().any(|s| s.region.is_some());
+    group.maglev = maglev_for(&group.balance, &group.servers);
+}
+
+fn maglev_for(balance: &Balance, servers: &[ServerConfig]) -> Option<Arc<Maglev>> {
+    matches!(balance, Balance::Hash(_)).then(|| {
+        // Backups are left out (they only serve when every primary is
+        // down), so they cannot take keys from primaries.
+        let ids: Vec<(String, u32)> = servers
+            .iter()
+            .map(|s| {
+                let id = if s.backup {
+                    String::new()
+                } else {
+                    s.addr.to_string()
+                };
+                (id, if s.backup { 0 } else { s.weight })
+            })
+            .collect();
+        Arc::new(Maglev::new(&ids))
+    })
 }

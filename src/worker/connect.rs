@@ -71,8 +71,7 @@ pub(crate) async fn acquire(
     if let Some(version) = group.send_proxy_protocol {
         let destination = client
             .1
-            .or_else(|| socket.local_addr().ok())
-            .unwrap_or(addr);
+            .unwrap_or_else(|| SocketAddr::new(client.0.ip(), 0));
         let mut header = Vec::with_capacity(64);
         crate::net::proxy_protocol::write(&mut header, version, client.0, destination);
         let left = deadline.saturating_duration_since(Instant::now());

@@ -129,7 +129,13 @@ pub(crate) async fn run(
     let next = loop {
         let addr = group.servers[server].addr;
         let started = Instant::now();
-        let client = (c.peer, c.local);
+        // The address the client connected to: from its PROXY header,
+        // else the accepted socket's (asked only when a header is sent).
+        let local = match (c.local, group.send_proxy_protocol) {
+            (None, Some(_)) => c.stream.socket().local_addr().ok(),
+            (local, _) => local,
+        };
+        let client = (c.peer, local);
         let (mut upstream, reused) = match acquire(ctx, group, addr, allow_pooled, client).await {
             Ok(u) => u,
             Err(e) => {
