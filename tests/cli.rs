@@ -92,6 +92,29 @@ fn check_accepts_shipped_config() {
     );
 }
 
+/// Every example in config/examples is a valid config (they are what the
+/// README points operators to).
+#[test]
+fn check_accepts_every_example() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("config/examples") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let out = check(&path);
+        assert!(
+            out.status.success(),
+            "{} fails --check: {}",
+            path.display(),
+            text(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "only {checked} examples found");
+}
+
 #[test]
 fn check_lists_every_problem_with_its_key_path() {
     let dir = TempDir::new("bad");
