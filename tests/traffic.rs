@@ -366,9 +366,10 @@ fn p2c_prefers_the_less_loaded_server() {
 
 #[test]
 fn p2c_with_ewma_prefers_the_faster_server() {
-    // Sequential requests: nothing is ever in flight, only latency differs.
+    // Sequential requests: nothing is ever in flight, only latency differs
+    // (by 50 ms, well above scheduling noise on a loaded machine).
     let slow = Backend::start("A");
-    slow.k.delay_ms.store(20, Ordering::Release);
+    slow.k.delay_ms.store(50, Ordering::Release);
     let fast = Backend::start("B");
     let toml = config(
         &[slow.entry(), fast.entry()],
@@ -878,12 +879,12 @@ fn on_5xx_makes_error_statuses_eject() {
 
 #[test]
 fn error_statuses_do_not_eject_without_on_5xx() {
-    // With on_5xx = false (the default) a 5xx answer is not a failure for
-    // outlier detection, whether passed on or retried (retry_on).
+    // With on_5xx = false a 5xx answer is not a failure for outlier
+    // detection, whether passed on or retried (retry_on).
     let bad = Backend::with_status("bad", 503);
     let good = Backend::start("good");
     let servers = [bad.entry(), good.entry()];
-    let outlier = "outlier = { failures = 2, base_ejection = \"10s\" }";
+    let outlier = "outlier = { failures = 2, base_ejection = \"10s\", on_5xx = false }";
 
     // Passed on: every request meeting `bad` gets its 503.
     let proxy = one_worker(&config(&servers, outlier));

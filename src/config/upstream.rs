@@ -287,7 +287,7 @@ fn outlier(t: &mut TableReader<'_>, p: &mut Problems) -> Option<Outlier> {
         failures: 5,
         base_ejection: Duration::from_secs(10),
         max_ejection: Duration::from_secs(300),
-        on_5xx: false,
+        on_5xx: true,
     };
     let value = t.raw("outlier");
     let path = t.key_path("outlier");
@@ -318,7 +318,7 @@ fn outlier(t: &mut TableReader<'_>, p: &mut Problems) -> Option<Outlier> {
     if max_ejection < base_ejection {
         p.add(o.key_path("max_ejection"), "must be at least base_ejection");
     }
-    let on_5xx = o.bool(p, "on_5xx").unwrap_or(false);
+    let on_5xx = o.bool(p, "on_5xx").unwrap_or(defaults.on_5xx);
     o.finish(p);
     Some(Outlier {
         failures,
