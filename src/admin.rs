@@ -15,10 +15,16 @@ use crate::server::Reloader;
 
 const MAX_HEAD: usize = 8192;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A whole request must arrive within this (one client at a time is
+/// served: a slow one must not hold the admin listener).
+const REQUEST_TIME: Duration = Duration::from_secs(5);
 
 /// Binds `bind` and serves admin requests until the process exits.
 pub fn spawn(bind: SocketAddr, reloader: Reloader, config: PathBuf) -> io::Result<JoinHandle<()>> {
     let listener = TcpListener::bind(bind)?;
+    if !bind.ip().is_loopback() {
+        tracing::warn!(%bind, "the admin listener has no authentication and is not on loopback");
+    }
     std::thread::Builder::new()
         .name("ringress-admin".into())
         .spawn(move || {
@@ -43,7 +49,13 @@ fn serve(mut stream: TcpStream, reloader: &Reloader, config: &Path) -> io::Resul
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut buf = vec![0u8; MAX_HEAD];
     let mut len = 0;
+    let deadline = std::time::Instant::now() + REQUEST_TIME;
     let (method, path) = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return answer(&mut stream, 408, "request timeout\n");
+        }
+        stream.set_read_timeout(Some(left.min(IO_TIMEOUT)))?;
         let n = stream.read(&mut buf[len..])?;
         if n == 0 {
             return Ok(());

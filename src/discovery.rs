@@ -28,6 +28,7 @@ fn run(shared: &Shared) {
         std::thread::sleep(TICK);
         let (_, config) = shared.current();
         let now = Instant::now();
+        due.retain(|name, _| config.upstreams.iter().any(|g| &g.name == name));
         for group in &config.upstreams {
             let Some(interval) = group.resolve_interval else {
                 continue;

@@ -53,9 +53,22 @@ type Probes = Rc<RefCell<HashMap<(String, SocketAddr), Probe>>>;
 
 async fn run(shared: Arc<Shared>) {
     let probes: Probes = Rc::new(RefCell::new(HashMap::new()));
+    let mut seen_generation = 0;
     while !shared.draining.load(Ordering::Acquire) {
-        let (_, config) = shared.current();
+        let (generation, config) = shared.current();
         let now = Instant::now();
+        if generation != seen_generation {
+            // Forget servers no longer checked (DNS churn, reloads).
+            seen_generation = generation;
+            probes.borrow_mut().retain(|(group, addr), p| {
+                p.running
+                    || config.upstreams.iter().any(|g| {
+                        &g.name == group
+                            && g.health_check.is_some()
+                            && g.servers.iter().any(|s| s.addr == *addr)
+                    })
+            });
+        }
         for group in &config.upstreams {
             let Some(check) = &group.health_check else {
                 continue;
@@ -142,7 +155,13 @@ impl Target {
                     .as_ref()
                     .map(|h| String::from_utf8_lossy(h).into_owned())
             })
-            .unwrap_or_else(|| server.host.clone());
+            .unwrap_or_else(|| match server.addr.ip() {
+                // A literal address: the Host field needs IPv6 brackets.
+                std::net::IpAddr::V6(ip) if server.host.parse::<std::net::IpAddr>().is_ok() => {
+                    format!("[{ip}]:{}", server.addr.port())
+                }
+                _ => server.host.clone(),
+            });
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ringress-health-check\r\nConnection: close\r\n\r\n",
             check.path

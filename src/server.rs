@@ -93,6 +93,7 @@ impl Shared {
             for (w, socket) in sockets.into_iter().enumerate() {
                 if let Some(list) = pending.get_mut(w) {
                     list.push(NewListener {
+                        generation: current.generation + 1,
                         id: l.id,
                         bind: l.bind,
                         socket,
@@ -150,10 +151,17 @@ impl Shared {
         Ok(Some(generation))
     }
 
-    /// The sockets a reload bound for `worker`'s new listeners.
-    pub fn take_new_listeners(&self, worker: usize) -> Vec<NewListener> {
+    /// The sockets reloads up to `generation` bound for `worker`.
+    pub fn take_new_listeners(&self, worker: usize, generation: u64) -> Vec<NewListener> {
         let mut all = self.new_listeners.lock().unwrap_or_else(|p| p.into_inner());
-        all.get_mut(worker).map(std::mem::take).unwrap_or_default()
+        let Some(queue) = all.get_mut(worker) else {
+            return Vec::new();
+        };
+        let (ready, later) = std::mem::take(queue)
+            .into_iter()
+            .partition(|n| n.generation <= generation);
+        *queue = later;
+        ready
     }
 }
 
@@ -206,6 +214,7 @@ impl ServerHandle {
             bound.push((l.name.clone(), sockets[0].local_addr()?));
             for (w, socket) in sockets.into_iter().enumerate() {
                 per_worker[w].push(NewListener {
+                    generation: 1,
                     id: l.id,
                     bind: l.bind,
                     socket,

@@ -839,7 +839,7 @@ fn counts(timeline: &[(Instant, usize)]) -> Vec<usize> {
 fn every_server_ejected_answers_503_at_once() {
     let a = Backend::broken("a");
     let b = Backend::broken("b");
-    let extra = r#"outlier = { failures = 1, base_ejection = "5s" }"#;
+    let extra = r#"outlier = { failures = 1, base_ejection = "5s", max_ejected_percent = 100 }"#;
     let proxy = one_worker(&config(&[a.entry(), b.entry()], extra));
     let r = fetch(proxy.addr, &get("/first"));
     assert_eq!(r.status, 502, "{}", r.raw_head);
@@ -1154,4 +1154,24 @@ retry_budget = 0.2"#;
     let hashed = "hash = { key = \"header:X-User\" }\noutlier = false";
     ringress::Config::from_toml_str(&config(&servers, hashed))
         .unwrap_or_else(|e| panic!("hash config rejected: {e}"));
+}
+
+/// By default at most half a group (and at least one server) is ejected at
+/// once: failing requests cannot take a whole group out of service.
+#[test]
+fn ejection_is_capped_at_half_the_group() {
+    let a = Backend::broken("a");
+    let b = Backend::broken("b");
+    let extra = r#"outlier = { failures = 1, base_ejection = "5s" }"#;
+    let proxy = one_worker(&config(&[a.entry(), b.entry()], extra));
+    for i in 0..4 {
+        let r = fetch(proxy.addr, &get(&format!("/{i}")));
+        assert_eq!(r.status, 502, "{}", r.raw_head);
+    }
+    // One server is ejected; the other is still tried on every request.
+    let (na, nb) = (a.accepts(), b.accepts());
+    assert!(
+        na.min(nb) == 1 && na.max(nb) >= 4,
+        "accepts: a {na}, b {nb}"
+    );
 }

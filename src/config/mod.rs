@@ -117,6 +117,9 @@ pub struct ServerConfig {
     pub host: String,
     /// Name verified (and sent as SNI) when the group speaks TLS.
     pub tls_name: Option<ServerName<'static>>,
+    /// Hash of `tls_name`, so pooled TLS connections are only reused for
+    /// the same name.
+    pub tls_name_tag: u64,
     /// Used only when no primary server is available.
     pub backup: bool,
     /// Region (an id in `Config::geo`) for geo-targeted balancing.
@@ -191,6 +194,9 @@ pub struct Outlier {
     pub base_ejection: Duration,
     pub max_ejection: Duration,
     pub on_5xx: bool,
+    /// Most servers (percent of the group; at least one) ejected at once,
+    /// so one client sending requests that fail cannot empty a group.
+    pub max_ejected_percent: u32,
 }
 
 #[derive(Debug, Clone)]

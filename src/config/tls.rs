@@ -79,6 +79,7 @@ pub(super) fn listener_tls(
             false
         }
     };
+    let tickets_set = t.has("session_tickets");
     let session_tickets = t.bool(p, "session_tickets").unwrap_or(true);
     let session_cache = t.int(p, "session_cache", 0, 10_000_000).unwrap_or(1024) as usize;
     let handshake_timeout = t
@@ -118,10 +119,30 @@ pub(super) fn listener_tls(
             p.add(t.key_path("client_subject_header"), "needs client_ca");
             return None;
         }
+        let lower = h.to_ascii_lowercase();
         if h.is_empty() || !h.bytes().all(crate::http::fields::is_tchar) {
             p.add(
                 t.key_path("client_subject_header"),
                 format!("`{h}` is not a header field name"),
+            );
+            return None;
+        }
+        if crate::http::fields::is_hop_by_hop(lower.as_bytes())
+            || [
+                "content-length",
+                "transfer-encoding",
+                "host",
+                "upgrade",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "via",
+            ]
+            .contains(&lower.as_str())
+        {
+            p.add(
+                t.key_path("client_subject_header"),
+                format!("`{h}` is a field the proxy writes itself"),
             );
             return None;
         }
@@ -137,14 +158,30 @@ pub(super) fn listener_tls(
                     None
                 }
             });
+    if client_ca.is_some() && session_tickets && tickets_set {
+        p.add(
+            t.key_path("session_tickets"),
+            "cannot be used with client_ca (a ticket would skip the client certificate check on resumption)",
+        );
+    }
     let tls_path = t.path.clone();
     t.finish(p);
     if p.0.len() > errors_before || certs.is_empty() {
         return None;
     }
-    // Sessions survive a reload unless client authentication changed.
+    // A resumed session skips the client-certificate check (the ticket or
+    // cache entry carries the certificate of the first handshake), so
+    // with client authentication: no tickets (their key is shared by all
+    // listeners), and a session cache keyed on the listener, the mode and
+    // the CA bundle's contents, so another listener or a changed CA never
+    // accepts a session made under different rules.
+    let session_tickets = session_tickets && client_ca.is_none();
     let mut h = DefaultHasher::new();
-    (name, &client_ca, required).hash(&mut h);
+    name.hash(&mut h);
+    required.hash(&mut h);
+    if let Some(ca) = &client_ca {
+        std::fs::read(ca).unwrap_or_default().hash(&mut h);
+    }
     let settings = ServerSettings {
         certs,
         default_cert,
@@ -220,6 +257,11 @@ pub(super) fn upstream_tls(
             Some(n) => Some(n.clone()),
             None => ServerName::try_from(spec.template.host.clone()).ok(),
         };
+        spec.template.tls_name_tag = spec
+            .template
+            .tls_name
+            .as_ref()
+            .map_or(0, |n| crate::upstream::hash_bytes(n.to_str().as_bytes()));
     }
     let mut h = DefaultHasher::new();
     (sni_text, &ca, verify).hash(&mut h);

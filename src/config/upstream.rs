@@ -288,6 +288,7 @@ fn outlier(t: &mut TableReader<'_>, p: &mut Problems) -> Option<Outlier> {
         base_ejection: Duration::from_secs(10),
         max_ejection: Duration::from_secs(300),
         on_5xx: true,
+        max_ejected_percent: 50,
     };
     let value = t.raw("outlier");
     let path = t.key_path("outlier");
@@ -319,12 +320,16 @@ fn outlier(t: &mut TableReader<'_>, p: &mut Problems) -> Option<Outlier> {
         p.add(o.key_path("max_ejection"), "must be at least base_ejection");
     }
     let on_5xx = o.bool(p, "on_5xx").unwrap_or(defaults.on_5xx);
+    let max_ejected_percent = o
+        .int(p, "max_ejected_percent", 0, 100)
+        .map_or(defaults.max_ejected_percent, |n| n as u32);
     o.finish(p);
     Some(Outlier {
         failures,
         base_ejection,
         max_ejection,
         on_5xx,
+        max_ejected_percent,
     })
 }
 
@@ -392,6 +397,7 @@ fn server(item: &toml::Value, path: &str, p: &mut Problems, geo: &mut Geo) -> Op
             weight,
             host: host_part(addr),
             tls_name: None,
+            tls_name_tag: 0,
             backup,
             region,
             max_conns,

@@ -198,8 +198,9 @@ impl StoresServerSessions for PerCoreSessions {
                 let map = &shard.map;
                 shard.order.retain(|k| map.contains_key(k));
             }
-            shard.order.push_back(key.clone());
-            shard.map.insert(key, value);
+            if shard.map.insert(key.clone(), value).is_none() {
+                shard.order.push_back(key);
+            }
             true
         })
     }
@@ -235,16 +236,48 @@ pub fn client_subject(cert: &[u8]) -> Option<String> {
             }
             out.push_str(&key);
             out.push('=');
-            // Keep the header value a single safe line.
-            out.extend(value.chars().map(|c| if c.is_control() { '?' } else { c }));
+            escape_dn_value(value, &mut out);
         }
     }
     Some(out)
 }
 
+/// RFC 4514 escaping, so a value cannot pass for more attributes
+/// (`CN=a,O=Admins` as one CN); control characters become `?` to keep the
+/// header one safe line.
+fn escape_dn_value(value: &str, out: &mut String) {
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i == last && c == ' ');
+        if c.is_control() {
+            out.push('?');
+            continue;
+        }
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subject_values_are_escaped() {
+        let mut out = String::new();
+        escape_dn_value("alice,O=Admins", &mut out);
+        assert_eq!(out, "alice\\,O\\=Admins");
+        out.clear();
+        escape_dn_value("#x y ", &mut out);
+        assert_eq!(out, "\\#x y\\ ");
+        out.clear();
+        escape_dn_value("a\nb", &mut out);
+        assert_eq!(out, "a?b");
+    }
 
     #[test]
     fn wildcard_covers_one_label() {

@@ -75,7 +75,8 @@ impl Incoming {
     /// reached), stopping early once plaintext is ready so rustls's
     /// plaintext buffer never overflows.
     fn feed(&mut self, session: &mut Connection) -> io::Result<()> {
-        while self.pos < self.buf.len() {
+        // rustls refuses input while it holds undelivered plaintext.
+        while self.pos < self.buf.len() && session.wants_read() {
             let mut rest = &self.buf[self.pos..];
             let n = session.read_tls(&mut rest)?;
             self.pos += n;
@@ -84,7 +85,7 @@ impl Incoming {
                 break;
             }
         }
-        if self.pos == self.buf.len() {
+        if self.pos == self.buf.len() && session.wants_read() {
             self.buf.clear();
             self.pos = 0;
             if self.eof && !self.eof_given {
@@ -125,6 +126,29 @@ fn invalid_data(e: rustls::Error) -> io::Error {
 impl<IO, S> TlsIo<IO, S> {
     pub fn session(&self) -> &S {
         &self.session
+    }
+}
+
+impl TlsStream {
+    /// Whether input arrived that nobody asked for: buffered ciphertext,
+    /// plaintext rustls holds, or the peer's close. A pooled upstream
+    /// connection with any of it must not carry another request (a peek
+    /// at the socket cannot see bytes already read into here).
+    pub fn has_unread_input(&mut self) -> bool {
+        if !self.incoming.is_empty() || self.incoming.eof {
+            return true;
+        }
+        !matches!(self.session.reader().fill_buf(), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Frees the I/O buffers while the connection idles (they are taken
+    /// again, at full size, by the next operation).
+    pub fn release_buffers(&mut self) {
+        if self.incoming.is_empty() {
+            self.incoming.buf = Vec::new();
+            self.incoming.pos = 0;
+        }
+        self.outgoing = Vec::new();
     }
 }
 

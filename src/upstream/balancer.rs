@@ -281,6 +281,7 @@ impl GroupState {
     /// Ends a request on server `i`: no longer in flight, and what its
     /// outcome says about the server (passive health).
     pub fn finish(&mut self, group: &UpstreamGroup, i: usize, outcome: Outcome, now: Instant) {
+        let ejected = self.servers.iter().filter(|s| s.is_ejected(now)).count();
         let (Some(server), Some(state)) = (group.servers.get(i), self.servers.get_mut(i)) else {
             return;
         };
@@ -305,7 +306,11 @@ impl GroupState {
                 let Some(outlier) = &group.outlier else {
                     return;
                 };
-                if was_probe || state.fails >= outlier.failures {
+                let allowed =
+                    (group.servers.len() * outlier.max_ejected_percent as usize / 100).max(1);
+                // A failed probe extends an ejection; a new one must fit
+                // under the cap.
+                if was_probe || (state.fails >= outlier.failures && ejected < allowed) {
                     let factor = 1u32 << state.ejections.min(16);
                     let backoff = outlier
                         .base_ejection

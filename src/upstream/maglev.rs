@@ -27,10 +27,11 @@ impl Maglev {
             .copied()
             .find(|&m| m >= total.saturating_mul(1000))
             .unwrap_or(SIZES[SIZES.len() - 1]);
-        let mut table = vec![u32::MAX; size];
-        if servers.is_empty() {
+        // Nothing can claim a slot (no servers, or only weightless ones).
+        if total == 0 {
             return Maglev { table: Vec::new() };
         }
+        let mut table = vec![u32::MAX; size];
         let perms: Vec<(usize, usize)> = servers
             .iter()
             .map(|(name, _)| {
@@ -129,6 +130,13 @@ mod tests {
         assert!(moved < ideal * 5 / 4, "moved {moved}, ideal {ideal}");
         let were_its = before.iter().filter(|&&o| o == N - 1).count();
         assert!(moved >= were_its, "its {were_its} keys must all move");
+    }
+
+    #[test]
+    fn weightless_servers_make_an_empty_table() {
+        let m = Maglev::new(&[(String::new(), 0)]);
+        assert_eq!(m.lookup(42), None);
+        assert_eq!(Maglev::new(&[]).lookup(42), None);
     }
 
     #[test]

@@ -24,6 +24,10 @@ use crate::router::{Action, RouteQuery};
 use crate::tls::{TlsStream, client_subject};
 use crate::upstream::hash_bytes;
 
+/// How long a new connection may still send its first request once a
+/// drain has begun.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(200);
+
 /// Room asked for when reading a request head.
 const HEAD_READ: usize = 4096;
 
@@ -53,6 +57,7 @@ impl Client {
     /// Gives the write and upstream buffers back to the worker while the
     /// connection waits for its next request.
     fn park_buffers(&mut self, ctx: &WorkerCtx) {
+        self.stream.release_buffers();
         let mut pool = ctx.buffers.borrow_mut();
         pool.give(std::mem::take(&mut self.out));
         pool.give(std::mem::take(&mut self.spare));
@@ -348,10 +353,18 @@ async fn await_request(c: &mut Client, ctx: &WorkerCtx, first: bool) -> bool {
         timeouts.keepalive
     };
     // Dropping this read on drain may lose bytes in flight: we close then.
+    // A connection accepted just before the drain began has most likely
+    // sent its request already: it gets a short grace to be served.
     let fill = c.inbuf.fill(&mut c.stream, HEAD_READ, wait);
+    let drained = async {
+        ctx.drain.wait().await;
+        if first {
+            monoio::time::sleep(FIRST_REQUEST_GRACE).await;
+        }
+    };
     let read = monoio::select! {
         r = fill => r,
-        _ = ctx.drain.wait() => return false,
+        _ = drained => return false,
     };
     matches!(read, Ok(n) if n > 0)
 }

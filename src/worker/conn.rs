@@ -41,6 +41,22 @@ impl Conn {
         matches!(self, Conn::Tls(_))
     }
 
+    /// Input already read but not consumed (TLS only: a plain socket
+    /// keeps unread bytes in the kernel, where a peek sees them).
+    pub fn has_unread_input(&mut self) -> bool {
+        match self {
+            Conn::Plain(_) => false,
+            Conn::Tls(s) => s.has_unread_input(),
+        }
+    }
+
+    /// Gives back idle I/O buffers (TLS keeps its own).
+    pub fn release_buffers(&mut self) {
+        if let Conn::Tls(s) = self {
+            s.release_buffers();
+        }
+    }
+
     pub fn into_split(self) -> (ConnRead, ConnWrite) {
         match self {
             Conn::Plain(s) => {

@@ -13,16 +13,20 @@ use rustls::pki_types::ServerName;
 
 use super::conn::Conn;
 use super::ctx::WorkerCtx;
-use crate::config::UpstreamGroup;
+use crate::config::{ServerConfig, UpstreamGroup};
 use crate::error::{ErrorKind, ProxyError};
 use crate::tls::TlsStream;
 use crate::upstream::PoolKey;
 
-/// Which pooled connections can serve `group`'s requests to `addr`.
-pub(crate) fn pool_key(group: &UpstreamGroup, addr: SocketAddr) -> PoolKey {
+/// Which pooled connections can serve `group`'s requests to `server`:
+/// same address, and for TLS the same settings and server name.
+pub(crate) fn pool_key(group: &UpstreamGroup, server: &ServerConfig) -> PoolKey {
     PoolKey {
-        addr,
-        tls: group.tls.as_ref().map_or(0, |t| t.pool_tag),
+        addr: server.addr,
+        tls: group
+            .tls
+            .as_ref()
+            .map_or(0, |t| (t.pool_tag ^ server.tls_name_tag) | 1),
     }
 }
 
@@ -32,26 +36,27 @@ pub(crate) fn pool_key(group: &UpstreamGroup, addr: SocketAddr) -> PoolKey {
 pub(crate) async fn acquire(
     ctx: &WorkerCtx,
     group: &UpstreamGroup,
-    addr: SocketAddr,
+    server: &ServerConfig,
     allow_pooled: bool,
     client: (SocketAddr, Option<SocketAddr>),
 ) -> Result<(Conn, bool), ProxyError> {
     if allow_pooled && group.send_proxy_protocol.is_none() {
         let now = Instant::now();
-        let key = pool_key(group, addr);
+        let key = pool_key(group, server);
         loop {
-            let Some(conn) = ctx.pool.borrow_mut().take(&key, now) else {
+            let Some(mut conn) = ctx.pool.borrow_mut().take(&key, now) else {
                 break;
             };
             // Always checked: stray bytes an upstream sent after its last
             // response (or its close) must never reach the next client.
             // On TLS that includes late session tickets: such a
             // connection is dropped too, which is only a lost reuse.
-            if idle_conn_usable(conn.socket()) {
+            if !conn.has_unread_input() && idle_conn_usable(conn.socket()) {
                 return Ok((conn, true));
             }
         }
     }
+    let addr = server.addr;
     let deadline = Instant::now() + group.connect_timeout;
     let mut socket =
         match monoio::time::timeout(group.connect_timeout, TcpStream::connect_addr(addr)).await {
@@ -84,11 +89,9 @@ pub(crate) async fn acquire(
     let Some(tls) = &group.tls else {
         return Ok((Conn::Plain(socket), false));
     };
-    let name = group
-        .servers
-        .iter()
-        .find(|s| s.addr == addr)
-        .and_then(|s| s.tls_name.clone())
+    let name = server
+        .tls_name
+        .clone()
         .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
     let left = deadline.saturating_duration_since(Instant::now());
     match monoio::time::timeout(left, TlsStream::connect(socket, tls.client.clone(), name)).await {

@@ -18,6 +18,9 @@ use crate::config::Config;
 
 /// A socket handed to a worker: the listener's id and configured address.
 pub(crate) struct NewListener {
+    /// The snapshot that added it: a worker still on an older one leaves
+    /// it queued.
+    pub generation: u64,
     pub id: u64,
     pub bind: SocketAddr,
     pub socket: std::net::TcpListener,
@@ -75,14 +78,23 @@ pub(crate) fn sync(ctx: &Rc<WorkerCtx>, config: &Config) {
     for canceller in removed {
         canceller.cancel();
     }
-    for new in ctx.shared.take_new_listeners(ctx.id) {
-        let running = ctx
-            .listeners
-            .borrow()
-            .iter()
-            .any(|a| a.id == new.id && a.bind == new.bind);
-        if running || !wanted(new.id, new.bind) {
+    for new in ctx.shared.take_new_listeners(ctx.id, config.generation) {
+        if !wanted(new.id, new.bind) {
             continue;
+        }
+        // Bound by a later reload (the listener was removed and added
+        // back between two ticks): the new socket replaces the old one.
+        let mut old = Vec::new();
+        ctx.listeners.borrow_mut().retain_mut(|a| {
+            let same = a.id == new.id && a.bind == new.bind;
+            if same {
+                old.push(std::mem::take(&mut a.canceller));
+                a.stopped.set(true);
+            }
+            !same
+        });
+        for canceller in old {
+            canceller.cancel();
         }
         let bind = new.bind;
         if let Err(e) = start(ctx, new) {

@@ -110,7 +110,10 @@ async fn main(spec: WorkerSpec, driver: &'static str) {
             return;
         }
     }
-    monoio::spawn(ticker(ctx.clone()));
+    // Read before `ready`: a reload right after start must still be seen
+    // as a change by the ticker.
+    let listening_for = ctx.snapshot().0;
+    monoio::spawn(ticker(ctx.clone(), listening_for));
     let _ = spec.ready.send(Ok(driver));
 
     ctx.drain.wait().await;
@@ -139,9 +142,8 @@ async fn main(spec: WorkerSpec, driver: &'static str) {
     monoio::time::sleep(Duration::from_millis(1)).await;
 }
 
-async fn ticker(ctx: Rc<WorkerCtx>) {
+async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64) {
     let mut ticks: u32 = 0;
-    let mut listening_for = ctx.snapshot().0;
     loop {
         monoio::time::sleep(TICK).await;
         if ctx.shared.draining.load(Ordering::Acquire) && !ctx.drain.is_draining() {

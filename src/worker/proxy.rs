@@ -136,7 +136,15 @@ pub(crate) async fn run(
             (local, _) => local,
         };
         let client = (c.peer, local);
-        let (mut upstream, reused) = match acquire(ctx, group, addr, allow_pooled, client).await {
+        let (mut upstream, reused) = match acquire(
+            ctx,
+            group,
+            &group.servers[server],
+            allow_pooled,
+            client,
+        )
+        .await
+        {
             Ok(u) => u,
             Err(e) => {
                 ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
@@ -194,11 +202,12 @@ pub(crate) async fn run(
                     Outcome::Success(started.elapsed())
                 };
                 ctx.finish_server(generation, config, group_idx, server, outcome);
-                if reusable && group.send_proxy_protocol.is_none() {
+                if reusable && group.send_proxy_protocol.is_none() && !upstream.has_unread_input() {
+                    upstream.release_buffers();
                     let now = Instant::now();
                     let max = group.max_idle_per_server;
                     ctx.pool.borrow_mut().put(
-                        pool_key(group, addr),
+                        pool_key(group, &group.servers[server]),
                         upstream,
                         max,
                         group.idle_timeout,
