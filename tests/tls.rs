@@ -1605,3 +1605,116 @@ fn expired_certificate_loads_with_a_warning() {
     .unwrap();
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }
+
+/// A resumed session skips the client-certificate check, so a ticket or
+/// session from a listener without client authentication must never let
+/// a client into an mTLS listener; and tickets cannot be turned on there.
+#[test]
+fn a_session_from_another_listener_does_not_skip_the_client_certificate() {
+    let dir = Dir::new();
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let cert = server_ca.server(&["a.test"]);
+    let entry = cert.write(&dir, "a");
+    let ca_path = client_ca.write(&dir, "client-ca");
+    let up = Upstream::echo();
+    let listeners = |mtls_extra: &str| {
+        format!(
+            "{}\n[[listeners]]\nname = \"public\"\nbind = \"127.0.0.1:0\"\n[listeners.tls]\ncerts = [{entry}]\n",
+            https_listener(&format!(
+                "certs = [{entry}]\nclient_ca = \"{ca_path}\"\n{mtls_extra}"
+            ))
+        )
+    };
+    let proxy = Proxy::start(&ConfigBuilder::new(up.addr).sections(&listeners("")).build());
+    let public = proxy
+        .handle()
+        .listener_addr("public")
+        .expect("public bound");
+    // One client config: rustls keeps its tickets and sessions per name.
+    let config = Arc::new(client_config(Some(&server_ca), both_versions(), None));
+    for _ in 0..2 {
+        let mut c = TlsClient::connect(public, &config, "a.test");
+        assert_eq!(c.request(&get("/public")).status, 200);
+    }
+    let before = up.requests().len();
+    assert_refused(
+        attempt(proxy.addr, &config, "a.test", &get("/mtls")),
+        "a session from the public listener on the mTLS listener",
+    );
+    assert_eq!(up.requests().len(), before, "a request got through");
+    let err = Config::from_toml_str(
+        &ConfigBuilder::new(up.addr)
+            .sections(&listeners("session_tickets = true"))
+            .build(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("listeners[0].tls.session_tickets"),
+        "{err}"
+    );
+}
+
+/// A TLS upstream that sends bytes after its response hides them inside
+/// the TLS stream (decrypted or buffered), where a peek at the socket
+/// cannot see them: such a connection must not be pooled, or the next
+/// client would get the stray bytes as its response.
+#[test]
+fn stray_bytes_after_a_tls_upstream_response_never_reach_the_next_client() {
+    let dir = Dir::new();
+    let ca = Ca::new("upstream CA");
+    let leaf = ca.server(&["up.test"]);
+    let server = Arc::new(
+        ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(leaf.chain(), leaf.key())
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            let Ok(sock) = sock else { return };
+            let server = server.clone();
+            std::thread::spawn(move || {
+                let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
+                let conn = ServerConnection::new(server).unwrap();
+                let mut s = StreamOwned::new(conn, sock);
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(1) => head.push(b[0]),
+                        _ => return,
+                    }
+                }
+                // The answer, then an unasked one in its own record.
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst");
+                let _ = s.flush();
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL");
+                let _ = s.flush();
+                // Keep the connection open, as a keep-alive server would.
+                let _ = s.read(&mut b);
+            });
+        }
+    });
+    let ca_path = ca.write(&dir, "ca");
+    let proxy = Proxy::start_with(
+        &ConfigBuilder::new(up_addr)
+            .group(&format!(
+                "tls = {{ sni = \"up.test\", ca = \"{ca_path}\" }}"
+            ))
+            .build(),
+        1,
+        IoMode::Auto,
+    );
+    for who in ["alice", "bob", "carol"] {
+        let mut c = proxy.connect();
+        let r = c.request(&get(&format!("/{who}")));
+        assert_eq!(r.status, 200, "{who}");
+        assert_eq!(r.body_str(), "first", "{who} got another client's bytes");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
