@@ -1,0 +1,1067 @@
+#!/usr/bin/env bash
+# compare.sh — the headline benchmark: ringress vs nginx vs HAProxy, one
+# worker each, plain HTTP/1.1, on one machine.
+#
+# Starts, all on 127.0.0.1:
+#   * a backend: nginx, 1 worker, serving / (100 bytes), /64k (64 KiB) and
+#     /1m (1 MiB) static files, each with a Content-Length
+#   * nginx as a 1-worker reverse proxy (upstream keepalive 64,
+#     proxy_http_version 1.1, Connection "")
+#   * HAProxy, 1 thread (nbthread 1, mode http, http-reuse always,
+#     option http-keep-alive)
+#   * ringress, 1 worker (--threads 1)
+# then measures, per scenario, req/s, p99, MB/s, proxy-core CPU µs/request
+# and RSS, alternating the proxies for $ROUNDS rounds, and writes
+# results/compare.md (tables, medians over the rounds, ratios, a verdict per
+# target of the performance issue), results/compare.csv (every run) and
+# results/compare.png (drawn by plot.py from the CSV).
+#
+# Scenarios (SCENARIOS, run in this order; memory runs first, on processes
+# that have served only a few requests):
+#   memory    RSS of each proxy holding $IDLE_CONNS idle keep-alive client
+#             connections (idle_conns.py), KiB per connection above its
+#             idle baseline
+#   ka-c64    wrk -t1 -c64, keep-alive, GET / (100 bytes)
+#   ka-c256   wrk -t1 -c256, the same
+#   oha-c64   oha -c64, the same as ka-c64 with a second load generator
+#   close     wrk -t1 -c$CLOSE_CONNS -H "Connection: close" (new connection
+#             per request)
+#   body-64k  wrk -t1 -c$BODY_CONNS, GET /64k
+#   body-1m   wrk -t1 -c$BODY_CONNS, GET /1m
+#   scaling   ringress with 2 workers vs 1 worker, wrk -t1 -c256
+#
+# Exits non-zero only when setup fails (install, build, a server that does not
+# start or dies, a load generator failing). Missing a target is reported in
+# the verdicts, not an error.
+#
+# Environment knobs (defaults in brackets):
+#   DURATION [8]       seconds per measured run
+#   WARMUP   [2]       seconds of warm-up per target and scenario (0 = none)
+#   ROUNDS   [3]       measured rounds; each round runs every scenario once per
+#                      target, starting one target later than the round before
+#   SCENARIOS          subset of the scenarios above, space separated [all]
+#   OHA      [1]       0 = skip oha (and the oha-c64 scenario)
+#   REFERENCE [1]      0 = no backend-direct reference rows
+#   IDLE_CONNS [10000] idle connections in the memory scenario
+#   IDLE_BATCH [200]   connections opened (and requests in flight) at a time
+#   BODY_CONNS [64]    wrk connections for the body scenarios
+#   CLOSE_CONNS [64]   wrk connections for the close scenario
+#   BACKEND_PORT [19480] NGINX_PORT [19481] HAPROXY_PORT [19482]
+#   RINGRESS_PORT [19483] RINGRESS2_PORT [19484] (2-worker ringress, scaling)
+#   PROXY_CPU / BACKEND_CPU / WRK_CPU / SCALE_CPU   CPU placement (see below)
+#   SKIP_BUILD=1       don't run cargo build (use an existing binary)
+#   RINGRESS_BIN       path of the ringress binary [target/release/ringress]
+#   RESULTS_DIR        where compare.md/.csv/.png go [bench-scripts/results]
+#   KEEP_TMP=1         keep the temp dir (configs, logs, raw outputs)
+set -euo pipefail
+
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-3}
+ALL_SCENARIOS="memory ka-c64 ka-c256 oha-c64 close body-64k body-1m scaling"
+SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
+OHA=${OHA:-1}
+REFERENCE=${REFERENCE:-1}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+IDLE_BATCH=${IDLE_BATCH:-200}
+BODY_CONNS=${BODY_CONNS:-64}
+CLOSE_CONNS=${CLOSE_CONNS:-64}
+BACKEND_PORT=${BACKEND_PORT:-19480}
+NGINX_PORT=${NGINX_PORT:-19481}
+HAPROXY_PORT=${HAPROXY_PORT:-19482}
+RINGRESS_PORT=${RINGRESS_PORT:-19483}
+RINGRESS2_PORT=${RINGRESS2_PORT:-19484}
+SKIP_BUILD=${SKIP_BUILD:-0}
+KEEP_TMP=${KEEP_TMP:-0}
+HOST=127.0.0.1 # all traffic stays on loopback
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+RINGRESS_BIN=${RINGRESS_BIN:-$REPO_ROOT/target/release/ringress}
+RESULTS_DIR=${RESULTS_DIR:-$SCRIPT_DIR/results}
+
+log() { printf '[compare] %s\n' "$*" >&2; }
+die() {
+    printf '[compare] ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+for v in DURATION WARMUP ROUNDS OHA REFERENCE IDLE_CONNS IDLE_BATCH BODY_CONNS CLOSE_CONNS \
+    BACKEND_PORT NGINX_PORT HAPROXY_PORT RINGRESS_PORT RINGRESS2_PORT; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
+done
+((ROUNDS >= 1)) || die "ROUNDS must be >= 1"
+((DURATION >= 2)) || die "DURATION must be >= 2"
+((IDLE_CONNS >= 1 && IDLE_BATCH >= 1 && BODY_CONNS >= 1 && CLOSE_CONNS >= 1)) || die "connection counts must be >= 1"
+
+# Scenario selection, kept in the canonical order.
+declare -A WANT=()
+for s in $SCENARIOS; do
+    [[ " $ALL_SCENARIOS " == *" $s "* ]] || die "unknown scenario '$s' (known: $ALL_SCENARIOS)"
+    WANT[$s]=1
+done
+if ((OHA == 0)) && [[ -n ${WANT[oha-c64]:-} ]]; then
+    log "OHA=0: skipping the oha-c64 scenario"
+    unset 'WANT[oha-c64]'
+fi
+SCEN=()
+for s in $ALL_SCENARIOS; do [[ -n ${WANT[$s]:-} ]] && SCEN+=("$s"); done
+((${#SCEN[@]})) || die "no scenario selected"
+want() { [[ -n ${WANT[$1]:-} ]]; }
+# Throughput scenarios (driven by wrk or oha against every target).
+LOAD_SCEN=()
+for s in "${SCEN[@]}"; do [[ $s == memory || $s == scaling ]] || LOAD_SCEN+=("$s"); done
+declare -A S_TOOL=([ka-c64]=wrk [ka-c256]=wrk [oha-c64]=oha [close]=wrk [body-64k]=wrk [body-1m]=wrk)
+declare -A S_CONNS=([ka-c64]=64 [ka-c256]=256 [oha-c64]=64 [close]=$CLOSE_CONNS [body-64k]=$BODY_CONNS [body-1m]=$BODY_CONNS)
+declare -A S_PATH=([ka-c64]=/ [ka-c256]=/ [oha-c64]=/ [close]=/ [body-64k]=/64k [body-1m]=/1m)
+declare -A S_TITLE=(
+    [ka-c64]="Keep-alive, 100-byte body, wrk -t1 -c64"
+    [ka-c256]="Keep-alive, 100-byte body, wrk -t1 -c256"
+    [oha-c64]="Keep-alive, 100-byte body, oha -c64 (second load generator)"
+    [close]="New connection per request, wrk -t1 -c$CLOSE_CONNS -H \"Connection: close\""
+    [body-64k]="64 KiB response body, wrk -t1 -c$BODY_CONNS, keep-alive"
+    [body-1m]="1 MiB response body, wrk -t1 -c$BODY_CONNS, keep-alive"
+)
+
+# ---------------------------------------------------------------------------
+# CPU placement (as in vs-nginx.sh).
+#
+# Every proxy's one worker runs on PROXY_CPU (0): ringress pins worker i to
+# core i among the CPUs it may use, so it is started under taskset -c 0;
+# nginx gets worker_cpu_affinity and taskset, HAProxy taskset. The backend
+# and the load generator (wrk, oha, idle_conns.py) get the other CPUs; on a
+# 2-core machine they share CPU 1. With 3+ CPUs they each get their own,
+# avoiding CPU 0's hyper-thread siblings when possible.
+#
+# Scaling: the 2-worker ringress runs under taskset -c PROXY_CPU,SCALE_CPU,
+# so worker 0 is on PROXY_CPU and worker 1 on SCALE_CPU. SCALE_CPU is a CPU
+# used by neither the backend nor the load generator when there is one; on a
+# 2-core machine there is none, worker 1 shares CPU 1 with wrk and the
+# backend, and the scaling number is reported as not meaningful.
+# ---------------------------------------------------------------------------
+expand_cpu_list() { # "0-3,6" -> "0 1 2 3 6"
+    local part a b cpus=() i
+    local IFS=,
+    for part in $1; do
+        if [[ $part == *-* ]]; then
+            a=${part%-*} b=${part#*-}
+            for ((i = a; i <= b; i++)); do cpus+=("$i"); done
+        elif [[ -n $part ]]; then
+            cpus+=("$part")
+        fi
+    done
+    [[ ${#cpus[@]} -gt 0 ]] && printf "%s " "${cpus[@]}"; echo
+}
+ALLOWED_CPUS=$(expand_cpu_list "$(awk '/^Cpus_allowed_list:/ {print $2}' /proc/self/status 2>/dev/null || true)")
+[[ -n $ALLOWED_CPUS ]] || ALLOWED_CPUS=$(seq -s ' ' 0 $(($(nproc) - 1)))
+CPU0_SIBLINGS=$(expand_cpu_list "$(cat /sys/devices/system/cpu/cpu0/topology/thread_siblings_list 2>/dev/null || echo 0)")
+read -r -a _allowed <<<"$ALLOWED_CPUS"
+_preferred=() _siblings=()
+for c in "${_allowed[@]}"; do
+    ((c == 0)) && continue
+    if [[ " $CPU0_SIBLINGS " == *" $c "* ]]; then _siblings+=("$c"); else _preferred+=("$c"); fi
+done
+_others=("${_preferred[@]}" "${_siblings[@]}")
+PROXY_CPU=${PROXY_CPU:-0}
+if ((${#_others[@]} >= 2)); then
+    BACKEND_CPU=${BACKEND_CPU:-${_others[0]}}
+    WRK_CPU=${WRK_CPU:-${_others[1]}}
+elif ((${#_others[@]} == 1)); then
+    BACKEND_CPU=${BACKEND_CPU:-${_others[0]}}
+    WRK_CPU=${WRK_CPU:-${_others[0]}}
+else
+    BACKEND_CPU=${BACKEND_CPU:-0}
+    WRK_CPU=${WRK_CPU:-0}
+    log "WARNING: only one usable CPU; proxy, backend and wrk all share it"
+fi
+if [[ -z ${SCALE_CPU:-} ]]; then
+    for c in "${_others[@]}"; do
+        if ((c != BACKEND_CPU && c != WRK_CPU)); then SCALE_CPU=$c && break; fi
+    done
+    SCALE_CPU=${SCALE_CPU:-$WRK_CPU}
+fi
+for v in PROXY_CPU BACKEND_CPU WRK_CPU SCALE_CPU; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a CPU number (got '${!v}')"
+done
+SCALE_SHARED=0
+((SCALE_CPU == WRK_CPU || SCALE_CPU == BACKEND_CPU || SCALE_CPU == PROXY_CPU)) && SCALE_SHARED=1
+
+cpu_mask() { # nginx worker_cpu_affinity: bit mask, rightmost bit = CPU 0
+    local m=1 i
+    for ((i = 0; i < $1; i++)); do m+=0; done
+    echo "$m"
+}
+
+# ---------------------------------------------------------------------------
+# Tools: install what is missing (Debian packages, oha from crates.io).
+# ---------------------------------------------------------------------------
+SUDO=()
+if ((EUID != 0)); then SUDO=(sudo); fi
+apt_install() { # pkg...
+    log "installing: $*"
+    ((EUID == 0)) || command -v sudo >/dev/null 2>&1 || die "need root or sudo to install $*"
+    # Keep the packages' own services (nginx on :80, haproxy) from being
+    # started while installing (only if no policy-rc.d is there already).
+    local added_policy=0 ok=1
+    if [[ ! -e /usr/sbin/policy-rc.d ]] && ((EUID == 0)); then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && added_policy=1
+    fi
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq || ok=0
+    if ((ok)); then
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null || ok=0
+    fi
+    ((added_policy)) && rm -f /usr/sbin/policy-rc.d
+    return $((!ok))
+}
+need_pkgs=()
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_pkgs+=(nginx)
+command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || need_pkgs+=(haproxy)
+command -v wrk >/dev/null 2>&1 || need_pkgs+=(wrk)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+command -v taskset >/dev/null 2>&1 || need_pkgs+=(util-linux)
+command -v pgrep >/dev/null 2>&1 || need_pkgs+=(procps)
+command -v ss >/dev/null 2>&1 || need_pkgs+=(iproute2)
+command -v timeout >/dev/null 2>&1 || need_pkgs+=(coreutils)
+command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+if ((${#need_pkgs[@]})); then
+    apt_install "${need_pkgs[@]}" || die "apt-get install ${need_pkgs[*]} failed"
+fi
+NGINX=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy 2>/dev/null || echo /usr/sbin/haproxy)
+
+# matplotlib for plot.py: whichever python3 has it, else Debian's package.
+PLOT_PY=
+find_plot_py() {
+    local py
+    for py in python3 /usr/bin/python3; do
+        if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import matplotlib' 2>/dev/null; then
+            PLOT_PY=$py
+            return 0
+        fi
+    done
+    return 1
+}
+if ! find_plot_py; then
+    apt_install python3-matplotlib || log "WARNING: could not install python3-matplotlib"
+    find_plot_py || log "WARNING: no python3 with matplotlib; compare.png will not be drawn"
+fi
+
+OHA_BIN=''
+OHA_ARGS=()
+if want oha-c64; then
+    OHA_BIN=$(command -v oha 2>/dev/null || true)
+    [[ -z $OHA_BIN && -x $HOME/.cargo/bin/oha ]] && OHA_BIN=$HOME/.cargo/bin/oha
+    if [[ -z $OHA_BIN ]]; then
+        command -v cargo >/dev/null 2>&1 || die "oha is missing and cargo is not there to install it (OHA=0 skips oha)"
+        log "installing oha with cargo install oha --locked (a few minutes; bounded to 30 min)"
+        timeout 1800 cargo install oha --locked >&2 || die "cargo install oha failed (OHA=0 skips oha)"
+        OHA_BIN=$HOME/.cargo/bin/oha
+        [[ -x $OHA_BIN ]] || OHA_BIN=$(command -v oha 2>/dev/null || true)
+        [[ -n $OHA_BIN ]] || die "oha not found after cargo install"
+    fi
+    # JSON output: --output-format json (oha >= 1.5) or --json (older);
+    # one runtime thread where oha has the option, like wrk -t1.
+    oha_help=$("$OHA_BIN" --help 2>&1 || true)
+    if [[ $oha_help == *--output-format* ]]; then OHA_ARGS=(--output-format json); else OHA_ARGS=(--json); fi
+    [[ $oha_help == *--worker-threads* ]] && OHA_ARGS+=(--worker-threads 1)
+fi
+
+# ---------------------------------------------------------------------------
+# Build.
+# ---------------------------------------------------------------------------
+if [[ $SKIP_BUILD != 1 ]]; then
+    log "building ringress (cargo build --release)"
+    (cd "$REPO_ROOT" && cargo build --release) || die "cargo build --release failed"
+fi
+[[ -x $RINGRESS_BIN ]] || die "ringress binary not found at $RINGRESS_BIN"
+
+# ---------------------------------------------------------------------------
+# Process bookkeeping and cleanup (runs on normal exit, errors and Ctrl-C).
+# ---------------------------------------------------------------------------
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/ringress-compare.XXXXXX")
+PIDS=()     # long-lived servers we started
+LOAD_PID=   # the wrk / oha / idle_conns.py run in progress, if any
+stop_pid() { # pid: TERM, wait up to 3 s, then KILL
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 30; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    [[ -n $LOAD_PID ]] && stop_pid "$LOAD_PID"
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    if [[ $KEEP_TMP == 1 ]]; then
+        log "kept temp dir: $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT
+trap 'log "terminated"; exit 143' TERM
+
+# File descriptors: 10k idle connections need ~10k in the proxy and in the
+# client. Raise the soft limit to 65536, or to the hard limit if that is lower.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+[[ $NOFILE == unlimited ]] && NOFILE=1048576
+if want memory && ((NOFILE < IDLE_CONNS + 1024)); then
+    die "open-file limit $NOFILE is too low for IDLE_CONNS=$IDLE_CONNS (need $((IDLE_CONNS + 1024)); raise the hard limit or lower IDLE_CONNS)"
+fi
+WORKER_CONNS=$((IDLE_CONNS * 2 > 20000 ? IDLE_CONNS * 2 : 20000))
+((WORKER_CONNS < NOFILE)) || WORKER_CONNS=$((NOFILE - 64))
+
+port_in_use() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+for p in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$RINGRESS_PORT" "$RINGRESS2_PORT"; do
+    ! port_in_use "$p" || die "port $HOST:$p is already in use"
+done
+
+# Wait (bounded) for http://HOST:PORT/ to answer 200; fail if PID died.
+wait_http() {
+    local name=$1 port=$2 pid=$3 logf=$4 i
+    for ((i = 0; i < 100; i++)); do # 100 x 0.1 s = 10 s
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "$name exited during startup; log ($logf):"
+            tail -n 30 "$logf" >&2 2>/dev/null || true
+            die "$name failed to start"
+        fi
+        if curl -fsS -o /dev/null --max-time 1 "http://$HOST:$port/" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    log "$name did not answer on $HOST:$port within 10 s; log ($logf):"
+    tail -n 30 "$logf" >&2 2>/dev/null || true
+    die "$name failed to start"
+}
+# Check that PATH through PORT returns 200 with SIZE body bytes.
+check_body() {
+    local name=$1 port=$2 path=$3 size=$4 got
+    got=$(curl -fsS -o /dev/null --max-time 5 -w '%{http_code} %{size_download}' "http://$HOST:$port$path" 2>&1) ||
+        die "$name: GET $path failed: $got"
+    [[ $got == "200 $size" ]] || die "$name: GET $path returned '$got', expected '200 $size'"
+}
+
+NGINX_HAS_E=0 # -e (startup error log path) exists since nginx 1.19.5
+nginx_help=$("$NGINX" -h 2>&1 || true)
+[[ $nginx_help == *"-e filename"* ]] && NGINX_HAS_E=1
+
+nginx_common() { # dir cpu
+    local dir=$1 cpu=$2
+    ((EUID == 0)) && echo "user root;"
+    cat <<EOF
+daemon off;
+master_process on;
+worker_processes 1;
+worker_cpu_affinity $(cpu_mask "$cpu");
+worker_rlimit_nofile $NOFILE;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events {
+    worker_connections $WORKER_CONNS;
+}
+EOF
+}
+nginx_http_common() { # dir
+    local dir=$1
+    cat <<EOF
+    access_log off;
+    # Client keep-alive for as long as the load runs (the default would close
+    # every 1000 requests and make wrk reconnect).
+    keepalive_requests 100000000;
+    keepalive_timeout 75s;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+EOF
+}
+start_nginx() { # name dir cpu logfile
+    local name=$1 dir=$2 cpu=$3 logf=$4
+    local args=(-p "$dir" -c "$dir/nginx.conf")
+    ((NGINX_HAS_E)) && args+=(-e "$dir/error.log")
+    "$NGINX" -t "${args[@]}" >"$logf" 2>&1 || {
+        cat "$logf" >&2
+        die "$name: nginx -t failed"
+    }
+    taskset -c "$cpu" "$NGINX" "${args[@]}" >>"$logf" 2>&1 &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+}
+
+# ---------------------------------------------------------------------------
+# Backend: nginx, 1 worker, static files.
+# ---------------------------------------------------------------------------
+B=$TMP/backend
+mkdir -p "$B/www"
+printf '%-99s\n' "hello from backend" >"$B/www/hello.txt" # exactly 100 bytes
+head -c 65536 /dev/zero | tr '\0' 'a' >"$B/www/64k.bin"
+head -c 1048576 /dev/zero | tr '\0' 'b' >"$B/www/1m.bin"
+{
+    nginx_common "$B" "$BACKEND_CPU"
+    cat <<EOF
+http {
+$(nginx_http_common "$B")
+    default_type application/octet-stream;
+    sendfile on;
+    open_file_cache max=16;
+    server {
+        listen $HOST:$BACKEND_PORT backlog=4096;
+        root $B/www;
+        location = /64k { try_files /64k.bin =404; }
+        location = /1m { try_files /1m.bin =404; }
+        location / { try_files /hello.txt =404; }
+    }
+}
+EOF
+} >"$B/nginx.conf"
+log "starting backend nginx on $HOST:$BACKEND_PORT (cpu $BACKEND_CPU)"
+start_nginx backend "$B" "$BACKEND_CPU" "$B/stdout.log"
+BACKEND_PID=$LAST_PID
+wait_http backend "$BACKEND_PORT" "$BACKEND_PID" "$B/error.log"
+
+# ---------------------------------------------------------------------------
+# nginx reverse proxy: 1 worker, upstream keep-alive, default buffering.
+# ---------------------------------------------------------------------------
+N=$TMP/nginx-proxy
+mkdir -p "$N"
+{
+    nginx_common "$N" "$PROXY_CPU"
+    cat <<EOF
+http {
+$(nginx_http_common "$N")
+    upstream backend {
+        server $HOST:$BACKEND_PORT;
+        keepalive 64;
+        keepalive_requests 100000000;
+        keepalive_timeout 75s;
+    }
+    server {
+        listen $HOST:$NGINX_PORT backlog=4096;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+} >"$N/nginx.conf"
+
+# ---------------------------------------------------------------------------
+# HAProxy: 1 thread, HTTP mode, server-side connection reuse.
+# ---------------------------------------------------------------------------
+H=$TMP/haproxy
+mkdir -p "$H"
+# HAProxy wants 2 x maxconn descriptors and, by default (strict-limits),
+# refuses to start when it cannot raise the limit that far. Where the hard
+# limit is lower (20000 on this project's machines), "no strict-limits" turns
+# that into a warning: the memory scenario needs only ~IDLE_CONNS + IDLE_BATCH.
+HAPROXY_LIMITS=
+((NOFILE < 2 * WORKER_CONNS + 128)) && HAPROXY_LIMITS="no strict-limits"
+cat >"$H/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $WORKER_CONNS
+    pidfile $H/haproxy.pid
+    ${HAPROXY_LIMITS}
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 75s
+    timeout server 75s
+    timeout http-request 30s
+    timeout http-keep-alive 75s
+
+frontend fe
+    bind $HOST:$HAPROXY_PORT
+    maxconn $WORKER_CONNS
+    default_backend be
+
+backend be
+    server s1 $HOST:$BACKEND_PORT
+EOF
+"$HAPROXY" -c -f "$H/haproxy.cfg" >"$H/check.log" 2>&1 || {
+    cat "$H/check.log" >&2
+    die "haproxy -c failed"
+}
+
+# ---------------------------------------------------------------------------
+# ringress: one worker (pinned to PROXY_CPU, the only CPU taskset allows).
+# ---------------------------------------------------------------------------
+ringress_config() { # port threads
+    cat <<EOF
+[runtime]
+threads = $2
+
+[[listeners]]
+name = "main"
+bind = "$HOST:$1"
+
+[[routes]]
+path_prefix = "/"
+upstream = "backend"
+
+[upstreams.backend]
+servers = ["$HOST:$BACKEND_PORT"]
+EOF
+}
+R=$TMP/ringress
+mkdir -p "$R"
+ringress_config "$RINGRESS_PORT" 1 >"$R/ringress.toml"
+
+PROXIES=(nginx haproxy ringress)
+TARGETS=("${PROXIES[@]}")
+((REFERENCE)) && TARGETS=(backend "${PROXIES[@]}")
+declare -A PORT=([backend]=$BACKEND_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT [ringress]=$RINGRESS_PORT)
+declare -A SPID=([backend]=$BACKEND_PID)
+declare -A LABEL=([backend]="backend direct (reference)" [nginx]="nginx, 1 worker" [haproxy]="HAProxy, 1 thread"
+    [ringress]="ringress, 1 worker" [ringress2]="ringress, 2 workers")
+
+# start_proxy NAME: start one proxy (its config is written above), wait for
+# it to answer and check the three bodies through it; sets SPID[NAME].
+start_proxy() {
+    local t=$1 pid
+    log "starting $t on $HOST:${PORT[$t]} (cpu $PROXY_CPU)"
+    case $t in
+        nginx)
+            start_nginx nginx-proxy "$N" "$PROXY_CPU" "$N/stdout.log"
+            pid=$LAST_PID
+            wait_http nginx-proxy "$NGINX_PORT" "$pid" "$N/error.log"
+            ;;
+        haproxy)
+            # -db: foreground, no master process: one process, one thread.
+            taskset -c "$PROXY_CPU" "$HAPROXY" -db -f "$H/haproxy.cfg" >>"$H/haproxy.log" 2>&1 &
+            pid=$!
+            PIDS+=("$pid")
+            wait_http haproxy "$HAPROXY_PORT" "$pid" "$H/haproxy.log"
+            ;;
+        ringress)
+            taskset -c "$PROXY_CPU" "$RINGRESS_BIN" --config "$R/ringress.toml" --threads 1 >>"$R/ringress.log" 2>&1 &
+            pid=$!
+            PIDS+=("$pid")
+            wait_http ringress "$RINGRESS_PORT" "$pid" "$R/ringress.log"
+            ;;
+    esac
+    SPID[$t]=$pid
+    check_body "$t" "${PORT[$t]}" / 100
+    check_body "$t" "${PORT[$t]}" /64k 65536
+    check_body "$t" "${PORT[$t]}" /1m 1048576
+}
+# stop_proxy NAME: stop it (bounded) and forget its PID.
+stop_proxy() {
+    local t=$1 i keep=()
+    stop_pid "${SPID[$t]}"
+    for i in "${PIDS[@]}"; do [[ $i == "${SPID[$t]}" ]] || keep+=("$i"); done
+    PIDS=("${keep[@]}")
+    unset 'SPID[$t]'
+}
+check_body backend "$BACKEND_PORT" / 100
+check_body backend "$BACKEND_PORT" /64k 65536
+check_body backend "$BACKEND_PORT" /1m 1048576
+for t in "${PROXIES[@]}"; do start_proxy "$t"; done
+
+# ---------------------------------------------------------------------------
+# Measurement helpers.
+# ---------------------------------------------------------------------------
+# All PIDs of a server: the process and its children (nginx's worker).
+server_pids() { echo "$1 $(pgrep -P "$1" 2>/dev/null | tr '\n' ' ')"; }
+# Sum of VmRSS (KiB) over the given PIDs.
+rss_kib() {
+    local pid sum=0 v
+    for pid in "$@"; do
+        v=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+        sum=$((sum + ${v:-0}))
+    done
+    echo "$sum"
+}
+# cpu_sample CPU -> "total idle" jiffies of that CPU; steal_sample -> "total steal"
+cpu_sample() { awk -v c="cpu$1" '$1 == c {t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $5 + $6}' /proc/stat; }
+steal_sample() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9}' /proc/stat; }
+cpu_busy() { # "t0 i0" "t1 i1" -> busy percent between the samples
+    awk -v a="$1" -v b="$2" 'BEGIN {split(a, x, " "); split(b, y, " "); dt = y[1] - x[1]
+        if (dt > 0) printf "%.0f", 100 * (dt - (y[2] - x[2])) / dt; else print "n/a"}'
+}
+steal_pct() {
+    awk -v a="$1" -v b="$2" 'BEGIN {split(a, x, " "); split(b, y, " "); dt = y[1] - x[1]
+        if (dt > 0) printf "%.1f", 100 * (y[2] - x[2]) / dt; else print "n/a"}'
+}
+to_ms() { # "1.23ms" -> 1.23 ; handles us, ms, s, m, h
+    awk -v v="$1" 'BEGIN {
+        n = v; sub(/[a-z]+$/, "", n); u = v; sub(/^[0-9.]+/, "", u)
+        f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : (u == "h") ? 3600000 : -1
+        if (f < 0 || n == "") { print "nan"; exit }
+        printf "%.3f", n * f
+    }'
+}
+to_mib() { # wrk's Transfer/sec "12.34MB" (1024-based units) -> MiB
+    awk -v v="$1" 'BEGIN {
+        n = v; sub(/[A-Za-z]+$/, "", n); u = v; sub(/^[0-9.]+/, "", u)
+        f = (u == "B") ? 1 / 1048576 : (u == "KB") ? 1 / 1024 : (u == "MB") ? 1 : (u == "GB") ? 1024 : (u == "TB") ? 1048576 : -1
+        if (f < 0 || n == "") { print "nan"; exit }
+        printf "%.1f", n * f
+    }'
+}
+
+# run_load TOOL OUT SECS PORT PATH CONNS CLOSE SPID
+# Runs wrk or oha on WRK_CPU in the background and waits for it (so Ctrl-C
+# stops it at once). Sets CPU_BUSY_PROXY / CPU_BUSY_LOAD / CPU_BUSY_SCALE
+# (busy % of those CPUs over the run), STEAL (machine-wide steal %), RSS0
+# (server RSS before the run) and RSS_MID (server RSS half-way through).
+CPU_BUSY_PROXY=n/a CPU_BUSY_LOAD=n/a CPU_BUSY_SCALE=n/a STEAL=n/a RSS0=0 RSS_MID=0
+run_load() {
+    local tool=$1 out=$2 secs=$3 port=$4 path=$5 conns=$6 close=$7 spid=$8 rc=0 p0 l0 s0 st0 pids
+    local url="http://$HOST:$port$path" cmd
+    read -r -a pids <<<"$(server_pids "$spid")"
+    if [[ $tool == wrk ]]; then
+        cmd=(wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s --latency)
+        ((close)) && cmd+=(-H "Connection: close")
+    else
+        cmd=("$OHA_BIN" -z "${secs}s" -c "$conns" --no-tui "${OHA_ARGS[@]}")
+        ((close)) && cmd+=(--disable-keepalive)
+    fi
+    RSS0=$(rss_kib "${pids[@]}")
+    p0=$(cpu_sample "$PROXY_CPU") l0=$(cpu_sample "$WRK_CPU") s0=$(cpu_sample "$SCALE_CPU") st0=$(steal_sample)
+    taskset -c "$WRK_CPU" "${cmd[@]}" "$url" >"$out" 2>"$out.err" &
+    LOAD_PID=$!
+    sleep "$(awk -v s="$secs" 'BEGIN {print s / 2}')"
+    RSS_MID=$(rss_kib "${pids[@]}")
+    wait "$LOAD_PID" || rc=$?
+    LOAD_PID=
+    CPU_BUSY_PROXY=$(cpu_busy "$p0" "$(cpu_sample "$PROXY_CPU")")
+    CPU_BUSY_LOAD=$(cpu_busy "$l0" "$(cpu_sample "$WRK_CPU")")
+    CPU_BUSY_SCALE=$(cpu_busy "$s0" "$(cpu_sample "$SCALE_CPU")")
+    STEAL=$(steal_pct "$st0" "$(steal_sample)")
+    if ((rc != 0)); then
+        cat "$out" "$out.err" >&2
+        die "$tool against $url failed (exit $rc)"
+    fi
+    kill -0 "$spid" 2>/dev/null || die "server on $HOST:$port died during the run"
+}
+
+# parse OUTFILE -> "rps p99ms errors mib_per_s"
+parse_wrk() {
+    local f=$1 rps p99 errs tr
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
+    p99=$(awk '$1 == "99%" {print $2}' "$f" | tail -n 1)
+    tr=$(awk '/^Transfer\/sec:/ {print $2}' "$f")
+    errs=$(awk '/Non-2xx or 3xx responses:/ {e += $NF}
+               /Socket errors:/ {for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) {x = $i; sub(/,/, "", x); e += x}}
+               END {print e + 0}' "$f")
+    [[ -n $rps && -n $p99 && -n $tr ]] || {
+        cat "$f" >&2
+        die "could not parse wrk output $f"
+    }
+    echo "$rps $(to_ms "$p99") $errs $(to_mib "$tr")"
+}
+# oha --json: summary.requestsPerSec, latencyPercentiles.p99 (seconds),
+# statusCodeDistribution, errorDistribution. Requests cut off by the end of
+# the run ("aborted due to deadline") are not errors.
+parse_oha() {
+    python3 - "$1" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+s = d["summary"]
+p99 = (d.get("latencyPercentiles") or {}).get("p99")
+codes = d.get("statusCodeDistribution") or {}
+ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
+errs = sum(v for k, v in codes.items() if not str(k).startswith("2"))
+errs += sum(v for k, v in (d.get("errorDistribution") or {}).items() if "deadline" not in k)
+mib = (s.get("sizePerSec") or 0) / 1048576
+if not s.get("requestsPerSec") or p99 is None or ok == 0:
+    sys.exit("oha output has no successful requests: " + json.dumps(s))
+print("%.2f %.3f %d %.1f" % (s["requestsPerSec"], p99 * 1000, errs, mib))
+EOF
+}
+
+CSV=$TMP/compare.csv
+echo "scenario,tool,conns,target,round,rps,p99_ms,mib_s,cpu_us_per_req,proxy_cpu_busy,load_cpu_busy,errors,rss_before_kib,rss_mid_kib,steal_pct" >"$CSV"
+declare -A ALL_RPS=() ALL_P99=() ALL_MIB=() ALL_CPR=() ALL_RSSD=() ALL_RSS=() ERRS=() BUSY=()
+STEALS=""
+# record SCEN TARGET ROUND TOOL CONNS "rps p99 errs mib"
+record() {
+    local s=$1 t=$2 r=$3 tool=$4 conns=$5 rps p99 errs mib cpr k="$1|$2" rssd
+    read -r rps p99 errs mib <<<"$6"
+    cpr=$(awk -v b="$CPU_BUSY_PROXY" -v r="$rps" 'BEGIN { if (b ~ /^[0-9]+$/ && r > 0) printf "%.2f", b * 10000 / r; else print "nan" }')
+    [[ $t == backend ]] && cpr=nan # no proxy in the path
+    rssd=$(awk -v a="$RSS_MID" -v b="${IDLE0[$t]:-$RSS0}" -v c="$conns" 'BEGIN {printf "%.1f", (a - b) / c}')
+    ALL_RPS[$k]="${ALL_RPS[$k]:-} $rps"
+    ALL_P99[$k]="${ALL_P99[$k]:-} $p99"
+    ALL_MIB[$k]="${ALL_MIB[$k]:-} $mib"
+    [[ $cpr != nan ]] && ALL_CPR[$k]="${ALL_CPR[$k]:-} $cpr"
+    ALL_RSS[$k]="${ALL_RSS[$k]:-} $RSS_MID"
+    ALL_RSSD[$k]="${ALL_RSSD[$k]:-} $rssd"
+    ERRS[$k]=$((${ERRS[$k]:-0} + errs))
+    BUSY[$k]="${BUSY[$k]:+${BUSY[$k]} }$CPU_BUSY_PROXY/$CPU_BUSY_LOAD"
+    STEALS="$STEALS $STEAL"
+    echo "$s,$tool,$conns,$t,$r,$rps,$p99,$mib,$cpr,$CPU_BUSY_PROXY,$CPU_BUSY_LOAD,$errs,$RSS0,$RSS_MID,$STEAL" >>"$CSV"
+    log "$(printf 'round %d %-8s %-9s %10s req/s  p99 %8s ms  %7s MiB/s  err %s  cpu proxy %s%% load %s%%  steal %s%%  rss %s KiB' \
+        "$r" "$s" "$t" "$rps" "$p99" "$mib" "$errs" "$CPU_BUSY_PROXY" "$CPU_BUSY_LOAD" "$STEAL" "$RSS_MID")"
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a != "") printf "%.2f", a / b; else print "n/a" }'; }
+median() { # of a space-separated list
+    tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g |
+        awk '{v[NR] = $1} END {if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+ge() { awk -v a="$1" -v b="$2" 'BEGIN {exit !(a != "" && b != "" && a + 0 >= b + 0)}'; }
+
+# ---------------------------------------------------------------------------
+# Scenario: memory with IDLE_CONNS idle keep-alive connections (first, on
+# processes that have served only the start-up checks).
+# ---------------------------------------------------------------------------
+declare -A MEM_BASE=() MEM_LOADED=() MEM_PER=() MEM_HELD=() MEM_CLOSED=() MEM_ESTAB=()
+if want memory; then
+    log "memory: $IDLE_CONNS idle keep-alive connections per proxy, $IDLE_BATCH at a time"
+    for t in "${PROXIES[@]}"; do
+        read -r -a pids <<<"$(server_pids "${SPID[$t]}")"
+        sleep 1
+        MEM_BASE[$t]=$(rss_kib "${pids[@]}")
+        ready=$TMP/idle-$t.ready out=$TMP/idle-$t.out
+        taskset -c "$WRK_CPU" python3 "$SCRIPT_DIR/idle_conns.py" "$HOST" "${PORT[$t]}" "$IDLE_CONNS" "$ready" \
+            --batch "$IDLE_BATCH" --open-timeout 90 --hold-max 60 >"$out" 2>&1 &
+        LOAD_PID=$!
+        for ((i = 0; i < 1000; i++)); do # 1000 x 0.1 s = 100 s (open timeout is 90 s)
+            [[ -e $ready ]] && break
+            kill -0 "$LOAD_PID" 2>/dev/null || break
+            kill -0 "${SPID[$t]}" 2>/dev/null || die "$t died while connections were being opened"
+            sleep 0.1
+        done
+        if [[ ! -e $ready ]]; then
+            stop_pid "$LOAD_PID"
+            LOAD_PID=
+            cat "$out" >&2
+            die "memory: idle_conns.py could not open $IDLE_CONNS connections to $t"
+        fi
+        sleep 3 # let the proxy settle
+        MEM_LOADED[$t]=$(rss_kib "${pids[@]}")
+        MEM_ESTAB[$t]=$(ss -Htn state established "( sport = :${PORT[$t]} )" 2>/dev/null | wc -l)
+        kill -USR1 "$LOAD_PID" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do # up to 10 s to close them
+            kill -0 "$LOAD_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        stop_pid "$LOAD_PID"
+        LOAD_PID=
+        read -r _ held _ closed < <(grep '^held ' "$out" || echo "held 0 closed_by_server 0")
+        MEM_HELD[$t]=$held MEM_CLOSED[$t]=$closed
+        MEM_PER[$t]=$(awk -v a="${MEM_LOADED[$t]}" -v b="${MEM_BASE[$t]}" -v n="$IDLE_CONNS" 'BEGIN {printf "%.2f", (a - b) / n}')
+        log "$(printf 'memory %-9s baseline %7d KiB, with %d idle conns %7d KiB (%s KiB/conn); established %s, closed by server %s' \
+            "$t" "${MEM_BASE[$t]}" "$IDLE_CONNS" "${MEM_LOADED[$t]}" "${MEM_PER[$t]}" "${MEM_ESTAB[$t]}" "$closed")"
+        echo "memory,idle_conns.py,$IDLE_CONNS,$t,1,,,,,,,,${MEM_BASE[$t]},${MEM_LOADED[$t]}," >>"$CSV"
+        kill -0 "${SPID[$t]}" 2>/dev/null || die "$t died during the memory scenario"
+    done
+    if ((${#LOAD_SCEN[@]})) || want scaling; then
+        log "memory: restarting the proxies, so the load scenarios start from fresh processes"
+        for t in "${PROXIES[@]}"; do
+            stop_proxy "$t"
+            start_proxy "$t"
+        done
+    fi
+fi
+# RSS of each proxy right after (re)start, for the per-connection figure of
+# the load scenarios.
+declare -A IDLE0=()
+sleep 1
+for t in "${PROXIES[@]}"; do
+    read -r -a pids <<<"$(server_pids "${SPID[$t]}")"
+    IDLE0[$t]=$(rss_kib "${pids[@]}")
+done
+
+# ---------------------------------------------------------------------------
+# Throughput scenarios: warm-up, then alternating rounds.
+# ---------------------------------------------------------------------------
+scen_close() { [[ $1 == close ]] && echo 1 || echo 0; }
+if ((${#LOAD_SCEN[@]})); then
+    if ((WARMUP > 0)); then
+        for s in "${LOAD_SCEN[@]}"; do
+            for t in "${TARGETS[@]}"; do
+                log "warm-up: $s $t, ${WARMUP}s"
+                run_load "${S_TOOL[$s]}" "$TMP/warmup-$s-$t.txt" "$WARMUP" "${PORT[$t]}" "${S_PATH[$s]}" \
+                    "${S_CONNS[$s]}" "$(scen_close "$s")" "${SPID[$t]}"
+            done
+        done
+    fi
+    log "measuring: ${LOAD_SCEN[*]}; ${DURATION}s per run, $ROUNDS round(s), targets ${TARGETS[*]}"
+    nt=${#TARGETS[@]}
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for s in "${LOAD_SCEN[@]}"; do
+            for ((j = 0; j < nt; j++)); do
+                t=${TARGETS[$(((j + r - 1) % nt))]}
+                f=$TMP/$s-r$r-$t.txt
+                run_load "${S_TOOL[$s]}" "$f" "$DURATION" "${PORT[$t]}" "${S_PATH[$s]}" "${S_CONNS[$s]}" \
+                    "$(scen_close "$s")" "${SPID[$t]}"
+                if [[ ${S_TOOL[$s]} == wrk ]]; then res=$(parse_wrk "$f"); else res=$(parse_oha "$f") || die "could not parse oha output $f"; fi
+                record "$s" "$t" "$r" "${S_TOOL[$s]}" "${S_CONNS[$s]}" "$res"
+            done
+        done
+    done
+fi
+
+# ---------------------------------------------------------------------------
+# Scenario: scaling, ringress 2 workers vs 1 worker.
+# ---------------------------------------------------------------------------
+RINGRESS2_PID=
+if want scaling; then
+    R2=$TMP/ringress2
+    mkdir -p "$R2"
+    ringress_config "$RINGRESS2_PORT" 2 >"$R2/ringress.toml"
+    log "scaling: starting ringress with 2 workers on $HOST:$RINGRESS2_PORT (cpus $PROXY_CPU,$SCALE_CPU)"
+    taskset -c "$PROXY_CPU,$SCALE_CPU" "$RINGRESS_BIN" --config "$R2/ringress.toml" --threads 2 >"$R2/ringress.log" 2>&1 &
+    RINGRESS2_PID=$!
+    PIDS+=("$RINGRESS2_PID")
+    wait_http ringress2 "$RINGRESS2_PORT" "$RINGRESS2_PID" "$R2/ringress.log"
+    PORT[ringress2]=$RINGRESS2_PORT
+    SPID[ringress2]=$RINGRESS2_PID
+    SC=(ringress ringress2)
+    if ((WARMUP > 0)); then
+        for t in "${SC[@]}"; do
+            run_load wrk "$TMP/warmup-scaling-$t.txt" "$WARMUP" "${PORT[$t]}" / 256 0 "${SPID[$t]}"
+        done
+    fi
+    declare -A SC_BUSY2=()
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for ((j = 0; j < 2; j++)); do
+            t=${SC[$(((j + r - 1) % 2))]}
+            f=$TMP/scaling-r$r-$t.txt
+            run_load wrk "$f" "$DURATION" "${PORT[$t]}" / 256 0 "${SPID[$t]}"
+            record scaling "$t" "$r" wrk 256 "$(parse_wrk "$f")"
+            SC_BUSY2[$t]="${SC_BUSY2[$t]:+${SC_BUSY2[$t]} }$CPU_BUSY_PROXY/$CPU_BUSY_SCALE"
+        done
+    done
+    stop_pid "$RINGRESS2_PID"
+fi
+
+# ---------------------------------------------------------------------------
+# Report.
+# ---------------------------------------------------------------------------
+mkdir -p "$RESULTS_DIR"
+MD=$TMP/compare.md
+declare -A MED_RPS=() MED_P99=() MED_MIB=() MED_CPR=()
+for k in "${!ALL_RPS[@]}"; do
+    MED_RPS[$k]=$(median "${ALL_RPS[$k]}")
+    MED_P99[$k]=$(median "${ALL_P99[$k]}")
+    MED_MIB[$k]=$(median "${ALL_MIB[$k]}")
+    MED_CPR[$k]=$(median "${ALL_CPR[$k]:-}")
+done
+fmt0() { [[ -n $1 ]] && printf '%.0f' "$1" || printf 'n/a'; }
+fmt2() { [[ -n $1 ]] && printf '%.2f' "$1" || printf 'n/a'; }
+git_rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git_dirty=$(git -C "$REPO_ROOT" status --porcelain -- src Cargo.toml 2>/dev/null | head -c1)
+oha_ver=
+[[ -n $OHA_BIN ]] && oha_ver=", $("$OHA_BIN" --version 2>/dev/null | head -n1)"
+max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
+
+{
+    echo "# ringress vs nginx vs HAProxy — headline comparison"
+    echo
+    echo "Generated by \`bench-scripts/compare.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), ringress ${git_rev}${git_dirty:+ (with uncommitted src changes)}."
+    echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), Linux $(uname -r)."
+    echo "Versions: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), HAProxy $("$HAPROXY" -v 2>/dev/null | awk 'NR == 1 {print $3}'), $(wrk -v 2>&1 | awk 'NR == 1 {print $1, $2}')${oha_ver}."
+    echo "Settings: DURATION=${DURATION}s per run, WARMUP=${WARMUP}s per target and scenario, ROUNDS=$ROUNDS (targets alternate, each round starting one later); numbers are medians over the rounds."
+    echo "CPUs: each proxy's one worker on CPU $PROXY_CPU; backend nginx on CPU $BACKEND_CPU; load generator on CPU $WRK_CPU."
+    echo "Backend: nginx, 1 worker, static files. Proxies: nginx (upstream keepalive 64, default proxy buffering), HAProxy (nbthread 1, http-reuse always), ringress (--threads 1, default config)."
+    echo "proxy-core CPU µs/req = busy share of CPU $PROXY_CPU / req/s (lower is better; the fair efficiency measure when the load side limits req/s)."
+    echo "RSS = VmRSS summed over the proxy's processes (nginx: master + worker), sampled half-way through each run; Δ KiB/conn = (that − the proxy's RSS right after it started) / connections, so it includes whatever the proxy kept from earlier runs."
+    echo "Max steal time over the runs: ${max_steal:-n/a} %."
+    echo
+    for s in "${LOAD_SCEN[@]}"; do
+        body=0
+        [[ $s == body-* ]] && body=1
+        echo "## ${S_TITLE[$s]}"
+        echo
+        if ((body)); then
+            echo "| proxy | MiB/s | req/s | p99 ms | MiB/s vs nginx | MiB/s vs HAProxy | p99 vs nginx | proxy-core CPU µs/req | RSS MiB under load | Δ KiB/conn | errors | CPU busy % per round (proxy/load) |"
+            echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        else
+            echo "| proxy | req/s | p99 ms | req/s vs nginx | req/s vs HAProxy | p99 vs nginx | p99 vs HAProxy | proxy-core CPU µs/req | CPU µs/req vs nginx | RSS MiB under load | errors | CPU busy % per round (proxy/load) |"
+            echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        fi
+        for t in "${TARGETS[@]}"; do
+            k="$s|$t" kn="$s|nginx" kh="$s|haproxy"
+            cpr=$(fmt2 "${MED_CPR[$k]:-}") cprr=$(ratio "${MED_CPR[$k]:-}" "${MED_CPR[$kn]:-}") rss="–" rssd="–"
+            if [[ $t == backend ]]; then
+                cpr="–" cprr="–"
+            else
+                rss=$(awk -v v="$(median "${ALL_RSS[$k]}")" 'BEGIN {printf "%.1f", v / 1024}')
+                rssd=$(fmt2 "$(median "${ALL_RSSD[$k]}")")
+            fi
+            if ((body)); then
+                printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$t]}" \
+                    "$(fmt0 "${MED_MIB[$k]}")" "$(fmt0 "${MED_RPS[$k]}")" "$(fmt2 "${MED_P99[$k]}")" \
+                    "$(ratio "${MED_MIB[$k]}" "${MED_MIB[$kn]}")" "$(ratio "${MED_MIB[$k]}" "${MED_MIB[$kh]}")" \
+                    "$(ratio "${MED_P99[$k]}" "${MED_P99[$kn]}")" "$cpr" "$rss" "$rssd" "${ERRS[$k]}" "${BUSY[$k]}"
+            else
+                printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$t]}" \
+                    "$(fmt0 "${MED_RPS[$k]}")" "$(fmt2 "${MED_P99[$k]}")" \
+                    "$(ratio "${MED_RPS[$k]}" "${MED_RPS[$kn]}")" "$(ratio "${MED_RPS[$k]}" "${MED_RPS[$kh]}")" \
+                    "$(ratio "${MED_P99[$k]}" "${MED_P99[$kn]}")" "$(ratio "${MED_P99[$k]}" "${MED_P99[$kh]}")" \
+                    "$cpr" "$cprr" \
+                    "$rss" "${ERRS[$k]}" "${BUSY[$k]}"
+            fi
+        done
+        echo
+        if [[ $s == body-* ]]; then
+            tmpw=$(grep -c 'buffered to a temporary file' "$N/error.log" 2>/dev/null || true)
+            echo "MiB/s is wrk's Transfer/sec (1024-based, headers included). nginx error-log lines \"buffered to a temporary file\" so far: ${tmpw:-0}."
+            echo
+        fi
+    done
+
+    if want memory; then
+        echo "## Memory: $IDLE_CONNS idle keep-alive client connections"
+        echo
+        echo "idle_conns.py opens $IDLE_CONNS connections, $IDLE_BATCH at a time, sends one GET / on each and reads the response, then holds them all idle; RSS is sampled 3 s later. Measured first, on fresh processes. Limits: nginx worker_connections $WORKER_CONNS, worker_rlimit_nofile $NOFILE; HAProxy maxconn $WORKER_CONNS${HAPROXY_LIMITS:+ with \`$HAPROXY_LIMITS\` (the hard open-file limit here is below the 2 × maxconn HAProxy asks for)}; open-file limit $NOFILE."
+        echo
+        echo "| proxy | idle RSS KiB | RSS KiB with $IDLE_CONNS conns | KiB per connection | vs nginx | vs HAProxy | established at sample time | closed by proxy while idle |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+        for t in "${PROXIES[@]}"; do
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$t]}" "${MEM_BASE[$t]}" "${MEM_LOADED[$t]}" \
+                "${MEM_PER[$t]}" "$(ratio "${MEM_PER[$t]}" "${MEM_PER[nginx]}")" "$(ratio "${MEM_PER[$t]}" "${MEM_PER[haproxy]}")" \
+                "${MEM_ESTAB[$t]}" "${MEM_CLOSED[$t]}"
+        done
+        echo
+    fi
+
+    if want scaling; then
+        k1="scaling|ringress" k2="scaling|ringress2"
+        SCALE_RATIO=$(ratio "${MED_RPS[$k2]}" "${MED_RPS[$k1]}")
+        echo "## Scaling: ringress 2 workers vs 1 worker"
+        echo
+        echo "wrk -t1 -c256 on CPU $WRK_CPU, keep-alive, GET /. 1 worker on CPU $PROXY_CPU; 2 workers on CPUs $PROXY_CPU and $SCALE_CPU (worker i pinned to the i-th allowed CPU)."
+        echo
+        echo "| ringress | req/s | p99 ms | CPU busy % per round (CPU $PROXY_CPU / CPU $SCALE_CPU) |"
+        echo "|---|---:|---:|---|"
+        printf '| 1 worker | %s | %s | %s |\n' "$(fmt0 "${MED_RPS[$k1]}")" "$(fmt2 "${MED_P99[$k1]}")" "${SC_BUSY2[ringress]}"
+        printf '| 2 workers | %s | %s | %s |\n' "$(fmt0 "${MED_RPS[$k2]}")" "$(fmt2 "${MED_P99[$k2]}")" "${SC_BUSY2[ringress2]}"
+        echo
+        echo "Scaling: 2 workers / 1 worker = **${SCALE_RATIO}×** req/s."
+        if ((SCALE_SHARED)); then
+            echo "This number is **not meaningful** on this machine: with $(nproc) CPUs there is no free core for the second worker, which shares CPU $SCALE_CPU with wrk and the backend nginx; adding a worker takes CPU away from the load side. It needs at least 4 CPUs (2 for ringress, 1 each for the backend and wrk) to measure the target."
+        fi
+        echo
+    fi
+
+    echo "## Verdicts against the issue's targets"
+    echo
+    # keep-alive targets: >= 1.5x nginx and HAProxy req/s, p99 <= theirs, no errors
+    for s in ka-c64 ka-c256 oha-c64; do
+        want "$s" || continue
+        kr="$s|ringress" kn="$s|nginx" kh="$s|haproxy" kb="$s|backend"
+        rn=$(ratio "${MED_RPS[$kr]}" "${MED_RPS[$kn]}") rh=$(ratio "${MED_RPS[$kr]}" "${MED_RPS[$kh]}")
+        pn=$(ratio "${MED_P99[$kr]}" "${MED_P99[$kn]}") ph=$(ratio "${MED_P99[$kr]}" "${MED_P99[$kh]}")
+        cn=$(ratio "${MED_CPR[$kr]:-}" "${MED_CPR[$kn]:-}") ch=$(ratio "${MED_CPR[$kr]:-}" "${MED_CPR[$kh]:-}")
+        met=1
+        ge "$rn" 1.5 || met=0
+        ge "$rh" 1.5 || met=0
+        ge 1 "$pn" || met=0
+        ge 1 "$ph" || met=0
+        ((${ERRS[$kr]} == 0)) || met=0
+        line="- **${S_TITLE[$s]}** — target ≥ 1.5× nginx and HAProxy req/s with p99 ≤ theirs: "
+        if ((met)); then line+="**MET**"; else line+="**NOT MET**"; fi
+        line+=" (req/s ${rn}× nginx, ${rh}× HAProxy; p99 ${pn}× nginx, ${ph}× HAProxy; errors ${ERRS[$kr]}; proxy-core CPU µs/req ${cn}× nginx, ${ch}× HAProxy)."
+        if [[ -n ${MED_RPS[$kb]:-} ]]; then
+            best=${MED_RPS[$kn]}
+            ge "${MED_RPS[$kh]}" "$best" && best=${MED_RPS[$kh]}
+            need=$(awk -v b="$best" 'BEGIN {printf "%.0f", 1.5 * b}')
+            if ge "$need" "${MED_RPS[$kb]}"; then
+                line+=" Note: 1.5× the better of nginx/HAProxy is $need req/s, above what the load side delivered with no proxy at all ($(fmt0 "${MED_RPS[$kb]}") req/s, backend direct), so the req/s part is most likely out of reach on this machine whatever the proxy; the CPU µs/req ratio is the comparison that still means something."
+            fi
+        fi
+        echo "$line"
+    done
+    if want close; then
+        kr="close|ringress" kn="close|nginx" kh="close|haproxy"
+        rn=$(ratio "${MED_RPS[$kr]}" "${MED_RPS[$kn]}") rh=$(ratio "${MED_RPS[$kr]}" "${MED_RPS[$kh]}")
+        cn=$(ratio "${MED_CPR[$kr]:-}" "${MED_CPR[$kn]:-}")
+        met=1
+        ge "$rn" 1.2 || met=0
+        ((${ERRS[$kr]} == 0)) || met=0
+        line="- **New connection per request** — target ≥ 1.2× nginx req/s: "
+        if ((met)); then line+="**MET**"; else line+="**NOT MET**"; fi
+        echo "$line (${rn}× nginx, ${rh}× HAProxy; p99 $(ratio "${MED_P99[$kr]}" "${MED_P99[$kn]}")× nginx; errors ${ERRS[$kr]}; proxy-core CPU µs/req ${cn}× nginx)."
+    fi
+    for s in body-64k body-1m; do
+        want "$s" || continue
+        kr="$s|ringress" kn="$s|nginx" kh="$s|haproxy"
+        rn=$(ratio "${MED_MIB[$kr]}" "${MED_MIB[$kn]}") rh=$(ratio "${MED_MIB[$kr]}" "${MED_MIB[$kh]}")
+        met=1
+        ge "$rn" 1 || met=0
+        ((${ERRS[$kr]} == 0)) || met=0
+        line="- **${S_TITLE[$s]%%,*}** — target MiB/s ≥ nginx: "
+        if ((met)); then line+="**MET**"; else line+="**NOT MET**"; fi
+        echo "$line (${rn}× nginx, ${rh}× HAProxy; $(fmt0 "${MED_MIB[$kr]}") vs $(fmt0 "${MED_MIB[$kn]}") MiB/s; RSS under load Δ $(fmt2 "$(median "${ALL_RSSD[$kr]}")") KiB/conn vs nginx $(fmt2 "$(median "${ALL_RSSD[$kn]}")"), HAProxy $(fmt2 "$(median "${ALL_RSSD[$kh]}")"))."
+    done
+    if want memory; then
+        met=1
+        ge "${MEM_PER[nginx]}" "${MEM_PER[ringress]}" || met=0
+        ((${MEM_HELD[ringress]:-0} == IDLE_CONNS && ${MEM_CLOSED[ringress]:-1} == 0)) || met=0
+        line="- **RSS per idle connection** — target ≤ nginx: "
+        if ((met)); then line+="**MET**"; else line+="**NOT MET**"; fi
+        echo "$line (ringress ${MEM_PER[ringress]} KiB/conn, nginx ${MEM_PER[nginx]}, HAProxy ${MEM_PER[haproxy]}; ringress held ${MEM_HELD[ringress]:-0}, closed ${MEM_CLOSED[ringress]:-?})."
+    fi
+    if want scaling; then
+        line="- **2-worker scaling** — target ≥ 1.8×: "
+        if ((SCALE_SHARED)); then
+            line+="**NOT MEASURABLE here** (measured ${SCALE_RATIO}×, but the second worker shares a CPU with the load generator and the backend; see above)."
+        elif ge "$SCALE_RATIO" 1.8; then
+            line+="**MET** (${SCALE_RATIO}×)."
+        else
+            line+="**NOT MET** (${SCALE_RATIO}×)."
+        fi
+        echo "$line"
+    fi
+    echo
+
+    echo "## Notes from this run"
+    echo
+    if ((WRK_CPU == BACKEND_CPU && ${#LOAD_SCEN[@]} && REFERENCE)); then
+        echo "- The load generator and the backend share CPU $WRK_CPU and do the same work per request whichever proxy is in between, so the backend-direct row is roughly the ceiling any proxy can reach here. When the load CPU is near 100 % busy, the load side, not the proxy, limits req/s."
+    fi
+    # ringress colours its log; strip the escapes before counting.
+    rlogs=("$R/ringress.log")
+    [[ -n ${R2:-} ]] && rlogs+=("$R2/ringress.log")
+    sed 's/\x1b\[[0-9;]*m//g' "${rlogs[@]}" >"$TMP/ringress.plain.log" 2>/dev/null || true
+    wn=$(grep -c ' WARN ' "$TMP/ringress.plain.log" || true)
+    en=$(grep -c ' ERROR ' "$TMP/ringress.plain.log" || true)
+    echo "- ringress logs (1- and 2-worker): ${wn:-0} WARN and ${en:-0} ERROR lines."
+    if ((${wn:-0} + ${en:-0} > 0)); then
+        echo "  Most frequent: $(grep -E ' (WARN|ERROR) ' "$TMP/ringress.plain.log" | sed -E 's/^[^ ]+ +//' | sort | uniq -c | sort -rn | head -n 3 | sed -E 's/^ +//' | paste -sd ';' -)"
+    fi
+    if [[ -s $H/haproxy.log ]]; then
+        echo "- HAProxy warnings and alerts on stderr: $(grep -E 'WARNING|ALERT' "$H/haproxy.log" | sed -E 's/^\[[A-Z]+\] *\([0-9]+\) *: *(\[[^]]*\] *)?//' | sort -u | head -n 5 | sed 's/^/"/; s/$/"/' | paste -sd ' ' -)"
+    fi
+    ne=$(grep -vc 'buffered to a temporary file' "$N/error.log" 2>/dev/null || true)
+    echo "- nginx proxy error log: ${ne:-0} line(s) other than temp-file buffering notices."
+    if ge "${max_steal:-0}" 10; then
+        noisy=$(awk -F, 'NR > 1 && $15 != "" && $15 + 0 >= 10 {printf "%s%s %s round %s (%s %%)", sep, $1, $4, $5, $15; sep = ", "}' "$CSV")
+        echo "- WARNING: steal time reached ${max_steal} % in some runs (the machine was busy with other guests): ${noisy}. Those runs' numbers are low; with 2 rounds a median is the mean of both, so one such run moves it. Treat small differences with care."
+    fi
+    echo "- Raw data: compare.csv (one line per run)."
+} >"$MD"
+
+cp "$MD" "$CSV" "$RESULTS_DIR/"
+cat "$MD"
+if [[ -z $PLOT_PY ]]; then
+    log "wrote $RESULTS_DIR/compare.md and compare.csv (no matplotlib: no chart)"
+elif ! want ka-c64 && ! want ka-c256 && ! want oha-c64 && ! want close; then
+    log "wrote $RESULTS_DIR/compare.md and compare.csv (no request-rate scenario: no chart)"
+else
+    if "$PLOT_PY" "$SCRIPT_DIR/plot.py" "$RESULTS_DIR/compare.csv" "$RESULTS_DIR/compare.png" >&2; then
+        log "wrote $RESULTS_DIR/compare.md, compare.csv and compare.png"
+    else
+        log "WARNING: plot.py failed; wrote $RESULTS_DIR/compare.md and compare.csv"
+    fi
+fi
