@@ -12,6 +12,22 @@ use signal_hook::iterator::Signals;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+unsafe extern "C" {
+    /// mimalloc's collect, from the libmimalloc-sys build the allocator
+    /// above links in. `force = false` purges what this thread freed.
+    fn mi_collect(force: bool);
+}
+
+/// Gives the calling worker's freed pages back to the system. mimalloc
+/// purges freed pages lazily, on a later allocation by the same thread;
+/// a worker whose connections have all gone idle allocates nothing, so
+/// 10,000 idle connections kept about 1.3 KiB each of freed memory.
+fn release_memory() {
+    // SAFETY: mi_collect takes no pointers and may be called from any
+    // thread at any time; it only purges the calling thread's heap.
+    unsafe { mi_collect(false) }
+}
+
 /// A thread-per-core HTTP/1.1 reverse proxy on io_uring.
 #[derive(Parser, Debug)]
 #[command(name = "ringress", version)]
@@ -80,6 +96,7 @@ fn main() -> ExitCode {
         threads: cli.threads,
         pin: cli.no_pin.then_some(false),
         io: cli.io,
+        release_memory: Some(release_memory),
     };
     let signals = Signals::new([SIGHUP, SIGTERM, SIGINT]);
     let server = match ServerHandle::start(config, opts) {

@@ -185,6 +185,11 @@ pub struct ServerOptions {
     pub threads: Option<usize>,
     pub pin: Option<bool>,
     pub io: Option<IoMode>,
+    /// Called by each worker about once a second to hand memory it freed
+    /// back to the system. The binary passes the allocator's collect:
+    /// without it, memory freed by a burst of connections that went idle
+    /// stays in the process until that thread allocates again.
+    pub release_memory: Option<fn()>,
 }
 
 /// A running proxy.
@@ -248,6 +253,7 @@ impl ServerHandle {
                 listeners,
                 io: io_mode,
                 ready: ready_tx.clone(),
+                release_memory: opts.release_memory,
             };
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let handle = std::thread::Builder::new()

@@ -8,7 +8,10 @@ use std::io;
 use std::time::Duration;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent,
+};
+use monoio::net::TcpStream;
 
 /// Bytes read but not yet consumed live in `data[pos..]`.
 #[derive(Default)]
@@ -60,6 +63,35 @@ impl ReadBuf {
         }
     }
 
+    /// Like `fill`, with no timeout: the read ends when `cancel` is
+    /// cancelled, with `ECANCELED`, or with the bytes that had already
+    /// arrived (a cancelled read loses nothing, unlike a dropped one).
+    pub async fn fill_cancelable(
+        &mut self,
+        stream: &mut TcpStream,
+        want: usize,
+        cancel: CancelHandle,
+    ) -> io::Result<usize> {
+        self.reserve(want);
+        let pos = std::mem::take(&mut self.pos);
+        let buf = std::mem::take(&mut self.data);
+        let start = buf.len();
+        let (res, slice) = stream.cancelable_read(buf.slice_mut(start..), cancel).await;
+        self.data = slice.into_inner();
+        self.pos = pos;
+        res
+    }
+
+    fn reserve(&mut self, want: usize) {
+        if self.data.capacity() - self.data.len() < want {
+            if self.pos > 0 {
+                self.data.drain(..self.pos);
+                self.pos = 0;
+            }
+            self.data.reserve(want);
+        }
+    }
+
     /// Reads more bytes after those held, making room for at least `want`.
     /// `Ok(0)` is end of stream; an elapsed timeout is `TimedOut`.
     pub async fn fill<S: AsyncReadRent>(
@@ -68,13 +100,7 @@ impl ReadBuf {
         want: usize,
         timeout: Duration,
     ) -> io::Result<usize> {
-        if self.data.capacity() - self.data.len() < want {
-            if self.pos > 0 {
-                self.data.drain(..self.pos);
-                self.pos = 0;
-            }
-            self.data.reserve(want);
-        }
+        self.reserve(want);
         // While the buffer is lent to the operation this ReadBuf is empty
         // and consistent, so a timeout (which keeps the buffer) leaves it
         // usable, just without its bytes.
@@ -106,7 +132,7 @@ pub(crate) const POOLED_SIZE: usize = 4096;
 /// Buffers that grew beyond this are freed rather than kept.
 const MAX_POOLED_CAPACITY: usize = 64 * 1024;
 /// Bytes of free buffers kept per worker; past this they are freed.
-const MAX_FREE_BYTES: usize = 4 << 20;
+const MAX_FREE_BYTES: usize = 1 << 20;
 
 impl BufferPool {
     pub fn take(&mut self) -> Vec<u8> {

@@ -14,6 +14,7 @@ use slab::Slab;
 use super::buffer::BufferPool;
 use super::conn::Conn;
 use super::drain::Drain;
+use super::idle::IdleTimers;
 use super::listen::Accepting;
 use crate::config::Config;
 use crate::server::Shared;
@@ -33,6 +34,8 @@ pub(crate) struct WorkerCtx {
     balancers: RefCell<Balancers>,
     pub pool: RefCell<IdlePool<Conn>>,
     pub drain: Drain,
+    /// Keep-alive deadlines of idle connections.
+    pub idle: IdleTimers,
     pub active: Cell<usize>,
     pub buffers: RefCell<BufferPool>,
     sockets: RefCell<Slab<RawFd>>,
@@ -72,6 +75,7 @@ impl WorkerCtx {
             }),
             pool: RefCell::new(IdlePool::default()),
             drain: Drain::default(),
+            idle: IdleTimers::default(),
             active: Cell::new(0),
             buffers: RefCell::new(BufferPool::default()),
             sockets: RefCell::new(Slab::new()),

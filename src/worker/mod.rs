@@ -8,6 +8,7 @@ mod conn;
 mod connect;
 mod ctx;
 mod drain;
+mod idle;
 mod listen;
 mod proxy;
 mod relay;
@@ -38,6 +39,8 @@ pub(crate) struct WorkerSpec {
     pub listeners: Vec<NewListener>,
     pub io: IoMode,
     pub ready: Sender<Ready>,
+    /// See `ServerOptions::release_memory`.
+    pub release_memory: Option<fn()>,
 }
 
 /// Runs a worker to completion on the current thread.
@@ -113,7 +116,7 @@ async fn main(spec: WorkerSpec, driver: &'static str) {
     // Read before `ready`: a reload right after start must still be seen
     // as a change by the ticker.
     let listening_for = ctx.snapshot().0;
-    monoio::spawn(ticker(ctx.clone(), listening_for));
+    monoio::spawn(ticker(ctx.clone(), listening_for, spec.release_memory));
     let _ = spec.ready.send(Ok(driver));
 
     ctx.drain.wait().await;
@@ -142,7 +145,7 @@ async fn main(spec: WorkerSpec, driver: &'static str) {
     monoio::time::sleep(Duration::from_millis(1)).await;
 }
 
-async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64) {
+async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Option<fn()>) {
     let mut ticks: u32 = 0;
     loop {
         monoio::time::sleep(TICK).await;
@@ -155,9 +158,13 @@ async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64) {
             listen::sync(&ctx, &config);
             listening_for = generation;
         }
+        ctx.idle.fire(Instant::now());
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(20) {
             ctx.sweep_pool();
+            if let Some(release) = release_memory {
+                release();
+            }
         }
     }
 }

@@ -50,6 +50,7 @@ impl Proxy {
                 threads: Some(threads),
                 pin: Some(false),
                 io: Some(Self::driver(io)),
+                release_memory: None,
             },
         )
         .expect("proxy starts");

@@ -1,0 +1,174 @@
+//! Deadlines of idle keep-alive connections: one slab per worker, checked
+//! on the worker's tick, instead of a timer per connection. A monoio
+//! timer is about 640 bytes; an entry here is about 40, which is most of
+//! what an idle connection costs (see `client::idle`). The price is
+//! precision: a deadline fires up to one tick late.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use slab::Slab;
+
+#[derive(Default)]
+pub(crate) struct IdleTimers {
+    entries: RefCell<Slab<Entry>>,
+    /// No deadline is earlier than this (it may be stale-early after a
+    /// removal, which costs one scan for nothing).
+    next_due: Cell<Option<Instant>>,
+}
+
+struct Entry {
+    deadline: Instant,
+    waker: Option<Waker>,
+    expired: bool,
+}
+
+impl IdleTimers {
+    /// Resolves once `deadline` has passed (noticed on a tick).
+    pub fn sleep_until(&self, deadline: Instant) -> IdleSleep<'_> {
+        IdleSleep {
+            timers: self,
+            deadline,
+            key: None,
+        }
+    }
+
+    /// Wakes every sleeper whose deadline is at or before `now`.
+    pub fn fire(&self, now: Instant) {
+        if self.next_due.get().is_none_or(|due| now < due) {
+            return;
+        }
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (_, entry) in self.entries.borrow_mut().iter_mut() {
+            if entry.expired {
+                continue;
+            }
+            if entry.deadline <= now {
+                entry.expired = true;
+                due.extend(entry.waker.take());
+            } else {
+                next = Some(next.map_or(entry.deadline, |n| n.min(entry.deadline)));
+            }
+        }
+        self.next_due.set(next);
+        due.into_iter().for_each(Waker::wake);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+}
+
+pub(crate) struct IdleSleep<'a> {
+    timers: &'a IdleTimers,
+    deadline: Instant,
+    key: Option<usize>,
+}
+
+impl Future for IdleSleep<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let timers = self.timers;
+        let mut entries = timers.entries.borrow_mut();
+        match self.key {
+            Some(key) => {
+                let entry = &mut entries[key];
+                if entry.expired {
+                    return Poll::Ready(());
+                }
+                match &entry.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => entry.waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            None => {
+                if Instant::now() >= self.deadline {
+                    return Poll::Ready(());
+                }
+                let key = entries.insert(Entry {
+                    deadline: self.deadline,
+                    waker: Some(cx.waker().clone()),
+                    expired: false,
+                });
+                drop(entries);
+                let due = timers.next_due.get();
+                timers
+                    .next_due
+                    .set(Some(due.map_or(self.deadline, |d| d.min(self.deadline))));
+                self.key = Some(key);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for IdleSleep<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            self.timers.entries.borrow_mut().remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+    use std::time::Duration;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn fires_only_past_deadlines_and_forgets_dropped_sleepers() {
+        let timers = IdleTimers::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let now = Instant::now();
+        let mut soon = Box::pin(timers.sleep_until(now + Duration::from_secs(1)));
+        let mut late = Box::pin(timers.sleep_until(now + Duration::from_secs(5)));
+        let mut gone = Box::pin(timers.sleep_until(now + Duration::from_secs(1)));
+        assert!(soon.as_mut().poll(&mut cx).is_pending());
+        assert!(late.as_mut().poll(&mut cx).is_pending());
+        assert!(gone.as_mut().poll(&mut cx).is_pending());
+        drop(gone);
+        assert_eq!(timers.len(), 2);
+
+        timers.fire(now + Duration::from_millis(500));
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        timers.fire(now + Duration::from_secs(2));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(soon.as_mut().poll(&mut cx).is_ready());
+        assert!(late.as_mut().poll(&mut cx).is_pending());
+        drop(soon);
+        assert_eq!(timers.len(), 1);
+
+        timers.fire(now + Duration::from_secs(6));
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert!(late.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn a_passed_deadline_is_ready_at_once() {
+        let timers = IdleTimers::default();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut past = Box::pin(timers.sleep_until(Instant::now()));
+        assert!(past.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(timers.len(), 0);
+    }
+}
