@@ -32,23 +32,21 @@ fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
     let t0 = Instant::now();
     stream.set_read_timeout(Some(limit)).unwrap();
     let mut buf = [0u8; 512];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return Some(t0.elapsed()),
-            Ok(n) => panic!(
-                "unexpected bytes on an idle connection: {:?}",
-                String::from_utf8_lossy(&buf[..n])
-            ),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return None;
-            }
-            Err(_) => return Some(t0.elapsed()),
+    match stream.read(&mut buf) {
+        Ok(0) => Some(t0.elapsed()),
+        Ok(n) => panic!(
+            "unexpected bytes on an idle connection: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
         }
+        Err(_) => Some(t0.elapsed()),
     }
 }
 
