@@ -132,7 +132,7 @@ pub(crate) const POOLED_SIZE: usize = 4096;
 /// Buffers that grew beyond this are freed rather than kept.
 const MAX_POOLED_CAPACITY: usize = 64 * 1024;
 /// Bytes of free buffers kept per worker; past this they are freed.
-const MAX_FREE_BYTES: usize = 1 << 20;
+const MAX_FREE_BYTES: usize = 4 << 20;
 
 impl BufferPool {
     pub fn take(&mut self) -> Vec<u8> {

@@ -38,6 +38,9 @@ pub(crate) struct WorkerCtx {
     pub idle: IdleTimers,
     pub active: Cell<usize>,
     pub buffers: RefCell<BufferPool>,
+    /// Unused read cancellers of closed connections (making one costs two
+    /// allocations, see `client::await_request`).
+    pub cancellers: RefCell<Vec<monoio::io::Canceller>>,
     sockets: RefCell<Slab<RawFd>>,
     /// Accept loops running on this worker.
     pub listeners: RefCell<Vec<Accepting>>,
@@ -75,6 +78,7 @@ impl WorkerCtx {
             }),
             pool: RefCell::new(IdlePool::default()),
             drain: Drain::default(),
+            cancellers: RefCell::default(),
             idle: IdleTimers::default(),
             active: Cell::new(0),
             buffers: RefCell::new(BufferPool::default()),

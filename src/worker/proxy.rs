@@ -45,6 +45,9 @@ pub(crate) enum Next {
     /// Close after reading what the client still sends (an error answered
     /// before its request body was read).
     CloseLinger,
+    /// Close; every operation on the client socket has completed (none
+    /// was dropped by a timeout), so it may be closed directly.
+    CloseQuiet,
     /// Switch to a byte tunnel with this upstream (after a 101).
     Tunnel(Conn, Duration),
 }
@@ -193,6 +196,7 @@ pub(crate) async fn run(
                 client_keep,
                 reusable,
                 linger,
+                quiet,
                 status,
             }) => {
                 let failed = status >= 500 && group.outlier.as_ref().is_some_and(|o| o.on_5xx);
@@ -217,6 +221,7 @@ pub(crate) async fn run(
                 break match (client_keep, linger) {
                     (true, _) => Next::KeepAlive,
                     (false, true) => Next::CloseLinger,
+                    (false, false) if quiet => Next::CloseQuiet,
                     (false, false) => Next::Close,
                 };
             }
@@ -327,6 +332,8 @@ pub(super) enum Done {
         reusable: bool,
         /// Close with a lingering read (client input left unread).
         linger: bool,
+        /// No operation on the client socket was dropped in flight.
+        quiet: bool,
         /// The final status passed on.
         status: u16,
     },
@@ -394,6 +401,7 @@ async fn exchange(
                         client_keep: false,
                         reusable: false,
                         linger: true,
+                        quiet: false,
                         status,
                     }),
                     _ => Err(Failure::Final(ProxyError::upstream(ErrorKind::BadGateway))),

@@ -133,6 +133,7 @@ pub(super) async fn respond(
         client_keep,
         reusable,
         linger: false,
+        quiet: relayed.is_ok(),
         status: plan.status,
     })
 }
