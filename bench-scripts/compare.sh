@@ -10,8 +10,10 @@
 #   * HAProxy, 1 thread (nbthread 1, mode http, http-reuse always,
 #     option http-keep-alive)
 #   * ringress, 1 worker (--threads 1)
-# then measures, per scenario, req/s, p99, MB/s, proxy-core CPU µs/request
-# and RSS, alternating the proxies for $ROUNDS rounds, and writes
+# then measures, per scenario, req/s, p99, MB/s, proxy CPU µs/request (the
+# proxy's own utime + stime from /proc/PID/stat over the run, divided by the
+# requests completed), the busy % of the proxy and load CPUs, and RSS,
+# alternating the proxies for $ROUNDS rounds, and writes
 # results/compare.md (tables, medians over the rounds, ratios, a verdict per
 # target of the performance issue), results/compare.csv (every run) and
 # results/compare.png (drawn by plot.py from the CSV).
@@ -73,6 +75,9 @@ RINGRESS_PORT=${RINGRESS_PORT:-19483}
 RINGRESS2_PORT=${RINGRESS2_PORT:-19484}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
+# Clock ticks per second: the unit of utime/stime in /proc/PID/stat.
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+[[ $CLK_TCK =~ ^[0-9]+$ ]] && ((CLK_TCK > 0)) || CLK_TCK=100
 HOST=127.0.0.1 # all traffic stays on loopback
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -587,6 +592,21 @@ rss_kib() {
     done
     echo "$sum"
 }
+# CPU time (utime + stime, fields 14 and 15 of /proc/PID/stat, in clock
+# ticks) summed over the given PIDs; a process's stat covers all its threads.
+# The fields are counted after the last ")", since comm (field 2) may contain
+# spaces. A PID that is gone counts 0.
+proc_cpu_ticks() {
+    local pid st sum=0 fld
+    for pid in "$@"; do
+        st=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        st=${st##*) }
+        read -r -a fld <<<"$st" # fld[0] is field 3 (state): field n is fld[n-3]
+        [[ ${fld[11]:-} =~ ^[0-9]+$ && ${fld[12]:-} =~ ^[0-9]+$ ]] || continue
+        sum=$((sum + fld[11] + fld[12]))
+    done
+    echo "$sum"
+}
 # cpu_sample CPU -> "total idle" jiffies of that CPU; steal_sample -> "total steal"
 cpu_sample() { awk -v c="cpu$1" '$1 == c {t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $5 + $6}' /proc/stat; }
 steal_sample() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9}' /proc/stat; }
@@ -618,11 +638,13 @@ to_mib() { # wrk's Transfer/sec "12.34MB" (1024-based units) -> MiB
 # run_load TOOL OUT SECS PORT PATH CONNS CLOSE SPID
 # Runs wrk or oha on WRK_CPU in the background and waits for it (so Ctrl-C
 # stops it at once). Sets CPU_BUSY_PROXY / CPU_BUSY_LOAD / CPU_BUSY_SCALE
-# (busy % of those CPUs over the run), STEAL (machine-wide steal %), RSS0
+# (busy % of those CPUs over the run, whatever ran on them), PROXY_TICKS (the
+# server's own CPU time over the run, clock ticks, all its processes and
+# threads; "nan" if a process went away), STEAL (machine-wide steal %), RSS0
 # (server RSS before the run) and RSS_MID (server RSS half-way through).
-CPU_BUSY_PROXY=n/a CPU_BUSY_LOAD=n/a CPU_BUSY_SCALE=n/a STEAL=n/a RSS0=0 RSS_MID=0
+CPU_BUSY_PROXY=n/a CPU_BUSY_LOAD=n/a CPU_BUSY_SCALE=n/a PROXY_TICKS=nan STEAL=n/a RSS0=0 RSS_MID=0
 run_load() {
-    local tool=$1 out=$2 secs=$3 port=$4 path=$5 conns=$6 close=$7 spid=$8 rc=0 p0 l0 s0 st0 pids
+    local tool=$1 out=$2 secs=$3 port=$4 path=$5 conns=$6 close=$7 spid=$8 rc=0 p0 l0 s0 st0 pids k0 k1 pid
     local url="http://$HOST:$port$path" cmd
     read -r -a pids <<<"$(server_pids "$spid")"
     if [[ $tool == wrk ]]; then
@@ -634,12 +656,17 @@ run_load() {
     fi
     RSS0=$(rss_kib "${pids[@]}")
     p0=$(cpu_sample "$PROXY_CPU") l0=$(cpu_sample "$WRK_CPU") s0=$(cpu_sample "$SCALE_CPU") st0=$(steal_sample)
+    k0=$(proc_cpu_ticks "${pids[@]}")
     taskset -c "$WRK_CPU" "${cmd[@]}" "$url" >"$out" 2>"$out.err" &
     LOAD_PID=$!
     sleep "$(awk -v s="$secs" 'BEGIN {print s / 2}')"
     RSS_MID=$(rss_kib "${pids[@]}")
     wait "$LOAD_PID" || rc=$?
     LOAD_PID=
+    k1=$(proc_cpu_ticks "${pids[@]}")
+    PROXY_TICKS=$((k1 - k0))
+    for pid in "${pids[@]}"; do [[ -e /proc/$pid/stat ]] || PROXY_TICKS=nan; done
+    if [[ $PROXY_TICKS != nan ]] && ((PROXY_TICKS < 0)); then PROXY_TICKS=nan; fi
     CPU_BUSY_PROXY=$(cpu_busy "$p0" "$(cpu_sample "$PROXY_CPU")")
     CPU_BUSY_LOAD=$(cpu_busy "$l0" "$(cpu_sample "$WRK_CPU")")
     CPU_BUSY_SCALE=$(cpu_busy "$s0" "$(cpu_sample "$SCALE_CPU")")
@@ -651,24 +678,27 @@ run_load() {
     kill -0 "$spid" 2>/dev/null || die "server on $HOST:$port died during the run"
 }
 
-# parse OUTFILE -> "rps p99ms errors mib_per_s"
+# parse OUTFILE -> "rps p99ms errors mib_per_s requests" (requests: completed
+# in the run, wrk's "N requests in")
 parse_wrk() {
-    local f=$1 rps p99 errs tr
+    local f=$1 rps p99 errs tr nreq
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
+    nreq=$(awk '$2 == "requests" && $3 == "in" {print $1; exit}' "$f")
     p99=$(awk '$1 == "99%" {print $2}' "$f" | tail -n 1)
     tr=$(awk '/^Transfer\/sec:/ {print $2}' "$f")
     errs=$(awk '/Non-2xx or 3xx responses:/ {e += $NF}
                /Socket errors:/ {for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) {x = $i; sub(/,/, "", x); e += x}}
                END {print e + 0}' "$f")
-    [[ -n $rps && -n $p99 && -n $tr ]] || {
+    [[ -n $rps && -n $p99 && -n $tr && $nreq =~ ^[0-9]+$ ]] || {
         cat "$f" >&2
         die "could not parse wrk output $f"
     }
-    echo "$rps $(to_ms "$p99") $errs $(to_mib "$tr")"
+    echo "$rps $(to_ms "$p99") $errs $(to_mib "$tr") $nreq"
 }
 # oha --json: summary.requestsPerSec, latencyPercentiles.p99 (seconds),
 # statusCodeDistribution, errorDistribution. Requests cut off by the end of
-# the run ("aborted due to deadline") are not errors.
+# the run ("aborted due to deadline") are not errors. Requests completed = the
+# responses counted in statusCodeDistribution (any status).
 parse_oha() {
     python3 - "$1" <<'EOF'
 import json, sys
@@ -678,24 +708,35 @@ p99 = (d.get("latencyPercentiles") or {}).get("p99")
 codes = d.get("statusCodeDistribution") or {}
 ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
 errs = sum(v for k, v in codes.items() if not str(k).startswith("2"))
+nreq = sum(codes.values())
 errs += sum(v for k, v in (d.get("errorDistribution") or {}).items() if "deadline" not in k)
 mib = (s.get("sizePerSec") or 0) / 1048576
 if not s.get("requestsPerSec") or p99 is None or ok == 0:
     sys.exit("oha output has no successful requests: " + json.dumps(s))
-print("%.2f %.3f %d %.1f" % (s["requestsPerSec"], p99 * 1000, errs, mib))
+print("%.2f %.3f %d %.1f %d" % (s["requestsPerSec"], p99 * 1000, errs, mib, nreq))
 EOF
 }
 
 CSV=$TMP/compare.csv
-echo "scenario,tool,conns,target,round,rps,p99_ms,mib_s,cpu_us_per_req,proxy_cpu_busy,load_cpu_busy,errors,rss_before_kib,rss_mid_kib,steal_pct" >"$CSV"
+# Columns: proxy_cpu_us_per_req = the proxy's own CPU time over the run
+# (proxy_cpu_s, utime + stime of all its processes) / requests completed;
+# proxy_cpu_busy / load_cpu_busy = busy % of PROXY_CPU / WRK_CPU from
+# /proc/stat, every process on that CPU counted.
+echo "scenario,tool,conns,target,round,rps,p99_ms,mib_s,proxy_cpu_us_per_req,proxy_cpu_busy,load_cpu_busy,errors,rss_before_kib,rss_mid_kib,steal_pct,requests,proxy_cpu_s" >"$CSV"
 declare -A ALL_RPS=() ALL_P99=() ALL_MIB=() ALL_CPR=() ALL_RSSD=() ALL_RSS=() ERRS=() BUSY=()
 STEALS=""
-# record SCEN TARGET ROUND TOOL CONNS "rps p99 errs mib"
+MIN_NREQ= # fewest requests in a run with a CPU figure (for the resolution note)
+# record SCEN TARGET ROUND TOOL CONNS "rps p99 errs mib requests"
 record() {
-    local s=$1 t=$2 r=$3 tool=$4 conns=$5 rps p99 errs mib cpr k="$1|$2" rssd
-    read -r rps p99 errs mib <<<"$6"
-    cpr=$(awk -v b="$CPU_BUSY_PROXY" -v r="$rps" 'BEGIN { if (b ~ /^[0-9]+$/ && r > 0) printf "%.2f", b * 10000 / r; else print "nan" }')
-    [[ $t == backend ]] && cpr=nan # no proxy in the path
+    local s=$1 t=$2 r=$3 tool=$4 conns=$5 rps p99 errs mib nreq cpr cpus k="$1|$2" rssd
+    read -r rps p99 errs mib nreq <<<"$6"
+    cpr=$(awk -v k="$PROXY_TICKS" -v n="$nreq" -v hz="$CLK_TCK" 'BEGIN { if (k ~ /^[0-9]+$/ && n > 0) printf "%.2f", k * 1000000 / hz / n; else print "nan" }')
+    cpus=$(awk -v k="$PROXY_TICKS" -v hz="$CLK_TCK" 'BEGIN { if (k ~ /^[0-9]+$/) printf "%.2f", k / hz }')
+    if [[ $t == backend ]]; then # no proxy in the path
+        cpr=nan cpus=
+    elif [[ $cpr != nan ]]; then
+        if [[ -z $MIN_NREQ ]] || ((nreq < MIN_NREQ)); then MIN_NREQ=$nreq; fi
+    fi
     rssd=$(awk -v a="$RSS_MID" -v b="${IDLE0[$t]:-$RSS0}" -v c="$conns" 'BEGIN {printf "%.1f", (a - b) / c}')
     ALL_RPS[$k]="${ALL_RPS[$k]:-} $rps"
     ALL_P99[$k]="${ALL_P99[$k]:-} $p99"
@@ -706,9 +747,9 @@ record() {
     ERRS[$k]=$((${ERRS[$k]:-0} + errs))
     BUSY[$k]="${BUSY[$k]:+${BUSY[$k]} }$CPU_BUSY_PROXY/$CPU_BUSY_LOAD"
     STEALS="$STEALS $STEAL"
-    echo "$s,$tool,$conns,$t,$r,$rps,$p99,$mib,$cpr,$CPU_BUSY_PROXY,$CPU_BUSY_LOAD,$errs,$RSS0,$RSS_MID,$STEAL" >>"$CSV"
-    log "$(printf 'round %d %-8s %-9s %10s req/s  p99 %8s ms  %7s MiB/s  err %s  cpu proxy %s%% load %s%%  steal %s%%  rss %s KiB' \
-        "$r" "$s" "$t" "$rps" "$p99" "$mib" "$errs" "$CPU_BUSY_PROXY" "$CPU_BUSY_LOAD" "$STEAL" "$RSS_MID")"
+    echo "$s,$tool,$conns,$t,$r,$rps,$p99,$mib,$cpr,$CPU_BUSY_PROXY,$CPU_BUSY_LOAD,$errs,$RSS0,$RSS_MID,$STEAL,$nreq,$cpus" >>"$CSV"
+    log "$(printf 'round %d %-8s %-9s %10s req/s  p99 %8s ms  %7s MiB/s  err %s  proxy cpu %s µs/req  cpu busy proxy %s%% load %s%%  steal %s%%  rss %s KiB' \
+        "$r" "$s" "$t" "$rps" "$p99" "$mib" "$errs" "$cpr" "$CPU_BUSY_PROXY" "$CPU_BUSY_LOAD" "$STEAL" "$RSS_MID")"
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a != "") printf "%.2f", a / b; else print "n/a" }'; }
@@ -760,7 +801,7 @@ if want memory; then
         MEM_PER[$t]=$(awk -v a="${MEM_LOADED[$t]}" -v b="${MEM_BASE[$t]}" -v n="$IDLE_CONNS" 'BEGIN {printf "%.2f", (a - b) / n}')
         log "$(printf 'memory %-9s baseline %7d KiB, with %d idle conns %7d KiB (%s KiB/conn); established %s, closed by server %s' \
             "$t" "${MEM_BASE[$t]}" "$IDLE_CONNS" "${MEM_LOADED[$t]}" "${MEM_PER[$t]}" "${MEM_ESTAB[$t]}" "$closed")"
-        echo "memory,idle_conns.py,$IDLE_CONNS,$t,1,,,,,,,,${MEM_BASE[$t]},${MEM_LOADED[$t]}," >>"$CSV"
+        echo "memory,idle_conns.py,$IDLE_CONNS,$t,1,,,,,,,,${MEM_BASE[$t]},${MEM_LOADED[$t]},,," >>"$CSV"
         kill -0 "${SPID[$t]}" 2>/dev/null || die "$t died during the memory scenario"
     done
     if ((${#LOAD_SCEN[@]})) || want scaling; then
@@ -873,7 +914,8 @@ max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
     echo "Settings: DURATION=${DURATION}s per run, WARMUP=${WARMUP}s per target and scenario, ROUNDS=$ROUNDS (targets alternate, each round starting one later); numbers are medians over the rounds."
     echo "CPUs: each proxy's one worker on CPU $PROXY_CPU; backend nginx on CPU $BACKEND_CPU; load generator on CPU $WRK_CPU."
     echo "Backend: nginx, 1 worker, static files. Proxies: nginx (upstream keepalive 64, default proxy buffering), HAProxy (nbthread 1, http-reuse always), ringress (--threads 1, default config)."
-    echo "proxy-core CPU µs/req = busy share of CPU $PROXY_CPU / req/s (lower is better; the fair efficiency measure when the load side limits req/s)."
+    echo "proxy CPU µs/req = the proxy's own CPU time (utime + stime from /proc/PID/stat, summed over its processes and all their threads: nginx master + worker, HAProxy's one process, ringress's one process) between just before and just after the measured run, divided by the requests completed in that run (wrk's \"N requests in\", oha's status-code counts); median over the rounds. Lower is better; it is the fair efficiency measure when the load side limits req/s, and other processes on CPU $PROXY_CPU do not count in it. Resolution: one clock tick = $(awk -v hz="$CLK_TCK" 'BEGIN {printf "%g", 1000 / hz}') ms of CPU (CLK_TCK $CLK_TCK), i.e. ±$(awk -v hz="$CLK_TCK" -v n="${MIN_NREQ:-0}" 'BEGIN {if (n > 0) printf "%.3f", 1000000 / hz / n; else print "n/a"}') µs/req at most in these runs (fewest requests in a run: ${MIN_NREQ:-n/a})."
+    echo "CPU busy % per round (proxy/load) = busy share of the whole CPU $PROXY_CPU / CPU $WRK_CPU from /proc/stat over each run, every process on that CPU counted (other jobs on the machine too) and interrupt/softirq time: it shows saturation, not the proxy's cost. Kernel network work done in softirq context may be charged to /proc/stat's softirq column rather than to the proxy process (it depends on the kernel's IRQ time accounting), so it is in the busy % but not necessarily in proxy CPU µs/req."
     echo "RSS = VmRSS summed over the proxy's processes (nginx: master + worker), sampled half-way through each run; Δ KiB/conn = (that − the proxy's RSS right after it started) / connections, so it includes whatever the proxy kept from earlier runs."
     echo "Max steal time over the runs: ${max_steal:-n/a} %."
     echo
@@ -883,32 +925,33 @@ max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
         echo "## ${S_TITLE[$s]}"
         echo
         if ((body)); then
-            echo "| proxy | MiB/s | req/s | p99 ms | MiB/s vs nginx | MiB/s vs HAProxy | p99 vs nginx | proxy-core CPU µs/req | RSS MiB under load | Δ KiB/conn | errors | CPU busy % per round (proxy/load) |"
-            echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            echo "| proxy | MiB/s | req/s | p99 ms | MiB/s vs nginx | MiB/s vs HAProxy | p99 vs nginx | proxy CPU µs/req | CPU µs/req vs nginx | CPU µs/req vs HAProxy | RSS MiB under load | Δ KiB/conn | errors | CPU $PROXY_CPU / CPU $WRK_CPU busy % per round (all processes) |"
+            echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         else
-            echo "| proxy | req/s | p99 ms | req/s vs nginx | req/s vs HAProxy | p99 vs nginx | p99 vs HAProxy | proxy-core CPU µs/req | CPU µs/req vs nginx | RSS MiB under load | errors | CPU busy % per round (proxy/load) |"
-            echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            echo "| proxy | req/s | p99 ms | req/s vs nginx | req/s vs HAProxy | p99 vs nginx | p99 vs HAProxy | proxy CPU µs/req | CPU µs/req vs nginx | CPU µs/req vs HAProxy | RSS MiB under load | errors | CPU $PROXY_CPU / CPU $WRK_CPU busy % per round (all processes) |"
+            echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         fi
         for t in "${TARGETS[@]}"; do
             k="$s|$t" kn="$s|nginx" kh="$s|haproxy"
-            cpr=$(fmt2 "${MED_CPR[$k]:-}") cprr=$(ratio "${MED_CPR[$k]:-}" "${MED_CPR[$kn]:-}") rss="–" rssd="–"
+            cpr=$(fmt2 "${MED_CPR[$k]:-}") rss="–" rssd="–"
+            cprr=$(ratio "${MED_CPR[$k]:-}" "${MED_CPR[$kn]:-}") cprh=$(ratio "${MED_CPR[$k]:-}" "${MED_CPR[$kh]:-}")
             if [[ $t == backend ]]; then
-                cpr="–" cprr="–"
+                cpr="–" cprr="–" cprh="–"
             else
                 rss=$(awk -v v="$(median "${ALL_RSS[$k]}")" 'BEGIN {printf "%.1f", v / 1024}')
                 rssd=$(fmt2 "$(median "${ALL_RSSD[$k]}")")
             fi
             if ((body)); then
-                printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$t]}" \
+                printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$t]}" \
                     "$(fmt0 "${MED_MIB[$k]}")" "$(fmt0 "${MED_RPS[$k]}")" "$(fmt2 "${MED_P99[$k]}")" \
                     "$(ratio "${MED_MIB[$k]}" "${MED_MIB[$kn]}")" "$(ratio "${MED_MIB[$k]}" "${MED_MIB[$kh]}")" \
-                    "$(ratio "${MED_P99[$k]}" "${MED_P99[$kn]}")" "$cpr" "$rss" "$rssd" "${ERRS[$k]}" "${BUSY[$k]}"
+                    "$(ratio "${MED_P99[$k]}" "${MED_P99[$kn]}")" "$cpr" "$cprr" "$cprh" "$rss" "$rssd" "${ERRS[$k]}" "${BUSY[$k]}"
             else
-                printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$t]}" \
+                printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$t]}" \
                     "$(fmt0 "${MED_RPS[$k]}")" "$(fmt2 "${MED_P99[$k]}")" \
                     "$(ratio "${MED_RPS[$k]}" "${MED_RPS[$kn]}")" "$(ratio "${MED_RPS[$k]}" "${MED_RPS[$kh]}")" \
                     "$(ratio "${MED_P99[$k]}" "${MED_P99[$kn]}")" "$(ratio "${MED_P99[$k]}" "${MED_P99[$kh]}")" \
-                    "$cpr" "$cprr" \
+                    "$cpr" "$cprr" "$cprh" \
                     "$rss" "${ERRS[$k]}" "${BUSY[$k]}"
             fi
         done
@@ -942,10 +985,10 @@ max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
         echo
         echo "wrk -t1 -c256 on CPU $WRK_CPU, keep-alive, GET /. 1 worker on CPU $PROXY_CPU; 2 workers on CPUs $PROXY_CPU and $SCALE_CPU (worker i pinned to the i-th allowed CPU)."
         echo
-        echo "| ringress | req/s | p99 ms | CPU busy % per round (CPU $PROXY_CPU / CPU $SCALE_CPU) |"
-        echo "|---|---:|---:|---|"
-        printf '| 1 worker | %s | %s | %s |\n' "$(fmt0 "${MED_RPS[$k1]}")" "$(fmt2 "${MED_P99[$k1]}")" "${SC_BUSY2[ringress]}"
-        printf '| 2 workers | %s | %s | %s |\n' "$(fmt0 "${MED_RPS[$k2]}")" "$(fmt2 "${MED_P99[$k2]}")" "${SC_BUSY2[ringress2]}"
+        echo "| ringress | req/s | p99 ms | proxy CPU µs/req (all workers) | CPU $PROXY_CPU / CPU $SCALE_CPU busy % per round (all processes) |"
+        echo "|---|---:|---:|---:|---|"
+        printf '| 1 worker | %s | %s | %s | %s |\n' "$(fmt0 "${MED_RPS[$k1]}")" "$(fmt2 "${MED_P99[$k1]}")" "$(fmt2 "${MED_CPR[$k1]:-}")" "${SC_BUSY2[ringress]}"
+        printf '| 2 workers | %s | %s | %s | %s |\n' "$(fmt0 "${MED_RPS[$k2]}")" "$(fmt2 "${MED_P99[$k2]}")" "$(fmt2 "${MED_CPR[$k2]:-}")" "${SC_BUSY2[ringress2]}"
         echo
         echo "Scaling: 2 workers / 1 worker = **${SCALE_RATIO}×** req/s."
         if ((SCALE_SHARED)); then
@@ -971,13 +1014,13 @@ max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
         ((${ERRS[$kr]} == 0)) || met=0
         line="- **${S_TITLE[$s]}** — target ≥ 1.5× nginx and HAProxy req/s with p99 ≤ theirs: "
         if ((met)); then line+="**MET**"; else line+="**NOT MET**"; fi
-        line+=" (req/s ${rn}× nginx, ${rh}× HAProxy; p99 ${pn}× nginx, ${ph}× HAProxy; errors ${ERRS[$kr]}; proxy-core CPU µs/req ${cn}× nginx, ${ch}× HAProxy)."
+        line+=" (req/s ${rn}× nginx, ${rh}× HAProxy; p99 ${pn}× nginx, ${ph}× HAProxy; errors ${ERRS[$kr]}; proxy CPU µs/req ${cn}× nginx, ${ch}× HAProxy)."
         if [[ -n ${MED_RPS[$kb]:-} ]]; then
             best=${MED_RPS[$kn]}
             ge "${MED_RPS[$kh]}" "$best" && best=${MED_RPS[$kh]}
             need=$(awk -v b="$best" 'BEGIN {printf "%.0f", 1.5 * b}')
             if ge "$need" "${MED_RPS[$kb]}"; then
-                line+=" Note: 1.5× the better of nginx/HAProxy is $need req/s, above what the load side delivered with no proxy at all ($(fmt0 "${MED_RPS[$kb]}") req/s, backend direct), so the req/s part is most likely out of reach on this machine whatever the proxy; the CPU µs/req ratio is the comparison that still means something."
+                line+=" Note: 1.5× the better of nginx/HAProxy is $need req/s, above what the load side delivered with no proxy at all ($(fmt0 "${MED_RPS[$kb]}") req/s, backend direct), so the req/s part is most likely out of reach on this machine whatever the proxy; the proxy CPU µs/req ratio is the comparison that still means something."
             fi
         fi
         echo "$line"
@@ -985,13 +1028,13 @@ max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
     if want close; then
         kr="close|ringress" kn="close|nginx" kh="close|haproxy"
         rn=$(ratio "${MED_RPS[$kr]}" "${MED_RPS[$kn]}") rh=$(ratio "${MED_RPS[$kr]}" "${MED_RPS[$kh]}")
-        cn=$(ratio "${MED_CPR[$kr]:-}" "${MED_CPR[$kn]:-}")
+        cn=$(ratio "${MED_CPR[$kr]:-}" "${MED_CPR[$kn]:-}") ch=$(ratio "${MED_CPR[$kr]:-}" "${MED_CPR[$kh]:-}")
         met=1
         ge "$rn" 1.2 || met=0
         ((${ERRS[$kr]} == 0)) || met=0
         line="- **New connection per request** — target ≥ 1.2× nginx req/s: "
         if ((met)); then line+="**MET**"; else line+="**NOT MET**"; fi
-        echo "$line (${rn}× nginx, ${rh}× HAProxy; p99 $(ratio "${MED_P99[$kr]}" "${MED_P99[$kn]}")× nginx; errors ${ERRS[$kr]}; proxy-core CPU µs/req ${cn}× nginx)."
+        echo "$line (${rn}× nginx, ${rh}× HAProxy; p99 $(ratio "${MED_P99[$kr]}" "${MED_P99[$kn]}")× nginx; errors ${ERRS[$kr]}; proxy CPU µs/req ${cn}× nginx, ${ch}× HAProxy)."
     fi
     for s in body-64k body-1m; do
         want "$s" || continue
