@@ -125,6 +125,9 @@ pub(crate) struct BufferPool {
     free: Vec<Vec<u8>>,
     /// Total capacity held in `free`.
     bytes: usize,
+    /// Fewest buffers `free` held since the last `trim`: that many sat
+    /// unused all along.
+    low_water: usize,
 }
 
 /// Capacity of a fresh pooled buffer.
@@ -139,10 +142,21 @@ impl BufferPool {
         match self.free.pop() {
             Some(buf) => {
                 self.bytes -= buf.capacity();
+                self.low_water = self.low_water.min(self.free.len());
                 buf
             }
             None => Vec::with_capacity(POOLED_SIZE),
         }
+    }
+
+    /// Frees the buffers no connection needed since the last call (run
+    /// once a second), so a pool filled by a burst of connections that
+    /// then went idle does not hold its memory for good.
+    pub fn trim(&mut self) {
+        for buf in self.free.drain(..self.low_water) {
+            self.bytes -= buf.capacity();
+        }
+        self.low_water = self.free.len();
     }
 
     pub fn give(&mut self, mut buf: Vec<u8>) {
@@ -212,4 +226,32 @@ pub(crate) async fn write_from_read_buf<S: AsyncWriteRent>(
     rb.pos = start;
     rb.consume(n);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_frees_only_buffers_unused_since_the_last_trim() {
+        let mut pool = BufferPool::default();
+        for _ in 0..10 {
+            pool.give(Vec::with_capacity(POOLED_SIZE));
+        }
+        pool.trim();
+        assert_eq!(pool.free.len(), 10, "just given back: kept");
+        pool.trim();
+        assert_eq!(pool.free.len(), 0, "unused for a whole interval: freed");
+        assert_eq!(pool.bytes, 0);
+
+        for _ in 0..10 {
+            pool.give(Vec::with_capacity(POOLED_SIZE));
+        }
+        pool.trim();
+        let taken: Vec<_> = (0..4).map(|_| pool.take()).collect();
+        taken.into_iter().for_each(|b| pool.give(b));
+        pool.trim();
+        assert_eq!(pool.free.len(), 4, "the 4 that were in use stay");
+        assert_eq!(pool.bytes, 4 * POOLED_SIZE);
+    }
 }

@@ -162,6 +162,7 @@ async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Opti
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(20) {
             ctx.sweep_pool();
+            ctx.buffers.borrow_mut().trim();
             if let Some(release) = release_memory {
                 release();
             }
