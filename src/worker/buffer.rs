@@ -231,6 +231,64 @@ pub(crate) async fn write_from_read_buf<S: AsyncWriteRent>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
+    use std::io::Write;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    /// Bytes that reach a socket while a cancelable read waits on it are
+    /// not lost when the read is cancelled: io_uring hands them back with
+    /// the read; epoll reports ECANCELED and leaves them in the socket.
+    async fn cancel_after_bytes_arrived() {
+        let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let mut rb = ReadBuf::with_capacity(64);
+        let canceller = monoio::io::Canceller::new();
+        {
+            let mut read = pin!(rb.fill_cancelable(&mut server, 64, canceller.handle()));
+            // Submit the read, then let the bytes land before the cancel.
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(matches!(read.as_mut().poll(&mut cx), Poll::Pending));
+            client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            let _fresh = canceller.cancel();
+            match read.await {
+                Ok(n) => assert_eq!(n, 18),
+                Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ECANCELED), "{e}"),
+            }
+        }
+        if rb.is_empty() {
+            // Still in the socket (epoll): a plain read finds them.
+            let n = rb
+                .fill(&mut server, 64, Duration::from_secs(1))
+                .await
+                .unwrap();
+            assert_eq!(n, 18);
+        }
+        assert_eq!(rb.bytes(), b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn cancelled_read_loses_nothing_on_epoll() {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(cancel_after_bytes_arrived());
+    }
+
+    #[test]
+    fn cancelled_read_loses_nothing_on_io_uring() {
+        // Skipped where the kernel or a sandbox refuses io_uring.
+        let Ok(mut rt) = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(cancel_after_bytes_arrived());
+    }
 
     #[test]
     fn trim_frees_only_buffers_unused_since_the_last_trim() {

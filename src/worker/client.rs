@@ -224,6 +224,8 @@ async fn run(mut c: Client, ctx: Rc<WorkerCtx>, mut first: bool) {
                         false
                     }
                     Next::Tunnel(upstream, idle) => {
+                        // The tunnel needs none of the buffers.
+                        c.recycle(&ctx);
                         let Client { stream, active, .. } = c;
                         tunnel::run(stream, upstream, idle).await;
                         drop(active);
@@ -286,7 +288,8 @@ fn close_client(c: Client) {
     match stream {
         Conn::Plain(socket) if !monoio::utils::is_legacy() => {
             // `into_raw_fd` panics when an operation still holds the
-            // socket. `quiet` rules that out; should it ever be wrong, the
+            // socket. (Checked against monoio 0.2.4, whose `try_unwrap`
+            // behind it is also where an upgrade should be re-read.) `quiet` rules that out; should it ever be wrong, the
             // socket is dropped (closed the usual way) during the unwind
             // and the worker carries on.
             let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
@@ -439,7 +442,11 @@ async fn send_answer(c: &mut Client, status: u16, close: bool, timeout: Duration
 /// from about 9 KiB to a few hundred bytes.
 const HOT_WAIT: Duration = Duration::from_millis(250);
 
+/// How long a cancelled read may take to report back.
+const CANCEL_WAIT: Duration = Duration::from_secs(1);
+
 /// How the wait for a request ended.
+#[derive(Debug, PartialEq)]
 enum Wait {
     /// Bytes are buffered in `inbuf`.
     Request,
@@ -488,18 +495,19 @@ async fn await_request(c: &mut Client, ctx: &WorkerCtx, first: bool) -> Wait {
                 _ = ctx.idle.sleep_until(now + HOT_WAIT) => false,
                 _ = drained => true,
             };
-            // The canceller is spent; `idle` drops it, and `run` makes a
-            // new one if the connection comes back.
+            // A cancelled canceller hands back a fresh one: keep it (it
+            // goes to the worker's pool when the connection parks).
             if let Some(spent) = c.canceller.take() {
-                spent.cancel();
+                c.canceller = Some(spent.cancel());
             }
-            match fill.await {
-                _ if draining => return Wait::Close,
-                Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
-                    return Wait::Idle(deadline);
-                }
-                r => r,
-            }
+            // A cancel is only a request to the driver: bound the wait for
+            // its answer too (dropping the read then is fine: we close).
+            let settled = ctx.idle.sleep_until(Instant::now() + CANCEL_WAIT);
+            let read = monoio::select! {
+                r = fill => r,
+                _ = settled => return Wait::Close,
+            };
+            return after_cancel(read, draining, deadline);
         }
         // Dropping this read on drain may lose bytes in flight: we close
         // then anyway. (TLS keeps reading here: rustls may hold bytes a
@@ -513,6 +521,17 @@ async fn await_request(c: &mut Client, ctx: &WorkerCtx, first: bool) -> Wait {
         }
     };
     waited(read)
+}
+
+/// What a cancelled hot wait turns into: bytes that raced the cancel
+/// are a request (served with `Connection: close` during a drain); a
+/// clean cancel parks the connection, unless a drain caused it.
+fn after_cancel(read: std::io::Result<usize>, draining: bool, deadline: Instant) -> Wait {
+    match read {
+        Ok(n) if n > 0 => Wait::Request,
+        Err(e) if !draining && e.raw_os_error() == Some(libc::ECANCELED) => Wait::Idle(deadline),
+        _ => Wait::Close,
+    }
 }
 
 fn waited(read: std::io::Result<usize>) -> Wait {
@@ -553,7 +572,10 @@ impl Client {
                 listener_id,
                 active,
             }),
-            Conn::Tls(_) => None,
+            Conn::Tls(_) => {
+                debug_assert!(false, "a TLS connection never parks");
+                None
+            }
         }
     }
 }
@@ -824,5 +846,27 @@ fn hash_key(key: &HashKey, req: &RequestHead<'_, '_>, path: &[u8], client: IpAdd
                 let (k, v) = pair.split_at(memchr::memchr(b'=', pair)?);
                 (k == name.as_bytes()).then(|| hash_bytes(&v[1..]))
             }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn a_cancelled_wait_keeps_bytes_that_raced_the_cancel() {
+        let deadline = Instant::now();
+        let canceled = || Err(io::Error::from_raw_os_error(libc::ECANCELED));
+        assert_eq!(after_cancel(Ok(12), false, deadline), Wait::Request);
+        assert_eq!(after_cancel(Ok(12), true, deadline), Wait::Request);
+        assert_eq!(
+            after_cancel(canceled(), false, deadline),
+            Wait::Idle(deadline)
+        );
+        assert_eq!(after_cancel(canceled(), true, deadline), Wait::Close);
+        assert_eq!(after_cancel(Ok(0), false, deadline), Wait::Close);
+        let reset = Err(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert_eq!(after_cancel(reset, false, deadline), Wait::Close);
     }
 }
