@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use monoio::io::Canceller;
 use monoio::net::TcpStream;
 
-use super::buffer::{ReadBuf, flush_vec, write_all};
+use super::buffer::{BufferPool, ReadBuf, flush_vec, write_all};
 use super::conn::Conn;
 use super::ctx::{ActiveGuard, WorkerCtx};
 use super::drain::Drain;
@@ -68,9 +68,7 @@ impl Client {
     fn park_buffers(&mut self, ctx: &WorkerCtx) {
         self.stream.release_buffers();
         let mut pool = ctx.buffers.borrow_mut();
-        pool.give(std::mem::take(&mut self.out));
-        pool.give(std::mem::take(&mut self.spare));
-        pool.give(self.upbuf.take_vec());
+        self.give_exchange_buffers(&mut pool);
         // The read buffer stays (the next read needs it) but goes back to
         // its usual size if a large head or body made it grow.
         if self.inbuf.capacity() > 2 * HEAD_READ {
@@ -83,9 +81,7 @@ impl Client {
     /// the next connection takes warm ones instead of allocating four.
     fn recycle(&mut self, ctx: &WorkerCtx) {
         let mut pool = ctx.buffers.borrow_mut();
-        pool.give(std::mem::take(&mut self.out));
-        pool.give(std::mem::take(&mut self.spare));
-        pool.give(self.upbuf.take_vec());
+        self.give_exchange_buffers(&mut pool);
         pool.give(self.inbuf.take_vec());
         drop(pool);
         let mut cancellers = ctx.cancellers.borrow_mut();
@@ -94,6 +90,14 @@ impl Client {
         {
             cancellers.push(canceller);
         }
+    }
+
+    /// The write and upstream buffers, which only an exchange in progress
+    /// needs.
+    fn give_exchange_buffers(&mut self, pool: &mut BufferPool) {
+        pool.give(std::mem::take(&mut self.out));
+        pool.give(std::mem::take(&mut self.spare));
+        pool.give(self.upbuf.take_vec());
     }
 
     fn unpark_buffers(&mut self, ctx: &WorkerCtx) {
