@@ -5,7 +5,7 @@
 # Starts, all on 127.0.0.1:
 #   * a backend: nginx, 1 worker, serving / (100 bytes), /64k (64 KiB) and
 #     /1m (1 MiB) static files, each with a Content-Length
-#   * nginx as a 1-worker reverse proxy (upstream keepalive 64,
+#   * nginx as a 1-worker reverse proxy (upstream keepalive 1024,
 #     proxy_http_version 1.1, Connection "")
 #   * HAProxy, 1 thread (nbthread 1, mode http, http-reuse always,
 #     option http-keep-alive)
@@ -413,7 +413,7 @@ http {
 $(nginx_http_common "$N")
     upstream backend {
         server $HOST:$BACKEND_PORT;
-        keepalive 64;
+        keepalive 1024;
         keepalive_requests 100000000;
         keepalive_timeout 75s;
     }
@@ -880,7 +880,7 @@ max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
     echo "Versions: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), HAProxy $("$HAPROXY" -v 2>/dev/null | awk 'NR == 1 {print $3}'), $(wrk -v 2>&1 | awk 'NR == 1 {print $1, $2}')${oha_ver}."
     echo "Settings: DURATION=${DURATION}s per run, WARMUP=${WARMUP}s per target and scenario, ROUNDS=$ROUNDS (targets alternate, each round starting one later); numbers are medians over the rounds."
     echo "CPUs: each proxy's one worker on CPU $PROXY_CPU; backend nginx on CPU $BACKEND_CPU; load generator on CPU $WRK_CPU."
-    echo "Backend: nginx, 1 worker, static files. Proxies: nginx (upstream keepalive 64, default proxy buffering), HAProxy (nbthread 1, http-reuse always), ringress (--threads 1, default config)."
+    echo "Backend: nginx, 1 worker, static files. Proxies: nginx (upstream keepalive 1024, default proxy buffering), HAProxy (nbthread 1, http-reuse always), ringress (--threads 1, default config)."
     echo "proxy CPU µs/req = the proxy's own CPU time (utime + stime from /proc/PID/stat, summed over its processes and all their threads: nginx master + worker, HAProxy's one process, ringress's one process) between just before and just after the measured run, divided by the requests completed in that run (wrk's \"N requests in\", oha's status-code counts); median over the rounds. Lower is better; it is the fair efficiency measure when the load side limits req/s, and other processes on CPU $PROXY_CPU do not count in it. Resolution: one clock tick = $(awk -v hz="$CLK_TCK" 'BEGIN {printf "%g", 1000 / hz}') ms of CPU (CLK_TCK $CLK_TCK), i.e. ±$(awk -v hz="$CLK_TCK" -v n="${MIN_NREQ:-0}" 'BEGIN {if (n > 0) printf "%.3f", 1000000 / hz / n; else print "n/a"}') µs/req at most in these runs (fewest requests in a run: ${MIN_NREQ:-n/a})."
     echo "CPU busy % per round (proxy/load) = busy share of the whole CPU $PROXY_CPU / CPU $WRK_CPU from /proc/stat over each run, every process on that CPU counted (other jobs on the machine too) and interrupt/softirq time: it shows saturation, not the proxy's cost. Kernel network work done in softirq context may be charged to /proc/stat's softirq column rather than to the proxy process (it depends on the kernel's IRQ time accounting), so it is in the busy % but not necessarily in proxy CPU µs/req."
     echo "RSS = VmRSS summed over the proxy's processes (nginx: master + worker), sampled half-way through each run; Δ KiB/conn = (that − the proxy's RSS right after it started) / connections, so it includes whatever the proxy kept from earlier runs."

@@ -6,7 +6,7 @@
 #     file (hello.txt, so every response carries Content-Length) for any GET
 #   * nginx as a 1-worker TLS-terminating reverse proxy to that backend
 #     (TLSv1.2 + TLSv1.3, shared session cache + session tickets, ALPN as
-#     nginx sets it), with upstream keep-alive (keepalive 64,
+#     nginx sets it), with upstream keep-alive (keepalive 1024,
 #     proxy_http_version 1.1, Connection "")
 #   * ringress with one worker (--threads 1) and a TLS listener, routing / to
 #     the same backend
@@ -380,7 +380,7 @@ $(nginx_http_common "$N")
     ssl_session_tickets on;
     upstream backend {
         server $HOST:$BACKEND_PORT;
-        keepalive 64;
+        keepalive 1024;
         keepalive_requests 100000000;
         keepalive_timeout 75s;
     }

@@ -5,7 +5,7 @@
 #   * a backend: nginx, 1 worker, serving a fixed 100-byte static file
 #     (hello.txt, so every response carries Content-Length) for any GET
 #   * nginx as a 1-worker reverse proxy to that backend, with upstream
-#     keep-alive (keepalive 64, proxy_http_version 1.1, Connection "")
+#     keep-alive (keepalive 1024, proxy_http_version 1.1, Connection "")
 #   * ringress with one worker (--threads 1), routing / to the same backend
 # then drives each with wrk (-t1 -c$CONNS --latency), alternating
 # backend / nginx / ringress for $ROUNDS rounds, and prints a markdown table
@@ -280,7 +280,7 @@ http {
 $(nginx_http_common "$N")
     upstream backend {
         server $HOST:$BACKEND_PORT;
-        keepalive 64;
+        keepalive 1024;
         keepalive_requests 100000000;
         keepalive_timeout 75s;
     }

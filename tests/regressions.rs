@@ -289,3 +289,45 @@ fn requests_after_a_long_idle_gap_are_served() {
         assert_eq!(c.read_response().body_str(), "GET /again\n");
     }
 }
+
+/// A burst of responses must not close pooled connections that the next
+/// burst of requests needs again: with the old default bound (128 idle per
+/// server) 160 lockstep clients reopened 32 upstream connections per round.
+#[test]
+fn default_pool_bound_keeps_a_burst_of_upstream_connections() {
+    const CLIENTS: usize = 160;
+    const ROUNDS: usize = 4;
+    let up = Upstream::start(|r, w, up| {
+        while up.record(r).is_some() {
+            // Long enough for every client's request to be in flight at
+            // once, so each round needs CLIENTS upstream connections.
+            thread::sleep(Duration::from_millis(150));
+            if w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let proxy = Proxy::start_with(&one_worker(up.addr, ""), 1, IoMode::Auto);
+    let mut clients: Vec<Client> = (0..CLIENTS).map(|_| proxy.connect()).collect();
+    for round in 0..ROUNDS {
+        for c in &mut clients {
+            c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        }
+        for c in &mut clients {
+            let r = c.read_response();
+            assert_eq!(
+                (r.status, r.body_str().as_str()),
+                (200, "ok"),
+                "round {round}"
+            );
+        }
+    }
+    let opened = up.connections.load(std::sync::atomic::Ordering::Acquire);
+    assert_eq!(up.requests().len(), CLIENTS * ROUNDS);
+    assert!(
+        opened <= CLIENTS + 4,
+        "{opened} upstream connections for {CLIENTS} clients over {ROUNDS} rounds"
+    );
+}

@@ -134,7 +134,7 @@ fn upstream_group(
         io_timeout: timeout("io_timeout", 60),
         idle_timeout: timeout("idle_timeout", 30),
         tunnel_idle_timeout: timeout("tunnel_idle_timeout", 3600),
-        max_idle_per_server: t.int(p, "max_idle_per_server", 0, 100_000).unwrap_or(128) as usize,
+        max_idle_per_server: t.int(p, "max_idle_per_server", 0, 100_000).unwrap_or(1024) as usize,
         max_response_head_size: max_response_head_size(t, p),
         tls,
         send_proxy_protocol,

@@ -2,8 +2,15 @@
 //! and TLS settings.
 //! Most-recently-used first (warm sockets, older ones age out); bounded per
 //! server; each entry remembers when it went idle so stale ones are dropped.
+//!
+//! The bound should sit above the number of requests a worker has in flight
+//! to one server: responses come back in bursts, and every connection
+//! returned past the bound is closed, only to be reopened for the next burst
+//! of requests. With 256 clients on one worker and a bound of 128 that
+//! churn was 2,000 new upstream connections a second and a p99 25 times the
+//! p50 (see the README's `max_idle_per_server`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -22,8 +29,8 @@ struct Idle<C> {
 }
 
 pub struct IdlePool<C> {
-    /// Per server, oldest first.
-    idle: HashMap<PoolKey, Vec<Idle<C>>>,
+    /// Per server, oldest first: taken from the back, evicted from the front.
+    idle: HashMap<PoolKey, VecDeque<Idle<C>>>,
 }
 
 impl<C> Default for IdlePool<C> {
@@ -39,7 +46,7 @@ impl<C> IdlePool<C> {
     /// expired; expired ones are dropped on the way.
     pub fn take(&mut self, key: &PoolKey, now: Instant) -> Option<C> {
         let list = self.idle.get_mut(key)?;
-        while let Some(idle) = list.pop() {
+        while let Some(idle) = list.pop_back() {
             if now < idle.expires {
                 return Some(idle.conn);
             }
@@ -62,9 +69,9 @@ impl<C> IdlePool<C> {
         }
         let list = self.idle.entry(key).or_default();
         if list.len() >= max_per_server {
-            list.remove(0);
+            list.pop_front();
         }
-        list.push(Idle {
+        list.push_back(Idle {
             conn,
             expires: now + max_idle,
         });
@@ -85,7 +92,7 @@ impl<C> IdlePool<C> {
     }
 
     pub fn idle_count(&self) -> usize {
-        self.idle.values().map(Vec::len).sum()
+        self.idle.values().map(VecDeque::len).sum()
     }
 }
 
