@@ -50,14 +50,34 @@ struct Cli {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, default_value = "info")]
     log: String,
+    /// Let the heap use transparent huge pages (see the README).
+    #[arg(long)]
+    huge_pages: bool,
 }
 
 fn parse_io(s: &str) -> Result<IoMode, String> {
     IoMode::parse(s).ok_or_else(|| format!("`{s}` is not one of auto, io_uring, epoll"))
 }
 
+/// Turns transparent huge pages off for the process. mimalloc asks for
+/// them on its heap, and the kernel then fills sparse 2 MiB regions with
+/// whole huge pages: with 10,000 idle connections resident memory grew
+/// from 0.4 to 1.9-2.9 KiB per connection over ten seconds, for about
+/// 1.5% less CPU per request under load. nginx and HAProxy (glibc malloc)
+/// get no huge pages either. The flag covers existing mappings too.
+fn disable_huge_pages() {
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes no pointers.
+    let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if r != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot turn transparent huge pages off");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !cli.huge_pages {
+        disable_huge_pages();
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

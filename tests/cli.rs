@@ -209,7 +209,14 @@ fn help_lists_the_options() {
         .expect("run --help");
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for flag in ["--config", "--threads", "--no-pin", "--io", "--check"] {
+    for flag in [
+        "--config",
+        "--threads",
+        "--no-pin",
+        "--io",
+        "--check",
+        "--huge-pages",
+    ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
 }
@@ -498,4 +505,44 @@ fn start_fails_cleanly_when_port_is_taken() {
     let log = p.final_log();
     assert!(log.contains(&port.to_string()), "{log}");
     drop(taken);
+}
+
+/// The process's transparent-huge-page flag, from /proc/PID/status.
+fn thp_enabled(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_string())
+}
+
+/// Huge pages are off unless `--huge-pages` asks for them: with them,
+/// the kernel fills idle connections' sparse heap regions (see main.rs).
+#[test]
+fn huge_pages_are_off_unless_asked_for() {
+    // A child inherits the flag: with --huge-pages it stays as ours.
+    let Some(ours) = thp_enabled(std::process::id()) else {
+        eprintln!("skipped: this kernel does not report THP_enabled");
+        return;
+    };
+    let dir = TempDir::new("thp");
+    for (extra, want) in [(&[][..], "0"), (&["--huge-pages"][..], ours.as_str())] {
+        let port = free_port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let config = dir.write("ringress.toml", &served_config(port, "hi\\n"));
+        let mut args = vec!["--threads", "1"];
+        args.extend_from_slice(extra);
+        let p = Running::spawn(&config, &args);
+        assert_eq!(
+            poll_fetch(addr, "/hello", Duration::from_secs(5), |_| true),
+            Some((200, "hi\n".to_string())),
+            "log:\n{}",
+            p.log()
+        );
+        assert_eq!(
+            thp_enabled(p.child.id()).as_deref(),
+            Some(want),
+            "args {args:?}"
+        );
+    }
 }

@@ -1,8 +1,9 @@
 //! Idle client connections. A plain connection that has waited about
-//! 250 ms for its next request gives back its read buffer and moves to a
-//! small idle task (see `client::idle`); these tests check that nothing is
-//! lost on the way there and back, and that keep-alive and head timeouts
-//! and drains still apply to parked connections.
+//! 250 ms for its next request gives back its read buffer and is parked
+//! in its worker's epoll set with no task of its own (see
+//! `worker::parking`); these tests check that nothing is lost on the way
+//! there and back, and that keep-alive and head timeouts and drains still
+//! apply to parked connections.
 
 mod common;
 
@@ -204,4 +205,34 @@ fn parked_connections_notice_the_client_leaving() {
     }
     let mut c = proxy.connect();
     assert_eq!(c.request(&get("/still-fine")).status, 200);
+}
+
+/// More parked connections turn readable at once than one `epoll_wait`
+/// takes (256): every one of them is woken and served, on one worker.
+/// (A fixed answer: 300 requests at once to the test upstream would
+/// overflow its accept queue, which is not what this is about.)
+#[test]
+fn a_crowd_of_parked_connections_wakes_at_once() {
+    const CROWD: usize = 300;
+    let up = Upstream::echo();
+    let toml = ConfigBuilder::new(up.addr)
+        .sections("[[routes]]\nrespond = { status = 200, body = \"awake\\n\" }")
+        .build();
+    let proxy = Proxy::start_with(&toml, 1, ringress::IoMode::Auto);
+    let mut clients: Vec<Client> = (0..CROWD).map(|_| proxy.connect()).collect();
+    for c in &mut clients {
+        assert_eq!(c.request(&get("/first")).body_str(), "awake\n");
+    }
+    thread::sleep(PARKED);
+    for c in &mut clients {
+        c.send(&get("/second"));
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let r = c.read_response();
+        assert_eq!(
+            (r.status, r.body_str().as_str()),
+            (200, "awake\n"),
+            "client {i}"
+        );
+    }
 }

@@ -15,6 +15,7 @@ use super::buffer::{BufferPool, ReadBuf, flush_vec, write_all};
 use super::conn::Conn;
 use super::ctx::{ActiveGuard, WorkerCtx};
 use super::drain::Drain;
+use super::parking::Parked;
 use super::proxy::{self, Exchange, Next};
 use super::tunnel;
 use crate::config::{Balance, Config, HashKey};
@@ -60,6 +61,8 @@ pub(crate) struct Client {
     /// Cancels the wait for a request that turns idle; kept across
     /// requests because making one allocates.
     canceller: Option<Canceller>,
+    /// The socket is in the worker's parking set (see `Parked::in_set`).
+    in_parking_set: bool,
 }
 
 impl Client {
@@ -170,6 +173,7 @@ pub(crate) async fn serve(
         rewrite_buf: Vec::new(),
         active,
         canceller: None,
+        in_parking_set: false,
     };
     run(c, ctx, true).await;
 }
@@ -184,8 +188,12 @@ async fn run(mut c: Client, ctx: Rc<WorkerCtx>, mut first: bool) {
             match await_request(&mut c, &ctx, first).await {
                 Wait::Request => {}
                 Wait::Idle(deadline) => {
-                    if let Some(parked) = c.park(&ctx) {
-                        monoio::spawn(idle(parked, ctx, first, deadline));
+                    // After a drain began nothing wakes parked
+                    // connections: close instead.
+                    if !ctx.drain.is_draining()
+                        && let Some(parked) = c.park(&ctx, first)
+                    {
+                        ctx.parking.park(parked, deadline);
                     }
                     return;
                 }
@@ -292,10 +300,11 @@ fn close_client(c: Client) {
     match stream {
         Conn::Plain(socket) if !monoio::utils::is_legacy() => {
             // `into_raw_fd` panics when an operation still holds the
-            // socket. (Checked against monoio 0.2.4, whose `try_unwrap`
-            // behind it is also where an upgrade should be re-read.) `quiet` rules that out; should it ever be wrong, the
-            // socket is dropped (closed the usual way) during the unwind
-            // and the worker carries on.
+            // socket (checked against monoio 0.2.4, whose `try_unwrap`
+            // behind it is where an upgrade should be re-read). `quiet`
+            // rules that out; should it ever be wrong, the socket is
+            // dropped (closed the usual way) during the unwind and the
+            // worker carries on.
             let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
                 socket.into_raw_fd()
             }));
@@ -545,20 +554,10 @@ fn waited(read: std::io::Result<usize>) -> Wait {
     }
 }
 
-/// What a parked connection keeps: its socket and who it is, nothing of
-/// the request machinery (about 200 bytes instead of the whole `Client`).
-struct Parked {
-    socket: TcpStream,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
-    listener_id: u64,
-    active: ActiveGuard,
-}
-
 impl Client {
     /// Gives every buffer back and keeps only what `Parked` holds. None
     /// for TLS, which never parks.
-    fn park(mut self, ctx: &WorkerCtx) -> Option<Parked> {
+    fn park(mut self, ctx: &WorkerCtx, first: bool) -> Option<Parked> {
         self.recycle(ctx);
         let Client {
             stream,
@@ -566,6 +565,7 @@ impl Client {
             local,
             listener_id,
             active,
+            in_parking_set,
             ..
         } = self;
         match stream {
@@ -575,6 +575,8 @@ impl Client {
                 local,
                 listener_id,
                 active,
+                in_set: in_parking_set,
+                first,
             }),
             Conn::Tls(_) => {
                 debug_assert!(false, "a TLS connection never parks");
@@ -582,16 +584,14 @@ impl Client {
             }
         }
     }
-}
 
-impl Parked {
-    fn unpark(self, ctx: &WorkerCtx) -> Client {
+    fn unpark(p: Parked, ctx: &WorkerCtx) -> Client {
         Client {
-            stream: Conn::Plain(self.socket),
+            stream: Conn::Plain(p.socket),
             cert_subject: None,
-            peer: self.peer,
-            local: self.local,
-            listener_id: self.listener_id,
+            peer: p.peer,
+            local: p.local,
+            listener_id: p.listener_id,
             listener: usize::MAX,
             inbuf: ReadBuf::from_vec(ctx.buffers.borrow_mut().take()),
             out: Vec::new(),
@@ -599,24 +599,37 @@ impl Parked {
             upbuf: ReadBuf::default(),
             path_buf: Vec::new(),
             rewrite_buf: Vec::new(),
-            active: self.active,
+            active: p.active,
             canceller: None,
+            in_parking_set: p.in_set,
         }
     }
 }
 
-/// Holds an idle plain connection with no buffers and a small task (not
-/// the whole request machinery), until its next request starts (then
-/// `run` takes it back), the deadline passes, or a drain begins.
-async fn idle(p: Parked, ctx: Rc<WorkerCtx>, first: bool, deadline: Instant) {
-    let ready = monoio::select! {
-        r = p.socket.readable(false) => r.is_ok(),
-        _ = ctx.idle.sleep_until(deadline) => false,
-        _ = ctx.drain.wait() => false,
-    };
-    if ready {
-        let c = p.unpark(&ctx);
-        monoio::spawn(run(c, ctx, first));
+/// The worker's one task for parked connections: each whose socket turns
+/// readable (its next request, a close, an error) goes back to a request
+/// task. A drain closes them all at once.
+pub(crate) async fn wake_parked(ctx: Rc<WorkerCtx>, watcher: monoio::net::UnixStream) {
+    let mut woken = Vec::new();
+    loop {
+        let ready = monoio::select! {
+            r = watcher.readable(false) => r,
+            _ = ctx.drain.wait() => break,
+        };
+        if let Err(e) = ready {
+            // Parked connections still close at their deadlines.
+            tracing::warn!(worker = ctx.id, error = %e, "idle connections can no longer be watched");
+            break;
+        }
+        ctx.parking.take_ready(&mut woken);
+        for parked in woken.drain(..) {
+            let first = parked.first;
+            let c = Client::unpark(parked, &ctx);
+            monoio::spawn(run(c, ctx.clone(), first));
+        }
+    }
+    if ctx.drain.is_draining() {
+        ctx.parking.clear();
     }
 }
 

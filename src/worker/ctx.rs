@@ -16,6 +16,7 @@ use super::conn::Conn;
 use super::drain::Drain;
 use super::idle::IdleTimers;
 use super::listen::Accepting;
+use super::parking::Parking;
 use crate::config::Config;
 use crate::server::Shared;
 use crate::upstream::{GroupState, IdlePool, Outcome, Rng};
@@ -34,8 +35,11 @@ pub(crate) struct WorkerCtx {
     balancers: RefCell<Balancers>,
     pub pool: RefCell<IdlePool<Conn>>,
     pub drain: Drain,
-    /// Keep-alive deadlines of idle connections.
+    /// Short waits of connections between requests (the hot wait before
+    /// parking, and the wait for a cancel's answer).
     pub idle: IdleTimers,
+    /// Idle connections parked between requests.
+    pub parking: Parking,
     pub active: Cell<usize>,
     pub buffers: RefCell<BufferPool>,
     /// Unused read cancellers of closed connections (making one costs two
@@ -58,13 +62,13 @@ struct Balancers {
 }
 
 impl WorkerCtx {
-    pub fn new(id: usize, shared: Arc<Shared>) -> Self {
+    pub fn new(id: usize, shared: Arc<Shared>) -> std::io::Result<Self> {
         let (generation, config) = shared.current();
         let groups = config.upstreams.iter().map(GroupState::new).collect();
         let config: Snapshot = Rc::new(config);
         let seed =
             (id as u64) ^ std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
-        WorkerCtx {
+        Ok(WorkerCtx {
             id,
             shared,
             snapshot: RefCell::new(config.clone()),
@@ -80,11 +84,12 @@ impl WorkerCtx {
             drain: Drain::default(),
             cancellers: RefCell::default(),
             idle: IdleTimers::default(),
+            parking: Parking::new()?,
             active: Cell::new(0),
             buffers: RefCell::new(BufferPool::default()),
             sockets: RefCell::new(Slab::new()),
             listeners: RefCell::new(Vec::new()),
-        }
+        })
     }
 
     /// The current snapshot and its generation; a request keeps the one it

@@ -1,8 +1,9 @@
-//! Deadlines of idle keep-alive connections: one slab per worker, checked
-//! on the worker's tick, instead of a timer per connection. A monoio
-//! timer is about 640 bytes; an entry here is about 40, which is most of
-//! what an idle connection costs (see `client::idle`). The price is
-//! precision: a deadline fires up to one tick late.
+//! Short waits of connections between requests (the hot wait before a
+//! connection parks, the wait for a cancel's answer): one slab per worker,
+//! checked on the worker's tick, instead of a timer per wait. A monoio
+//! timer is about 640 bytes and costs a timer-wheel insert and removal;
+//! an entry here is about 40 bytes. The price is precision: a deadline
+//! fires up to one tick late.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;

@@ -10,6 +10,7 @@ mod ctx;
 mod drain;
 mod idle;
 mod listen;
+mod parking;
 mod proxy;
 mod relay;
 mod response;
@@ -103,7 +104,26 @@ fn uring_runtime(
 }
 
 async fn main(spec: WorkerSpec, driver: &'static str) {
-    let ctx = Rc::new(WorkerCtx::new(spec.id, spec.shared.clone()));
+    let ctx = match WorkerCtx::new(spec.id, spec.shared.clone()) {
+        Ok(ctx) => Rc::new(ctx),
+        Err(e) => {
+            let _ = spec.ready.send(Err(format!(
+                "worker {}: cannot create the idle connection set: {e}",
+                spec.id
+            )));
+            return;
+        }
+    };
+    let watcher = match ctx.parking.watcher() {
+        Ok(watcher) => watcher,
+        Err(e) => {
+            let _ = spec.ready.send(Err(format!(
+                "worker {}: cannot watch the idle connection set: {e}",
+                spec.id
+            )));
+            return;
+        }
+    };
     for new in spec.listeners {
         if let Err(e) = listen::start(&ctx, new) {
             let _ = spec.ready.send(Err(format!(
@@ -117,6 +137,7 @@ async fn main(spec: WorkerSpec, driver: &'static str) {
     // as a change by the ticker.
     let listening_for = ctx.snapshot().0;
     monoio::spawn(ticker(ctx.clone(), listening_for, spec.release_memory));
+    monoio::spawn(client::wake_parked(ctx.clone(), watcher));
     let _ = spec.ready.send(Ok(driver));
 
     ctx.drain.wait().await;
@@ -139,8 +160,10 @@ async fn main(spec: WorkerSpec, driver: &'static str) {
             monoio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    // Close idle upstream connections, and give the runtime one turn to
-    // submit the closes (on io_uring they are operations too).
+    // Close idle upstream connections (and any client connection parked
+    // since: its drain guard holds the context), and give the runtime one
+    // turn to submit the closes (on io_uring they are operations too).
+    ctx.parking.clear();
     ctx.pool.borrow_mut().clear();
     monoio::time::sleep(Duration::from_millis(1)).await;
 }
@@ -158,7 +181,9 @@ async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Opti
             listen::sync(&ctx, &config);
             listening_for = generation;
         }
-        ctx.idle.fire(Instant::now());
+        let now = Instant::now();
+        ctx.idle.fire(now);
+        ctx.parking.expire(now);
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(20) {
             ctx.sweep_pool();
