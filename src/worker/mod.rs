@@ -104,21 +104,14 @@ fn uring_runtime(
 }
 
 async fn main(spec: WorkerSpec, driver: &'static str) {
-    let ctx = match WorkerCtx::new(spec.id, spec.shared.clone()) {
-        Ok(ctx) => Rc::new(ctx),
+    // The idle connection set and the runtime's handle on it.
+    let set_up = WorkerCtx::new(spec.id, spec.shared.clone())
+        .and_then(|ctx| ctx.parking.watcher().map(|watcher| (Rc::new(ctx), watcher)));
+    let (ctx, watcher) = match set_up {
+        Ok(both) => both,
         Err(e) => {
             let _ = spec.ready.send(Err(format!(
-                "worker {}: cannot create the idle connection set: {e}",
-                spec.id
-            )));
-            return;
-        }
-    };
-    let watcher = match ctx.parking.watcher() {
-        Ok(watcher) => watcher,
-        Err(e) => {
-            let _ = spec.ready.send(Err(format!(
-                "worker {}: cannot watch the idle connection set: {e}",
+                "worker {}: cannot set up the idle connection set: {e}",
                 spec.id
             )));
             return;
