@@ -383,7 +383,7 @@ fn bind_reuseport(l: &ListenerConfig, count: usize) -> io::Result<Vec<std::net::
                 format!("listener `{}`: cannot bind {addr}: {e}", l.name),
             )
         })?;
-        socket.listen(l.backlog as i32)?;
+        crate::worker::apply_listener_options(socket2::SockRef::from(&socket), l)?;
         let listener: std::net::TcpListener = socket.into();
         addr = listener.local_addr()?;
         out.push(listener);

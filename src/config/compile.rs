@@ -296,6 +296,7 @@ fn listeners(
             );
         }
         let backlog = t.int(p, "backlog", 1, 65535).unwrap_or(4096) as u32;
+        let defer_accept = t.bool(p, "defer_accept").unwrap_or(false);
         let proxy_protocol = t.bool(p, "proxy_protocol").unwrap_or(false);
         let bind = match t.str(p, "bind") {
             Some(b) => resolve(b).map_err(|m| p.add(t.key_path("bind"), m)).ok(),
@@ -317,6 +318,7 @@ fn listeners(
                 name,
                 bind,
                 backlog,
+                defer_accept,
                 proxy_protocol,
                 tls,
             });

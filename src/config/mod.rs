@@ -82,6 +82,10 @@ pub struct ListenerConfig {
     pub name: String,
     pub bind: SocketAddr,
     pub backlog: u32,
+    /// TCP_DEFER_ACCEPT: the kernel hands over a connection once its first
+    /// bytes arrive (or after about a second of silence), as nginx's
+    /// `deferred` and HAProxy's `defer-accept` do.
+    pub defer_accept: bool,
     /// Connections start with a PROXY protocol header (v1 or v2) from a
     /// peer in `trusted_proxies`; others are closed.
     pub proxy_protocol: bool,

@@ -4,7 +4,9 @@
 //! listener or the worker drains.
 
 use std::cell::Cell;
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use monoio::task::JoinHandle;
 
 use super::client;
 use super::ctx::WorkerCtx;
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig};
 
 /// A socket handed to a worker: the listener's id and configured address.
 pub(crate) struct NewListener {
@@ -29,6 +31,10 @@ pub(crate) struct NewListener {
 pub(crate) struct Accepting {
     id: u64,
     bind: SocketAddr,
+    /// A second descriptor of the listening socket, for setting its
+    /// options on reloads (the accept loop owns the first). Dropped when
+    /// the entry leaves the list, before the loop ends.
+    options: std::net::TcpListener,
     canceller: Canceller,
     stopped: Rc<Cell<bool>>,
     done: JoinHandle<()>,
@@ -37,6 +43,7 @@ pub(crate) struct Accepting {
 /// Starts accepting on a socket bound by the main thread.
 pub(crate) fn start(ctx: &Rc<WorkerCtx>, new: NewListener) -> std::io::Result<()> {
     new.socket.set_nonblocking(monoio::utils::is_legacy())?;
+    let options = new.socket.try_clone()?;
     let listener = TcpListener::from_std(new.socket)?;
     let canceller = Canceller::new();
     let stopped = Rc::new(Cell::new(false));
@@ -50,6 +57,7 @@ pub(crate) fn start(ctx: &Rc<WorkerCtx>, new: NewListener) -> std::io::Result<()
     ctx.listeners.borrow_mut().push(Accepting {
         id: new.id,
         bind: new.bind,
+        options,
         canceller,
         stopped,
         done,
@@ -78,6 +86,17 @@ pub(crate) fn sync(ctx: &Rc<WorkerCtx>, config: &Config) {
     for canceller in removed {
         canceller.cancel();
     }
+    // Kept listeners take the snapshot's socket options (a reload may
+    // change `backlog` or `defer_accept`); the same address is not bound
+    // again, so the connections queued on these sockets stay.
+    for a in ctx.listeners.borrow().iter() {
+        let Some(l) = config.listeners.iter().find(|l| l.id == a.id) else {
+            continue;
+        };
+        if let Err(e) = apply_options(socket2::SockRef::from(&a.options), l) {
+            tracing::warn!(worker = ctx.id, listener = %l.name, error = %e, "cannot apply the listener's socket options");
+        }
+    }
     for new in ctx.shared.take_new_listeners(ctx.id, config.generation) {
         if !wanted(new.id, new.bind) {
             continue;
@@ -101,6 +120,37 @@ pub(crate) fn sync(ctx: &Rc<WorkerCtx>, config: &Config) {
             tracing::error!(worker = ctx.id, %bind, error = %e, "cannot start the new listener");
         }
     }
+}
+
+/// Puts a listener's options on its listening socket, at bind time and on
+/// reloads: Linux lets a listening socket take a new backlog (`listen`
+/// again) and these options without closing it.
+#[allow(unsafe_code)]
+pub(crate) fn apply_options(socket: socket2::SockRef<'_>, l: &ListenerConfig) -> io::Result<()> {
+    socket.listen(l.backlog as i32)?;
+    // Delayed ACKs from the start: the ACK of a request rides on its
+    // response instead of going out alone, one packet fewer per new
+    // connection (HAProxy does this on HTTP listeners). After `listen`,
+    // which resets the socket's ACK state; accepted sockets inherit it.
+    socket.set_tcp_quickack(false)?;
+    // Seconds of silence before the kernel hands over a connection anyway
+    // (rounded up to one SYN-ACK retransmission); 0 turns it off.
+    let defer: libc::c_int = if l.defer_accept { 1 } else { 0 };
+    // SAFETY: a plain setsockopt with a c_int option value on a socket the
+    // caller keeps open.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&defer as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Stops every accept loop and waits until their sockets are closed.
