@@ -383,7 +383,12 @@ fn bind_reuseport(l: &ListenerConfig, count: usize) -> io::Result<Vec<std::net::
                 format!("listener `{}`: cannot bind {addr}: {e}", l.name),
             )
         })?;
-        crate::worker::apply_listener_options(socket2::SockRef::from(&socket), l)?;
+        crate::worker::apply_listener_options(socket2::SockRef::from(&socket), l).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("listener `{}`: cannot set up {addr}: {e}", l.name),
+            )
+        })?;
         let listener: std::net::TcpListener = socket.into();
         addr = listener.local_addr()?;
         out.push(listener);

@@ -297,6 +297,7 @@ fn listeners(
         }
         let backlog = t.int(p, "backlog", 1, 65535).unwrap_or(4096) as u32;
         let defer_accept = t.bool(p, "defer_accept").unwrap_or(false);
+        let delayed_ack = t.bool(p, "delayed_ack").unwrap_or(true);
         let proxy_protocol = t.bool(p, "proxy_protocol").unwrap_or(false);
         let bind = match t.str(p, "bind") {
             Some(b) => resolve(b).map_err(|m| p.add(t.key_path("bind"), m)).ok(),
@@ -319,6 +320,7 @@ fn listeners(
                 bind,
                 backlog,
                 defer_accept,
+                delayed_ack,
                 proxy_protocol,
                 tls,
             });

@@ -86,6 +86,9 @@ pub struct ListenerConfig {
     /// bytes arrive (or after about a second of silence), as nginx's
     /// `deferred` and HAProxy's `defer-accept` do.
     pub defer_accept: bool,
+    /// New connections start with delayed ACKs (no TCP_QUICKACK), so a
+    /// request's ACK rides on its response.
+    pub delayed_ack: bool,
     /// Connections start with a PROXY protocol header (v1 or v2) from a
     /// peer in `trusted_proxies`; others are closed.
     pub proxy_protocol: bool,

@@ -35,6 +35,9 @@ pub(crate) struct Accepting {
     /// options on reloads (the accept loop owns the first). Dropped when
     /// the entry leaves the list, before the loop ends.
     options: std::net::TcpListener,
+    /// What `apply_options` last put on the socket (None: the bind-time
+    /// options of the snapshot that added it, maybe not the newest).
+    applied: Option<SocketOptions>,
     canceller: Canceller,
     stopped: Rc<Cell<bool>>,
     done: JoinHandle<()>,
@@ -58,6 +61,7 @@ pub(crate) fn start(ctx: &Rc<WorkerCtx>, new: NewListener) -> std::io::Result<()
         id: new.id,
         bind: new.bind,
         options,
+        applied: None,
         canceller,
         stopped,
         done,
@@ -86,17 +90,6 @@ pub(crate) fn sync(ctx: &Rc<WorkerCtx>, config: &Config) {
     for canceller in removed {
         canceller.cancel();
     }
-    // Kept listeners take the snapshot's socket options (a reload may
-    // change `backlog` or `defer_accept`); the same address is not bound
-    // again, so the connections queued on these sockets stay.
-    for a in ctx.listeners.borrow().iter() {
-        let Some(l) = config.listeners.iter().find(|l| l.id == a.id) else {
-            continue;
-        };
-        if let Err(e) = apply_options(socket2::SockRef::from(&a.options), l) {
-            tracing::warn!(worker = ctx.id, listener = %l.name, error = %e, "cannot apply the listener's socket options");
-        }
-    }
     for new in ctx.shared.take_new_listeners(ctx.id, config.generation) {
         if !wanted(new.id, new.bind) {
             continue;
@@ -120,6 +113,41 @@ pub(crate) fn sync(ctx: &Rc<WorkerCtx>, config: &Config) {
             tracing::error!(worker = ctx.id, %bind, error = %e, "cannot start the new listener");
         }
     }
+    // Every listener takes this snapshot's socket options, also one just
+    // started from a socket bound for an earlier reload. The address is
+    // not bound again, so connections queued on the socket stay.
+    for a in ctx.listeners.borrow_mut().iter_mut() {
+        let Some(l) = config.listeners.iter().find(|l| l.id == a.id) else {
+            continue;
+        };
+        let wanted = SocketOptions::of(l);
+        if a.applied == Some(wanted) {
+            continue;
+        }
+        match apply_options(socket2::SockRef::from(&a.options), l) {
+            Ok(()) => a.applied = Some(wanted),
+            Err(e) => tracing::warn!(worker = ctx.id, listener = %l.name, error = %e,
+                "cannot apply the listener's socket options"),
+        }
+    }
+}
+
+/// The listener settings that live on its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SocketOptions {
+    backlog: u32,
+    defer_accept: bool,
+    delayed_ack: bool,
+}
+
+impl SocketOptions {
+    fn of(l: &ListenerConfig) -> SocketOptions {
+        SocketOptions {
+            backlog: l.backlog,
+            defer_accept: l.defer_accept,
+            delayed_ack: l.delayed_ack,
+        }
+    }
 }
 
 /// Puts a listener's options on its listening socket, at bind time and on
@@ -130,9 +158,10 @@ pub(crate) fn apply_options(socket: socket2::SockRef<'_>, l: &ListenerConfig) ->
     socket.listen(l.backlog as i32)?;
     // Delayed ACKs from the start: the ACK of a request rides on its
     // response instead of going out alone, one packet fewer per new
-    // connection (HAProxy does this on HTTP listeners). After `listen`,
-    // which resets the socket's ACK state; accepted sockets inherit it.
-    socket.set_tcp_quickack(false)?;
+    // connection (HAProxy's tcp-smart-accept, on in its HTTP mode). After
+    // `listen`, which resets the socket's ACK state; accepted sockets
+    // inherit it.
+    socket.set_tcp_quickack(!l.delayed_ack)?;
     // Seconds of silence before the kernel hands over a connection anyway
     // (rounded up to one SYN-ACK retransmission); 0 turns it off.
     let defer: libc::c_int = if l.defer_accept { 1 } else { 0 };
