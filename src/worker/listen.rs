@@ -1,7 +1,9 @@
 //! A worker's listening sockets: adopted from those the main thread binds
 //! (at start and on reloads that add listeners), each served by an accept
 //! loop, and stopped without leaking an accept when a reload removes the
-//! listener or the worker drains.
+//! listener or the worker drains; and the socket options they carry
+//! (backlog, deferred accept, delayed ACKs), set at bind time and again
+//! when a reload changes them.
 
 use std::cell::Cell;
 use std::io;
