@@ -111,6 +111,7 @@ fn runtime(t: &mut TableReader<'_>, p: &mut Problems) -> RuntimeSettings {
         drain_timeout: t
             .duration(p, "drain_timeout")
             .unwrap_or(Duration::from_secs(30)),
+        splice: t.bool(p, "splice").unwrap_or(true),
     }
 }
 

@@ -55,6 +55,8 @@ pub struct RuntimeSettings {
     pub pin: bool,
     pub io: IoMode,
     pub drain_timeout: Duration,
+    /// Forward large plain bodies with splice(2) (zero-copy).
+    pub splice: bool,
 }
 
 #[derive(Debug, Clone)]

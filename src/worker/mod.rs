@@ -14,6 +14,7 @@ mod parking;
 mod proxy;
 mod relay;
 mod response;
+mod splice;
 mod tunnel;
 
 use std::rc::Rc;

@@ -449,6 +449,7 @@ async fn send_body(
         },
         read_timeout: config.timeouts.io,
         write_timeout: group.io_timeout,
+        splice: config.runtime.splice,
     };
     c.out.clear();
     let result = relay

@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::io::AsyncWriteRent;
 
 use super::buffer::{ReadBuf, flush_vec, write_from_read_buf};
+use super::conn::Conn;
+use super::splice::{self, SPLICE_MIN, SpliceError};
 use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK, encode_chunk};
 
 /// Largest amount copied into the head buffer to send in one write; above
@@ -44,16 +46,18 @@ pub(crate) struct Relay {
     pub limit: u64,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
+    /// Splice the rest of a large raw body when both ends are plain TCP.
+    pub splice: bool,
 }
 
 impl Relay {
     /// Relays the body. `out` may already hold a head to send first; it is
     /// flushed and left empty. Body bytes already in `src_buf` are used first.
-    pub async fn run<R: AsyncReadRent, W: AsyncWriteRent>(
+    pub async fn run(
         mut self,
-        src: &mut R,
+        src: &mut Conn,
         src_buf: &mut ReadBuf,
-        dst: &mut W,
+        dst: &mut Conn,
         out: &mut Vec<u8>,
     ) -> Result<(), RelayError> {
         let mut seen: u64 = 0;
@@ -68,6 +72,16 @@ impl Relay {
             flush_vec(dst, out, self.write_timeout)
                 .await
                 .map_err(|_| RelayError::Dest)?;
+            if let Some(want) = self.splice_rest(seen)
+                && let (Conn::Plain(from), Conn::Plain(to)) = (&*src, &*dst)
+            {
+                match splice::forward(from, to, want, self.read_timeout, self.write_timeout).await {
+                    Ok(_) => break,
+                    Err(SpliceError::Unavailable) => self.splice = false,
+                    Err(SpliceError::Source) => return Err(RelayError::Source),
+                    Err(SpliceError::Dest) => return Err(RelayError::Dest),
+                }
+            }
             let n = src_buf
                 .fill(src, READ_CHUNK, self.read_timeout)
                 .await
@@ -85,6 +99,25 @@ impl Relay {
         flush_vec(dst, out, self.write_timeout)
             .await
             .map_err(|_| RelayError::Dest)
+    }
+
+    /// What is left to splice once the buffered bytes are gone: `Some(None)`
+    /// for everything until close, `Some(Some(n))` for `n` bytes, `None`
+    /// when the body is copied (re-chunked, small, or splice is off).
+    fn splice_rest(&self, seen: u64) -> Option<Option<u64>> {
+        if !self.splice || self.chunked_out {
+            return None;
+        }
+        match self.input {
+            BodyIn::Length(left)
+                if left >= SPLICE_MIN && seen.saturating_add(left) <= self.limit =>
+            {
+                Some(Some(left))
+            }
+            // Unknown length: splice once the body has proved large.
+            BodyIn::UntilClose if seen >= SPLICE_MIN && self.limit == u64::MAX => Some(None),
+            _ => None,
+        }
     }
 
     /// Moves buffered body bytes towards `dst`; true when the body is complete.

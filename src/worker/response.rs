@@ -116,6 +116,7 @@ pub(super) async fn respond(
                 limit: u64::MAX,
                 read_timeout: group.io_timeout,
                 write_timeout: config.timeouts.io,
+                splice: config.runtime.splice,
             };
             relay
                 .run(upstream, &mut c.upbuf, &mut c.stream, &mut c.out)
