@@ -1,7 +1,8 @@
 //! Streams one message body from a source to a destination in bounded
 //! memory, decoding the source framing (length, chunked, until close) and
 //! encoding the destination framing (raw or chunked). Used both ways:
-//! request bodies to the upstream, response bodies to the client.
+//! request bodies to the upstream, response bodies to the client. The rest
+//! of a large raw body between two plain sockets is handed to `splice`.
 
 use std::time::Duration;
 
