@@ -186,10 +186,12 @@ pub struct ServerOptions {
     pub pin: Option<bool>,
     pub io: Option<IoMode>,
     /// Called by each worker about once a second to hand memory it freed
-    /// back to the system. The binary passes the allocator's collect:
-    /// without it, memory freed by a burst of connections that went idle
-    /// stays in the process until that thread allocates again.
-    pub release_memory: Option<fn()>,
+    /// back to the system, and with `true` just after a burst ended (the
+    /// worker freed pooled buffers), to hand back all of it at once. The
+    /// binary passes the allocator's collect: without it, memory freed by
+    /// a burst of connections that went idle stays in the process until
+    /// that thread allocates again.
+    pub release_memory: Option<fn(bool)>,
 }
 
 /// A running proxy.

@@ -546,3 +546,106 @@ fn huge_pages_are_off_unless_asked_for() {
         );
     }
 }
+
+/// Resident memory of a process, KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Raises this process's open-file limit to its hard limit (a child
+/// inherits it); returns the soft limit now in force.
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: both calls only read or write the local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+    }
+    lim.rlim_cur
+}
+
+/// After a burst of connections that then stay idle, the worker hands
+/// the burst's memory back: RSS comes down to under 1 KiB per idle
+/// connection above the idle baseline (nginx holds about 0.6) within
+/// 3.5 s. Measured here: 1.2-2.3 s and 0.55-0.71 KiB; with the allocator's
+/// lazy collect alone it took 2.2-3.2 s, and without any collect the
+/// freed memory stays.
+#[test]
+fn memory_of_a_burst_is_handed_back_while_its_connections_idle() {
+    const CONNS: usize = 3000;
+    if raise_nofile() < (CONNS as u64) * 2 + 200 {
+        eprintln!("skipped: the open-file limit is too low for {CONNS} connections");
+        return;
+    }
+    let dir = TempDir::new("rss");
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = dir.write("ringress.toml", &served_config(port, "hi\\n"));
+    let p = Running::spawn(&config, &["--threads", "1"]);
+    let pid = p.child.id();
+    assert!(
+        poll_fetch(addr, "/hello", Duration::from_secs(5), |_| true).is_some(),
+        "log:\n{}",
+        p.log()
+    );
+    thread::sleep(Duration::from_millis(2500));
+    let baseline = rss_kib(pid).expect("VmRSS");
+
+    let mut conns = Vec::with_capacity(CONNS);
+    for batch in 0..CONNS / 200 {
+        let mut open: Vec<TcpStream> = (0..200)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        for s in &mut open {
+            s.write_all(b"GET /hello HTTP/1.1\r\nHost: cli.test\r\n\r\n")
+                .expect("send");
+        }
+        for s in &mut open {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 512];
+            let mut got = Vec::new();
+            while !got.ends_with(b"hi\n") {
+                let n = s.read(&mut buf).expect("response");
+                assert!(n > 0, "closed in batch {batch}");
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        conns.extend(open);
+    }
+    let idle_since = Instant::now();
+    let peak = rss_kib(pid).expect("VmRSS");
+    let mut timeline = Vec::new();
+    let settled = loop {
+        let rss = rss_kib(pid).expect("VmRSS");
+        let at = idle_since.elapsed();
+        timeline.push((at.as_millis(), rss));
+        if rss <= baseline + CONNS as u64 {
+            break Some(at);
+        }
+        if at > Duration::from_millis(5000) {
+            break None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("baseline {baseline} KiB, peak {peak} KiB, timeline (ms, KiB) {timeline:?}");
+    assert!(
+        peak > baseline + 2 * CONNS as u64,
+        "the burst did not raise RSS, so this test shows nothing"
+    );
+    let settled = settled.expect("RSS stayed above 1 KiB per idle connection");
+    assert!(
+        settled <= Duration::from_millis(3500),
+        "RSS came down only after {settled:?}"
+    );
+    drop(conns);
+}

@@ -151,12 +151,15 @@ impl BufferPool {
 
     /// Frees the buffers no connection needed since the last call (run
     /// once a second), so a pool filled by a burst of connections that
-    /// then went idle does not hold its memory for good.
-    pub fn trim(&mut self) {
+    /// then went idle does not hold its memory for good. True when it
+    /// freed any.
+    pub fn trim(&mut self) -> bool {
+        let freed = self.low_water > 0;
         for buf in self.free.drain(..self.low_water) {
             self.bytes -= buf.capacity();
         }
         self.low_water = self.free.len();
+        freed
     }
 
     pub fn give(&mut self, mut buf: Vec<u8>) {
@@ -296,9 +299,9 @@ mod tests {
         for _ in 0..10 {
             pool.give(Vec::with_capacity(POOLED_SIZE));
         }
-        pool.trim();
+        assert!(!pool.trim(), "nothing freed");
         assert_eq!(pool.free.len(), 10, "just given back: kept");
-        pool.trim();
+        assert!(pool.trim(), "some freed");
         assert_eq!(pool.free.len(), 0, "unused for a whole interval: freed");
         assert_eq!(pool.bytes, 0);
 

@@ -42,7 +42,7 @@ pub(crate) struct WorkerSpec {
     pub io: IoMode,
     pub ready: Sender<Ready>,
     /// See `ServerOptions::release_memory`.
-    pub release_memory: Option<fn()>,
+    pub release_memory: Option<fn(bool)>,
 }
 
 /// Runs a worker to completion on the current thread.
@@ -162,8 +162,9 @@ async fn main(spec: WorkerSpec, driver: &'static str) {
     monoio::time::sleep(Duration::from_millis(1)).await;
 }
 
-async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Option<fn()>) {
+async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Option<fn(bool)>) {
     let mut ticks: u32 = 0;
+    let mut release_all_next_tick = false;
     loop {
         monoio::time::sleep(TICK).await;
         if ctx.shared.draining.load(Ordering::Acquire) && !ctx.drain.is_draining() {
@@ -181,10 +182,18 @@ async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Opti
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(20) {
             ctx.sweep_pool();
-            ctx.buffers.borrow_mut().trim();
+            let trimmed = ctx.buffers.borrow_mut().trim();
             if let Some(release) = release_memory {
-                release();
+                release(false);
             }
+            // Buffers trimmed mean a burst is over. The lazy collect hands
+            // back only what was freed a while ago, so without a full one
+            // the rest stays resident for up to two more seconds.
+            release_all_next_tick = trimmed;
+        } else if std::mem::take(&mut release_all_next_tick)
+            && let Some(release) = release_memory
+        {
+            release(true);
         }
     }
 }
