@@ -205,7 +205,9 @@ pub struct ServerHandle {
 
 impl ServerHandle {
     /// Binds the listeners and starts the workers; returns once every
-    /// worker is accepting.
+    /// worker is accepting. SIGPIPE must be ignored in the process (Rust
+    /// binaries do so before `main`): writes and splices to a socket the
+    /// peer closed raise it, and `splice` cannot be told not to.
     pub fn start(config: Config, opts: ServerOptions) -> io::Result<ServerHandle> {
         let threads = match opts.threads.unwrap_or(config.runtime.threads) {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -151,15 +151,15 @@ impl BufferPool {
 
     /// Frees the buffers no connection needed since the last call (run
     /// once a second), so a pool filled by a burst of connections that
-    /// then went idle does not hold its memory for good. True when it
-    /// freed any.
-    pub fn trim(&mut self) -> bool {
-        let freed = self.low_water > 0;
+    /// then went idle does not hold its memory for good. Returns the
+    /// bytes freed.
+    pub fn trim(&mut self) -> usize {
+        let before = self.bytes;
         for buf in self.free.drain(..self.low_water) {
             self.bytes -= buf.capacity();
         }
         self.low_water = self.free.len();
-        freed
+        before - self.bytes
     }
 
     pub fn give(&mut self, mut buf: Vec<u8>) {
@@ -299,9 +299,9 @@ mod tests {
         for _ in 0..10 {
             pool.give(Vec::with_capacity(POOLED_SIZE));
         }
-        assert!(!pool.trim(), "nothing freed");
+        assert_eq!(pool.trim(), 0, "nothing freed");
         assert_eq!(pool.free.len(), 10, "just given back: kept");
-        assert!(pool.trim(), "some freed");
+        assert_eq!(pool.trim(), 10 * POOLED_SIZE, "all freed");
         assert_eq!(pool.free.len(), 0, "unused for a whole interval: freed");
         assert_eq!(pool.bytes, 0);
 
