@@ -274,23 +274,14 @@ mod tests {
 
     #[test]
     fn cancelled_read_loses_nothing_on_epoll() {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap()
-            .block_on(cancel_after_bytes_arrived());
+        crate::worker::test_runtime::epoll().block_on(cancel_after_bytes_arrived());
     }
 
     #[test]
     fn cancelled_read_loses_nothing_on_io_uring() {
-        // Skipped where the kernel or a sandbox refuses io_uring.
-        let Ok(mut rt) = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .enable_timer()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(cancel_after_bytes_arrived());
+        if let Some(mut rt) = crate::worker::test_runtime::io_uring() {
+            rt.block_on(cancel_after_bytes_arrived());
+        }
     }
 
     #[test]

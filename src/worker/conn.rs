@@ -71,6 +71,43 @@ impl Conn {
     }
 }
 
+/// What a socket holds for reading, seen without taking it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Peek {
+    /// The peer closed its side and everything before has been read.
+    Closed,
+    /// Bytes are waiting.
+    Bytes,
+    /// Nothing yet, and the connection is open.
+    Nothing,
+    /// An error is pending (a reset, for one).
+    Failed,
+}
+
+/// One non-blocking `MSG_PEEK` of one byte: works on either driver and
+/// whatever the socket's blocking mode.
+#[allow(unsafe_code)]
+pub(crate) fn peek(fd: RawFd) -> Peek {
+    let mut byte = 0u8;
+    // SAFETY: the caller's socket keeps `fd` open for this call; the
+    // buffer is one valid, writable byte; MSG_DONTWAIT keeps the call
+    // from blocking.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => Peek::Closed,
+        n if n > 0 => Peek::Bytes,
+        _ if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => Peek::Nothing,
+        _ => Peek::Failed,
+    }
+}
+
 impl AsRawFd for Conn {
     fn as_raw_fd(&self) -> RawFd {
         self.socket().as_raw_fd()

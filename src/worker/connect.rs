@@ -2,7 +2,6 @@
 //! new one (TCP, then TLS when the group asks for it) within the group's
 //! connect timeout.
 
-use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
@@ -110,21 +109,7 @@ pub(crate) async fn acquire(
 }
 
 /// Whether an idle connection can carry a request: the peer has not closed
-/// it and sent nothing unasked. One non-blocking MSG_PEEK, on either driver.
-#[allow(unsafe_code)]
+/// it and sent nothing unasked.
 fn idle_conn_usable(stream: &TcpStream) -> bool {
-    let fd = stream.as_raw_fd();
-    let mut byte = 0u8;
-    // SAFETY: `fd` is the open socket owned by `stream`, borrowed for this
-    // call only; the buffer is one valid, writable byte; MSG_DONTWAIT keeps
-    // the call from blocking whatever the socket's mode.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+    super::conn::peek(stream.as_raw_fd()) == super::conn::Peek::Nothing
 }

@@ -208,3 +208,23 @@ async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Opti
         }
     }
 }
+
+/// Runtimes for unit tests that run the same checks on both drivers.
+#[cfg(test)]
+pub(crate) mod test_runtime {
+    pub fn epoll() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("epoll runtime")
+    }
+
+    /// None where the kernel or a sandbox refuses io_uring (the test is
+    /// then skipped).
+    pub fn io_uring() -> Option<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .ok()
+    }
+}

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use monoio::net::TcpStream;
 
+use super::conn::{Peek, peek};
+
 /// A body with at least this much left is spliced; below it the copy
 /// through the read buffer costs less than the pipe and readiness waits.
 pub(crate) const SPLICE_MIN: u64 = 32 * 1024;
@@ -246,7 +248,7 @@ pub(crate) async fn forward(
             match splice(src_fd, pipe.write.as_raw_fd(), ask) {
                 // 0 is also what TCP urgent data at the head of the queue
                 // reads as: only a real end completes a close-delimited body.
-                Ok(0) if want.is_none() && peer_closed(src_fd) => break Ok(moved),
+                Ok(0) if want.is_none() && peek(src_fd) == Peek::Closed => break Ok(moved),
                 Ok(0) => break Err(SpliceError::Source),
                 Ok(n) => {
                     held = n;
@@ -285,23 +287,6 @@ pub(crate) async fn forward(
         pipe.give_back();
     }
     result
-}
-
-/// True when the peer has closed its side: a peek finds the end of the
-/// stream rather than bytes or nothing yet.
-#[allow(unsafe_code)]
-fn peer_closed(fd: RawFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: a one-byte peek into a live local.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n == 0
 }
 
 /// Pending once, after asking to be polled again: the runtime runs the
@@ -405,22 +390,13 @@ mod tests {
 
     #[test]
     fn settings_are_restored_on_epoll() {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap()
-            .block_on(settings_are_restored());
+        crate::worker::test_runtime::epoll().block_on(settings_are_restored());
     }
 
     #[test]
     fn settings_are_restored_on_io_uring() {
-        // Skipped where the kernel or a sandbox refuses io_uring.
-        let Ok(mut rt) = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .enable_timer()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(settings_are_restored());
+        if let Some(mut rt) = crate::worker::test_runtime::io_uring() {
+            rt.block_on(settings_are_restored());
+        }
     }
 }
