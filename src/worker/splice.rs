@@ -46,7 +46,8 @@ const POOL_MAX: usize = 16;
 /// How a spliced body stopped early.
 #[derive(Debug)]
 pub(crate) enum SpliceError {
-    /// No pipe could be made (fd limit): copy instead, nothing moved.
+    /// No pipe of a useful size could be made (fd limit, pipe allowance),
+    /// or the sockets could not be switched: copy instead, nothing moved.
     Unavailable,
     /// Reading the source failed, timed out or ended too soon.
     Source,
