@@ -98,6 +98,20 @@ fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
     (got, false)
 }
 
+/// Upstream answering one request with a head that declares `declared`
+/// body bytes, then only the first `sent` pattern bytes of `seed`; it
+/// waits `then` before closing.
+fn partial_upstream(declared: usize, sent: usize, seed: u64, then: Duration) -> Upstream {
+    Upstream::start(move |r, w, up| {
+        if up.record(r).is_some() {
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {declared}\r\n\r\n");
+            let _ = w.write_all(head.as_bytes());
+            let _ = w.write_all(&pattern(sent, seed));
+            std::thread::sleep(then);
+        }
+    })
+}
+
 /// Where the head ends in raw response bytes.
 fn body_start(raw: &[u8]) -> usize {
     raw.windows(4)
@@ -254,13 +268,8 @@ fn close_delimited_response_is_spliced_to_an_http10_client() {
 #[test]
 fn upstream_closing_mid_body_closes_the_client() {
     let _turn = one_at_a_time();
-    let up = Upstream::start(|r, w, up| {
-        if up.record(r).is_some() {
-            let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2097152\r\n\r\n");
-            let _ = w.write_all(&pattern(1 << 20, 5));
-            // Then the connection closes, 1 MiB short.
-        }
-    });
+    // The connection closes 1 MiB short.
+    let up = partial_upstream(2 << 20, 1 << 20, 5, Duration::ZERO);
     let proxy = Proxy::start(&simple_config(up.addr));
     let mut c = proxy.connect();
     c.send(&get("/short"));
@@ -276,13 +285,7 @@ fn upstream_closing_mid_body_closes_the_client() {
 #[test]
 fn stalled_upstream_mid_body_meets_the_io_timeout() {
     let _turn = one_at_a_time();
-    let up = Upstream::start(|r, w, up| {
-        if up.record(r).is_some() {
-            let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2097152\r\n\r\n");
-            let _ = w.write_all(&pattern(512 << 10, 9));
-            std::thread::sleep(Duration::from_secs(4));
-        }
-    });
+    let up = partial_upstream(2 << 20, 512 << 10, 9, Duration::from_secs(4));
     let proxy = Proxy::start(
         &ConfigBuilder::new(up.addr)
             .group(r#"io_timeout = "300ms""#)
