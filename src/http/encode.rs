@@ -116,7 +116,7 @@ pub fn write_request_head(
     if fwd.x_forwarded_for {
         out.extend_from_slice(b"X-Forwarded-For: ");
         append_existing(out, req.headers, b"x-forwarded-for");
-        let _ = write!(out, "{}", up.client_ip);
+        write_ip(out, up.client_ip);
         out.extend_from_slice(b"\r\n");
     }
     if fwd.x_forwarded_proto {
@@ -234,6 +234,25 @@ pub fn write_content_length(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Writes an address as `Display` would. IPv4, the common case, is written
+/// octet by octet: going through `fmt` cost about 500 instructions per
+/// request (callgrind).
+fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 pub fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -314,5 +333,23 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nServer: app\r\nConnection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for text in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.1.22.133",
+            "192.0.2.9",
+            "::1",
+            "2001:db8::1",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            let mut out = b"x".to_vec();
+            write_ip(&mut out, ip);
+            assert_eq!(out, format!("x{ip}").into_bytes(), "{text}");
+        }
     }
 }

@@ -31,16 +31,17 @@ pub(crate) fn pool_key(group: &UpstreamGroup, server: &ServerConfig) -> PoolKey 
 
 /// An idle pooled connection or a fresh one; `reused` says which.
 /// `client`: (source, destination) for the PROXY header the group sends;
-/// such connections are never pooled (each speaks for one client).
+/// such connections are never pooled (each speaks for one client). `now`
+/// ages the pool; the attempt's start time is close enough.
 pub(crate) async fn acquire(
     ctx: &WorkerCtx,
     group: &UpstreamGroup,
     server: &ServerConfig,
     allow_pooled: bool,
     client: (SocketAddr, Option<SocketAddr>),
+    now: Instant,
 ) -> Result<(Conn, bool), ProxyError> {
     if allow_pooled && group.send_proxy_protocol.is_none() {
-        let now = Instant::now();
         let key = pool_key(group, server);
         loop {
             let Some(mut conn) = ctx.pool.borrow_mut().take(&key, now) else {

@@ -159,7 +159,8 @@ impl WorkerCtx {
         None
     }
 
-    /// Ends an attempt on a server picked by `pick_server`.
+    /// Ends an attempt on a server picked by `pick_server`; `now` is when
+    /// it ended (the caller often has it already).
     pub fn finish_server(
         &self,
         generation: u64,
@@ -167,6 +168,7 @@ impl WorkerCtx {
         group: usize,
         server: usize,
         outcome: Outcome,
+        now: Instant,
     ) {
         let Some(g) = config.upstreams.get(group) else {
             return;
@@ -175,7 +177,7 @@ impl WorkerCtx {
         if generation == b.generation
             && let Some(state) = b.groups.get_mut(group)
         {
-            state.finish(g, server, outcome, Instant::now());
+            state.finish(g, server, outcome, now);
         } else if let Some(s) = g.servers.get(server)
             && s.max_conns > 0
         {

@@ -145,12 +145,20 @@ pub(crate) async fn run(
             &group.servers[server],
             allow_pooled,
             client,
+            started,
         )
         .await
         {
             Ok(u) => u,
             Err(e) => {
-                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
+                ctx.finish_server(
+                    generation,
+                    config,
+                    group_idx,
+                    server,
+                    Outcome::Failure,
+                    Instant::now(),
+                );
                 // Nothing was sent: any request may go to another server
                 // (as nginx's default proxy_next_upstream does), and no
                 // budget is spent: nothing reached an upstream.
@@ -200,15 +208,16 @@ pub(crate) async fn run(
                 status,
             }) => {
                 let failed = status >= 500 && group.outlier.as_ref().is_some_and(|o| o.on_5xx);
+                // One clock read for the latency, the balancer and the pool.
+                let now = Instant::now();
                 let outcome = if failed {
                     Outcome::Failure
                 } else {
-                    Outcome::Success(started.elapsed())
+                    Outcome::Success(now.saturating_duration_since(started))
                 };
-                ctx.finish_server(generation, config, group_idx, server, outcome);
+                ctx.finish_server(generation, config, group_idx, server, outcome, now);
                 if reusable && group.send_proxy_protocol.is_none() && !upstream.has_unread_input() {
                     upstream.release_buffers();
-                    let now = Instant::now();
                     let max = group.max_idle_per_server;
                     ctx.pool.borrow_mut().put(
                         pool_key(group, &group.servers[server]),
@@ -226,8 +235,9 @@ pub(crate) async fn run(
                 };
             }
             Ok(Done::Switched) => {
-                let outcome = Outcome::Success(started.elapsed());
-                ctx.finish_server(generation, config, group_idx, server, outcome);
+                let now = Instant::now();
+                let outcome = Outcome::Success(now.saturating_duration_since(started));
+                ctx.finish_server(generation, config, group_idx, server, outcome, now);
                 break Next::Tunnel(upstream, group.tunnel_idle_timeout);
             }
             Err(Failure::Retryable(_)) if reused && allow_pooled && replayable => {
@@ -238,7 +248,14 @@ pub(crate) async fn run(
                 c.upbuf.consume(c.upbuf.len());
             }
             Err(Failure::Retryable(e)) => {
-                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
+                ctx.finish_server(
+                    generation,
+                    config,
+                    group_idx,
+                    server,
+                    Outcome::Failure,
+                    Instant::now(),
+                );
                 c.upbuf.consume(c.upbuf.len());
                 if replayable
                     && ex.idempotent
@@ -260,7 +277,14 @@ pub(crate) async fn run(
                 } else {
                     Outcome::Success(started.elapsed())
                 };
-                ctx.finish_server(generation, config, group_idx, server, outcome);
+                ctx.finish_server(
+                    generation,
+                    config,
+                    group_idx,
+                    server,
+                    outcome,
+                    Instant::now(),
+                );
                 c.upbuf.consume(c.upbuf.len());
                 c.out.clear();
                 if let Some(next) = retry(&mut tried, server, &mut retries_left, true) {
@@ -274,13 +298,27 @@ pub(crate) async fn run(
                 break answer_error(c, config, status, !ex.keep_alive, false).await;
             }
             Err(Failure::Final(e)) => {
-                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
+                ctx.finish_server(
+                    generation,
+                    config,
+                    group_idx,
+                    server,
+                    Outcome::Failure,
+                    Instant::now(),
+                );
                 c.upbuf.consume(c.upbuf.len());
                 let status = e.status().unwrap_or(502);
                 break answer_error(c, config, status, true, !replayable).await;
             }
             Err(Failure::Client(answer)) => {
-                ctx.finish_server(generation, config, group_idx, server, Outcome::Neutral);
+                ctx.finish_server(
+                    generation,
+                    config,
+                    group_idx,
+                    server,
+                    Outcome::Neutral,
+                    Instant::now(),
+                );
                 match answer {
                     Some(status) => break answer_error(c, config, status, true, true).await,
                     None => break Next::Close,
@@ -288,7 +326,14 @@ pub(crate) async fn run(
             }
             // `exchange` turns this into an answer or a Final; kept total.
             Err(Failure::UpstreamStopped) => {
-                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
+                ctx.finish_server(
+                    generation,
+                    config,
+                    group_idx,
+                    server,
+                    Outcome::Failure,
+                    Instant::now(),
+                );
                 break answer_error(c, config, 502, true, true).await;
             }
         }
