@@ -13,6 +13,8 @@ use monoio::io::{
 };
 use monoio::net::TcpStream;
 
+use super::deadline;
+
 /// Bytes read but not yet consumed live in `data[pos..]`.
 #[derive(Default)]
 pub(crate) struct ReadBuf {
@@ -108,7 +110,7 @@ impl ReadBuf {
         let buf = std::mem::take(&mut self.data);
         let start = buf.len();
         let read = stream.read(buf.slice_mut(start..));
-        let (res, slice) = monoio::time::timeout(timeout, read)
+        let (res, slice) = deadline::within(timeout, read)
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
         self.data = slice.into_inner();
@@ -179,7 +181,7 @@ pub(crate) async fn write_all<S: AsyncWriteRent, B: IoBuf + 'static>(
     buf: B,
     timeout: Duration,
 ) -> io::Result<B> {
-    let (res, buf) = monoio::time::timeout(timeout, stream.write_all(buf))
+    let (res, buf) = deadline::within(timeout, stream.write_all(buf))
         .await
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
     res.map(|_| buf)
@@ -192,7 +194,7 @@ pub(crate) async fn write_all_keep<S: AsyncWriteRent, B: IoBuf + 'static>(
     buf: B,
     timeout: Duration,
 ) -> (io::Result<()>, Option<B>) {
-    match monoio::time::timeout(timeout, stream.write_all(buf)).await {
+    match deadline::within(timeout, stream.write_all(buf)).await {
         Ok((res, buf)) => (res.map(|_| ()), Some(buf)),
         Err(_) => (Err(io::ErrorKind::TimedOut.into()), None),
     }

@@ -14,6 +14,7 @@ use monoio::net::TcpStream;
 use super::buffer::{BufferPool, ReadBuf, flush_vec, write_all};
 use super::conn::Conn;
 use super::ctx::{ActiveGuard, WorkerCtx};
+use super::deadline;
 use super::drain::Drain;
 use super::parking::Parked;
 use super::proxy::{self, Exchange, Next};
@@ -392,7 +393,7 @@ async fn handshake(
         return Some((Conn::Plain(socket), None));
     };
     let accept = TlsStream::accept(socket, server, inbuf.bytes());
-    let accepted = monoio::time::timeout(timeout, accept).await;
+    let accepted = deadline::within(timeout, accept).await;
     inbuf.consume(inbuf.len());
     match accepted {
         Ok(Ok(stream)) => {

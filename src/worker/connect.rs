@@ -12,6 +12,7 @@ use rustls::pki_types::ServerName;
 
 use super::conn::Conn;
 use super::ctx::WorkerCtx;
+use super::deadline;
 use crate::config::{ServerConfig, UpstreamGroup};
 use crate::error::{ErrorKind, ProxyError};
 use crate::tls::TlsStream;
@@ -59,7 +60,7 @@ pub(crate) async fn acquire(
     let addr = server.addr;
     let deadline = Instant::now() + group.connect_timeout;
     let mut socket =
-        match monoio::time::timeout(group.connect_timeout, TcpStream::connect_addr(addr)).await {
+        match deadline::within(group.connect_timeout, TcpStream::connect_addr(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 stream
@@ -80,7 +81,7 @@ pub(crate) async fn acquire(
         let mut header = Vec::with_capacity(64);
         crate::net::proxy_protocol::write(&mut header, version, client.0, destination);
         let left = deadline.saturating_duration_since(Instant::now());
-        let sent = monoio::time::timeout(left, socket.write_all(header)).await;
+        let sent = deadline::within(left, socket.write_all(header)).await;
         if !matches!(sent, Ok((Ok(_), _))) {
             tracing::debug!(worker = ctx.id, %addr, "sending the PROXY header failed");
             return Err(ProxyError::upstream(ErrorKind::BadGateway));
@@ -94,7 +95,7 @@ pub(crate) async fn acquire(
         .clone()
         .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
     let left = deadline.saturating_duration_since(Instant::now());
-    match monoio::time::timeout(left, TlsStream::connect(socket, tls.client.clone(), name)).await {
+    match deadline::within(left, TlsStream::connect(socket, tls.client.clone(), name)).await {
         Ok(Ok(stream)) => Ok((Conn::Tls(Box::new(stream)), false)),
         Ok(Err(e)) => {
             // Usually a certificate that does not verify: worth the

@@ -7,6 +7,7 @@ mod client;
 mod conn;
 mod connect;
 mod ctx;
+mod deadline;
 mod drain;
 mod idle;
 mod listen;

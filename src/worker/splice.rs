@@ -17,6 +17,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 
 use super::conn::{Peek, peek};
+use super::deadline;
 
 /// A body with at least this much left is spliced; below it the copy
 /// through the read buffer costs less than the pipe and readiness waits.
@@ -257,7 +258,7 @@ pub(crate) async fn forward(
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     unyielded = 0;
-                    match monoio::time::timeout(read_timeout, src.readable(false)).await {
+                    match deadline::within(read_timeout, src.readable(false)).await {
                         Ok(Ok(())) => continue,
                         _ => break Err(SpliceError::Source),
                     }
@@ -276,7 +277,7 @@ pub(crate) async fn forward(
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 unyielded = 0;
-                match monoio::time::timeout(write_timeout, dst.writable(false)).await {
+                match deadline::within(write_timeout, dst.writable(false)).await {
                     Ok(Ok(())) => {}
                     _ => break Err(SpliceError::Dest),
                 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 use super::conn::Conn;
+use super::deadline;
 
 pub(crate) async fn run(client: Conn, upstream: Conn, idle: Duration) {
     let (client_read, client_write) = client.into_split();
@@ -20,7 +21,7 @@ pub(crate) async fn run(client: Conn, upstream: Conn, idle: Duration) {
 async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(mut from: R, mut to: W, idle: Duration) {
     let mut buf = Vec::with_capacity(16 * 1024);
     loop {
-        let Ok((res, b)) = monoio::time::timeout(idle, from.read(buf)).await else {
+        let Ok((res, b)) = deadline::within(idle, from.read(buf)).await else {
             break;
         };
         buf = b;
@@ -28,7 +29,7 @@ async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(mut from: R, mut to: W, idle:
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let Ok((res, b)) = monoio::time::timeout(idle, to.write_all(buf)).await else {
+        let Ok((res, b)) = deadline::within(idle, to.write_all(buf)).await else {
             break;
         };
         buf = b;
