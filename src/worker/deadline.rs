@@ -177,9 +177,15 @@ impl Deadlines {
 
 /// Far enough to mean "nothing pending", near enough for the wheel.
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
+/// Least time between two scans of the slab. Each scan visits every
+/// pending entry, so deadlines passing one after another (thousands of
+/// slow clients timing out) are fired in batches, up to this late,
+/// rather than with a scan each.
+const MIN_RESCAN: Duration = Duration::from_millis(10);
 
 /// The watcher: sleeps until the earliest deadline, fires what is due,
-/// and starts over; woken early when an earlier deadline arrives.
+/// and starts over. An earlier deadline arriving meanwhile only moves
+/// the timer: `insert` has already made it the earliest.
 async fn watch() {
     struct Watching;
     impl Drop for Watching {
@@ -202,26 +208,44 @@ async fn watch() {
             d.armed.set(next);
             next
         });
-        let wake_at = next.unwrap_or(now + IDLE_WAIT);
-        sleep
-            .as_mut()
-            .reset(monoio::time::Instant::from_std(wake_at));
-        WakeOrRearm {
-            sleep: sleep.as_mut(),
+        let mut wake_at = next.map_or(now + IDLE_WAIT, |n| n.max(now + MIN_RESCAN));
+        loop {
+            sleep
+                .as_mut()
+                .reset(monoio::time::Instant::from_std(wake_at));
+            let woken = WakeOrRearm {
+                sleep: sleep.as_mut(),
+            }
+            .await;
+            if woken == Woken::Elapsed {
+                break;
+            }
+            let armed = DEADLINES.with(|d| {
+                d.rearm.set(false);
+                d.armed.get()
+            });
+            if let Some(armed) = armed {
+                wake_at = wake_at.min(armed);
+            }
         }
-        .await;
     }
 }
 
-/// Ready when the timer passes or an earlier deadline needs it reset.
+#[derive(PartialEq)]
+enum Woken {
+    Elapsed,
+    Rearm,
+}
+
+/// Ready when the timer passes or an earlier deadline needs it moved.
 struct WakeOrRearm<'a> {
     sleep: Pin<&'a mut monoio::time::Sleep>,
 }
 
 impl Future for WakeOrRearm<'_> {
-    type Output = ();
+    type Output = Woken;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Woken> {
         let rearm = DEADLINES.with(|d| {
             let mut watcher = d.watcher.borrow_mut();
             if !watcher.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -230,9 +254,9 @@ impl Future for WakeOrRearm<'_> {
             d.rearm.get()
         });
         if rearm {
-            return Poll::Ready(());
+            return Poll::Ready(Woken::Rearm);
         }
-        self.sleep.as_mut().poll(cx)
+        self.sleep.as_mut().poll(cx).map(|()| Woken::Elapsed)
     }
 }
 
@@ -245,37 +269,37 @@ mod tests {
         monoio::time::sleep(d).await;
     }
 
-    /// Deadlines of different lengths, registered longest first, each
-    /// fire on time (an earlier one re-arms the watcher); operations that
-    /// finish in time are not cut; nothing is left in the slab.
+    /// Deadlines of different lengths each fire on time: the 60 ms one,
+    /// registered after a 200 ms and a 300 ms one, moves the watcher's
+    /// timer. Operations that finish in time are not cut, and nothing is
+    /// left in the slab.
     async fn fire_in_order_and_leave_nothing_behind() {
         let start = Instant::now();
-        let slow = within(
-            Duration::from_millis(300),
-            pending_for(Duration::from_secs(5)),
-        );
-        let quick = within(
-            Duration::from_millis(60),
-            pending_for(Duration::from_secs(5)),
-        );
-        let in_time = within(
+        let cut_at = |timeout_ms: u64| {
+            monoio::spawn(async move {
+                let r = within(
+                    Duration::from_millis(timeout_ms),
+                    pending_for(Duration::from_secs(5)),
+                )
+                .await;
+                (r.is_err(), start.elapsed())
+            })
+        };
+        let in_time = monoio::spawn(within(
             Duration::from_millis(200),
             pending_for(Duration::from_millis(20)),
-        );
-        let slow = monoio::spawn(async move {
-            let r = slow.await;
-            (r.is_err(), start.elapsed())
-        });
-        let quick = monoio::spawn(async move {
-            let r = quick.await;
-            (r.is_err(), start.elapsed())
-        });
+        ));
+        let slow = cut_at(300);
+        // Let the watcher set its timer for 200 ms first.
+        monoio::time::sleep(Duration::from_millis(5)).await;
+        let quick = cut_at(60);
         assert_eq!(in_time.await, Ok(()));
         let (quick_cut, quick_at) = quick.await;
         let (slow_cut, slow_at) = slow.await;
         assert!(quick_cut && slow_cut);
         assert!(
-            quick_at >= Duration::from_millis(60) && quick_at < Duration::from_millis(250),
+            // Not at 200 ms, when the first deadline registered was due.
+            quick_at >= Duration::from_millis(60) && quick_at < Duration::from_millis(180),
             "{quick_at:?}"
         );
         assert!(
