@@ -626,7 +626,8 @@ pub(crate) async fn wake_parked(ctx: Rc<WorkerCtx>, watcher: monoio::net::UnixSt
         for parked in woken.drain(..) {
             let first = parked.first;
             let c = Client::unpark(parked, &ctx);
-            monoio::spawn(run(c, ctx.clone(), first));
+            // Boxed for the reason given in `listen::accept_loop`.
+            monoio::spawn(Box::pin(run(c, ctx.clone(), first)));
         }
     }
     if ctx.drain.is_draining() {
