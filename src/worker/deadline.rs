@@ -12,7 +12,10 @@
 //!
 //! Precision is the wheel's (milliseconds), as before. The watcher is
 //! started by `within` itself the first time a thread needs it, so bare
-//! runtimes (unit tests) get it too.
+//! runtimes (unit tests) get it too. monoio does not drop the tasks still
+//! waiting when a runtime is dropped, so whoever builds a runtime calls
+//! `new_runtime` first: the thread's deadlines then start over, and the
+//! old runtime's watcher (never to run again) is forgotten.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -37,11 +40,24 @@ pub(crate) fn within<F: Future>(timeout: Duration, future: F) -> Within<F> {
     }
 }
 
+/// Starts the thread's deadlines over for a runtime about to be built.
+pub(crate) fn new_runtime() {
+    DEADLINES.with(|d| {
+        d.runtime.set(d.runtime.get().wrapping_add(1));
+        d.entries.borrow_mut().clear();
+        d.armed.set(None);
+        d.rearm.set(false);
+        d.watcher.borrow_mut().take();
+        d.watching.set(false);
+    });
+}
+
 pub(crate) struct Within<F> {
     future: F,
     timeout: Duration,
-    /// The slab entry, once the operation had to wait.
-    key: Option<usize>,
+    /// The slab entry, once the operation had to wait, and the runtime it
+    /// belongs to (see `new_runtime`).
+    key: Option<(usize, u64)>,
 }
 
 impl<F: Future> Future for Within<F> {
@@ -94,6 +110,8 @@ thread_local! {
 
 #[derive(Default)]
 struct Deadlines {
+    /// Counts `new_runtime` calls: keys of an older runtime are void.
+    runtime: Cell<u64>,
     entries: RefCell<Slab<Entry>>,
     /// What the watcher's timer is set to: no pending deadline is earlier
     /// (after removals it may be earlier than any, which costs one scan).
@@ -111,7 +129,7 @@ struct Entry {
 }
 
 impl Deadlines {
-    fn insert(&self, deadline: Instant, waker: &Waker) -> usize {
+    fn insert(&self, deadline: Instant, waker: &Waker) -> (usize, u64) {
         let key = self.entries.borrow_mut().insert(Entry {
             deadline,
             waker: waker.clone(),
@@ -128,12 +146,15 @@ impl Deadlines {
                 w.wake_by_ref();
             }
         }
-        key
+        (key, self.runtime.get())
     }
 
     /// Whether the entry's deadline has passed; otherwise keeps `waker` as
     /// the one to wake.
-    fn passed(&self, key: usize, waker: &Waker) -> bool {
+    fn passed(&self, (key, runtime): (usize, u64), waker: &Waker) -> bool {
+        if runtime != self.runtime.get() {
+            return false;
+        }
         let mut entries = self.entries.borrow_mut();
         let Some(entry) = entries.get_mut(key) else {
             return false;
@@ -147,7 +168,10 @@ impl Deadlines {
         false
     }
 
-    fn remove(&self, key: usize) {
+    fn remove(&self, (key, runtime): (usize, u64)) {
+        if runtime != self.runtime.get() {
+            return;
+        }
         let mut entries = self.entries.borrow_mut();
         if entries.contains(key) {
             entries.remove(key);
@@ -187,17 +211,19 @@ const MIN_RESCAN: Duration = Duration::from_millis(10);
 /// and starts over. An earlier deadline arriving meanwhile only moves
 /// the timer: `insert` has already made it the earliest.
 async fn watch() {
-    struct Watching;
+    struct Watching(u64);
     impl Drop for Watching {
         fn drop(&mut self) {
             let _ = DEADLINES.try_with(|d| {
-                d.watching.set(false);
-                d.armed.set(None);
-                d.watcher.borrow_mut().take();
+                if d.runtime.get() == self.0 {
+                    d.watching.set(false);
+                    d.armed.set(None);
+                    d.watcher.borrow_mut().take();
+                }
             });
         }
     }
-    let _watching = Watching;
+    let _watching = Watching(DEADLINES.with(|d| d.runtime.get()));
     let sleep = monoio::time::sleep(IDLE_WAIT);
     let mut sleep = std::pin::pin!(sleep);
     loop {
@@ -324,6 +350,28 @@ mod tests {
             rt.block_on(fire_in_order_and_leave_nothing_behind());
             assert_eq!(DEADLINES.with(|d| d.entries.borrow().len()), 0);
         }
+    }
+
+    /// monoio leaks the watcher of a dropped runtime (it was waiting): a
+    /// second runtime on the same thread must still get one.
+    #[test]
+    fn a_second_runtime_on_the_thread_gets_a_watcher() {
+        let cut = || async {
+            let op = within(
+                Duration::from_millis(50),
+                pending_for(Duration::from_secs(5)),
+            );
+            let guard = monoio::time::sleep(Duration::from_secs(2));
+            monoio::select! {
+                r = op => r.is_err(),
+                _ = guard => false,
+            }
+        };
+        let mut first = test_runtime::epoll();
+        assert!(first.block_on(cut()));
+        drop(first);
+        let mut second = test_runtime::epoll();
+        assert!(second.block_on(cut()), "no watcher in the second runtime");
     }
 
     #[test]

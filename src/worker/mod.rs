@@ -53,6 +53,7 @@ pub(crate) struct WorkerSpec {
 
 /// Runs a worker to completion on the current thread.
 pub(crate) fn run(spec: WorkerSpec) {
+    deadline::new_runtime();
     let use_uring = match spec.io {
         IoMode::Epoll => false,
         IoMode::IoUring => true,
@@ -214,6 +215,7 @@ async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Opti
 #[cfg(test)]
 pub(crate) mod test_runtime {
     pub fn epoll() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+        super::deadline::new_runtime();
         monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
             .build()
@@ -223,6 +225,7 @@ pub(crate) mod test_runtime {
     /// None where the kernel or a sandbox refuses io_uring (the test is
     /// then skipped).
     pub fn io_uring() -> Option<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
+        super::deadline::new_runtime();
         monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .enable_timer()
             .build()
