@@ -156,7 +156,8 @@ count() {
     local extra=()
     [[ $mode == close ]] && extra=(--disable-keepalive)
     # The warm-up curl above is one request more on both runs: it cancels.
-    timeout 300 oha -n "$n" -c "$CONNS" --no-tui "${extra[@]}" "http://$HOST:$PORT/" >"$TMP/oha.txt" 2>&1 ||
+    # ${extra[@]+...}: an empty array is "unbound" to set -u before bash 4.4.
+    timeout 300 oha -n "$n" -c "$CONNS" --no-tui ${extra[@]+"${extra[@]}"} "http://$HOST:$PORT/" >"$TMP/oha.txt" 2>&1 ||
         die "oha failed: $(tail -3 "$TMP/oha.txt")"
     grep -q 'Success rate:.*100.00%' "$TMP/oha.txt" || die "requests failed: $(grep -A3 'Status code' "$TMP/oha.txt")"
     kill -TERM "$PROXY_PID"

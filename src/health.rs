@@ -31,10 +31,7 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> io::Result<JoinHandle<()>> {
         .spawn(move || {
             // epoll is plenty for a handful of probe sockets, and works
             // wherever the workers' io_uring might not.
-            match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-                .enable_timer()
-                .build()
-            {
+            match crate::worker::epoll_runtime() {
                 Ok(mut rt) => rt.block_on(run(shared)),
                 Err(e) => tracing::error!(error = %e, "health check thread failed to start"),
             }

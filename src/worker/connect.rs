@@ -58,7 +58,7 @@ pub(crate) async fn acquire(
         }
     }
     let addr = server.addr;
-    let deadline = Instant::now() + group.connect_timeout;
+    let until = Instant::now() + group.connect_timeout;
     let mut socket =
         match deadline::within(group.connect_timeout, TcpStream::connect_addr(addr)).await {
             Ok(Ok(stream)) => {
@@ -80,7 +80,7 @@ pub(crate) async fn acquire(
             .unwrap_or_else(|| SocketAddr::new(client.0.ip(), 0));
         let mut header = Vec::with_capacity(64);
         crate::net::proxy_protocol::write(&mut header, version, client.0, destination);
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = until.saturating_duration_since(Instant::now());
         let sent = deadline::within(left, socket.write_all(header)).await;
         if !matches!(sent, Ok((Ok(_), _))) {
             tracing::debug!(worker = ctx.id, %addr, "sending the PROXY header failed");
@@ -94,7 +94,7 @@ pub(crate) async fn acquire(
         .tls_name
         .clone()
         .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
-    let left = deadline.saturating_duration_since(Instant::now());
+    let left = until.saturating_duration_since(Instant::now());
     match deadline::within(left, TlsStream::connect(socket, tls.client.clone(), name)).await {
         Ok(Ok(stream)) => Ok((Conn::Tls(Box::new(stream)), false)),
         Ok(Err(e)) => {

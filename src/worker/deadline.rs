@@ -10,15 +10,20 @@
 //! touched only when the earliest deadline changes or passes, and a
 //! deadline passes rarely: most operations finish long before.
 //!
-//! Precision is the wheel's (milliseconds), as before. The watcher is
+//! Precision: a deadline never fires early, and fires up to 10 ms late
+//! (the least gap between two scans of the slab; longer when very many
+//! operations are pending, see `rescan_gap`). The watcher is
 //! started by `within` itself the first time a thread needs it, so bare
 //! runtimes (unit tests) get it too. monoio does not drop the tasks still
 //! waiting when a runtime is dropped, so whoever builds a runtime calls
 //! `new_runtime` first: the thread's deadlines then start over, and the
-//! old runtime's watcher (never to run again) is forgotten.
+//! old runtime's watcher (never to run again) is forgotten. The runtime
+//! builders in `worker` do this, and the clippy config refuses
+//! `RuntimeBuilder::build` anywhere else.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -37,6 +42,7 @@ pub(crate) fn within<F: Future>(timeout: Duration, future: F) -> Within<F> {
         future,
         timeout,
         key: None,
+        _thread: PhantomData,
     }
 }
 
@@ -44,20 +50,26 @@ pub(crate) fn within<F: Future>(timeout: Duration, future: F) -> Within<F> {
 pub(crate) fn new_runtime() {
     DEADLINES.with(|d| {
         d.runtime.set(d.runtime.get().wrapping_add(1));
-        d.entries.borrow_mut().clear();
+        // The old runtime's tasks never run again: their wakers are
+        // forgotten, not dropped (a drop could free such a task, and its
+        // futures' `Drop` would run now, on this thread's state).
+        std::mem::forget(std::mem::take(&mut *d.entries.borrow_mut()));
+        std::mem::forget(d.watcher.borrow_mut().take());
         d.armed.set(None);
         d.rearm.set(false);
-        d.watcher.borrow_mut().take();
         d.watching.set(false);
     });
 }
 
+#[must_use = "futures do nothing unless polled"]
 pub(crate) struct Within<F> {
     future: F,
     timeout: Duration,
     /// The slab entry, once the operation had to wait, and the runtime it
     /// belongs to (see `new_runtime`).
     key: Option<(usize, u64)>,
+    /// The key is into this thread's slab: not `Send`.
+    _thread: PhantomData<*const ()>,
 }
 
 impl<F: Future> Future for Within<F> {
@@ -79,7 +91,10 @@ impl<F: Future> Future for Within<F> {
         }
         match this.key {
             None => {
-                let deadline = Instant::now() + this.timeout;
+                let now = Instant::now();
+                // Durations from the config are at most a year; saturate
+                // anyway rather than panic.
+                let deadline = now.checked_add(this.timeout).unwrap_or(now + FAR);
                 this.key = Some(DEADLINES.with(|d| d.insert(deadline, cx.waker())));
                 Poll::Pending
             }
@@ -108,6 +123,9 @@ thread_local! {
     static DEADLINES: Deadlines = Deadlines::default();
 }
 
+/// A deadline past anything the config allows.
+const FAR: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 #[derive(Default)]
 struct Deadlines {
     /// Counts `new_runtime` calls: keys of an older runtime are void.
@@ -120,6 +138,18 @@ struct Deadlines {
     rearm: Cell<bool>,
     watcher: RefCell<Option<Waker>>,
     watching: Cell<bool>,
+    /// Scans so far (tests check the watcher does not spin).
+    scans: Cell<u64>,
+}
+
+impl Drop for Deadlines {
+    /// At thread exit the wakers are forgotten, as `new_runtime` does: a
+    /// dropped waker could free a task monoio leaked with its runtime and
+    /// run its futures' `Drop` while this thread's locals are going away.
+    fn drop(&mut self) {
+        std::mem::forget(std::mem::take(self.entries.get_mut()));
+        std::mem::forget(self.watcher.get_mut().take());
+    }
 }
 
 struct Entry {
@@ -152,19 +182,25 @@ impl Deadlines {
     /// Whether the entry's deadline has passed; otherwise keeps `waker` as
     /// the one to wake.
     fn passed(&self, (key, runtime): (usize, u64), waker: &Waker) -> bool {
+        // A key from an older runtime (see `new_runtime`) has no entry
+        // and no watcher: time it out rather than let it wait forever.
         if runtime != self.runtime.get() {
-            return false;
+            return true;
         }
         let mut entries = self.entries.borrow_mut();
         let Some(entry) = entries.get_mut(key) else {
-            return false;
+            return true;
         };
         if entry.passed {
             return true;
         }
-        if !entry.waker.will_wake(waker) {
-            entry.waker = waker.clone();
+        if entry.waker.will_wake(waker) {
+            return false;
         }
+        let old = std::mem::replace(&mut entry.waker, waker.clone());
+        // Dropped after the borrow ends: dropping a waker can drop a task.
+        drop(entries);
+        drop(old);
         false
     }
 
@@ -172,15 +208,15 @@ impl Deadlines {
         if runtime != self.runtime.get() {
             return;
         }
-        let mut entries = self.entries.borrow_mut();
-        if entries.contains(key) {
-            entries.remove(key);
-        }
+        let removed = self.entries.borrow_mut().try_remove(key);
+        // Dropped after the borrow ends: dropping a waker can drop a task.
+        drop(removed);
     }
 
     /// Marks and wakes every entry due at `now`; returns the earliest
     /// deadline left.
     fn fire(&self, now: Instant) -> Option<Instant> {
+        self.scans.set(self.scans.get() + 1);
         let mut due = Vec::new();
         let mut next: Option<Instant> = None;
         for (_, entry) in self.entries.borrow_mut().iter_mut() {
@@ -201,11 +237,17 @@ impl Deadlines {
 
 /// Far enough to mean "nothing pending", near enough for the wheel.
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
-/// Least time between two scans of the slab. Each scan visits every
-/// pending entry, so deadlines passing one after another (thousands of
-/// slow clients timing out) are fired in batches, up to this late,
-/// rather than with a scan each.
+/// Least time between two scans of the slab.
 const MIN_RESCAN: Duration = Duration::from_millis(10);
+
+/// Time between two scans with `pending` entries: at least `MIN_RESCAN`,
+/// and 1 µs per entry, so deadlines passing one after another (thousands
+/// of slow clients timing out) are fired in batches and the scans visit
+/// at most about a million entries a second (50,000 pending: a scan every
+/// 50 ms at most, each that late at worst).
+fn rescan_gap(pending: usize) -> Duration {
+    MIN_RESCAN.max(Duration::from_micros(pending as u64))
+}
 
 /// The watcher: sleeps until the earliest deadline, fires what is due,
 /// and starts over. An earlier deadline arriving meanwhile only moves
@@ -218,7 +260,8 @@ async fn watch() {
                 if d.runtime.get() == self.0 {
                     d.watching.set(false);
                     d.armed.set(None);
-                    d.watcher.borrow_mut().take();
+                    let watcher = d.watcher.borrow_mut().take();
+                    drop(watcher);
                 }
             });
         }
@@ -228,13 +271,14 @@ async fn watch() {
     let mut sleep = std::pin::pin!(sleep);
     loop {
         let now = Instant::now();
-        let next = DEADLINES.with(|d| {
+        let (next, pending) = DEADLINES.with(|d| {
             d.rearm.set(false);
             let next = d.fire(now);
             d.armed.set(next);
-            next
+            (next, d.entries.borrow().len())
         });
-        let mut wake_at = next.map_or(now + IDLE_WAIT, |n| n.max(now + MIN_RESCAN));
+        let earliest_scan = now + rescan_gap(pending);
+        let mut wake_at = next.map_or(now + IDLE_WAIT, |n| n.max(earliest_scan));
         loop {
             sleep
                 .as_mut()
@@ -251,7 +295,7 @@ async fn watch() {
                 d.armed.get()
             });
             if let Some(armed) = armed {
-                wake_at = wake_at.min(armed);
+                wake_at = wake_at.min(armed.max(earliest_scan));
             }
         }
     }
@@ -290,6 +334,10 @@ impl Future for WakeOrRearm<'_> {
 mod tests {
     use super::*;
     use crate::worker::test_runtime;
+    use std::rc::Rc;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
 
     async fn pending_for(d: Duration) {
         monoio::time::sleep(d).await;
@@ -333,6 +381,9 @@ mod tests {
             "{slow_at:?}"
         );
         assert_eq!(DEADLINES.with(|d| d.entries.borrow().len()), 0);
+        // About 300 ms with three deadlines: a handful of scans, not a spin.
+        let scans = DEADLINES.with(|d| d.scans.get());
+        assert!(scans <= 10, "{scans} scans");
 
         // A dropped operation takes its entry with it.
         let mut dropped = std::pin::pin!(within(
@@ -350,6 +401,61 @@ mod tests {
             rt.block_on(fire_in_order_and_leave_nothing_behind());
             assert_eq!(DEADLINES.with(|d| d.entries.borrow().len()), 0);
         }
+    }
+
+    struct Gate(Rc<Cell<bool>>);
+
+    impl Future for Gate {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            if self.0.get() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The deadline wakes the waker of the latest poll, and an operation
+    /// that finishes after its deadline passed but before it was polled
+    /// again still counts as finished.
+    async fn latest_waker_and_late_completion() {
+        let open = Rc::new(Cell::new(false));
+        let mut op = std::pin::pin!(within(Duration::from_millis(20), Gate(open.clone())));
+        let (first, second) = (Arc::new(Counting::default()), Arc::new(Counting::default()));
+        let first_waker = Waker::from(first.clone());
+        let second_waker = Waker::from(second.clone());
+        assert!(
+            op.as_mut()
+                .poll(&mut Context::from_waker(&first_waker))
+                .is_pending()
+        );
+        assert!(
+            op.as_mut()
+                .poll(&mut Context::from_waker(&second_waker))
+                .is_pending()
+        );
+        monoio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(first.0.load(Ordering::Relaxed), 0);
+        assert_eq!(second.0.load(Ordering::Relaxed), 1);
+        open.set(true);
+        let done = op.as_mut().poll(&mut Context::from_waker(&second_waker));
+        assert_eq!(done, Poll::Ready(Ok(())));
+        assert_eq!(DEADLINES.with(|d| d.entries.borrow().len()), 0);
+    }
+
+    #[test]
+    fn latest_waker_and_late_completion_on_epoll() {
+        test_runtime::epoll().block_on(latest_waker_and_late_completion());
     }
 
     /// monoio leaks the watcher of a dropped runtime (it was waiting): a

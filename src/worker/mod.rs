@@ -53,7 +53,6 @@ pub(crate) struct WorkerSpec {
 
 /// Runs a worker to completion on the current thread.
 pub(crate) fn run(spec: WorkerSpec) {
-    deadline::new_runtime();
     let use_uring = match spec.io {
         IoMode::Epoll => false,
         IoMode::IoUring => true,
@@ -90,10 +89,7 @@ pub(crate) fn run(spec: WorkerSpec) {
             }
         }
     }
-    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-        .enable_timer()
-        .build()
-    {
+    match epoll_runtime() {
         Ok(mut rt) => rt.block_on(main(spec, "epoll")),
         Err(e) => {
             let _ = spec.ready.send(Err(format!("epoll runtime failed: {e}")));
@@ -101,14 +97,31 @@ pub(crate) fn run(spec: WorkerSpec) {
     }
 }
 
+// The process's monoio runtimes are all built by these two functions (the
+// clippy config refuses `RuntimeBuilder::build` elsewhere): a thread's I/O
+// deadlines must start over with each runtime (see `deadline`).
+
+#[allow(clippy::disallowed_methods)]
 fn uring_runtime(
     tuned: Option<io_uring::Builder>,
 ) -> std::io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
+    deadline::new_runtime();
     let mut builder = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(4096);
     if let Some(tuned) = tuned {
         builder = builder.uring_builder(tuned);
     }
     builder.enable_timer().build()
+}
+
+/// An epoll runtime with timers (workers without io_uring, the health
+/// checker).
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn epoll_runtime()
+-> std::io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>>> {
+    deadline::new_runtime();
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
 }
 
 async fn main(spec: WorkerSpec, driver: &'static str) {
@@ -215,20 +228,12 @@ async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Opti
 #[cfg(test)]
 pub(crate) mod test_runtime {
     pub fn epoll() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
-        super::deadline::new_runtime();
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("epoll runtime")
+        super::epoll_runtime().expect("epoll runtime")
     }
 
     /// None where the kernel or a sandbox refuses io_uring (the test is
     /// then skipped).
     pub fn io_uring() -> Option<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
-        super::deadline::new_runtime();
-        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .enable_timer()
-            .build()
-            .ok()
+        super::uring_runtime(None).ok()
     }
 }
