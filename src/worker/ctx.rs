@@ -159,9 +159,20 @@ impl WorkerCtx {
         None
     }
 
-    /// Ends an attempt on a server picked by `pick_server`; `now` is when
-    /// it ended (the caller often has it already).
+    /// Ends an attempt on a server picked by `pick_server`.
     pub fn finish_server(
+        &self,
+        generation: u64,
+        config: &Config,
+        group: usize,
+        server: usize,
+        outcome: Outcome,
+    ) {
+        self.finish_server_at(generation, config, group, server, outcome, Instant::now());
+    }
+
+    /// `finish_server` for a caller that has just read the clock.
+    pub fn finish_server_at(
         &self,
         generation: u64,
         config: &Config,

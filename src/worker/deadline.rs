@@ -130,7 +130,7 @@ const FAR: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 struct Deadlines {
     /// Counts `new_runtime` calls: keys of an older runtime are void.
     runtime: Cell<u64>,
-    entries: RefCell<Slab<Entry>>,
+    entries: RefCell<Slab<Timed>>,
     /// What the watcher's timer is set to: no pending deadline is earlier
     /// (after removals it may be earlier than any, which costs one scan).
     armed: Cell<Option<Instant>>,
@@ -152,19 +152,63 @@ impl Drop for Deadlines {
     }
 }
 
-struct Entry {
-    deadline: Instant,
-    waker: Waker,
-    passed: bool,
+/// A deadline and the waker of the one waiting on it: the entry of this
+/// module's slab and of the idle timers' (`idle.rs`).
+pub(crate) struct Timed {
+    pub deadline: Instant,
+    /// Taken when the deadline passes.
+    pub waker: Option<Waker>,
+    pub passed: bool,
+}
+
+impl Timed {
+    pub fn new(deadline: Instant, waker: &Waker) -> Timed {
+        Timed {
+            deadline,
+            waker: Some(waker.clone()),
+            passed: false,
+        }
+    }
+
+    /// Makes `waker` the one to wake. Returns the one it replaces, for the
+    /// caller to drop once its borrow of the slab has ended (dropping a
+    /// waker can drop a task, whose futures may reach for the slab).
+    pub fn rewake(&mut self, waker: &Waker) -> Option<Waker> {
+        match &self.waker {
+            Some(w) if w.will_wake(waker) => None,
+            _ => self.waker.replace(waker.clone()),
+        }
+    }
+}
+
+/// Marks every entry due at `now` passed and moves its waker to `due`;
+/// returns the earliest deadline still pending.
+pub(crate) fn fire_due(
+    entries: &mut Slab<Timed>,
+    now: Instant,
+    due: &mut Vec<Waker>,
+) -> Option<Instant> {
+    let mut next: Option<Instant> = None;
+    for (_, entry) in entries.iter_mut() {
+        if entry.passed {
+            continue;
+        }
+        if entry.deadline <= now {
+            entry.passed = true;
+            due.extend(entry.waker.take());
+        } else {
+            next = Some(next.map_or(entry.deadline, |n| n.min(entry.deadline)));
+        }
+    }
+    next
 }
 
 impl Deadlines {
     fn insert(&self, deadline: Instant, waker: &Waker) -> (usize, u64) {
-        let key = self.entries.borrow_mut().insert(Entry {
-            deadline,
-            waker: waker.clone(),
-            passed: false,
-        });
+        let key = self
+            .entries
+            .borrow_mut()
+            .insert(Timed::new(deadline, waker));
         if !self.watching.get() {
             self.watching.set(true);
             monoio::spawn(watch());
@@ -194,11 +238,7 @@ impl Deadlines {
         if entry.passed {
             return true;
         }
-        if entry.waker.will_wake(waker) {
-            return false;
-        }
-        let old = std::mem::replace(&mut entry.waker, waker.clone());
-        // Dropped after the borrow ends: dropping a waker can drop a task.
+        let old = entry.rewake(waker);
         drop(entries);
         drop(old);
         false
@@ -218,18 +258,7 @@ impl Deadlines {
     fn fire(&self, now: Instant) -> Option<Instant> {
         self.scans.set(self.scans.get() + 1);
         let mut due = Vec::new();
-        let mut next: Option<Instant> = None;
-        for (_, entry) in self.entries.borrow_mut().iter_mut() {
-            if entry.passed {
-                continue;
-            }
-            if entry.deadline <= now {
-                entry.passed = true;
-                due.push(entry.waker.clone());
-            } else {
-                next = Some(next.map_or(entry.deadline, |n| n.min(entry.deadline)));
-            }
-        }
+        let next = fire_due(&mut self.entries.borrow_mut(), now, &mut due);
         due.into_iter().for_each(Waker::wake);
         next
     }

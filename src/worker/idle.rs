@@ -13,18 +13,14 @@ use std::time::Instant;
 
 use slab::Slab;
 
+use super::deadline::{Timed, fire_due};
+
 #[derive(Default)]
 pub(crate) struct IdleTimers {
-    entries: RefCell<Slab<Entry>>,
+    entries: RefCell<Slab<Timed>>,
     /// No deadline is earlier than this (it may be stale-early after a
     /// removal, which costs one scan for nothing).
     next_due: Cell<Option<Instant>>,
-}
-
-struct Entry {
-    deadline: Instant,
-    waker: Option<Waker>,
-    expired: bool,
 }
 
 impl IdleTimers {
@@ -43,18 +39,7 @@ impl IdleTimers {
             return;
         }
         let mut due = Vec::new();
-        let mut next: Option<Instant> = None;
-        for (_, entry) in self.entries.borrow_mut().iter_mut() {
-            if entry.expired {
-                continue;
-            }
-            if entry.deadline <= now {
-                entry.expired = true;
-                due.extend(entry.waker.take());
-            } else {
-                next = Some(next.map_or(entry.deadline, |n| n.min(entry.deadline)));
-            }
-        }
+        let next = fire_due(&mut self.entries.borrow_mut(), now, &mut due);
         self.next_due.set(next);
         due.into_iter().for_each(Waker::wake);
     }
@@ -80,24 +65,19 @@ impl Future for IdleSleep<'_> {
         match self.key {
             Some(key) => {
                 let entry = &mut entries[key];
-                if entry.expired {
+                if entry.passed {
                     return Poll::Ready(());
                 }
-                match &entry.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => entry.waker = Some(cx.waker().clone()),
-                }
+                let old = entry.rewake(cx.waker());
+                drop(entries);
+                drop(old);
                 Poll::Pending
             }
             None => {
                 if Instant::now() >= self.deadline {
                     return Poll::Ready(());
                 }
-                let key = entries.insert(Entry {
-                    deadline: self.deadline,
-                    waker: Some(cx.waker().clone()),
-                    expired: false,
-                });
+                let key = entries.insert(Timed::new(self.deadline, cx.waker()));
                 drop(entries);
                 let due = timers.next_due.get();
                 timers

@@ -151,14 +151,7 @@ pub(crate) async fn run(
         {
             Ok(u) => u,
             Err(e) => {
-                ctx.finish_server(
-                    generation,
-                    config,
-                    group_idx,
-                    server,
-                    Outcome::Failure,
-                    Instant::now(),
-                );
+                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
                 // Nothing was sent: any request may go to another server
                 // (as nginx's default proxy_next_upstream does), and no
                 // budget is spent: nothing reached an upstream.
@@ -215,7 +208,7 @@ pub(crate) async fn run(
                 } else {
                     Outcome::Success(now.saturating_duration_since(started))
                 };
-                ctx.finish_server(generation, config, group_idx, server, outcome, now);
+                ctx.finish_server_at(generation, config, group_idx, server, outcome, now);
                 if reusable && group.send_proxy_protocol.is_none() && !upstream.has_unread_input() {
                     upstream.release_buffers();
                     let max = group.max_idle_per_server;
@@ -237,7 +230,7 @@ pub(crate) async fn run(
             Ok(Done::Switched) => {
                 let now = Instant::now();
                 let outcome = Outcome::Success(now.saturating_duration_since(started));
-                ctx.finish_server(generation, config, group_idx, server, outcome, now);
+                ctx.finish_server_at(generation, config, group_idx, server, outcome, now);
                 break Next::Tunnel(upstream, group.tunnel_idle_timeout);
             }
             Err(Failure::Retryable(_)) if reused && allow_pooled && replayable => {
@@ -248,14 +241,7 @@ pub(crate) async fn run(
                 c.upbuf.consume(c.upbuf.len());
             }
             Err(Failure::Retryable(e)) => {
-                ctx.finish_server(
-                    generation,
-                    config,
-                    group_idx,
-                    server,
-                    Outcome::Failure,
-                    Instant::now(),
-                );
+                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
                 c.upbuf.consume(c.upbuf.len());
                 if replayable
                     && ex.idempotent
@@ -277,14 +263,7 @@ pub(crate) async fn run(
                 } else {
                     Outcome::Success(started.elapsed())
                 };
-                ctx.finish_server(
-                    generation,
-                    config,
-                    group_idx,
-                    server,
-                    outcome,
-                    Instant::now(),
-                );
+                ctx.finish_server(generation, config, group_idx, server, outcome);
                 c.upbuf.consume(c.upbuf.len());
                 c.out.clear();
                 if let Some(next) = retry(&mut tried, server, &mut retries_left, true) {
@@ -298,27 +277,13 @@ pub(crate) async fn run(
                 break answer_error(c, config, status, !ex.keep_alive, false).await;
             }
             Err(Failure::Final(e)) => {
-                ctx.finish_server(
-                    generation,
-                    config,
-                    group_idx,
-                    server,
-                    Outcome::Failure,
-                    Instant::now(),
-                );
+                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
                 c.upbuf.consume(c.upbuf.len());
                 let status = e.status().unwrap_or(502);
                 break answer_error(c, config, status, true, !replayable).await;
             }
             Err(Failure::Client(answer)) => {
-                ctx.finish_server(
-                    generation,
-                    config,
-                    group_idx,
-                    server,
-                    Outcome::Neutral,
-                    Instant::now(),
-                );
+                ctx.finish_server(generation, config, group_idx, server, Outcome::Neutral);
                 match answer {
                     Some(status) => break answer_error(c, config, status, true, true).await,
                     None => break Next::Close,
@@ -326,14 +291,7 @@ pub(crate) async fn run(
             }
             // `exchange` turns this into an answer or a Final; kept total.
             Err(Failure::UpstreamStopped) => {
-                ctx.finish_server(
-                    generation,
-                    config,
-                    group_idx,
-                    server,
-                    Outcome::Failure,
-                    Instant::now(),
-                );
+                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
                 break answer_error(c, config, 502, true, true).await;
             }
         }
