@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{Client, ConfigBuilder, Proxy, Upstream, get};
 
-/// Longer than the proxy's hot wait (250 ms, plus up to a 50 ms tick),
+/// Longer than the proxy's hot wait (250 ms, plus up to 10 ms),
 /// so the connection parks.
 const PARKED: Duration = Duration::from_millis(450);
 
@@ -114,7 +114,7 @@ fn requests_arriving_around_the_parking_moment_are_not_lost() {
                     assert_eq!(r.status, 200, "{path}");
                     assert_eq!(r.body_str(), format!("GET {path}\n"));
                     served.fetch_add(1, Ordering::Relaxed);
-                    // The proxy parks after 250 ms plus up to one 50 ms tick.
+                    // The proxy parks after 250 ms plus up to 10 ms.
                     let offset = (i * 3 + round * 7) % 100;
                     thread::sleep(Duration::from_millis(230 + offset));
                 }

@@ -502,11 +502,11 @@ async fn await_request(c: &mut Client, ctx: &WorkerCtx, first: bool) -> Wait {
                 .inbuf
                 .fill_cancelable(socket, HEAD_READ, canceller.handle());
             let mut fill = std::pin::pin!(fill);
-            // The hot wait uses the worker's deadline table, not a monoio
-            // timer: cheaper per request, and a tick late at most.
+            // The hot wait uses the thread's deadline slab, not a monoio
+            // timer: cheaper per request (see `deadline`).
             let draining = monoio::select! {
                 r = &mut fill => return waited(r),
-                _ = ctx.idle.sleep_until(now + HOT_WAIT) => false,
+                _ = deadline::sleep_until(now + HOT_WAIT) => false,
                 _ = drained => true,
             };
             // A cancelled canceller hands back a fresh one: keep it (it
@@ -516,7 +516,7 @@ async fn await_request(c: &mut Client, ctx: &WorkerCtx, first: bool) -> Wait {
             }
             // A cancel is only a request to the driver: bound the wait for
             // its answer too (dropping the read then is fine: we close).
-            let settled = ctx.idle.sleep_until(Instant::now() + CANCEL_WAIT);
+            let settled = deadline::sleep_until(Instant::now() + CANCEL_WAIT);
             let read = monoio::select! {
                 r = fill => r,
                 _ = settled => return Wait::Close,

@@ -14,7 +14,6 @@ use slab::Slab;
 use super::buffer::BufferPool;
 use super::conn::Conn;
 use super::drain::Drain;
-use super::idle::IdleTimers;
 use super::listen::Accepting;
 use super::parking::Parking;
 use crate::config::Config;
@@ -35,9 +34,6 @@ pub(crate) struct WorkerCtx {
     balancers: RefCell<Balancers>,
     pub pool: RefCell<IdlePool<Conn>>,
     pub drain: Drain,
-    /// Short waits of connections between requests (the hot wait before
-    /// parking, and the wait for a cancel's answer).
-    pub idle: IdleTimers,
     /// Idle connections parked between requests.
     pub parking: Parking,
     pub active: Cell<usize>,
@@ -83,7 +79,6 @@ impl WorkerCtx {
             pool: RefCell::new(IdlePool::default()),
             drain: Drain::default(),
             cancellers: RefCell::default(),
-            idle: IdleTimers::default(),
             parking: Parking::new()?,
             active: Cell::new(0),
             buffers: RefCell::new(BufferPool::default()),

@@ -1,6 +1,7 @@
-//! Timeouts of single reads, writes and waits: one slab of deadlines per
-//! worker thread, watched by one monoio timer set to the earliest of them,
-//! instead of a monoio timer per operation.
+//! Timeouts of single reads, writes and waits, and the short sleeps of
+//! connections between requests: one slab of deadlines per worker thread,
+//! watched by one monoio timer set to the earliest of them, instead of a
+//! monoio timer per operation.
 //!
 //! Why: monoio's `Sleep` is 640 bytes (cache-padded), costs a timer-wheel
 //! insert and removal per operation, and every future that holds one is
@@ -40,10 +41,29 @@ pub(crate) struct Elapsed;
 pub(crate) fn within<F: Future>(timeout: Duration, future: F) -> Within<F> {
     Within {
         future,
-        timeout,
+        limit: Limit::After(timeout),
         key: None,
         _thread: PhantomData,
     }
+}
+
+/// Resolves once `at` has passed.
+pub(crate) async fn sleep_until(at: Instant) {
+    let never = std::future::pending::<()>();
+    let _ = Within {
+        future: never,
+        limit: Limit::At(at),
+        key: None,
+        _thread: PhantomData,
+    }
+    .await;
+}
+
+#[derive(Clone, Copy)]
+enum Limit {
+    /// From the first poll.
+    After(Duration),
+    At(Instant),
 }
 
 /// Starts the thread's deadlines over for a runtime about to be built.
@@ -64,7 +84,7 @@ pub(crate) fn new_runtime() {
 #[must_use = "futures do nothing unless polled"]
 pub(crate) struct Within<F> {
     future: F,
-    timeout: Duration,
+    limit: Limit,
     /// The slab entry, once the operation had to wait, and the runtime it
     /// belongs to (see `new_runtime`).
     key: Option<(usize, u64)>,
@@ -79,7 +99,7 @@ impl<F: Future> Future for Within<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: `future` is structurally pinned: nothing moves it out of
         // `self` (`Drop` only reads `key`), so it stays where it was
-        // pinned until dropped in place; `timeout` and `key` are plain
+        // pinned until dropped in place; `limit` and `key` are plain
         // data, never pinned.
         let this = unsafe { self.get_unchecked_mut() };
         let future = unsafe { Pin::new_unchecked(&mut this.future) };
@@ -91,10 +111,15 @@ impl<F: Future> Future for Within<F> {
         }
         match this.key {
             None => {
-                let now = Instant::now();
-                // Durations from the config are at most a year; saturate
-                // anyway rather than panic.
-                let deadline = now.checked_add(this.timeout).unwrap_or(now + FAR);
+                let deadline = match this.limit {
+                    Limit::At(at) => at,
+                    Limit::After(timeout) => {
+                        let now = Instant::now();
+                        // Durations from the config are at most a year;
+                        // saturate anyway rather than panic.
+                        now.checked_add(timeout).unwrap_or(now + FAR)
+                    }
+                };
                 this.key = Some(DEADLINES.with(|d| d.insert(deadline, cx.waker())));
                 Poll::Pending
             }
@@ -152,17 +177,16 @@ impl Drop for Deadlines {
     }
 }
 
-/// A deadline and the waker of the one waiting on it: the entry of this
-/// module's slab and of the idle timers' (`idle.rs`).
-pub(crate) struct Timed {
-    pub deadline: Instant,
+/// A deadline and the waker of the one waiting on it.
+struct Timed {
+    deadline: Instant,
     /// Taken when the deadline passes.
-    pub waker: Option<Waker>,
-    pub passed: bool,
+    waker: Option<Waker>,
+    passed: bool,
 }
 
 impl Timed {
-    pub fn new(deadline: Instant, waker: &Waker) -> Timed {
+    fn new(deadline: Instant, waker: &Waker) -> Timed {
         Timed {
             deadline,
             waker: Some(waker.clone()),
@@ -173,34 +197,12 @@ impl Timed {
     /// Makes `waker` the one to wake. Returns the one it replaces, for the
     /// caller to drop once its borrow of the slab has ended (dropping a
     /// waker can drop a task, whose futures may reach for the slab).
-    pub fn rewake(&mut self, waker: &Waker) -> Option<Waker> {
+    fn rewake(&mut self, waker: &Waker) -> Option<Waker> {
         match &self.waker {
             Some(w) if w.will_wake(waker) => None,
             _ => self.waker.replace(waker.clone()),
         }
     }
-}
-
-/// Marks every entry due at `now` passed and moves its waker to `due`;
-/// returns the earliest deadline still pending.
-pub(crate) fn fire_due(
-    entries: &mut Slab<Timed>,
-    now: Instant,
-    due: &mut Vec<Waker>,
-) -> Option<Instant> {
-    let mut next: Option<Instant> = None;
-    for (_, entry) in entries.iter_mut() {
-        if entry.passed {
-            continue;
-        }
-        if entry.deadline <= now {
-            entry.passed = true;
-            due.extend(entry.waker.take());
-        } else {
-            next = Some(next.map_or(entry.deadline, |n| n.min(entry.deadline)));
-        }
-    }
-    next
 }
 
 impl Deadlines {
@@ -258,7 +260,18 @@ impl Deadlines {
     fn fire(&self, now: Instant) -> Option<Instant> {
         self.scans.set(self.scans.get() + 1);
         let mut due = Vec::new();
-        let next = fire_due(&mut self.entries.borrow_mut(), now, &mut due);
+        let mut next: Option<Instant> = None;
+        for (_, entry) in self.entries.borrow_mut().iter_mut() {
+            if entry.passed {
+                continue;
+            }
+            if entry.deadline <= now {
+                entry.passed = true;
+                due.extend(entry.waker.take());
+            } else {
+                next = Some(next.map_or(entry.deadline, |n| n.min(entry.deadline)));
+            }
+        }
         due.into_iter().for_each(Waker::wake);
         next
     }
@@ -480,6 +493,27 @@ mod tests {
         let done = op.as_mut().poll(&mut Context::from_waker(&second_waker));
         assert_eq!(done, Poll::Ready(Ok(())));
         assert_eq!(DEADLINES.with(|d| d.entries.borrow().len()), 0);
+    }
+
+    /// `sleep_until` ends at its deadline, not before, and at once for
+    /// one already past.
+    async fn sleeps_end_on_time() {
+        let start = Instant::now();
+        sleep_until(start + Duration::from_millis(80)).await;
+        let slept = start.elapsed();
+        assert!(
+            slept >= Duration::from_millis(80) && slept < Duration::from_millis(200),
+            "{slept:?}"
+        );
+        let start = Instant::now();
+        sleep_until(start - Duration::from_millis(1)).await;
+        assert!(start.elapsed() < Duration::from_millis(100));
+        assert_eq!(DEADLINES.with(|d| d.entries.borrow().len()), 0);
+    }
+
+    #[test]
+    fn sleeps_end_on_time_on_epoll() {
+        test_runtime::epoll().block_on(sleeps_end_on_time());
     }
 
     #[test]

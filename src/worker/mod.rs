@@ -9,7 +9,6 @@ mod connect;
 mod ctx;
 mod deadline;
 mod drain;
-mod idle;
 mod listen;
 mod parking;
 mod proxy;
@@ -198,7 +197,6 @@ async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Opti
             listening_for = generation;
         }
         let now = Instant::now();
-        ctx.idle.fire(now);
         ctx.parking.expire(now);
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(20) {
