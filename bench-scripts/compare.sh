@@ -26,6 +26,9 @@
 #   ka-c64    wrk -t1 -c64, keep-alive, GET / (100 bytes)
 #   ka-c256   wrk -t1 -c256, the same
 #   oha-c64   oha -c64, the same as ka-c64 with a second load generator
+#   latency   oha -c64 at a fixed $LATENCY_RATE req/s (below every proxy's
+#             saturation here), latency corrected for coordinated omission:
+#             p50/p90/p99/p99.9 when no proxy is at its limit
 #   close     wrk -t1 -c$CLOSE_CONNS -H "Connection: close" (new connection
 #             per request)
 #   body-64k  wrk -t1 -c$BODY_CONNS, GET /64k
@@ -42,7 +45,11 @@
 #   ROUNDS   [3]       measured rounds; each round runs every scenario once per
 #                      target, starting one target later than the round before
 #   SCENARIOS          subset of the scenarios above, space separated [all]
-#   OHA      [1]       0 = skip oha (and the oha-c64 scenario)
+#   OHA      [1]       0 = skip oha (and the oha-c64 and latency scenarios)
+#   LATENCY_RATE [10000] requests/s offered in the latency scenario
+#   LOAD_SCHED [batch] scheduling policy of the backend and the load generator:
+#                      batch (SCHED_BATCH, see "Load-side scheduling" below)
+#                      or normal
 #   REFERENCE [1]      0 = no backend-direct reference rows
 #   IDLE_CONNS [10000] idle connections in the memory scenario
 #   IDLE_BATCH [200]   connections opened (and requests in flight) at a time
@@ -60,9 +67,11 @@ set -euo pipefail
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
 ROUNDS=${ROUNDS:-3}
-ALL_SCENARIOS="memory ka-c64 ka-c256 oha-c64 close body-64k body-1m scaling"
+ALL_SCENARIOS="memory ka-c64 ka-c256 oha-c64 latency close body-64k body-1m scaling"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 OHA=${OHA:-1}
+LATENCY_RATE=${LATENCY_RATE:-10000}
+LOAD_SCHED=${LOAD_SCHED:-batch}
 REFERENCE=${REFERENCE:-1}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_BATCH=${IDLE_BATCH:-200}
@@ -91,11 +100,13 @@ die() {
     exit 1
 }
 
-for v in DURATION WARMUP ROUNDS OHA REFERENCE IDLE_CONNS IDLE_BATCH BODY_CONNS CLOSE_CONNS \
+for v in DURATION WARMUP ROUNDS OHA LATENCY_RATE REFERENCE IDLE_CONNS IDLE_BATCH BODY_CONNS CLOSE_CONNS \
     BACKEND_PORT NGINX_PORT HAPROXY_PORT RINGRESS_PORT RINGRESS2_PORT; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
 ((ROUNDS >= 1)) || die "ROUNDS must be >= 1"
+((LATENCY_RATE >= 1)) || die "LATENCY_RATE must be >= 1"
+[[ $LOAD_SCHED == batch || $LOAD_SCHED == normal ]] || die "LOAD_SCHED must be batch or normal (got '$LOAD_SCHED')"
 ((DURATION >= 2)) || die "DURATION must be >= 2"
 ((IDLE_CONNS >= 1 && IDLE_BATCH >= 1 && BODY_CONNS >= 1 && CLOSE_CONNS >= 1)) || die "connection counts must be >= 1"
 
@@ -105,9 +116,13 @@ for s in $SCENARIOS; do
     [[ " $ALL_SCENARIOS " == *" $s "* ]] || die "unknown scenario '$s' (known: $ALL_SCENARIOS)"
     WANT[$s]=1
 done
-if ((OHA == 0)) && [[ -n ${WANT[oha-c64]:-} ]]; then
-    log "OHA=0: skipping the oha-c64 scenario"
-    unset 'WANT[oha-c64]'
+if ((OHA == 0)); then
+    for s in oha-c64 latency; do
+        if [[ -n ${WANT[$s]:-} ]]; then
+            log "OHA=0: skipping the $s scenario"
+            unset "WANT[$s]"
+        fi
+    done
 fi
 SCEN=()
 for s in $ALL_SCENARIOS; do [[ -n ${WANT[$s]:-} ]] && SCEN+=("$s"); done
@@ -116,13 +131,15 @@ want() { [[ -n ${WANT[$1]:-} ]]; }
 # Throughput scenarios (driven by wrk or oha against every target).
 LOAD_SCEN=()
 for s in "${SCEN[@]}"; do [[ $s == memory || $s == scaling ]] || LOAD_SCEN+=("$s"); done
-declare -A S_TOOL=([ka-c64]=wrk [ka-c256]=wrk [oha-c64]=oha [close]=wrk [body-64k]=wrk [body-1m]=wrk)
-declare -A S_CONNS=([ka-c64]=64 [ka-c256]=256 [oha-c64]=64 [close]=$CLOSE_CONNS [body-64k]=$BODY_CONNS [body-1m]=$BODY_CONNS)
-declare -A S_PATH=([ka-c64]=/ [ka-c256]=/ [oha-c64]=/ [close]=/ [body-64k]=/64k [body-1m]=/1m)
+# oha-rate: oha at LATENCY_RATE req/s.
+declare -A S_TOOL=([ka-c64]=wrk [ka-c256]=wrk [oha-c64]=oha [latency]=oha-rate [close]=wrk [body-64k]=wrk [body-1m]=wrk)
+declare -A S_CONNS=([ka-c64]=64 [ka-c256]=256 [oha-c64]=64 [latency]=64 [close]=$CLOSE_CONNS [body-64k]=$BODY_CONNS [body-1m]=$BODY_CONNS)
+declare -A S_PATH=([ka-c64]=/ [ka-c256]=/ [oha-c64]=/ [latency]=/ [close]=/ [body-64k]=/64k [body-1m]=/1m)
 declare -A S_TITLE=(
     [ka-c64]="Keep-alive, 100-byte body, wrk -t1 -c64"
     [ka-c256]="Keep-alive, 100-byte body, wrk -t1 -c256"
     [oha-c64]="Keep-alive, 100-byte body, oha -c64 (second load generator)"
+    [latency]="Latency at a fixed $LATENCY_RATE req/s, keep-alive, 100-byte body, oha -c64"
     [close]="New connection per request, wrk -t1 -c$CLOSE_CONNS -H \"Connection: close\""
     [body-64k]="64 KiB response body, wrk -t1 -c$BODY_CONNS, keep-alive"
     [body-1m]="1 MiB response body, wrk -t1 -c$BODY_CONNS, keep-alive"
@@ -158,6 +175,26 @@ done
 SCALE_SHARED=0
 ((SCALE_CPU == WRK_CPU || SCALE_CPU == BACKEND_CPU || SCALE_CPU == PROXY_CPU)) && SCALE_SHARED=1
 
+# ---------------------------------------------------------------------------
+# Load-side scheduling. With fewer than 4 CPUs the backend and the load
+# generator share one CPU, and under the default policy each one's wakeups
+# preempt the other. A proxy that turns requests around quickly makes that
+# happen more often: a response arriving while the backend is still in its
+# batch wakes the load generator, which preempts it. Measured here (oha at a
+# fixed 10,000 req/s): 0.30 preemptions of the backend per request behind
+# ringress against 0.10 behind nginx, the load generator's CPU per request
+# 35-40 % higher, and a median latency of 1.9-5.9 ms behind ringress against
+# 0.7-0.8 ms behind nginx, although a packet capture showed ringress turning
+# each request around faster than nginx (median 28 µs from upstream
+# response to client response, nginx 40 µs). That latency is the load CPU's
+# scheduling, not the proxy. SCHED_BATCH (which any user may set) turns off
+# wakeup preemption for these two processes, so they take turns at their own
+# pace whichever proxy is in between, closer to how they would run on
+# machines of their own. LOAD_SCHED=normal measures with the default policy.
+# ---------------------------------------------------------------------------
+LOAD_PREFIX=()
+[[ $LOAD_SCHED == batch ]] && LOAD_PREFIX=(chrt --batch 0)
+
 cpu_mask() { # nginx worker_cpu_affinity: bit mask, rightmost bit = CPU 0
     local m=1 i
     for ((i = 0; i < $1; i++)); do m+=0; done
@@ -191,6 +228,7 @@ command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || need_pkgs+=(
 command -v wrk >/dev/null 2>&1 || need_pkgs+=(wrk)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v taskset >/dev/null 2>&1 || need_pkgs+=(util-linux)
+command -v chrt >/dev/null 2>&1 || need_pkgs+=(util-linux)
 command -v pgrep >/dev/null 2>&1 || need_pkgs+=(procps)
 command -v ss >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v timeout >/dev/null 2>&1 || need_pkgs+=(coreutils)
@@ -220,7 +258,7 @@ fi
 
 OHA_BIN=''
 OHA_ARGS=()
-if want oha-c64; then
+if want oha-c64 || want latency; then
     OHA_BIN=$(command -v oha 2>/dev/null || true)
     [[ -z $OHA_BIN && -x $HOME/.cargo/bin/oha ]] && OHA_BIN=$HOME/.cargo/bin/oha
     if [[ -z $OHA_BIN ]]; then
@@ -357,15 +395,16 @@ nginx_http_common() { # dir
     scgi_temp_path $dir/scgi;
 EOF
 }
-start_nginx() { # name dir cpu logfile
-    local name=$1 dir=$2 cpu=$3 logf=$4
+start_nginx() { # name dir cpu logfile [load: with the load side's scheduling]
+    local name=$1 dir=$2 cpu=$3 logf=$4 pre=()
+    [[ ${5:-} == load ]] && pre=(${LOAD_PREFIX[@]+"${LOAD_PREFIX[@]}"})
     local args=(-p "$dir" -c "$dir/nginx.conf")
     ((NGINX_HAS_E)) && args+=(-e "$dir/error.log")
     "$NGINX" -t "${args[@]}" >"$logf" 2>&1 || {
         cat "$logf" >&2
         die "$name: nginx -t failed"
     }
-    taskset -c "$cpu" "$NGINX" "${args[@]}" >>"$logf" 2>&1 &
+    taskset -c "$cpu" ${pre[@]+"${pre[@]}"} "$NGINX" "${args[@]}" >>"$logf" 2>&1 &
     LAST_PID=$!
     PIDS+=("$LAST_PID")
 }
@@ -397,7 +436,7 @@ $(nginx_http_common "$B")
 EOF
 } >"$B/nginx.conf"
 log "starting backend nginx on $HOST:$BACKEND_PORT (cpu $BACKEND_CPU)"
-start_nginx backend "$B" "$BACKEND_CPU" "$B/stdout.log"
+start_nginx backend "$B" "$BACKEND_CPU" "$B/stdout.log" load
 BACKEND_PID=$LAST_PID
 wait_http backend "$BACKEND_PORT" "$BACKEND_PID" "$B/error.log"
 
@@ -620,11 +659,13 @@ run_load() {
     else
         cmd=("$OHA_BIN" -z "${secs}s" -c "$conns" --no-tui "${OHA_ARGS[@]}")
         ((close)) && cmd+=(--disable-keepalive)
+        # Latency from when each request was due, not from when it went out.
+        [[ $tool == oha-rate ]] && cmd+=(-q "$LATENCY_RATE" --latency-correction)
     fi
     RSS0=$(rss_kib "${pids[@]}")
     p0=$(cpu_sample "$PROXY_CPU") l0=$(cpu_sample "$WRK_CPU") s0=$(cpu_sample "$SCALE_CPU") st0=$(steal_sample)
     k0=$(proc_cpu_ticks "${pids[@]}")
-    taskset -c "$WRK_CPU" "${cmd[@]}" "$url" >"$out" 2>"$out.err" &
+    taskset -c "$WRK_CPU" ${LOAD_PREFIX[@]+"${LOAD_PREFIX[@]}"} "${cmd[@]}" "$url" >"$out" 2>"$out.err" &
     LOAD_PID=$!
     sleep "$(awk -v s="$secs" 'BEGIN {print s / 2}')"
     RSS_MID=$(rss_kib "${pids[@]}")
@@ -665,7 +706,8 @@ parse_wrk() {
 # oha --json: summary.requestsPerSec, latencyPercentiles.p99 (seconds),
 # statusCodeDistribution, errorDistribution. Requests cut off by the end of
 # the run ("aborted due to deadline") are not errors. Requests completed = the
-# responses counted in statusCodeDistribution (any status).
+# responses counted in statusCodeDistribution (any status). Also prints p50,
+# p90 and p99.9 (ms) after the five fields parse_wrk gives.
 parse_oha() {
     python3 - "$1" <<'EOF'
 import json, sys
@@ -680,7 +722,9 @@ errs += sum(v for k, v in (d.get("errorDistribution") or {}).items() if "deadlin
 mib = (s.get("sizePerSec") or 0) / 1048576
 if not s.get("requestsPerSec") or p99 is None or ok == 0:
     sys.exit("oha output has no successful requests: " + json.dumps(s))
-print("%.2f %.3f %d %.1f %d" % (s["requestsPerSec"], p99 * 1000, errs, mib, nreq))
+pct = d.get("latencyPercentiles") or {}
+more = " ".join("%.3f" % (pct[k] * 1000) if pct.get(k) is not None else "nan" for k in ("p50", "p90", "p99.9"))
+print("%.2f %.3f %d %.1f %d %s" % (s["requestsPerSec"], p99 * 1000, errs, mib, nreq, more))
 EOF
 }
 
@@ -689,14 +733,15 @@ CSV=$TMP/compare.csv
 # (proxy_cpu_s, utime + stime of all its processes) / requests completed;
 # proxy_cpu_busy / load_cpu_busy = busy % of PROXY_CPU / WRK_CPU from
 # /proc/stat, every process on that CPU counted.
-echo "scenario,tool,conns,target,round,rps,p99_ms,mib_s,proxy_cpu_us_per_req,proxy_cpu_busy,load_cpu_busy,errors,rss_before_kib,rss_mid_kib,steal_pct,requests,proxy_cpu_s" >"$CSV"
+echo "scenario,tool,conns,target,round,rps,p99_ms,mib_s,proxy_cpu_us_per_req,proxy_cpu_busy,load_cpu_busy,errors,rss_before_kib,rss_mid_kib,steal_pct,requests,proxy_cpu_s,p50_ms,p90_ms,p999_ms" >"$CSV"
+declare -A ALL_P50=() ALL_P90=() ALL_P999=()
 declare -A ALL_RPS=() ALL_P99=() ALL_MIB=() ALL_CPR=() ALL_RSSD=() ALL_RSS=() ERRS=() BUSY=()
 STEALS=""
 MIN_NREQ= # fewest requests in a run with a CPU figure (for the resolution note)
-# record SCEN TARGET ROUND TOOL CONNS "rps p99 errs mib requests"
+# record SCEN TARGET ROUND TOOL CONNS "rps p99 errs mib requests [p50 p90 p99.9]"
 record() {
-    local s=$1 t=$2 r=$3 tool=$4 conns=$5 rps p99 errs mib nreq cpr cpus k="$1|$2" rssd
-    read -r rps p99 errs mib nreq <<<"$6"
+    local s=$1 t=$2 r=$3 tool=$4 conns=$5 rps p99 errs mib nreq p50 p90 p999 cpr cpus k="$1|$2" rssd
+    read -r rps p99 errs mib nreq p50 p90 p999 <<<"$6"
     cpr=$(awk -v k="$PROXY_TICKS" -v n="$nreq" -v hz="$CLK_TCK" 'BEGIN { if (k ~ /^[0-9]+$/ && n > 0) printf "%.2f", k * 1000000 / hz / n; else print "nan" }')
     cpus=$(awk -v k="$PROXY_TICKS" -v hz="$CLK_TCK" 'BEGIN { if (k ~ /^[0-9]+$/) printf "%.2f", k / hz }')
     if [[ $t == backend ]]; then # no proxy in the path
@@ -707,6 +752,11 @@ record() {
     rssd=$(awk -v a="$RSS_MID" -v b="${IDLE0[$t]:-$RSS0}" -v c="$conns" 'BEGIN {printf "%.1f", (a - b) / c}')
     ALL_RPS[$k]="${ALL_RPS[$k]:-} $rps"
     ALL_P99[$k]="${ALL_P99[$k]:-} $p99"
+    if [[ -n $p50 ]]; then
+        ALL_P50[$k]="${ALL_P50[$k]:-} $p50"
+        ALL_P90[$k]="${ALL_P90[$k]:-} $p90"
+        ALL_P999[$k]="${ALL_P999[$k]:-} $p999"
+    fi
     ALL_MIB[$k]="${ALL_MIB[$k]:-} $mib"
     [[ $cpr != nan ]] && ALL_CPR[$k]="${ALL_CPR[$k]:-} $cpr"
     ALL_RSS[$k]="${ALL_RSS[$k]:-} $RSS_MID"
@@ -714,7 +764,7 @@ record() {
     ERRS[$k]=$((${ERRS[$k]:-0} + errs))
     BUSY[$k]="${BUSY[$k]:+${BUSY[$k]} }$CPU_BUSY_PROXY/$CPU_BUSY_LOAD"
     STEALS="$STEALS $STEAL"
-    echo "$s,$tool,$conns,$t,$r,$rps,$p99,$mib,$cpr,$CPU_BUSY_PROXY,$CPU_BUSY_LOAD,$errs,$RSS0,$RSS_MID,$STEAL,$nreq,$cpus" >>"$CSV"
+    echo "$s,$tool,$conns,$t,$r,$rps,$p99,$mib,$cpr,$CPU_BUSY_PROXY,$CPU_BUSY_LOAD,$errs,$RSS0,$RSS_MID,$STEAL,$nreq,$cpus,${p50:-},${p90:-},${p999:-}" >>"$CSV"
     log "$(printf 'round %d %-8s %-9s %10s req/s  p99 %8s ms  %7s MiB/s  err %s  proxy cpu %s µs/req  cpu busy proxy %s%% load %s%%  steal %s%%  rss %s KiB' \
         "$r" "$s" "$t" "$rps" "$p99" "$mib" "$errs" "$cpr" "$CPU_BUSY_PROXY" "$CPU_BUSY_LOAD" "$STEAL" "$RSS_MID")"
 }
@@ -738,7 +788,7 @@ if want memory; then
         sleep 1
         MEM_BASE[$t]=$(rss_kib "${pids[@]}")
         ready=$TMP/idle-$t.ready out=$TMP/idle-$t.out
-        taskset -c "$WRK_CPU" python3 "$SCRIPT_DIR/idle_conns.py" "$HOST" "${PORT[$t]}" "$IDLE_CONNS" "$ready" \
+        taskset -c "$WRK_CPU" ${LOAD_PREFIX[@]+"${LOAD_PREFIX[@]}"} python3 "$SCRIPT_DIR/idle_conns.py" "$HOST" "${PORT[$t]}" "$IDLE_CONNS" "$ready" \
             --batch "$IDLE_BATCH" --open-timeout 90 --hold-max 60 >"$out" 2>&1 &
         LOAD_PID=$!
         for ((i = 0; i < 1000; i++)); do # 1000 x 0.1 s = 100 s (open timeout is 90 s)
@@ -768,7 +818,7 @@ if want memory; then
         MEM_PER[$t]=$(awk -v a="${MEM_LOADED[$t]}" -v b="${MEM_BASE[$t]}" -v n="$IDLE_CONNS" 'BEGIN {printf "%.2f", (a - b) / n}')
         log "$(printf 'memory %-9s baseline %7d KiB, with %d idle conns %7d KiB (%s KiB/conn); established %s, closed by server %s' \
             "$t" "${MEM_BASE[$t]}" "$IDLE_CONNS" "${MEM_LOADED[$t]}" "${MEM_PER[$t]}" "${MEM_ESTAB[$t]}" "$closed")"
-        echo "memory,idle_conns.py,$IDLE_CONNS,$t,1,,,,,,,,${MEM_BASE[$t]},${MEM_LOADED[$t]},,," >>"$CSV"
+        echo "memory,idle_conns.py,$IDLE_CONNS,$t,1,,,,,,,,${MEM_BASE[$t]},${MEM_LOADED[$t]},,,,,," >>"$CSV"
         kill -0 "${SPID[$t]}" 2>/dev/null || die "$t died during the memory scenario"
     done
     if ((${#LOAD_SCEN[@]})) || want scaling; then
@@ -878,6 +928,7 @@ max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
     echo "Generated by \`bench-scripts/compare.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), ringress ${git_rev}${git_dirty:+ (with uncommitted src changes)}."
     echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), Linux $(uname -r)."
     echo "Versions: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), HAProxy $("$HAPROXY" -v 2>/dev/null | awk 'NR == 1 {print $3}'), $(wrk -v 2>&1 | awk 'NR == 1 {print $1, $2}')${oha_ver}."
+    echo "Load-side scheduling: LOAD_SCHED=$LOAD_SCHED$([[ $LOAD_SCHED == batch ]] && echo " (backend and load generator under SCHED_BATCH, so that neither preempts the other when woken; see the comment in compare.sh)")."
     echo "Settings: DURATION=${DURATION}s per run, WARMUP=${WARMUP}s per target and scenario, ROUNDS=$ROUNDS (targets alternate, each round starting one later); numbers are medians over the rounds."
     echo "CPUs: each proxy's one worker on CPU $PROXY_CPU; backend nginx on CPU $BACKEND_CPU; load generator on CPU $WRK_CPU."
     echo "Backend: nginx, 1 worker, static files. Proxies: nginx (upstream keepalive 1024, default proxy buffering), HAProxy (nbthread 1, http-reuse always), ringress (--threads 1, default config)."
@@ -891,6 +942,25 @@ max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
         [[ $s == body-* ]] && body=1
         echo "## ${S_TITLE[$s]}"
         echo
+        if [[ $s == latency ]]; then
+            echo "oha -c64 -q $LATENCY_RATE --latency-correction: requests are due at a steady $LATENCY_RATE per second and each one's latency counts from when it was due, so a stall shows however many requests it holds up. At this rate no proxy here is at its limit: the percentiles are the time a request takes, not a queue."
+            echo
+            echo "| proxy | req/s achieved | p50 ms | p90 ms | p99 ms | p99.9 ms | p99 vs nginx | p99 vs HAProxy | p50 vs nginx | proxy CPU µs/req | CPU µs/req vs nginx | errors | CPU $PROXY_CPU / CPU $WRK_CPU busy % per round (all processes) |"
+            echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            for t in "${TARGETS[@]}"; do
+                k="$s|$t" kn="$s|nginx" kh="$s|haproxy"
+                cpr=$(fmt2 "${MED_CPR[$k]:-}") cprr=$(ratio "${MED_CPR[$k]:-}" "${MED_CPR[$kn]:-}")
+                [[ $t == backend ]] && cpr="–" cprr="–"
+                printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$t]}" \
+                    "$(fmt0 "${MED_RPS[$k]}")" "$(fmt2 "$(median "${ALL_P50[$k]:-}")")" "$(fmt2 "$(median "${ALL_P90[$k]:-}")")" \
+                    "$(fmt2 "${MED_P99[$k]}")" "$(fmt2 "$(median "${ALL_P999[$k]:-}")")" \
+                    "$(ratio "${MED_P99[$k]}" "${MED_P99[$kn]}")" "$(ratio "${MED_P99[$k]}" "${MED_P99[$kh]}")" \
+                    "$(ratio "$(median "${ALL_P50[$k]:-}")" "$(median "${ALL_P50[$kn]:-}")")" \
+                    "$cpr" "$cprr" "${ERRS[$k]}" "${BUSY[$k]}"
+            done
+            echo
+            continue
+        fi
         if ((body)); then
             echo "| proxy | MiB/s | req/s | p99 ms | MiB/s vs nginx | MiB/s vs HAProxy | p99 vs nginx | proxy CPU µs/req | CPU µs/req vs nginx | CPU µs/req vs HAProxy | RSS MiB under load | Δ KiB/conn | errors | CPU $PROXY_CPU / CPU $WRK_CPU busy % per round (all processes) |"
             echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
@@ -992,6 +1062,18 @@ max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
         fi
         echo "$line"
     done
+    if want latency; then
+        kr="latency|ringress" kn="latency|nginx" kh="latency|haproxy"
+        pn=$(ratio "${MED_P99[$kr]}" "${MED_P99[$kn]}") ph=$(ratio "${MED_P99[$kr]}" "${MED_P99[$kh]}")
+        met=1
+        ge 1 "$pn" || met=0
+        ge 1 "$ph" || met=0
+        ge "${MED_RPS[$kr]}" "$(awk -v q="$LATENCY_RATE" 'BEGIN {print 0.97 * q}')" || met=0
+        ((${ERRS[$kr]} == 0)) || met=0
+        line="- **Latency at a fixed $LATENCY_RATE req/s** — p99 ≤ nginx's and HAProxy's: "
+        if ((met)); then line+="**MET**"; else line+="**NOT MET**"; fi
+        echo "$line (p99 ${pn}× nginx, ${ph}× HAProxy; p50 $(ratio "$(median "${ALL_P50[$kr]:-}")" "$(median "${ALL_P50[$kn]:-}")")× nginx; $(fmt0 "${MED_RPS[$kr]}") req/s achieved; errors ${ERRS[$kr]})."
+    fi
     if want close; then
         kr="close|ringress" kn="close|nginx" kh="close|haproxy"
         rn=$(ratio "${MED_RPS[$kr]}" "${MED_RPS[$kn]}") rh=$(ratio "${MED_RPS[$kr]}" "${MED_RPS[$kh]}")
@@ -1066,7 +1148,7 @@ cp "$MD" "$CSV" "$RESULTS_DIR/"
 cat "$MD"
 if [[ -z $PLOT_PY ]]; then
     log "wrote $RESULTS_DIR/compare.md and compare.csv (no matplotlib: no chart)"
-elif ! want ka-c64 && ! want ka-c256 && ! want oha-c64 && ! want close; then
+elif ! want ka-c64 && ! want ka-c256 && ! want oha-c64 && ! want latency && ! want close; then
     log "wrote $RESULTS_DIR/compare.md and compare.csv (no request-rate scenario: no chart)"
 else
     if "$PLOT_PY" "$SCRIPT_DIR/plot.py" "$RESULTS_DIR/compare.csv" "$RESULTS_DIR/compare.png" >&2; then

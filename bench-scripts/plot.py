@@ -6,8 +6,10 @@
 Two panels side by side: requests/s (left) and p99 latency (right), one
 group of bars per request-rate scenario (keep-alive c64, c256, oha c64,
 Connection: close) and one bar per proxy, at the median over the rounds,
-with a line from the lowest to the highest round. Body-size, memory and
-scaling rows of the CSV are not drawn (they are in compare.md).
+with a line from the lowest to the highest round. The fixed-rate latency
+scenario is drawn in the p99 panel only (its req/s is the rate offered).
+Body-size, memory and scaling rows of the CSV are not drawn (they are in
+compare.md).
 """
 
 import csv
@@ -26,6 +28,7 @@ SCENARIOS = [  # (csv scenario, x label)
     ("ka-c64", "keep-alive\nwrk c64"),
     ("ka-c256", "keep-alive\nwrk c256"),
     ("oha-c64", "keep-alive\noha c64"),
+    ("latency", "fixed rate\noha c64"),
     ("close", "Connection: close\nwrk c{conns}"),
 ]
 TARGETS = [  # (csv target, legend label, colour, hatch)
@@ -58,12 +61,14 @@ def main():
     if not scen or not targets:
         sys.exit("plot.py: no request-rate scenarios in " + src)
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
     width = 0.8 / len(targets)
+    all_scen = scen
     for ax, data, title, unit in (
         (axes[0], rps, "Requests/s (median over rounds; higher is better)", "requests/s"),
         (axes[1], p99, "p99 latency (median over rounds; lower is better; log scale)", "p99 ms"),
     ):
+        scen = [x for x in all_scen if data is p99 or x[0] != "latency"]
         for i, (t, label, colour, hatch) in enumerate(targets):
             xs, ys, lo, hi = [], [], [], []
             for x, (s, _) in enumerate(scen):
