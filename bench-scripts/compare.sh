@@ -178,19 +178,19 @@ SCALE_SHARED=0
 # ---------------------------------------------------------------------------
 # Load-side scheduling. With fewer than 4 CPUs the backend and the load
 # generator share one CPU, and under the default policy each one's wakeups
-# preempt the other. A proxy that turns requests around quickly makes that
-# happen more often: a response arriving while the backend is still in its
-# batch wakes the load generator, which preempts it. Measured here (oha at a
-# fixed 10,000 req/s): 0.30 preemptions of the backend per request behind
-# ringress against 0.10 behind nginx, the load generator's CPU per request
-# 35-40 % higher, and a median latency of 1.9-5.9 ms behind ringress against
-# 0.7-0.8 ms behind nginx, although a packet capture showed ringress turning
-# each request around faster than nginx (median 28 µs from upstream
-# response to client response, nginx 40 µs). That latency is the load CPU's
-# scheduling, not the proxy. SCHED_BATCH (which any user may set) turns off
-# wakeup preemption for these two processes, so they take turns at their own
-# pace whichever proxy is in between, closer to how they would run on
-# machines of their own. LOAD_SCHED=normal measures with the default policy.
+# can preempt the other. How often depends on the proxy in between, on when
+# its responses and requests arrive: measured here with perf on CPU 1, the
+# backend was preempted 0.08 times per request behind nginx and 0.02 behind
+# ringress under wrk -c64, and 0.30 behind ringress and 0.10 behind nginx
+# under oha (its default multi-threaded runtime) at a fixed 10,000 req/s,
+# where oha then used 35-40 % more CPU per request behind ringress and
+# measured a median latency of 1.9-5.9 ms against 0.7-0.8 ms behind nginx,
+# although a packet capture showed ringress passing requests and responses
+# on faster than nginx. So the load side's own cost varied with the proxy.
+# SCHED_BATCH (any user may set it) turns off wakeup preemption for these
+# two processes: 0.001 preemptions per request behind either proxy, medians
+# of 0.74-0.84 ms (ringress) and 0.70-0.80 ms (nginx) in the oha case.
+# LOAD_SCHED=normal measures with the default policy.
 # ---------------------------------------------------------------------------
 LOAD_PREFIX=()
 [[ $LOAD_SCHED == batch ]] && LOAD_PREFIX=(chrt --batch 0)
