@@ -192,8 +192,7 @@ SCALE_SHARED=0
 # of 0.74-0.84 ms (ringress) and 0.70-0.80 ms (nginx) in the oha case.
 # LOAD_SCHED=normal measures with the default policy.
 # ---------------------------------------------------------------------------
-LOAD_PREFIX=()
-[[ $LOAD_SCHED == batch ]] && LOAD_PREFIX=(chrt --batch 0)
+LOAD_PREFIX=() # set once the tools are installed (below)
 
 cpu_mask() { # nginx worker_cpu_affinity: bit mask, rightmost bit = CPU 0
     local m=1 i
@@ -238,6 +237,14 @@ if ((${#need_pkgs[@]})); then
 fi
 NGINX=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy 2>/dev/null || echo /usr/sbin/haproxy)
+if [[ $LOAD_SCHED == batch ]]; then
+    if chrt --batch 0 true 2>/dev/null; then
+        LOAD_PREFIX=(chrt --batch 0)
+    else
+        log "WARNING: chrt --batch is refused here; the load side runs with the default policy"
+        LOAD_SCHED=normal
+    fi
+fi
 
 # matplotlib for plot.py: whichever python3 has it, else Debian's package.
 PLOT_PY=
