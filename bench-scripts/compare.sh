@@ -1034,7 +1034,8 @@ max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
         printf '| 1 worker | %s | %s | %s | %s |\n' "$(fmt0 "${MED_RPS[$k1]}")" "$(fmt2 "${MED_P99[$k1]}")" "$(fmt2 "${MED_CPR[$k1]:-}")" "${SC_BUSY2[ringress]}"
         printf '| 2 workers | %s | %s | %s | %s |\n' "$(fmt0 "${MED_RPS[$k2]}")" "$(fmt2 "${MED_P99[$k2]}")" "$(fmt2 "${MED_CPR[$k2]:-}")" "${SC_BUSY2[ringress2]}"
         echo
-        echo "Scaling: 2 workers / 1 worker = **${SCALE_RATIO}×** req/s."
+        SCALE_CPR=$(ratio "${MED_CPR[$k2]:-}" "${MED_CPR[$k1]:-}")
+        echo "Scaling: 2 workers / 1 worker = **${SCALE_RATIO}×** req/s; proxy CPU µs/req of 2 workers (both counted) / 1 worker = ${SCALE_CPR}×."
         if ((SCALE_SHARED)); then
             echo "This number is **not meaningful** on this machine: with $(nproc) CPUs there is no free core for the second worker, which shares CPU $SCALE_CPU with wrk and the backend nginx; adding a worker takes CPU away from the load side. It needs at least 4 CPUs (2 for ringress, 1 each for the backend and wrk) to measure the target."
         fi
@@ -1114,7 +1115,7 @@ max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
     if want scaling; then
         line="- **2-worker scaling** — target ≥ 1.8×: "
         if ((SCALE_SHARED)); then
-            line+="**NOT MEASURABLE here** (measured ${SCALE_RATIO}×, but the second worker shares a CPU with the load generator and the backend; see above)."
+            line+="**NOT MEASURABLE here** (measured ${SCALE_RATIO}×, but the second worker shares a CPU with the load generator and the backend; see above). What can be seen here: 2 workers spend ${SCALE_CPR}× the CPU per request of 1 worker. Near 1 means a second worker adds little per-request cost of its own: the workers share nothing on the request path, though here the second one also shares its core with the load side."
         elif ge "$SCALE_RATIO" 1.8; then
             line+="**MET** (${SCALE_RATIO}×)."
         else
