@@ -5,6 +5,10 @@
 #
 #   bench-scripts/instructions.sh                 # target/release/ringress (built)
 #   bench-scripts/instructions.sh OLD_BIN NEW_BIN # A/B of two builds
+#   VS="nginx haproxy" bench-scripts/instructions.sh  # and the same count
+#                                                 # for nginx and HAProxy
+#   HEADERS=browser bench-scripts/instructions.sh # requests with the
+#                                                 # headers a browser sends
 #
 # For each binary and each mode (keep-alive; a new connection per request)
 # it starts ringress (one worker, --io $IO) under callgrind in front of a
@@ -25,6 +29,17 @@
 #                     valgrind), so epoll is the default; io_uring counts
 #                     are higher (23.2k against 21.5k per keep-alive request
 #                     on ef231e6): the drivers differ in user space too.
+#   VS       []       reference proxies counted the same way, one worker
+#                     each, in front of the same backend: "nginx",
+#                     "haproxy" or both (nginx with master_process off,
+#                     upstream keepalive; HAProxy -db, nbthread 1,
+#                     http-reuse always). Their counts include their own
+#                     start-up and shutdown just as ringress's do, and
+#                     cancel out the same way.
+#   HEADERS  [minimal] minimal: the 4 request headers oha sends (124
+#                     bytes); browser: 12 headers, 621 bytes (a browser's
+#                     user-agent and accept, cookie, referer, sec-fetch-*)
+#   MODES    [keep-alive close]
 #   BACKEND_PORT [19090]  PORT [19091]
 #   SKIP_BUILD=1      don't run cargo build (only with explicit binaries
 #                     or an existing target/release/ringress)
@@ -37,6 +52,9 @@ IO=${IO:-epoll}
 BACKEND_PORT=${BACKEND_PORT:-19090}
 PORT=${PORT:-19091}
 SKIP_BUILD=${SKIP_BUILD:-0}
+VS=${VS:-}
+HEADERS=${HEADERS:-minimal}
+MODES=${MODES:-keep-alive close}
 HOST=127.0.0.1
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -53,12 +71,38 @@ for v in REQUESTS CONNS REPEAT BACKEND_PORT PORT; do
 done
 ((REQUESTS >= 100 && CONNS >= 1 && REPEAT >= 1)) || die "REQUESTS >= 100, CONNS >= 1, REPEAT >= 1"
 [[ $IO == io_uring || $IO == epoll ]] || die "IO must be io_uring or epoll (got '$IO')"
+for v in $VS; do
+    [[ $v == nginx || $v == haproxy ]] || die "VS takes nginx and haproxy (got '$v')"
+done
+for m in $MODES; do
+    [[ $m == keep-alive || $m == close ]] || die "MODES takes keep-alive and close (got '$m')"
+done
+HEADER_ARGS=()
+case $HEADERS in
+    minimal) ;;
+    browser)
+        HEADER_ARGS=(
+            -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36"
+            -H "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+            -H "Accept-Language: en-US,en;q=0.9,de;q=0.8"
+            -H "Cookie: session=4f9a8c7e2b1d3a5f6e8c9b0a1d2e3f4a; theme=dark; _ga=GA1.2.123456789.1700000000"
+            -H "Referer: https://example.com/products/list?page=2"
+            -H "Sec-Fetch-Dest: document"
+            -H "Sec-Fetch-Mode: navigate"
+            -H "Sec-Fetch-Site: same-origin"
+            -H "Upgrade-Insecure-Requests: 1"
+            -H "Cache-Control: max-age=0"
+        )
+        ;;
+    *) die "HEADERS must be minimal or browser (got '$HEADERS')" ;;
+esac
 
 # Tools: Debian packages and oha, installed when missing.
 need=()
 command -v valgrind >/dev/null || need+=(valgrind)
 command -v nginx >/dev/null || need+=(nginx)
 command -v curl >/dev/null || need+=(curl)
+[[ " $VS " == *" haproxy "* ]] && ! command -v haproxy >/dev/null && need+=(haproxy)
 if ((${#need[@]})); then
     log "installing: ${need[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -143,18 +187,67 @@ servers = [{ addr = "$HOST:$BACKEND_PORT" }]
 upstream = "backend"
 EOF
 
-# Instructions of one run of BIN serving N requests (MODE: keep-alive|close),
-# left in COUNT. Not run in a subshell, so the EXIT trap sees PROXY_PID.
+# The reference proxies, configured as in compare.sh, one worker each.
+mkdir -p "$TMP/nginx-proxy"
+cat >"$TMP/nginx-proxy/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $TMP/nginx-proxy/nginx.pid;
+error_log $TMP/nginx-proxy/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream backend {
+        server $HOST:$BACKEND_PORT;
+        keepalive 1024;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen $HOST:$PORT;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+cat >"$TMP/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 75s
+    timeout server 75s
+frontend fe
+    bind $HOST:$PORT
+    default_backend be
+backend be
+    server s1 $HOST:$BACKEND_PORT
+EOF
+
+# Instructions of one run of TARGET (a ringress binary, nginx or haproxy)
+# serving N requests (MODE: keep-alive|close), left in COUNT. Not run in a
+# subshell, so the EXIT trap sees PROXY_PID.
 count() {
-    local bin=$1 n=$2 mode=$3 out="$TMP/cg"
+    local target=$1 n=$2 mode=$3 out="$TMP/cg" cmd
     rm -rf "$out" && mkdir -p "$out"
-    valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" \
-        "$bin" --config "$TMP/ringress.toml" --threads 1 --io "$IO" --no-pin \
-        >"$TMP/ringress.log" 2>&1 &
+    case $target in
+        nginx) cmd=(nginx -c "$TMP/nginx-proxy/nginx.conf" -p "$TMP/nginx-proxy") ;;
+        haproxy) cmd=(haproxy -db -f "$TMP/haproxy.cfg") ;;
+        *) cmd=("$target" --config "$TMP/ringress.toml" --threads 1 --io "$IO" --no-pin) ;;
+    esac
+    valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" "${cmd[@]}" >"$TMP/proxy.log" 2>&1 &
     PROXY_PID=$!
-    wait_http "$PORT" "$PROXY_PID" || die "ringress did not start under valgrind (see $TMP/ringress.log)"
-    local extra=()
-    [[ $mode == close ]] && extra=(--disable-keepalive)
+    wait_http "$PORT" "$PROXY_PID" || die "$target did not start under valgrind (see $TMP/proxy.log)"
+    local extra=(${HEADER_ARGS[@]+"${HEADER_ARGS[@]}"})
+    [[ $mode == close ]] && extra+=(--disable-keepalive)
     # The warm-up curl above is one request more on both runs: it cancels.
     # ${extra[@]+...}: an empty array is "unbound" to set -u before bash 4.4.
     timeout 300 oha -n "$n" -c "$CONNS" --no-tui ${extra[@]+"${extra[@]}"} "http://$HOST:$PORT/" >"$TMP/oha.txt" 2>&1 ||
@@ -165,16 +258,18 @@ count() {
         kill -0 "$PROXY_PID" 2>/dev/null || break
         sleep 0.1
     done
-    kill -0 "$PROXY_PID" 2>/dev/null && die "ringress did not stop within 30 s"
+    kill -0 "$PROXY_PID" 2>/dev/null && die "$target did not stop within 30 s"
     wait "$PROXY_PID" 2>/dev/null || true
     PROXY_PID=
     COUNT=$(awk '/^summary:/ {s += $2} END {print s + 0}' "$out"/cg.*)
 }
 
-echo "| binary | mode | user-space instructions per request |"
-echo "|---|---|---|"
-for mode in keep-alive close; do
-    for bin in "${BINS[@]}"; do
+TARGETS=("${BINS[@]}")
+for v in $VS; do TARGETS+=("$v"); done
+echo "| proxy | mode | headers | user-space instructions per request |"
+echo "|---|---|---|---|"
+for mode in $MODES; do
+    for bin in "${TARGETS[@]}"; do
         per=()
         for _ in $(seq 1 "$REPEAT"); do
             count "$bin" 100 "$mode"
@@ -183,6 +278,6 @@ for mode in keep-alive close; do
             per+=($(((COUNT - small) / REQUESTS)))
         done
         log "$bin $mode: ${per[*]}"
-        echo "| $bin | $mode | ${per[*]} |"
+        echo "| $bin | $mode | $HEADERS | ${per[*]} |"
     done
 done
