@@ -180,11 +180,42 @@ pub fn split_host(value: &[u8]) -> Option<&[u8]> {
     {
         return None;
     }
-    let reg_name_ok = host
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b));
+    let reg_name_ok = host.iter().all(|&b| REG_NAME[usize::from(b)]);
     reg_name_ok.then_some(host)
 }
+
+/// The bytes of a host name or IPv4 address (RFC 3986 reg-name:
+/// unreserved, sub-delims and the `%` of percent-encoding), as a table:
+/// this runs on every request's Host field, and a table lookup per byte
+/// is cheaper than searching the punctuation list for each dot.
+static REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+            );
+        b += 1;
+    }
+    table
+};
 
 fn valid_port(port: &[u8]) -> bool {
     // An empty port is allowed by the URI grammar ("host:").
@@ -255,6 +286,23 @@ mod tests {
             b"[::1]x",
         ] {
             assert_eq!(split_host(bad), None, "{:?}", bad);
+        }
+    }
+
+    /// Every byte, in a one-byte host name: exactly RFC 3986's reg-name
+    /// set (ALPHA DIGIT "-._~" "!$&'()*+,;=" "%") is accepted.
+    #[test]
+    fn host_bytes() {
+        let allowed = b"-._~!$&'()*+,;=%";
+        for b in 0..=255u8 {
+            let name = [b'a', b, b'z'];
+            let expect = b.is_ascii_alphanumeric() || allowed.contains(&b);
+            // ':' is the port separator: "a:z" is host "a" with a bad port.
+            if b == b':' {
+                assert_eq!(split_host(&name), None);
+                continue;
+            }
+            assert_eq!(split_host(&name).is_some(), expect, "byte {b:#04x}");
         }
     }
 }

@@ -170,7 +170,8 @@ fn build_head<'h, 'b>(
     let Some(host) = split_host(authority) else {
         return bad(ErrorKind::BadRequest);
     };
-    if split_host(host_field).is_none() {
+    // In origin form the authority is the Host field, checked just above.
+    if form.authority.is_some() && split_host(host_field).is_none() {
         return bad(ErrorKind::BadRequest);
     }
 
@@ -325,6 +326,7 @@ mod tests {
         connect_method: b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n" => MethodNotImplemented;
         expect_other: b"GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n" => ExpectationFailed;
         userinfo_absolute: b"GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n" => BadRequest;
+        absolute_form_bad_host_field: b"GET http://a/ HTTP/1.1\r\nHost: a b\r\n\r\n" => BadRequest;
         http2_preface: b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" => BadRequest;
     }
 
