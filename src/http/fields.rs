@@ -149,7 +149,7 @@ pub fn trim_ows(s: &[u8]) -> &[u8] {
 
 /// RFC 9110 token character.
 pub fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
 
 /// Validates a Host value (uri-host [":" port]) and returns the host part,
@@ -185,37 +185,31 @@ pub fn split_host(value: &[u8]) -> Option<&[u8]> {
 }
 
 /// The bytes of a host name or IPv4 address (RFC 3986 reg-name:
-/// unreserved, sub-delims and the `%` of percent-encoding), as a table:
-/// this runs on every request's Host field, and a table lookup per byte
-/// is cheaper than searching the punctuation list for each dot.
-static REG_NAME: [bool; 256] = {
+/// unreserved, sub-delims and the `%` of percent-encoding).
+static REG_NAME: [bool; 256] = alnum_and(b"-._~!$&'()*+,;=%");
+
+/// The bytes of an RFC 9110 token (field names, Connection options,
+/// codings).
+static TCHAR: [bool; 256] = alnum_and(b"!#$%&'*+-.^_`|~");
+
+/// A byte set as a table: ASCII letters and digits plus `extra`. These
+/// checks run over every request's Host field and Connection tokens, and
+/// one lookup per byte is cheaper than searching a punctuation list for
+/// each dot or dash.
+const fn alnum_and(extra: &[u8]) -> [bool; 256] {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b'%'
-            );
+        table[b] = (b as u8).is_ascii_alphanumeric();
         b += 1;
     }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
     table
-};
+}
 
 fn valid_port(port: &[u8]) -> bool {
     // An empty port is allowed by the URI grammar ("host:").
@@ -286,6 +280,44 @@ mod tests {
             b"[::1]x",
         ] {
             assert_eq!(split_host(bad), None, "{:?}", bad);
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_names() {
+        for name in [
+            &b"Connection"[..],
+            b"keep-alive",
+            b"Proxy-Connection",
+            b"TE",
+            b"trailer",
+            b"Transfer-Encoding",
+            b"UPGRADE",
+            b"content-length",
+        ] {
+            assert!(is_hop_by_hop(name), "{:?}", name);
+        }
+        for name in [
+            &b"t"[..],
+            b"tf",
+            b"trailers",
+            b"upgrad",
+            b"connectio",
+            b"content-type",
+            b"host",
+            b"",
+        ] {
+            assert!(!is_hop_by_hop(name), "{:?}", name);
+        }
+    }
+
+    /// Every byte: exactly RFC 9110's tchar set.
+    #[test]
+    fn token_bytes() {
+        let allowed = b"!#$%&'*+-.^_`|~";
+        for b in 0..=255u8 {
+            let expect = b.is_ascii_alphanumeric() || allowed.contains(&b);
+            assert_eq!(is_tchar(b), expect, "byte {b:#04x}");
         }
     }
 
