@@ -187,7 +187,10 @@ servers = [{ addr = "$HOST:$BACKEND_PORT" }]
 upstream = "backend"
 EOF
 
-# The reference proxies, configured as in compare.sh, one worker each.
+# The reference proxies, one worker each, with compare.sh's reuse settings
+# (nginx: upstream keepalive 1024, HTTP/1.1, Connection ""; HAProxy:
+# http-reuse always) but not its connection limits, which only matter for
+# 10,000 idle connections.
 mkdir -p "$TMP/nginx-proxy"
 cat >"$TMP/nginx-proxy/nginx.conf" <<EOF
 daemon off;
