@@ -7,9 +7,10 @@ Two panels side by side: requests/s (left) and p99 latency (right), one
 group of bars per request-rate scenario (keep-alive c64, c256, oha c64,
 Connection: close) and one bar per proxy, at the median over the rounds,
 with a line from the lowest to the highest round. The fixed-rate latency
-scenario is drawn in the p99 panel only (its req/s is the rate offered).
-Body-size, memory and scaling rows of the CSV are not drawn (they are in
-compare.md).
+scenario is drawn in the p99 panel only (its req/s is the rate offered),
+and the CPU-capped scenarios (cap-ka-c64, cap-close) in the requests/s
+panel only (their p99 is the cap's throttling, not latency). Body-size,
+memory and scaling rows of the CSV are not drawn (they are in compare.md).
 """
 
 import csv
@@ -30,7 +31,11 @@ SCENARIOS = [  # (csv scenario, x label)
     ("oha-c64", "keep-alive\noha c64"),
     ("latency", "fixed rate\noha c64"),
     ("close", "Connection: close\nwrk c{conns}"),
+    ("cap-ka-c64", "CPU-capped\nkeep-alive c64"),
+    ("cap-close", "CPU-capped\nclose c{conns}"),
 ]
+RPS_ONLY = ("cap-ka-c64", "cap-close")
+P99_ONLY = ("latency",)
 TARGETS = [  # (csv target, legend label, colour, hatch)
     ("backend", "backend direct (reference)", "#bbbbbb", "//"),
     ("nginx", "nginx, 1 worker", "#2ca02c", ""),
@@ -61,14 +66,15 @@ def main():
     if not scen or not targets:
         sys.exit("plot.py: no request-rate scenarios in " + src)
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.2))
     width = 0.8 / len(targets)
     all_scen = scen
     for ax, data, title, unit in (
         (axes[0], rps, "Requests/s (median over rounds; higher is better)", "requests/s"),
         (axes[1], p99, "p99 latency (median over rounds; lower is better; log scale)", "p99 ms"),
     ):
-        scen = [x for x in all_scen if data is p99 or x[0] != "latency"]
+        skip = P99_ONLY if data is rps else RPS_ONLY
+        scen = [x for x in all_scen if x[0] not in skip]
         for i, (t, label, colour, hatch) in enumerate(targets):
             xs, ys, lo, hi = [], [], [], []
             for x, (s, _) in enumerate(scen):
@@ -90,7 +96,8 @@ def main():
                             ha="center", va="bottom", fontsize=7, rotation=90)
         if data is p99:
             ax.set_yscale("log")
-            low = min(min(v) for v in p99.values())
+            shown = [v for (s, _), v in p99.items() if s in dict(scen)] or [[1.0]]
+            low = min(min(v) for v in shown)
             ax.set_ylim(bottom=10 ** math.floor(math.log10(max(low, 1e-3) * 0.8)))
             ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: "{:g}".format(v)))
         ax.set_xticks(range(len(scen)))
@@ -100,7 +107,7 @@ def main():
         if data is rps:
             ax.margins(y=0.22)
         else:  # room above the tallest bar for its label, in log space
-            top = max(max(v) for v in p99.values())
+            top = max(max(v) for v in shown)
             ax.set_ylim(top=top * 4)
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
