@@ -1050,7 +1050,7 @@ run_scaling() {
             fi
         done
     done
-    LOAD_CPUS= WRK_THREADS=
+    LOAD_CPUS='' WRK_THREADS=''
 }
 if want scaling || want cap-scaling; then
     R2=$TMP/ringress2
