@@ -25,6 +25,10 @@
 #             idle baseline
 #   ka-c64    wrk -t1 -c64, keep-alive, GET / (100 bytes)
 #   ka-c256   wrk -t1 -c256, the same
+#   fast-ka-c64 ka-c64 through the proxies to a cheaper backend (ringress
+#             answering /fast itself with a fixed 100-byte body), so that the
+#             load side outruns every proxy and the proxy, on its own CPU,
+#             limits req/s
 #   oha-c64   oha -c64, the same as ka-c64 with a second load generator
 #   latency   oha -c64 at a fixed $LATENCY_RATE req/s (below every proxy's
 #             saturation here), latency corrected for coordinated omission:
@@ -74,6 +78,7 @@
 #   CLOSE_CONNS [64]   wrk connections for the close scenario
 #   BACKEND_PORT [19480] NGINX_PORT [19481] HAPROXY_PORT [19482]
 #   RINGRESS_PORT [19483] RINGRESS2_PORT [19484] (2-worker ringress, scaling)
+#   FAST_PORT [19485] (the fast-ka-c64 scenario's backend)
 #   PROXY_CPU / BACKEND_CPU / WRK_CPU / SCALE_CPU   CPU placement (see below)
 #   SKIP_BUILD=1       don't run cargo build (use an existing binary)
 #   RINGRESS_BIN       path of the ringress binary [target/release/ringress]
@@ -84,7 +89,7 @@ set -euo pipefail
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
 ROUNDS=${ROUNDS:-3}
-ALL_SCENARIOS="memory ka-c64 ka-c256 oha-c64 latency close body-64k body-1m cap-ka-c64 cap-close scaling cap-scaling"
+ALL_SCENARIOS="memory ka-c64 ka-c256 fast-ka-c64 oha-c64 latency close body-64k body-1m cap-ka-c64 cap-close scaling cap-scaling"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 OHA=${OHA:-1}
 LATENCY_RATE=${LATENCY_RATE:-10000}
@@ -101,6 +106,7 @@ NGINX_PORT=${NGINX_PORT:-19481}
 HAPROXY_PORT=${HAPROXY_PORT:-19482}
 RINGRESS_PORT=${RINGRESS_PORT:-19483}
 RINGRESS2_PORT=${RINGRESS2_PORT:-19484}
+FAST_PORT=${FAST_PORT:-19485}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
 # Clock ticks per second: the unit of utime/stime in /proc/PID/stat.
@@ -120,7 +126,7 @@ die() {
 }
 
 for v in DURATION WARMUP ROUNDS OHA LATENCY_RATE CAP_PCT CAP_PERIOD_US REFERENCE IDLE_CONNS IDLE_BATCH BODY_CONNS CLOSE_CONNS \
-    BACKEND_PORT NGINX_PORT HAPROXY_PORT RINGRESS_PORT RINGRESS2_PORT; do
+    BACKEND_PORT NGINX_PORT HAPROXY_PORT RINGRESS_PORT RINGRESS2_PORT FAST_PORT; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
 ((ROUNDS >= 1)) || die "ROUNDS must be >= 1"
@@ -184,14 +190,15 @@ want() { [[ -n ${WANT[$1]:-} ]]; }
 LOAD_SCEN=()
 for s in "${SCEN[@]}"; do [[ $s == memory || $s == scaling || $s == cap-scaling ]] || LOAD_SCEN+=("$s"); done
 # oha-rate: oha at LATENCY_RATE req/s.
-declare -A S_TOOL=([ka-c64]=wrk [ka-c256]=wrk [oha-c64]=oha [latency]=oha-rate [close]=wrk [body-64k]=wrk [body-1m]=wrk
+declare -A S_TOOL=([ka-c64]=wrk [ka-c256]=wrk [fast-ka-c64]=wrk [oha-c64]=oha [latency]=oha-rate [close]=wrk [body-64k]=wrk [body-1m]=wrk
     [cap-ka-c64]=wrk [cap-close]=wrk)
-declare -A S_CONNS=([ka-c64]=64 [ka-c256]=256 [oha-c64]=64 [latency]=64 [close]=$CLOSE_CONNS [body-64k]=$BODY_CONNS [body-1m]=$BODY_CONNS
+declare -A S_CONNS=([ka-c64]=64 [ka-c256]=256 [fast-ka-c64]=64 [oha-c64]=64 [latency]=64 [close]=$CLOSE_CONNS [body-64k]=$BODY_CONNS [body-1m]=$BODY_CONNS
     [cap-ka-c64]=64 [cap-close]=$CLOSE_CONNS)
-declare -A S_PATH=([ka-c64]=/ [ka-c256]=/ [oha-c64]=/ [latency]=/ [close]=/ [body-64k]=/64k [body-1m]=/1m [cap-ka-c64]=/ [cap-close]=/)
+declare -A S_PATH=([ka-c64]=/ [ka-c256]=/ [fast-ka-c64]=/fast [oha-c64]=/ [latency]=/ [close]=/ [body-64k]=/64k [body-1m]=/1m [cap-ka-c64]=/ [cap-close]=/)
 declare -A S_TITLE=(
     [ka-c64]="Keep-alive, 100-byte body, wrk -t1 -c64"
     [ka-c256]="Keep-alive, 100-byte body, wrk -t1 -c256"
+    [fast-ka-c64]="Proxy-bound keep-alive: 100-byte body from a fast backend, wrk -t1 -c64"
     [oha-c64]="Keep-alive, 100-byte body, oha -c64 (second load generator)"
     [latency]="Latency at a fixed $LATENCY_RATE req/s, keep-alive, 100-byte body, oha -c64"
     [close]="New connection per request, wrk -t1 -c$CLOSE_CONNS -H \"Connection: close\""
@@ -464,7 +471,7 @@ WORKER_CONNS=$((IDLE_CONNS * 2 > 20000 ? IDLE_CONNS * 2 : 20000))
 ((WORKER_CONNS < NOFILE)) || WORKER_CONNS=$((NOFILE - 64))
 
 port_in_use() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-for p in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$RINGRESS_PORT" "$RINGRESS2_PORT"; do
+for p in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$RINGRESS_PORT" "$RINGRESS2_PORT" "$FAST_PORT"; do
     ! port_in_use "$p" || die "port $HOST:$p is already in use"
 done
 
@@ -574,6 +581,30 @@ start_nginx backend "$B" "$BACKEND_CPU" "$B/stdout.log" load
 BACKEND_PID=$LAST_PID
 wait_http backend "$BACKEND_PORT" "$BACKEND_PID" "$B/error.log"
 
+# The fast backend (fast-ka-c64): ringress answering every request itself
+# with a fixed 100-byte body, two header fields, no file. The nginx backend
+# and wrk together need more CPU per request than any proxy here, so on 2
+# CPUs the load side limits every small-response scenario; with this one
+# it delivered about 56,000 req/s against nginx's 35,000, more than any
+# proxy managed on its CPU, so the proxy becomes the limit. The same
+# backend for every proxy, on the backend's CPU and scheduling.
+FB=$TMP/fast-backend
+mkdir -p "$FB"
+cat >"$FB/ringress.toml" <<EOF
+[[listeners]]
+name = "main"
+bind = "$HOST:$FAST_PORT"
+
+[[routes]]
+respond = { status = 200, body = "$(printf '%-99s' 'hello from the fast backend')\n", content_type = "text/plain" }
+EOF
+log "starting the fast backend (ringress answering by itself) on $HOST:$FAST_PORT (cpu $BACKEND_CPU)"
+taskset -c "$BACKEND_CPU" ${LOAD_PREFIX[@]+"${LOAD_PREFIX[@]}"} "$RINGRESS_BIN" --config "$FB/ringress.toml" --threads 1 >"$FB/ringress.log" 2>&1 &
+FAST_PID=$!
+PIDS+=("$FAST_PID")
+wait_http fast-backend "$FAST_PORT" "$FAST_PID" "$FB/ringress.log"
+check_body fast-backend "$FAST_PORT" /fast 100
+
 # ---------------------------------------------------------------------------
 # nginx reverse proxy: 1 worker, upstream keep-alive, default buffering.
 # ---------------------------------------------------------------------------
@@ -590,10 +621,21 @@ $(nginx_http_common "$N")
         keepalive_requests 100000000;
         keepalive_timeout 75s;
     }
+    upstream fast {
+        server $HOST:$FAST_PORT;
+        keepalive 1024;
+        keepalive_requests 100000000;
+        keepalive_timeout 75s;
+    }
     server {
         listen $HOST:$NGINX_PORT backlog=4096;
         location / {
             proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+        location /fast {
+            proxy_pass http://fast;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }
@@ -633,10 +675,14 @@ defaults
 frontend fe
     bind $HOST:$HAPROXY_PORT
     maxconn $WORKER_CONNS
+    use_backend fast if { path_beg /fast }
     default_backend be
 
 backend be
     server s1 $HOST:$BACKEND_PORT
+
+backend fast
+    server s1 $HOST:$FAST_PORT
 EOF
 "$HAPROXY" -c -f "$H/haproxy.cfg" >"$H/check.log" 2>&1 || {
     cat "$H/check.log" >&2
@@ -656,11 +702,18 @@ name = "main"
 bind = "$HOST:$1"
 
 [[routes]]
+path_prefix = "/fast"
+upstream = "fast"
+
+[[routes]]
 path_prefix = "/"
 upstream = "backend"
 
 [upstreams.backend]
 servers = ["$HOST:$BACKEND_PORT"]
+
+[upstreams.fast]
+servers = ["$HOST:$FAST_PORT"]
 EOF
 }
 R=$TMP/ringress
@@ -670,8 +723,8 @@ ringress_config "$RINGRESS_PORT" 1 >"$R/ringress.toml"
 PROXIES=(nginx haproxy ringress)
 TARGETS=("${PROXIES[@]}")
 ((REFERENCE)) && TARGETS=(backend "${PROXIES[@]}")
-declare -A PORT=([backend]=$BACKEND_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT [ringress]=$RINGRESS_PORT)
-declare -A SPID=([backend]=$BACKEND_PID)
+declare -A PORT=([fast]=$FAST_PORT [backend]=$BACKEND_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT [ringress]=$RINGRESS_PORT)
+declare -A SPID=([backend]=$BACKEND_PID [fast]=$FAST_PID)
 declare -A LABEL=([backend]="backend direct (reference)" [nginx]="nginx, 1 worker" [haproxy]="HAProxy, 1 thread"
     [ringress]="ringress, 1 worker" [ringress2]="ringress, 2 workers")
 
@@ -704,6 +757,7 @@ start_proxy() {
     check_body "$t" "${PORT[$t]}" / 100
     check_body "$t" "${PORT[$t]}" /64k 65536
     check_body "$t" "${PORT[$t]}" /1m 1048576
+    check_body "$t" "${PORT[$t]}" /fast 100
 }
 # stop_proxy NAME: stop it (bounded) and forget its PID.
 stop_proxy() {
@@ -870,6 +924,7 @@ CSV=$TMP/compare.csv
 echo "scenario,tool,conns,target,round,rps,p99_ms,mib_s,proxy_cpu_us_per_req,proxy_cpu_busy,load_cpu_busy,errors,rss_before_kib,rss_mid_kib,steal_pct,requests,proxy_cpu_s,p50_ms,p90_ms,p999_ms,throttled_pct" >"$CSV"
 declare -A ALL_P50=() ALL_P90=() ALL_P999=()
 declare -A ALL_RPS=() ALL_P99=() ALL_MIB=() ALL_CPR=() ALL_RSSD=() ALL_RSS=() ERRS=() BUSY=() THR=()
+declare -A RPS_R=() CPR_R=() # per round: "SCEN|TARGET|ROUND" -> req/s, CPU µs/req
 STEALS=""
 MIN_NREQ= # fewest requests in a run with a CPU figure (for the resolution note)
 # record SCEN TARGET ROUND TOOL CONNS "rps p99 errs mib requests [p50 p90 p99.9]"
@@ -886,6 +941,7 @@ record() {
     fi
     rssd=$(awk -v a="$RSS_MID" -v b="${IDLE0[$t]:-$RSS0}" -v c="$conns" 'BEGIN {printf "%.1f", (a - b) / c}')
     ALL_RPS[$k]="${ALL_RPS[$k]:-} $rps"
+    RPS_R[$k|$r]=$rps CPR_R[$k|$r]=${cpr/nan/}
     ALL_P99[$k]="${ALL_P99[$k]:-} $p99"
     if [[ -n $p50 ]]; then
         ALL_P50[$k]="${ALL_P50[$k]:-} $p50"
@@ -981,6 +1037,9 @@ done
 scen_close() { [[ $1 == close || $1 == cap-close ]] && echo 1 || echo 0; }
 # skip_target SCEN TARGET: the backend-direct row has no proxy to cap.
 skip_target() { [[ $1 == cap-* && $2 == backend ]]; }
+# server SCEN TARGET: who serves the run; the backend-direct row of
+# fast-ka-c64 is the fast backend.
+server() { if [[ $1 == fast-* && $2 == backend ]]; then echo fast; else echo "$2"; fi; }
 if ((${#LOAD_SCEN[@]})); then
     if ((WARMUP > 0)); then
         for s in "${LOAD_SCEN[@]}"; do
@@ -988,8 +1047,9 @@ if ((${#LOAD_SCEN[@]})); then
                 skip_target "$s" "$t" && continue
                 log "warm-up: $s $t, ${WARMUP}s"
                 if [[ $s == cap-* ]]; then cap_on "$CAP_QUOTA_US" "${SPID[$t]}"; fi
-                run_load "${S_TOOL[$s]}" "$TMP/warmup-$s-$t.txt" "$WARMUP" "${PORT[$t]}" "${S_PATH[$s]}" \
-                    "${S_CONNS[$s]}" "$(scen_close "$s")" "${SPID[$t]}"
+                sv=$(server "$s" "$t")
+                run_load "${S_TOOL[$s]}" "$TMP/warmup-$s-$t.txt" "$WARMUP" "${PORT[$sv]}" "${S_PATH[$s]}" \
+                    "${S_CONNS[$s]}" "$(scen_close "$s")" "${SPID[$sv]}"
                 if [[ $s == cap-* ]]; then cap_off "${SPID[$t]}"; fi
             done
         done
@@ -1003,8 +1063,9 @@ if ((${#LOAD_SCEN[@]})); then
                 skip_target "$s" "$t" && continue
                 f=$TMP/$s-r$r-$t.txt
                 if [[ $s == cap-* ]]; then cap_on "$CAP_QUOTA_US" "${SPID[$t]}"; fi
-                run_load "${S_TOOL[$s]}" "$f" "$DURATION" "${PORT[$t]}" "${S_PATH[$s]}" "${S_CONNS[$s]}" \
-                    "$(scen_close "$s")" "${SPID[$t]}"
+                sv=$(server "$s" "$t")
+                run_load "${S_TOOL[$s]}" "$f" "$DURATION" "${PORT[$sv]}" "${S_PATH[$s]}" "${S_CONNS[$s]}" \
+                    "$(scen_close "$s")" "${SPID[$sv]}"
                 if [[ $s == cap-* ]]; then cap_off "${SPID[$t]}"; fi
                 if [[ ${S_TOOL[$s]} == wrk ]]; then res=$(parse_wrk "$f"); else res=$(parse_oha "$f") || die "could not parse oha output $f"; fi
                 record "$s" "$t" "$r" "${S_TOOL[$s]}" "${S_CONNS[$s]}" "$res"
@@ -1108,6 +1169,10 @@ max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
         [[ $s == body-* ]] && body=1
         echo "## ${S_TITLE[$s]}"
         echo
+        if [[ $s == fast-* ]]; then
+            echo "Every proxy forwards /fast to a second backend, ringress answering by itself with a fixed 100-byte body (two header fields, no file), on CPU $BACKEND_CPU like the nginx backend; the backend-direct row is wrk against it. The load side then delivers more than any proxy can forward on its one CPU, so the proxy limits req/s: check that the proxy's CPU is near 100 % busy and its req/s below the backend-direct row's."
+            echo
+        fi
         if [[ $s == cap-* ]]; then
             echo "Each proxy's processes are held to $CAP_QUOTA_US µs of CPU per $CAP_PERIOD_US µs ($CAP_PCT % of one CPU) by a cgroup v$CAP_VER CPU quota, so the proxy, not the load side, limits req/s: req/s here is what each proxy does with the same CPU budget. Kernel work done in softirq context is not charged to the quota (the same packets for every proxy). p99 is mostly the cap's doing (a proxy that has used its quota waits for the next period) and is not a latency figure. Periods throttled (% per round) should be near 100: below that the proxy was not the limit."
             echo
@@ -1163,6 +1228,16 @@ max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
                     "$rss" "${ERRS[$k]}" "${BUSY[$k]}"
             fi
         done
+        echo
+        # Rounds are alternated, so the two proxies of one round ran
+        # seconds apart: their ratio shows how much of the spread between
+        # runs is the machine rather than the proxy.
+        pr_rps='' pr_cpr=''
+        for ((r = 1; r <= ROUNDS; r++)); do
+            pr_rps+=" $(ratio "${RPS_R[$s|ringress|$r]:-}" "${RPS_R[$s|nginx|$r]:-}")"
+            pr_cpr+=" $(ratio "${CPR_R[$s|ringress|$r]:-}" "${CPR_R[$s|nginx|$r]:-}")"
+        done
+        echo "ringress / nginx in each round: req/s${pr_rps}; proxy CPU µs/req${pr_cpr}."
         echo
         if [[ $s == cap-* ]]; then
             for t in "${PROXIES[@]}"; do
@@ -1223,7 +1298,7 @@ max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
     echo "## Verdicts against the issue's targets"
     echo
     # keep-alive targets: >= 1.5x nginx and HAProxy req/s, p99 <= theirs, no errors
-    for s in ka-c64 ka-c256 oha-c64; do
+    for s in ka-c64 ka-c256 fast-ka-c64 oha-c64; do
         want "$s" || continue
         kr="$s|ringress" kn="$s|nginx" kh="$s|haproxy" kb="$s|backend"
         rn=$(ratio "${MED_RPS[$kr]}" "${MED_RPS[$kn]}") rh=$(ratio "${MED_RPS[$kr]}" "${MED_RPS[$kh]}")

@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 SCENARIOS = [  # (csv scenario, x label)
     ("ka-c64", "keep-alive\nwrk c64"),
     ("ka-c256", "keep-alive\nwrk c256"),
+    ("fast-ka-c64", "keep-alive c64\nfast backend"),
     ("oha-c64", "keep-alive\noha c64"),
     ("latency", "fixed rate\noha c64"),
     ("close", "Connection: close\nwrk c{conns}"),
