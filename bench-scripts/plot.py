@@ -67,7 +67,7 @@ def main():
     if not scen or not targets:
         sys.exit("plot.py: no request-rate scenarios in " + src)
 
-    fig, axes = plt.subplots(1, 2, figsize=(15, 5.2))
+    fig, axes = plt.subplots(1, 2, figsize=(17, 5.4))
     width = 0.8 / len(targets)
     all_scen = scen
     for ax, data, title, unit in (
