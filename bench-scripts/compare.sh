@@ -170,19 +170,8 @@ cap_find() { # sets CAP_ROOT (mount point) and CAP_VER (1 or 2)
     done </proc/mounts
     return 1
 }
-if [[ -n ${WANT[cap-ka-c64]:-}${WANT[cap-close]:-}${WANT[cap-scaling]:-} ]]; then
-    why=
-    if ((EUID != 0)); then
-        why="they need root (a cgroup of their own)"
-    elif ! cap_find; then
-        why="no cgroup hierarchy with the cpu controller is mounted"
-    fi
-    if [[ -n $why ]]; then
-        log "WARNING: skipping the cap-* scenarios: $why"
-        unset 'WANT[cap-ka-c64]' 'WANT[cap-close]' 'WANT[cap-scaling]'
-    fi
-fi
 want() { [[ -n ${WANT[$1]:-} ]]; }
+want_cap() { want cap-ka-c64 || want cap-close || want cap-scaling; }
 # pick_scenarios: SCEN (all selected, in order) and LOAD_SCEN (the ones
 # driven by wrk or oha against every target) from WANT.
 pick_scenarios() {
@@ -449,19 +438,23 @@ cap_on() { # quota_us server_pid: cap the server (all its processes)
     CAP_STAT0=$(cap_stat)
 }
 cap_off() { # server_pid: sets THROTTLED (% of periods throttled since cap_on)
-    local pid pids a b
-    read -r a b <<<"$CAP_STAT0"
-    read -r -a pids <<<"$(cap_stat)"
-    THROTTLED=$(awk -v p0="$a" -v t0="$b" -v p1="${pids[0]}" -v t1="${pids[1]}" 'BEGIN {if (p1 > p0) printf "%.0f", 100 * (t1 - t0) / (p1 - p0); else print "n/a"}')
+    local pid pids p0 t0 p1 t1
+    read -r p0 t0 <<<"$CAP_STAT0"
+    read -r p1 t1 <<<"$(cap_stat)"
+    THROTTLED=$(awk -v p0="$p0" -v t0="$t0" -v p1="$p1" -v t1="$t1" 'BEGIN {if (p1 > p0) printf "%.0f", 100 * (t1 - t0) / (p1 - p0); else print "n/a"}')
     read -r -a pids <<<"$(server_pids "$1")"
     for pid in "${pids[@]}"; do
         echo "$pid" >"${CAP_FROM[$pid]:-$CAP_ROOT}/cgroup.procs" 2>/dev/null ||
             echo "$pid" >"$CAP_ROOT/cgroup.procs" 2>/dev/null || true
     done
 }
-if [[ -n $CAP_ROOT ]] && { want cap-ka-c64 || want cap-close || want cap-scaling; }; then
+if want_cap; then
     why=''
-    if [[ $CAP_VER == 2 ]] && ! grep -qw cpu "$CAP_ROOT/cgroup.subtree_control"; then
+    if ((EUID != 0)); then
+        why="they need root (a cgroup of their own)"
+    elif ! cap_find; then
+        why="no cgroup hierarchy with the cpu controller is mounted"
+    elif [[ $CAP_VER == 2 ]] && ! grep -qw cpu "$CAP_ROOT/cgroup.subtree_control"; then
         if echo +cpu >"$CAP_ROOT/cgroup.subtree_control" 2>/dev/null; then
             CAP_ADDED_CPU=1
         else
@@ -1067,17 +1060,23 @@ skip_target() { [[ $1 == cap-* && $2 == backend ]]; }
 # server SCEN TARGET: who serves the run; the backend-direct row of
 # fast-ka-c64 is the fast backend.
 server() { if [[ $1 == fast-* && $2 == backend ]]; then echo fast; else echo "$2"; fi; }
+# run_target SCEN TARGET OUT SECS: one run of a load scenario against one
+# target, under the CPU cap for cap-* scenarios.
+run_target() {
+    local s=$1 t=$2 sv
+    sv=$(server "$s" "$t")
+    if [[ $s == cap-* ]]; then cap_on "$CAP_QUOTA_US" "${SPID[$t]}"; fi
+    run_load "${S_TOOL[$s]}" "$3" "$4" "${PORT[$sv]}" "${S_PATH[$s]}" "${S_CONNS[$s]}" \
+        "$(scen_close "$s")" "${SPID[$sv]}"
+    if [[ $s == cap-* ]]; then cap_off "${SPID[$t]}"; fi
+}
 if ((${#LOAD_SCEN[@]})); then
     if ((WARMUP > 0)); then
         for s in "${LOAD_SCEN[@]}"; do
             for t in "${TARGETS[@]}"; do
                 skip_target "$s" "$t" && continue
                 log "warm-up: $s $t, ${WARMUP}s"
-                if [[ $s == cap-* ]]; then cap_on "$CAP_QUOTA_US" "${SPID[$t]}"; fi
-                sv=$(server "$s" "$t")
-                run_load "${S_TOOL[$s]}" "$TMP/warmup-$s-$t.txt" "$WARMUP" "${PORT[$sv]}" "${S_PATH[$s]}" \
-                    "${S_CONNS[$s]}" "$(scen_close "$s")" "${SPID[$sv]}"
-                if [[ $s == cap-* ]]; then cap_off "${SPID[$t]}"; fi
+                run_target "$s" "$t" "$TMP/warmup-$s-$t.txt" "$WARMUP"
             done
         done
     fi
@@ -1092,11 +1091,7 @@ if ((${#LOAD_SCEN[@]})); then
             for ((j = 0; j < nt; j++)); do
                 t=${st[$(((j + r - 1) % nt))]}
                 f=$TMP/$s-r$r-$t.txt
-                if [[ $s == cap-* ]]; then cap_on "$CAP_QUOTA_US" "${SPID[$t]}"; fi
-                sv=$(server "$s" "$t")
-                run_load "${S_TOOL[$s]}" "$f" "$DURATION" "${PORT[$sv]}" "${S_PATH[$s]}" "${S_CONNS[$s]}" \
-                    "$(scen_close "$s")" "${SPID[$sv]}"
-                if [[ $s == cap-* ]]; then cap_off "${SPID[$t]}"; fi
+                run_target "$s" "$t" "$f" "$DURATION"
                 if [[ ${S_TOOL[$s]} == wrk ]]; then res=$(parse_wrk "$f"); else res=$(parse_oha "$f") || die "could not parse oha output $f"; fi
                 record "$s" "$t" "$r" "${S_TOOL[$s]}" "${S_CONNS[$s]}" "$res"
             done
@@ -1472,10 +1467,12 @@ max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
 
 cp "$MD" "$CSV" "$RESULTS_DIR/"
 cat "$MD"
+# plot.py draws every load scenario but the body sizes.
+drawn=0
+for s in "${LOAD_SCEN[@]}"; do [[ $s == body-* ]] || drawn=1; done
 if [[ -z $PLOT_PY ]]; then
     log "wrote $RESULTS_DIR/compare.md and compare.csv (no matplotlib: no chart)"
-elif ! want ka-c64 && ! want ka-c256 && ! want fast-ka-c64 && ! want oha-c64 && ! want latency && ! want close &&
-    ! want cap-ka-c64 && ! want cap-close; then
+elif ((!drawn)); then
     log "wrote $RESULTS_DIR/compare.md and compare.csv (no request-rate scenario: no chart)"
 else
     if "$PLOT_PY" "$SCRIPT_DIR/plot.py" "$RESULTS_DIR/compare.csv" "$RESULTS_DIR/compare.png" >&2; then

@@ -4,8 +4,8 @@
     plot.py compare.csv compare.png
 
 Two panels side by side: requests/s (left) and p99 latency (right), one
-group of bars per request-rate scenario (keep-alive c64, c256, oha c64,
-Connection: close) and one bar per proxy, at the median over the rounds,
+group of bars per request-rate scenario (keep-alive c64, c256 and through
+the fast backend, oha c64, Connection: close) and one bar per proxy, at the median over the rounds,
 with a line from the lowest to the highest round. The fixed-rate latency
 scenario is drawn in the p99 panel only (its req/s is the rate offered),
 and the CPU-capped scenarios (cap-ka-c64, cap-close) in the requests/s
@@ -99,17 +99,16 @@ def main():
             ax.set_yscale("log")
             shown = [v for (s, _), v in p99.items() if s in dict(scen)] or [[1.0]]
             low = min(min(v) for v in shown)
-            ax.set_ylim(bottom=10 ** math.floor(math.log10(max(low, 1e-3) * 0.8)))
+            top = max(max(v) for v in shown)
+            # Room above the tallest bar for its label, in log space.
+            ax.set_ylim(bottom=10 ** math.floor(math.log10(max(low, 1e-3) * 0.8)), top=top * 4)
             ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: "{:g}".format(v)))
+        else:
+            ax.margins(y=0.22)
         ax.set_xticks(range(len(scen)))
         ax.set_xticklabels([lab for _, lab in scen], fontsize=9)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(unit)
-        if data is rps:
-            ax.margins(y=0.22)
-        else:  # room above the tallest bar for its label, in log space
-            top = max(max(v) for v in shown)
-            ax.set_ylim(top=top * 4)
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
     handles, labels = axes[0].get_legend_handles_labels()

@@ -321,8 +321,8 @@ mod tests {
         }
     }
 
-    /// Every byte, in a one-byte host name: exactly RFC 3986's reg-name
-    /// set (ALPHA DIGIT "-._~" "!$&'()*+,;=" "%") is accepted.
+    /// Every byte, in the middle of a host name: exactly RFC 3986's
+    /// reg-name set (ALPHA DIGIT "-._~" "!$&'()*+,;=" "%") is accepted.
     #[test]
     fn host_bytes() {
         let allowed = b"-._~!$&'()*+,;=%";
