@@ -72,6 +72,16 @@
 #                      batch (SCHED_BATCH, see "Load-side scheduling" below)
 #                      or normal
 #   REFERENCE [1]      0 = no backend-direct reference rows
+#   PROFILE  [fast-ka-c64 close] uncapped load scenarios to profile: after
+#                      the measured rounds, one more run per proxy with perf
+#                      recording every sample on PROXY_CPU over its middle
+#                      half; cpu_split.py splits each proxy's CPU per request
+#                      into TCP/IP, io_uring/epoll, syscalls, scheduling,
+#                      memory and user space, and works out the ceiling the
+#                      kernel's TCP/IP share puts on ringress/nginx. "" =
+#                      none. Needs perf (linux-perf, installed if missing)
+#                      and root for kernel symbols; skipped with a warning
+#                      without them.
 #   IDLE_CONNS [10000] idle connections in the memory scenario
 #   IDLE_BATCH [200]   connections opened (and requests in flight) at a time
 #   BODY_CONNS [64]    wrk connections for the body scenarios
@@ -97,6 +107,7 @@ CAP_PCT=${CAP_PCT:-30}
 CAP_PERIOD_US=${CAP_PERIOD_US:-10000}
 LOAD_SCHED=${LOAD_SCHED:-batch}
 REFERENCE=${REFERENCE:-1}
+PROFILE=${PROFILE-fast-ka-c64 close}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_BATCH=${IDLE_BATCH:-200}
 BODY_CONNS=${BODY_CONNS:-64}
@@ -186,6 +197,14 @@ pick_scenarios() {
 }
 pick_scenarios
 ((${#SCEN[@]})) || die "no scenario selected"
+# Profiled scenarios: those of PROFILE that run and are not capped (a
+# throttled proxy's samples would include the cap's waits).
+PROF_SCEN=()
+for s in $PROFILE; do
+    [[ " $ALL_SCENARIOS " == *" $s "* ]] || die "PROFILE: unknown scenario '$s'"
+    [[ $s == cap-* || $s == memory || $s == scaling ]] && die "PROFILE: '$s' cannot be profiled (uncapped load scenarios only)"
+    if want "$s"; then PROF_SCEN+=("$s"); fi
+done
 # oha-rate: oha at LATENCY_RATE req/s.
 declare -A S_TOOL=([ka-c64]=wrk [ka-c256]=wrk [fast-ka-c64]=wrk [oha-c64]=oha [latency]=oha-rate [close]=wrk [body-64k]=wrk [body-1m]=wrk
     [cap-ka-c64]=wrk [cap-close]=wrk)
@@ -291,6 +310,7 @@ command -v pgrep >/dev/null 2>&1 || need_pkgs+=(procps)
 command -v ss >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v timeout >/dev/null 2>&1 || need_pkgs+=(coreutils)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+((${#PROF_SCEN[@]})) && ! command -v perf >/dev/null 2>&1 && need_pkgs+=(linux-perf)
 if ((${#need_pkgs[@]})); then
     apt_install "${need_pkgs[@]}" || die "apt-get install ${need_pkgs[*]} failed"
 fi
@@ -357,6 +377,7 @@ fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ringress-compare.XXXXXX")
 PIDS=()     # long-lived servers we started
 LOAD_PID=   # the wrk / oha / idle_conns.py run in progress, if any
+PERF_PID=   # the perf record in progress, if any
 CAP_CG=''   # the cgroup of the cap-* scenarios, once made
 CAP_ADDED_CPU=0 # 1: we enabled the cpu controller in CAP_ROOT (v2) and undo it
 stop_pid() { # pid: TERM, wait up to 3 s, then KILL
@@ -373,6 +394,7 @@ cleanup() {
     local rc=$? pid
     trap - EXIT INT TERM
     [[ -n $LOAD_PID ]] && stop_pid "$LOAD_PID"
+    [[ -n $PERF_PID ]] && stop_pid "$PERF_PID"
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
     [[ -n $CAP_CG && -d $CAP_CG ]] && cap_remove
@@ -476,6 +498,22 @@ if want_cap; then
         ((${#SCEN[@]})) || die "no scenario left to run"
     else
         log "cap-* scenarios: cgroup v$CAP_VER $CAP_CG, $CAP_QUOTA_US µs per $CAP_PERIOD_US µs per worker ($CAP_PCT %)"
+    fi
+fi
+
+# Profiles need perf recording PROXY_CPU with kernel symbols.
+if ((${#PROF_SCEN[@]})); then
+    why=''
+    if ! command -v perf >/dev/null 2>&1; then
+        why="perf is not installed"
+    elif ((EUID != 0)); then
+        why="they need root (kernel samples and symbols of the whole CPU)"
+    elif ! perf record -q -C "$PROXY_CPU" -o "$TMP/perf-check.data" -- sleep 0.1 >"$TMP/perf-check.log" 2>&1; then
+        why="perf record -C $PROXY_CPU fails here: $(head -n 1 "$TMP/perf-check.log")"
+    fi
+    if [[ -n $why ]]; then
+        log "WARNING: no profiles (PROFILE=${PROFILE}): $why"
+        PROF_SCEN=()
     fi
 fi
 
@@ -1100,6 +1138,32 @@ if ((${#LOAD_SCEN[@]})); then
 fi
 
 # ---------------------------------------------------------------------------
+# Profiles: one more run per proxy of each PROF_SCEN scenario, with perf
+# recording every sample on PROXY_CPU (cpu-clock: idle time is sampled too)
+# over the middle half of the run; cpu_split.py turns the samples into µs
+# per request by class of work.
+# ---------------------------------------------------------------------------
+declare -A SPLIT=() # scenario -> cpu_split.py's markdown
+for s in "${PROF_SCEN[@]}"; do
+    split_args=()
+    for t in "${PROXIES[@]}"; do
+        f=$TMP/profile-$s-$t
+        log "profile: $s $t, perf on CPU $PROXY_CPU"
+        (sleep "$(awk -v d="$DURATION" 'BEGIN {print d / 4}')" &&
+            exec perf record -q -C "$PROXY_CPU" -o "$f.data" -- sleep "$(awk -v d="$DURATION" 'BEGIN {print d / 2}')") >"$f.log" 2>&1 &
+        PERF_PID=$!
+        run_target "$s" "$t" "$f.txt" "$DURATION"
+        wait "$PERF_PID" || die "perf record failed: $(head -n 3 "$f.log")"
+        PERF_PID=
+        if [[ ${S_TOOL[$s]} == wrk ]]; then res=$(parse_wrk "$f.txt"); else res=$(parse_oha "$f.txt") || die "could not parse oha output $f.txt"; fi
+        perf report -i "$f.data" --stdio -q -n --sort comm,dso,sym -g none -t '|' --percent-limit 0 >"$f.report" 2>"$f.log" ||
+            die "perf report failed: $(head -n 3 "$f.log")"
+        split_args+=("$t=$f.report:${res%% *}")
+    done
+    SPLIT[$s]=$(python3 "$SCRIPT_DIR/cpu_split.py" "${S_TITLE[$s]%%,*}" "${split_args[@]}") || die "cpu_split.py failed on $s"
+done
+
+# ---------------------------------------------------------------------------
 # Scenario: scaling, ringress 2 workers vs 1 worker.
 # ---------------------------------------------------------------------------
 RINGRESS2_PID=
@@ -1277,6 +1341,17 @@ max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
             echo
         fi
     done
+
+    if ((${#PROF_SCEN[@]})); then
+        echo "## Where each proxy's CPU goes (perf)"
+        echo
+        echo "One more run per proxy after the measured rounds, with the same settings, and \`perf record -C $PROXY_CPU\` (cpu-clock, which samples idle time too) over its middle half. \`cpu_split.py\` sorts the samples of the proxy's processes by kernel function name into: TCP/IP (including the loopback delivery to the peer, which on 127.0.0.1 the sender pays for); the event interface (io_uring or epoll); syscall entry and fd lookup; scheduling, wake-ups and interrupts; kernel memory management; the rest of the kernel; and the proxy's own user space (libraries and vDSO included). Each is given as µs per request (its share of the CPU ÷ req/s). Softirq work on the proxy's CPU counts here, unlike in proxy CPU µs/req above. Sorting by name is a heuristic, applied the same way to every proxy."
+        echo
+        for s in "${PROF_SCEN[@]}"; do
+            echo "${SPLIT[$s]}"
+            echo
+        done
+    fi
 
     if want memory; then
         echo "## Memory: $IDLE_CONNS idle keep-alive client connections"
