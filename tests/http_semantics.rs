@@ -562,6 +562,114 @@ fn close_delimited_response_to_http10_client_closes() {
     assert_bytes(&r.body, &close_delimited_body(), "raw close-delimited body");
 }
 
+/// An upstream that writes its head, waits `gap`, then writes the body:
+/// what nginx does serving a file (the head, then `sendfile`).
+fn split_write_upstream(head: Vec<u8>, body: Vec<u8>, gap: Duration) -> Upstream {
+    scripted(move |_, w| {
+        w.write_all(&head).is_ok() && {
+            thread::sleep(gap);
+            w.write_all(&body).is_ok()
+        }
+    })
+}
+
+/// The first bytes the client can read after sending `request`, and when
+/// they came (from the send). Raw reads: one `read` is what one write of
+/// the proxy's (one segment, on loopback) delivered.
+fn first_read(c: &mut Client, request: &[u8]) -> (Vec<u8>, Duration) {
+    let sent = Instant::now();
+    c.send(request);
+    let mut buf = vec![0; 4096];
+    let n = c.stream.read(&mut buf).expect("first read");
+    buf.truncate(n);
+    (buf, sent.elapsed())
+}
+
+#[test]
+fn small_body_after_a_separate_head_goes_out_with_it() {
+    small_body_with_head(IoMode::Auto);
+}
+
+#[test]
+fn small_body_after_a_separate_head_goes_out_with_it_epoll() {
+    small_body_with_head(IoMode::Epoll);
+}
+
+/// A head and a small length-framed body that the upstream writes apart
+/// reach the client in one write: the head alone would cost a segment of
+/// its own (as nginx's postpone_output avoids too).
+fn small_body_with_head(io: IoMode) {
+    let up = split_write_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Kind: split\r\n\r\n".to_vec(),
+        b"hello".to_vec(),
+        Duration::from_millis(150),
+    );
+    let proxy = start(&simple_config(up.addr), io);
+    let mut c = proxy.connect();
+    for _ in 0..2 {
+        let (got, _) = first_read(&mut c, &get("/split"));
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got.starts_with("HTTP/1.1 200 OK\r\n") && got.contains("X-Kind: split\r\n"),
+            "{got:?}"
+        );
+        assert!(
+            got.ends_with("\r\n\r\nhello"),
+            "head and body in one read: {got:?}"
+        );
+    }
+    assert_eq!(conns(&up), 1);
+}
+
+#[test]
+fn larger_body_start_is_not_held_back() {
+    // 2000 bytes are past the postpone bound: the head and what came with
+    // it go out at once, before the rest of the body arrives.
+    let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 2005\r\n\r\n".to_vec();
+    head.extend_from_slice(&[b'a'; 2000]);
+    let up = split_write_upstream(head, b"hello".to_vec(), Duration::from_millis(600));
+    let proxy = Proxy::start(&simple_config(up.addr));
+    let mut c = proxy.connect();
+    let (got, when) = first_read(&mut c, &get("/big-start"));
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"), "{got:?}");
+    assert!(
+        when < Duration::from_millis(450),
+        "the head and the body's start came after {when:?}, with the rest of the body"
+    );
+}
+
+#[test]
+fn chunked_pieces_are_not_held_back() {
+    // A stream (server-sent events and the like): each piece goes on as
+    // it comes, however small.
+    let up = split_write_upstream(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nevent1\r\n".to_vec(),
+        b"6\r\nevent2\r\n0\r\n\r\n".to_vec(),
+        Duration::from_millis(600),
+    );
+    let proxy = Proxy::start(&simple_config(up.addr));
+    let mut c = proxy.connect();
+    let sent = Instant::now();
+    c.send(&get("/events"));
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(6).any(|w| w == b"event1") {
+        let n = c.stream.read(&mut buf).expect("read");
+        assert!(n > 0, "closed early: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let when = sent.elapsed();
+    assert!(
+        when < Duration::from_millis(450),
+        "the first piece came after {when:?}, with the second"
+    );
+    assert!(
+        !got.windows(6).any(|w| w == b"event2"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
 // ------------------------------------------------------ 6. bodiless responses
 
 #[test]

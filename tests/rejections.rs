@@ -757,10 +757,10 @@ fn pooled_post_is_not_retried() {
 /// The upstream sends `response` to a `GET /t` and closes 50 ms later, in
 /// the middle of the body: the client's connection must end too. Returns
 /// the head and body the client got.
-fn cut_off(response: &'static [u8]) -> (String, String) {
+fn cut_off(response: Vec<u8>) -> (String, String) {
     let up = Upstream::start(move |r, w, up| {
         if up.record(r).is_some() {
-            let _ = w.write_all(response);
+            let _ = w.write_all(&response);
             thread::sleep(Duration::from_millis(50));
         }
     });
@@ -771,25 +771,63 @@ fn cut_off(response: &'static [u8]) -> (String, String) {
     assert!(ended, "client connection left open");
     let text = String::from_utf8_lossy(&bytes);
     let (head, body) = text.split_once("\r\n\r\n").expect("a head");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     (head.to_string(), body.to_string())
 }
 
-/// Content-Length 100, 10 bytes, then a close: the client must not get a
-/// complete-looking response, and its connection is closed.
+/// Content-Length 3000, 2000 bytes (enough to go on at once), then a
+/// close: the client must not get a complete-looking response, and its
+/// connection is closed.
 #[test]
 fn truncated_length_body_closes_client() {
-    let (head, body) = cut_off(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
-    assert!(head.contains("Content-Length: 100"), "{head}");
-    assert!(body.len() < 100, "full body: {body:?}");
-    assert_eq!(body, "0123456789");
+    let mut response = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n".to_vec();
+    response.extend_from_slice(&[b'x'; 2000]);
+    let (head, body) = cut_off(response);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("Content-Length: 3000"), "{head}");
+    assert_eq!(body, "x".repeat(2000));
+}
+
+/// Content-Length 100, 10 bytes, then a close. The small start of the
+/// body is held back with the head (to go out in one write), so nothing
+/// has reached the client when the upstream fails: it gets a 502 instead
+/// of a cut-off 200, and the connection is closed.
+#[test]
+fn truncated_small_length_body_is_a_502() {
+    let (head, body) =
+        cut_off(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789".to_vec());
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert!(!body.contains("0123456789"), "{body:?}");
+}
+
+/// The same held-back start, then the upstream goes quiet past its
+/// `io_timeout`: a 504, well before the upstream would have gone on.
+#[test]
+fn stalled_small_length_body_is_a_504() {
+    let up = Upstream::start(move |r, w, up| {
+        if up.record(r).is_some() {
+            let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+            thread::sleep(Duration::from_secs(3));
+        }
+    });
+    let proxy = Proxy::start(&upstream_config(up.addr, "io_timeout = \"300ms\""));
+    let mut c = proxy.connect();
+    let sent = Instant::now();
+    let r = c.request(&get("/t"));
+    assert_eq!(r.status, 504, "{}", r.raw_head);
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        sent.elapsed()
+    );
 }
 
 /// A chunked body cut off mid-way: the client must not see a last-chunk.
 #[test]
 fn truncated_chunked_body_closes_client() {
-    let (_, body) =
-        cut_off(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n");
+    let (head, body) = cut_off(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n".to_vec(),
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(body.contains("0123456789"), "{body:?}");
     assert!(
         !body.ends_with("0\r\n\r\n"),

@@ -453,13 +453,15 @@ async fn send_body(
         read_timeout: config.timeouts.io,
         write_timeout: group.io_timeout,
         splice: config.runtime.splice,
+        // The head went out on its own already (see above).
+        postpone: false,
     };
     c.out.clear();
     let result = relay
         .run(&mut c.stream, &mut c.inbuf, upstream, &mut c.out)
         .await;
     result.map_err(|e| match e {
-        RelayError::Source => Failure::Client(None),
+        RelayError::Source | RelayError::SourceTimedOut => Failure::Client(None),
         RelayError::Invalid => Failure::Client(Some(400)),
         RelayError::TooLarge => Failure::Client(Some(413)),
         RelayError::Dest => Failure::UpstreamStopped,

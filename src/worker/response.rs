@@ -117,12 +117,29 @@ pub(super) async fn respond(
                 read_timeout: group.io_timeout,
                 write_timeout: config.timeouts.io,
                 splice: config.runtime.splice,
+                postpone: true,
             };
             relay
                 .run(upstream, &mut c.upbuf, &mut c.stream, &mut c.out)
                 .await
         }
     };
+    if let Err(e @ (RelayError::Source | RelayError::SourceTimedOut)) = &relayed
+        && !c.out.is_empty()
+    {
+        // The upstream failed while the head was held back with the
+        // start of a small body (see `Relay::postpone`): the client has
+        // nothing of this response yet, so it gets a clear answer instead
+        // of a cut-off one.
+        c.out.clear();
+        c.upbuf.consume(c.upbuf.len());
+        let kind = if matches!(e, RelayError::SourceTimedOut) {
+            ErrorKind::GatewayTimeout
+        } else {
+            ErrorKind::BadGateway
+        };
+        return Err(Failure::Final(ProxyError::upstream(kind)));
+    }
     // Anything after the body is a protocol error on that connection.
     let reusable = relayed.is_ok() && plan.upstream_reusable && c.upbuf.is_empty();
     c.upbuf.consume(c.upbuf.len());
