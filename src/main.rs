@@ -73,12 +73,25 @@ fn parse_io(s: &str) -> Result<IoMode, String> {
 /// runtime's, then the command line's) already had two of them, 4 MiB of
 /// mostly empty heap, which made idle memory 9.9 MiB instead of 6.3 and
 /// the per-connection figure depend on how much of them start-up had used.
-/// Runs from `.init_array`, before the standard library's own start-up.
+/// Runs from `.init_array` with priority 101: after the standard
+/// library's 99 (which only records argv) and before every constructor
+/// without a priority, so before anything allocates.
+// SAFETY: an `.init_array` entry must be a function the loader may call
+// with (argc, argv, envp) before `main`; this one matches that signature,
+// touches no Rust runtime state, does not allocate and cannot unwind.
 #[used]
-#[unsafe(link_section = ".init_array")]
-static TURN_OFF_HUGE_PAGES: extern "C" fn() = turn_off_huge_pages;
+#[unsafe(link_section = ".init_array.00101")]
+static TURN_OFF_HUGE_PAGES: extern "C" fn(
+    libc::c_int,
+    *const *const libc::c_char,
+    *const *const libc::c_char,
+) = turn_off_huge_pages;
 
-extern "C" fn turn_off_huge_pages() {
+extern "C" fn turn_off_huge_pages(
+    _argc: libc::c_int,
+    _argv: *const *const libc::c_char,
+    _envp: *const *const libc::c_char,
+) {
     // SAFETY: prctl with PR_SET_THP_DISABLE takes no pointers. A failure
     // (a kernel without the flag) leaves huge pages as they were; `main`
     // reports it.
@@ -101,6 +114,7 @@ fn huge_pages(allow: bool) {
     };
     match (allow, r) {
         (true, 0) | (false, 1) => {}
+        (false, 0) => tracing::debug!("transparent huge pages are on: turning them off failed"),
         _ => tracing::debug!(
             error = %std::io::Error::last_os_error(),
             "cannot set transparent huge pages as asked"

@@ -623,12 +623,21 @@ fn small_body_with_head(io: IoMode) {
 
 #[test]
 fn larger_body_start_is_not_held_back() {
+    larger_body_start(IoMode::Auto);
+}
+
+#[test]
+fn larger_body_start_is_not_held_back_epoll() {
+    larger_body_start(IoMode::Epoll);
+}
+
+fn larger_body_start(io: IoMode) {
     // 2000 bytes are past the postpone bound: the head and what came with
     // it go out at once, before the rest of the body arrives.
     let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 2005\r\n\r\n".to_vec();
     head.extend_from_slice(&[b'a'; 2000]);
     let up = split_write_upstream(head, b"hello".to_vec(), Duration::from_millis(600));
-    let proxy = Proxy::start(&simple_config(up.addr));
+    let proxy = start(&simple_config(up.addr), io);
     let mut c = proxy.connect();
     let (got, when) = first_read(&mut c, &get("/big-start"));
     assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"), "{got:?}");
@@ -640,6 +649,15 @@ fn larger_body_start_is_not_held_back() {
 
 #[test]
 fn chunked_pieces_are_not_held_back() {
+    chunked_pieces(IoMode::Auto);
+}
+
+#[test]
+fn chunked_pieces_are_not_held_back_epoll() {
+    chunked_pieces(IoMode::Epoll);
+}
+
+fn chunked_pieces(io: IoMode) {
     // A stream (server-sent events and the like): each piece goes on as
     // it comes, however small.
     let up = split_write_upstream(
@@ -647,7 +665,7 @@ fn chunked_pieces_are_not_held_back() {
         b"6\r\nevent2\r\n0\r\n\r\n".to_vec(),
         Duration::from_millis(600),
     );
-    let proxy = Proxy::start(&simple_config(up.addr));
+    let proxy = start(&simple_config(up.addr), io);
     let mut c = proxy.connect();
     let sent = Instant::now();
     c.send(&get("/events"));

@@ -799,6 +799,32 @@ fn truncated_small_length_body_is_a_502() {
     assert!(!body.contains("0123456789"), "{body:?}");
 }
 
+/// Once the head went out, nothing is held back any more: a small piece
+/// after it, then a close, leaves the client a cut-off 200, never the
+/// start of a 502 behind body bytes it already has.
+#[test]
+fn failure_after_the_head_went_out_is_never_a_502() {
+    let up = Upstream::start(move |r, w, up| {
+        if up.record(r).is_some() {
+            let mut start = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n".to_vec();
+            start.extend_from_slice(&[b'x'; 2000]);
+            let _ = w.write_all(&start);
+            thread::sleep(Duration::from_millis(100));
+            let _ = w.write_all(&[b'y'; 50]);
+            thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let proxy = Proxy::start(&upstream_config(up.addr, "response_timeout = \"2s\""));
+    let mut c = proxy.connect();
+    c.send(&get("/t"));
+    let (bytes, ended) = read_to_close(&mut c);
+    assert!(ended, "client connection left open");
+    let text = String::from_utf8_lossy(&bytes);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, format!("{}{}", "x".repeat(2000), "y".repeat(50)));
+}
+
 /// The same held-back start, then the upstream goes quiet past its
 /// `io_timeout`: a 504, well before the upstream would have gone on.
 #[test]

@@ -407,6 +407,8 @@ async fn exchange(
                         quiet: false,
                         status,
                     }),
+                    // A held-back head that failed keeps its 502 or 504.
+                    Err(f @ Failure::Final(_)) => Err(f),
                     _ => Err(Failure::Final(ProxyError::upstream(ErrorKind::BadGateway))),
                 };
             }

@@ -72,7 +72,9 @@ impl Relay {
     /// Relays the body. `out` may already hold a head to send first; it is
     /// flushed and left empty. Body bytes already in `src_buf` are used first.
     /// When reading the source fails while `postpone` holds the head back,
-    /// `out` is left holding it: nothing reached `dst`.
+    /// `out` is left holding it: nothing reached `dst`. Postponing ends
+    /// with the first write, so `out` is empty after any failure once
+    /// something was written.
     pub async fn run(
         mut self,
         src: &mut Conn,
@@ -98,6 +100,9 @@ impl Relay {
                 flush_vec(dst, out, self.write_timeout)
                     .await
                     .map_err(|_| RelayError::Dest)?;
+                // The head is out: holding later pieces would only delay
+                // them, and a failure now must not look like nothing was sent.
+                self.postpone = false;
                 // Only with `out` flushed: what is spliced goes after it.
                 if let Some(want) = self.splice_rest(seen)
                     && let (Conn::Plain(from), Conn::Plain(to)) = (&*src, &*dst)
@@ -170,7 +175,9 @@ impl Relay {
                 let take = (*remaining).min(src_buf.len() as u64) as usize;
                 *remaining -= take as u64;
                 *seen += take as u64;
-                pass_leading(take, src_buf, dst, out, chunked_out, self.write_timeout).await?;
+                if pass_leading(take, src_buf, dst, out, chunked_out, self.write_timeout).await? {
+                    self.postpone = false;
+                }
                 Ok(*remaining == 0)
             }
             BodyIn::Chunked(decoder) => {
@@ -186,7 +193,9 @@ impl Relay {
             BodyIn::UntilClose => {
                 let n = src_buf.len();
                 *seen += n as u64;
-                pass_leading(n, src_buf, dst, out, chunked_out, self.write_timeout).await?;
+                if pass_leading(n, src_buf, dst, out, chunked_out, self.write_timeout).await? {
+                    self.postpone = false;
+                }
                 Ok(false)
             }
         }
@@ -195,7 +204,7 @@ impl Relay {
 
 /// Sends the first `n` buffered bytes on as they are (re-chunked if asked):
 /// copied behind what `out` holds when small, else written straight from
-/// the read buffer after flushing `out`.
+/// the read buffer after flushing `out`. True when it wrote to `dst`.
 async fn pass_leading<W: AsyncWriteRent>(
     n: usize,
     src_buf: &mut ReadBuf,
@@ -203,21 +212,22 @@ async fn pass_leading<W: AsyncWriteRent>(
     out: &mut Vec<u8>,
     chunked_out: bool,
     timeout: Duration,
-) -> Result<(), RelayError> {
+) -> Result<bool, RelayError> {
     if n == 0 {
-        return Ok(());
+        return Ok(false);
     }
     if chunked_out || out.len() + n <= COALESCE_LIMIT {
         emit(out, &src_buf.bytes()[..n], chunked_out);
         src_buf.consume(n);
-        return Ok(());
+        return Ok(false);
     }
     flush_vec(dst, out, timeout)
         .await
         .map_err(|_| RelayError::Dest)?;
     write_from_read_buf(dst, src_buf, n, timeout)
         .await
-        .map_err(|_| RelayError::Dest)
+        .map_err(|_| RelayError::Dest)?;
+    Ok(true)
 }
 
 fn emit(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
