@@ -310,7 +310,7 @@ command -v pgrep >/dev/null 2>&1 || need_pkgs+=(procps)
 command -v ss >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v timeout >/dev/null 2>&1 || need_pkgs+=(coreutils)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
-((${#PROF_SCEN[@]})) && ! command -v perf >/dev/null 2>&1 && need_pkgs+=(linux-perf)
+((${#PROF_SCEN[@]} && EUID == 0)) && ! command -v perf >/dev/null 2>&1 && need_pkgs+=(linux-perf)
 if ((${#need_pkgs[@]})); then
     apt_install "${need_pkgs[@]}" || die "apt-get install ${need_pkgs[*]} failed"
 fi
@@ -1140,17 +1140,18 @@ fi
 # ---------------------------------------------------------------------------
 # Profiles: one more run per proxy of each PROF_SCEN scenario, with perf
 # recording every sample on PROXY_CPU (cpu-clock: idle time is sampled too)
-# over the middle half of the run; cpu_split.py turns the samples into µs
-# per request by class of work.
+# over about the middle half of the run; cpu_split.py turns the samples into
+# µs per request by class of work, with the run's req/s. perf itself runs
+# on the load CPU, so that it takes nothing from the proxy's.
 # ---------------------------------------------------------------------------
 declare -A SPLIT=() # scenario -> cpu_split.py's markdown
-for s in "${PROF_SCEN[@]}"; do
+for s in ${PROF_SCEN[@]+"${PROF_SCEN[@]}"}; do
     split_args=()
     for t in "${PROXIES[@]}"; do
         f=$TMP/profile-$s-$t
         log "profile: $s $t, perf on CPU $PROXY_CPU"
         (sleep "$(awk -v d="$DURATION" 'BEGIN {print d / 4}')" &&
-            exec perf record -q -C "$PROXY_CPU" -o "$f.data" -- sleep "$(awk -v d="$DURATION" 'BEGIN {print d / 2}')") >"$f.log" 2>&1 &
+            exec taskset -c "$WRK_CPU" perf record -q -C "$PROXY_CPU" -o "$f.data" -- sleep "$(awk -v d="$DURATION" 'BEGIN {print d / 2}')") >"$f.log" 2>&1 &
         PERF_PID=$!
         run_target "$s" "$t" "$f.txt" "$DURATION"
         wait "$PERF_PID" || die "perf record failed: $(head -n 3 "$f.log")"
@@ -1347,7 +1348,7 @@ max_steal=$(tr ' ' '\n' <<<"$STEALS" | sed '/^$/d;/n\/a/d' | sort -g | tail -n1)
         echo
         echo "One more run per proxy after the measured rounds, with the same settings, and \`perf record -C $PROXY_CPU\` (cpu-clock, which samples idle time too) over its middle half. \`cpu_split.py\` sorts the samples of the proxy's processes by kernel function name into: TCP/IP (including the loopback delivery to the peer, which on 127.0.0.1 the sender pays for); the event interface (io_uring or epoll); syscall entry and fd lookup; scheduling, wake-ups and interrupts; kernel memory management; the rest of the kernel; and the proxy's own user space (libraries and vDSO included). Each is given as µs per request (its share of the CPU ÷ req/s). Softirq work on the proxy's CPU counts here, unlike in proxy CPU µs/req above. Sorting by name is a heuristic, applied the same way to every proxy."
         echo
-        for s in "${PROF_SCEN[@]}"; do
+        for s in ${PROF_SCEN[@]+"${PROF_SCEN[@]}"}; do
             echo "${SPLIT[$s]}"
             echo
         done

@@ -14,7 +14,8 @@ into the kernel's TCP/IP work (loopback delivery to the peer included: on
 syscall entry and fd lookup, scheduling, wake-ups and interrupts, kernel
 memory management, the rest of the kernel, and the proxy's own user space
 (libraries and vDSO included). Samples of other processes on the CPU are
-listed apart; idle samples are left out. Then the ceiling that follows for
+listed apart (the other proxies, idle; the kernel's ksoftirqd/N when it
+takes over softirq work under load); idle samples are left out. Then the ceiling that follows for
 ringress against the cheaper of nginx and HAProxy: that proxy's CPU per
 request divided by ringress's TCP/IP work alone, the ratio ringress would
 reach if everything else it does cost nothing, and the time per request
@@ -29,8 +30,14 @@ split by the same rules, so the columns compare.
 import re
 import sys
 
-# Process names of the proxies (ringress names its threads ringress-*).
-PROXY_COMM = re.compile(r"^(ringress|nginx|haproxy)")
+# Process names of each proxy: only the profiled proxy's count as its own
+# (the others sit idle on the same CPU). ringress names its threads
+# ringress-*; io_uring's kernel workers for it are iou-wrk-* / iou-sqp-*.
+PROXY_COMM = {
+    "ringress": re.compile(r"^(ringress|iou-)"),
+    "nginx": re.compile(r"^nginx"),
+    "haproxy": re.compile(r"^haproxy"),
+}
 IDLE_COMM = re.compile(r"^swapper")
 
 # Kernel symbols, tried in this order.
@@ -54,7 +61,7 @@ KERNEL_CLASSES = [
 COLUMNS = ["tcp/ip", "events", "syscall", "sched/irq", "memory", "other kernel", "user space"]
 
 
-def split(path):
+def split(path, comm_rx):
     """Samples per class of the proxy, of other tasks, and in total (idle included)."""
     counts = {c: 0 for c in COLUMNS}
     other_tasks = 0
@@ -69,7 +76,7 @@ def split(path):
             total += n
             if IDLE_COMM.match(comm):
                 continue
-            if not PROXY_COMM.match(comm):
+            if not comm_rx.match(comm):
                 other_tasks += n
                 continue
             if not sym.startswith("[k]"):
@@ -93,7 +100,8 @@ def main():
     for arg in sys.argv[2:]:
         name, _, rest = arg.partition("=")
         path, _, rps = rest.rpartition(":")
-        counts, other, total = split(path)
+        comm_rx = PROXY_COMM.get(name) or re.compile("^" + re.escape(name))
+        counts, other, total = split(path, comm_rx)
         rps = float(rps)
         if total == 0 or rps <= 0:
             sys.exit("no samples or no requests for %s in %s" % (name, path))
