@@ -758,9 +758,19 @@ fn pooled_post_is_not_retried() {
 /// the middle of the body: the client's connection must end too. Returns
 /// the head and body the client got.
 fn cut_off(response: Vec<u8>) -> (String, String) {
+    cut_off_in_pieces(vec![response])
+}
+
+/// `cut_off` with the response written in pieces 100 ms apart.
+fn cut_off_in_pieces(pieces: Vec<Vec<u8>>) -> (String, String) {
     let up = Upstream::start(move |r, w, up| {
         if up.record(r).is_some() {
-            let _ = w.write_all(&response);
+            for (i, piece) in pieces.iter().enumerate() {
+                if i > 0 {
+                    thread::sleep(Duration::from_millis(100));
+                }
+                let _ = w.write_all(piece);
+            }
             thread::sleep(Duration::from_millis(50));
         }
     });
@@ -804,23 +814,9 @@ fn truncated_small_length_body_is_a_502() {
 /// start of a 502 behind body bytes it already has.
 #[test]
 fn failure_after_the_head_went_out_is_never_a_502() {
-    let up = Upstream::start(move |r, w, up| {
-        if up.record(r).is_some() {
-            let mut start = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n".to_vec();
-            start.extend_from_slice(&[b'x'; 2000]);
-            let _ = w.write_all(&start);
-            thread::sleep(Duration::from_millis(100));
-            let _ = w.write_all(&[b'y'; 50]);
-            thread::sleep(Duration::from_millis(50));
-        }
-    });
-    let proxy = Proxy::start(&upstream_config(up.addr, "response_timeout = \"2s\""));
-    let mut c = proxy.connect();
-    c.send(&get("/t"));
-    let (bytes, ended) = read_to_close(&mut c);
-    assert!(ended, "client connection left open");
-    let text = String::from_utf8_lossy(&bytes);
-    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    let mut start = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n".to_vec();
+    start.extend_from_slice(&[b'x'; 2000]);
+    let (head, body) = cut_off_in_pieces(vec![start, vec![b'y'; 50]]);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, format!("{}{}", "x".repeat(2000), "y".repeat(50)));
 }
