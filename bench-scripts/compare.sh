@@ -1098,6 +1098,15 @@ skip_target() { [[ $1 == cap-* && $2 == backend ]]; }
 # server SCEN TARGET: who serves the run; the backend-direct row of
 # fast-ka-c64 is the fast backend.
 server() { if [[ $1 == fast-* && $2 == backend ]]; then echo fast; else echo "$2"; fi; }
+# parse_run SCEN OUTFILE: parse_wrk's or parse_oha's fields, by the
+# scenario's tool.
+parse_run() {
+    if [[ ${S_TOOL[$1]} == wrk ]]; then
+        parse_wrk "$2"
+    else
+        parse_oha "$2" || die "could not parse oha output $2"
+    fi
+}
 # run_target SCEN TARGET OUT SECS: one run of a load scenario against one
 # target, under the CPU cap for cap-* scenarios.
 run_target() {
@@ -1130,7 +1139,7 @@ if ((${#LOAD_SCEN[@]})); then
                 t=${st[$(((j + r - 1) % nt))]}
                 f=$TMP/$s-r$r-$t.txt
                 run_target "$s" "$t" "$f" "$DURATION"
-                if [[ ${S_TOOL[$s]} == wrk ]]; then res=$(parse_wrk "$f"); else res=$(parse_oha "$f") || die "could not parse oha output $f"; fi
+                res=$(parse_run "$s" "$f")
                 record "$s" "$t" "$r" "${S_TOOL[$s]}" "${S_CONNS[$s]}" "$res"
             done
         done
@@ -1156,7 +1165,7 @@ for s in ${PROF_SCEN[@]+"${PROF_SCEN[@]}"}; do
         run_target "$s" "$t" "$f.txt" "$DURATION"
         wait "$PERF_PID" || die "perf record failed: $(head -n 3 "$f.log")"
         PERF_PID=
-        if [[ ${S_TOOL[$s]} == wrk ]]; then res=$(parse_wrk "$f.txt"); else res=$(parse_oha "$f.txt") || die "could not parse oha output $f.txt"; fi
+        res=$(parse_run "$s" "$f.txt")
         perf report -i "$f.data" --stdio -q -n --sort comm,dso,sym -g none -t '|' --percent-limit 0 >"$f.report" 2>"$f.log" ||
             die "perf report failed: $(head -n 3 "$f.log")"
         split_args+=("$t=$f.report:${res%% *}")

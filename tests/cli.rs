@@ -547,11 +547,10 @@ fn huge_pages_are_off_unless_asked_for() {
     }
 }
 
-/// A `KEY:  N kB` line of /proc/PID/smaps_rollup.
-fn smaps_kib(pid: u32, key: &str) -> Option<u64> {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    rollup
-        .lines()
+/// The `KEY:  N kB` line of /proc/PID/FILE (status, smaps_rollup), KiB.
+fn proc_kib(pid: u32, file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    text.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
@@ -581,7 +580,7 @@ fn no_huge_pages_from_start_up() {
         p.log()
     );
     let pid = p.child.id();
-    let Some(huge) = smaps_kib(pid, "AnonHugePages") else {
+    let Some(huge) = proc_kib(pid, "smaps_rollup", "AnonHugePages") else {
         eprintln!("skipped: no AnonHugePages in /proc/{pid}/smaps_rollup");
         return;
     };
@@ -590,11 +589,7 @@ fn no_huge_pages_from_start_up() {
 
 /// Resident memory of a process, KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    proc_kib(pid, "status", "VmRSS")
 }
 
 /// Raises this process's open-file limit to its hard limit (a child
