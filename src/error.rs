@@ -1,5 +1,6 @@
-//! The proxy's one error type: what failed, on which side, and the status it
-//! becomes. Every generated answer goes through `ProxyError::status`.
+//! The proxy's one error type: what failed, on which side, and whether the
+//! request may be tried again. `ProxyError::status` is the only place a
+//! generated answer's status is chosen; nothing else names one.
 
 use std::fmt;
 
@@ -11,7 +12,7 @@ pub enum Side {
     Internal,
 }
 
-/// What went wrong, without payload: the kind alone decides the answer.
+/// What went wrong. The kind alone decides the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Malformed request syntax or framing.
@@ -38,19 +39,44 @@ pub enum ErrorKind {
     GatewayTimeout,
     /// No server available, or the proxy is draining.
     Unavailable,
+    /// The upstream answered a status listed in `retry_on` and no retry
+    /// was left: the client gets that status, generated (the upstream's
+    /// own answer was not kept).
+    UpstreamStatus(u16),
     /// The client went away: close quietly.
     ClientGone,
+}
+
+/// Whether, and how, a failed attempt may be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Never: the failure is final for this request.
+    No,
+    /// Nothing reached the upstream (the connect failed): any request may
+    /// go to another server, and no retry budget is spent.
+    Unsent,
+    /// The upstream failed before answering: a replayable idempotent
+    /// request may go to another server (budgeted), and a reused pooled
+    /// connection may be replaced by a fresh one to the same server.
+    BeforeAnswer,
+    /// The upstream answered a status listed in `retry_on`.
+    Status,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProxyError {
     pub kind: ErrorKind,
     pub side: Side,
+    pub retry: Retry,
 }
 
 impl ProxyError {
     pub const fn new(kind: ErrorKind, side: Side) -> Self {
-        ProxyError { kind, side }
+        ProxyError {
+            kind,
+            side,
+            retry: Retry::No,
+        }
     }
 
     pub const fn downstream(kind: ErrorKind) -> Self {
@@ -59,6 +85,15 @@ impl ProxyError {
 
     pub const fn upstream(kind: ErrorKind) -> Self {
         Self::new(kind, Side::Upstream)
+    }
+
+    pub const fn internal(kind: ErrorKind) -> Self {
+        Self::new(kind, Side::Internal)
+    }
+
+    pub const fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// The status code sent to the client, or `None` to close quietly.
@@ -76,8 +111,17 @@ impl ProxyError {
             ErrorKind::BadGateway => 502,
             ErrorKind::GatewayTimeout => 504,
             ErrorKind::Unavailable => 503,
+            ErrorKind::UpstreamStatus(status) => status,
             ErrorKind::ClientGone => return None,
         })
+    }
+
+    /// A timeout on either side (the client's head, the upstream's answer).
+    pub const fn is_timeout(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::ClientTimeout | ErrorKind::GatewayTimeout
+        )
     }
 }
 
@@ -88,3 +132,46 @@ impl fmt::Display for ProxyError {
 }
 
 impl std::error::Error for ProxyError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every generated answer's status, from the one mapping.
+    #[test]
+    fn error_to_status_table() {
+        use ErrorKind::*;
+        let table: &[(ErrorKind, Option<u16>)] = &[
+            (BadRequest, Some(400)),
+            (HeadTooLarge, Some(431)),
+            (UriTooLong, Some(414)),
+            (BodyTooLarge, Some(413)),
+            (UnsupportedCoding, Some(501)),
+            (MethodNotImplemented, Some(501)),
+            (ExpectationFailed, Some(417)),
+            (ClientTimeout, Some(408)),
+            (NoRoute, Some(404)),
+            (BadGateway, Some(502)),
+            (GatewayTimeout, Some(504)),
+            (Unavailable, Some(503)),
+            (UpstreamStatus(507), Some(507)),
+            (UpstreamStatus(503), Some(503)),
+            (ClientGone, None),
+        ];
+        for &(kind, status) in table {
+            for side in [Side::Downstream, Side::Upstream, Side::Internal] {
+                let e = ProxyError::new(kind, side);
+                assert_eq!(e.status(), status, "{e}");
+                // How it may be retried never changes its answer.
+                assert_eq!(e.retry(Retry::BeforeAnswer).status(), status);
+            }
+        }
+    }
+
+    #[test]
+    fn only_timeouts_are_timeouts() {
+        assert!(ProxyError::downstream(ErrorKind::ClientTimeout).is_timeout());
+        assert!(ProxyError::upstream(ErrorKind::GatewayTimeout).is_timeout());
+        assert!(!ProxyError::upstream(ErrorKind::BadGateway).is_timeout());
+    }
+}

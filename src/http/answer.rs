@@ -4,25 +4,26 @@
 
 macro_rules! answers {
     ($($code:literal $reason:literal $body_len:literal;)*) => {
-        /// The full answer for `status`, ending the connection or not.
-        pub fn error_answer(status: u16, close: bool) -> &'static [u8] {
+        /// The pre-rendered answer for `status`, ending the connection or
+        /// not; None for a status without one (see `render_answer`).
+        pub fn prerendered(status: u16, close: bool) -> Option<&'static [u8]> {
             match (status, close) {
                 $(
-                    ($code, false) => concat!(
+                    ($code, false) => Some(concat!(
                         "HTTP/1.1 ", $code, " ", $reason, "\r\n",
                         "Content-Type: text/plain; charset=utf-8\r\n",
                         "Content-Length: ", $body_len, "\r\n",
                         "\r\n", $reason, "\n"
-                    ).as_bytes(),
-                    ($code, true) => concat!(
+                    ).as_bytes()),
+                    ($code, true) => Some(concat!(
                         "HTTP/1.1 ", $code, " ", $reason, "\r\n",
                         "Content-Type: text/plain; charset=utf-8\r\n",
                         "Content-Length: ", $body_len, "\r\n",
                         "Connection: close\r\n",
                         "\r\n", $reason, "\n"
-                    ).as_bytes(),
+                    ).as_bytes()),
                 )*
-                (_, close) => error_answer(500, close),
+                _ => None,
             }
         }
 
@@ -58,6 +59,25 @@ answers! {
     504 "Gateway Timeout" "16";
 }
 
+/// Renders a generated answer for a status without a pre-rendered one
+/// (an upstream status passed on after its response was dropped for a
+/// retry that could not happen): same shape, the reason as its body.
+pub fn render_answer(out: &mut Vec<u8>, status: u16, close: bool) {
+    let reason = reason(status);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\n");
+    super::encode::write_content_length(out, reason.len() as u64 + 1);
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(reason.as_bytes());
+    out.push(b'\n');
+}
+
 fn other_reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
@@ -81,6 +101,9 @@ fn other_reason(status: u16) -> &'static str {
         415 => "Unsupported Media Type",
         418 => "I'm a teapot",
         451 => "Unavailable For Legal Reasons",
+        505 => "HTTP Version Not Supported",
+        507 => "Insufficient Storage",
+        508 => "Loop Detected",
         _ => "",
     }
 }
@@ -96,7 +119,7 @@ mod tests {
     fn content_lengths_match_bodies() {
         for &code in GENERATED {
             for close in [false, true] {
-                let raw = std::str::from_utf8(error_answer(code, close)).unwrap();
+                let raw = std::str::from_utf8(prerendered(code, close).unwrap()).unwrap();
                 let (head, body) = raw.split_once("\r\n\r\n").unwrap();
                 assert!(head.starts_with(&format!("HTTP/1.1 {code} ")));
                 let len: usize = head
@@ -107,7 +130,23 @@ mod tests {
                     .unwrap();
                 assert_eq!(len, body.len(), "{code}");
                 assert_eq!(head.contains("Connection: close"), close);
+                // A rendered answer is byte for byte the pre-rendered one.
+                let mut rendered = Vec::new();
+                render_answer(&mut rendered, code, close);
+                assert_eq!(rendered, raw.as_bytes(), "{code}");
             }
         }
+    }
+
+    #[test]
+    fn other_statuses_are_rendered_not_turned_into_500() {
+        assert_eq!(prerendered(507, false), None);
+        let mut out = Vec::new();
+        render_answer(&mut out, 507, true);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 507 Insufficient Storage\r\nContent-Type: text/plain; charset=utf-8\r\n\
+              Content-Length: 21\r\nConnection: close\r\n\r\nInsufficient Storage\n"
+        );
     }
 }
