@@ -6,12 +6,14 @@
 
 pub mod admin;
 pub mod config;
+pub mod counters;
 mod discovery;
 pub mod error;
 pub mod geo;
 mod health;
 pub mod http;
 pub mod net;
+pub mod pipeline;
 pub mod router;
 pub mod server;
 pub mod tls;

@@ -17,6 +17,7 @@ pub use crate::config::IoMode;
 use crate::config::{
     Config, ConfigError, ConfigErrors, ListenerConfig, ServerSpec, expand, servers_changed,
 };
+use crate::counters::{ExitTotals, WorkerCounters};
 use crate::worker::{self, NewListener, WorkerSpec};
 
 /// The state every worker reads: the published snapshot and the flags.
@@ -32,6 +33,8 @@ pub(crate) struct Shared {
     new_listeners: Mutex<Vec<Vec<NewListener>>>,
     /// Listener name → bound address.
     bound: Mutex<Vec<(String, SocketAddr)>>,
+    /// What each worker last published.
+    pub counters: WorkerCounters,
 }
 
 impl Shared {
@@ -242,6 +245,7 @@ impl ServerHandle {
             workers: threads,
             new_listeners: Mutex::new((0..threads).map(|_| Vec::new()).collect()),
             bound: Mutex::new(bound),
+            counters: WorkerCounters::new(threads),
         });
         let cores = if pin {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -309,6 +313,12 @@ impl ServerHandle {
     /// The I/O driver each worker runs ("io_uring" or "epoll").
     pub fn drivers(&self) -> &[&'static str] {
         &self.drivers
+    }
+
+    /// Requests ended per exit kind, as the workers last published them
+    /// (every 50 ms).
+    pub fn exits(&self) -> ExitTotals {
+        self.shared.counters.exits()
     }
 
     pub fn worker_count(&self) -> usize {

@@ -91,6 +91,7 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 fn warm_requests_do_not_allocate() {
     warm_keep_alive_requests();
     warm_split_responses();
+    warm_header_edit_requests();
 }
 
 fn warm_keep_alive_requests() {
@@ -158,4 +159,43 @@ fn warm_split_responses() {
         "worker allocated {during} times over 200 warm split requests (sizes {:?})",
         traced_sizes()
     );
+}
+
+/// A route with a header-edit filter on both sides, with variables: its
+/// phases render into the connection's buffers.
+fn warm_header_edit_requests() {
+    let up = Upstream::echo();
+    let config = ConfigBuilder::new(up.addr)
+        .route(
+            r#"request_headers = { set = { "X-Real-IP" = "$client_ip", "X-Request-Id" = "$request_id", "X-Host" = "$host" }, remove = ["Cookie"] }
+response_headers = { set = { "X-Route" = "$route", "Cache-Control" = "no-store" } }
+name = "edited""#,
+        )
+        .build();
+    let proxy = Proxy::start_with(&config, 1, ringress::IoMode::Auto);
+    let mut c = proxy.connect();
+    let get = b"GET /edited HTTP/1.1\r\nHost: test.local\r\nCookie: a=b\r\n\r\n";
+    let round = |c: &mut Client| {
+        let r = c.request(get);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-route"), Some("edited"));
+    };
+    for _ in 0..200 {
+        round(&mut c);
+    }
+    let before = WORKER_ALLOCS.load(Ordering::Relaxed);
+    TRACED.store(0, Ordering::Relaxed);
+    SIZES.iter().for_each(|s| s.store(0, Ordering::Relaxed));
+    TRACE.store(true, Ordering::Relaxed);
+    for _ in 0..500 {
+        round(&mut c);
+    }
+    let during = WORKER_ALLOCS.load(Ordering::Relaxed) - before;
+    assert_eq!(
+        during,
+        0,
+        "worker allocated {during} times over 500 warm edited requests (sizes {:?})",
+        traced_sizes()
+    );
+    assert_eq!(up.last().header("x-host"), Some("test.local"));
 }

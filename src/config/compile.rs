@@ -32,7 +32,7 @@ pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors>
     });
     let mut geo = section(&mut root, &mut p, "geo", |t, p| geo(t, p, base));
     let upstreams = upstreams(&mut root, &mut p, base, &mut geo);
-    let routes = routes(
+    let (routes, chains) = routes(
         &mut root,
         &mut p,
         &listeners,
@@ -54,6 +54,7 @@ pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors>
             geo: Arc::new(geo),
             listeners,
             routes,
+            chains,
             upstreams,
             admin,
             warnings,

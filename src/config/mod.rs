@@ -23,6 +23,7 @@ use crate::http::HeadLimits;
 use crate::http::encode::ForwardOptions;
 use crate::net::CidrSet;
 pub use crate::net::proxy_protocol::Version as ProxyVersion;
+use crate::pipeline::Chain;
 use crate::router::RouteTable;
 use crate::upstream::{Maglev, ServerHealth};
 use rustls::pki_types::ServerName;
@@ -264,6 +265,8 @@ pub struct Config {
     pub geo: Arc<Geo>,
     pub listeners: Vec<ListenerConfig>,
     pub routes: RouteTable,
+    /// Each route's filter chain (same positions as `routes`).
+    pub chains: Vec<Chain>,
     pub upstreams: Vec<UpstreamGroup>,
     /// Every listener's `client_subject_header`: stripped from requests on
     /// all listeners, so a plain listener cannot be used to forge one.

@@ -4,9 +4,9 @@
 use super::compile::each_table;
 use super::walk::{Problems, TableReader};
 use super::{ListenerConfig, UpstreamGroup};
+use crate::pipeline::{Chain, Filter, HeaderEdits, Template};
 use crate::router::{
-    Action, HeaderEdits, HeaderMatch, HostMatch, PathMatch, PathRewrite, Redirect, Respond, Route,
-    RouteTable,
+    Action, HeaderMatch, HostMatch, PathMatch, PathRewrite, Redirect, Respond, Route, RouteTable,
 };
 
 pub(super) fn routes(
@@ -15,15 +15,17 @@ pub(super) fn routes(
     listeners: &[ListenerConfig],
     upstreams: &[UpstreamGroup],
     default_body_limit: u64,
-) -> RouteTable {
+) -> (RouteTable, Vec<Chain>) {
     let mut out = Vec::new();
+    let mut chains = Vec::new();
     each_table(root, p, "routes", |t, p| {
         let index = out.len();
-        if let Some(r) = route(t, p, index, listeners, upstreams, default_body_limit) {
+        if let Some((r, chain)) = route(t, p, index, listeners, upstreams, default_body_limit) {
             out.push(r);
+            chains.push(chain);
         }
     });
-    RouteTable { routes: out }
+    (RouteTable { routes: out }, chains)
 }
 
 fn route(
@@ -33,7 +35,7 @@ fn route(
     listeners: &[ListenerConfig],
     upstreams: &[UpstreamGroup],
     default_body_limit: u64,
-) -> Option<Route> {
+) -> Option<(Route, Chain)> {
     let name = t
         .str(p, "name")
         .map_or_else(|| format!("route{index}"), str::to_string);
@@ -121,12 +123,12 @@ fn route(
             value: None,
         });
     }
-    let request_headers = header_edits(t, p, "request_headers");
-    let response_headers = header_edits(t, p, "response_headers");
+    let chain = chain(t, p);
 
     let max_body_size = t.size(p, "max_body_size").unwrap_or(default_body_limit);
     let action = action(t, p, path.as_ref(), upstreams);
-    (ok && path.is_some() && action.is_some()).then(|| Route {
+    let complete = ok && path.is_some() && action.is_some();
+    let route = Route {
         name,
         listeners: listener_ids,
         hosts,
@@ -136,9 +138,23 @@ fn route(
         query,
         max_body_size,
         action: action.unwrap_or(Action::Respond(Respond::new(404, b"", ""))),
-        request_headers,
-        response_headers,
-    })
+    };
+    complete.then_some((route, chain))
+}
+
+/// The route's filter chain, in phase order: the request's header edits,
+/// then the response's.
+fn chain(t: &mut TableReader<'_>, p: &mut Problems) -> Chain {
+    let mut filters = Vec::new();
+    let request = header_edits(t, p, "request_headers");
+    if !request.is_empty() {
+        filters.push(Filter::RequestHeaders(request));
+    }
+    let response = header_edits(t, p, "response_headers");
+    if !response.is_empty() {
+        filters.push(Filter::ResponseHeaders(response));
+    }
+    Chain::new(filters)
 }
 
 /// `request_headers` / `response_headers`: `{ set = { NAME = VALUE },
@@ -187,13 +203,10 @@ fn header_edits(t: &mut TableReader<'_>, p: &mut Problems, key: &str) -> HeaderE
                 p.add(path, "must not contain control characters");
                 continue;
             }
-            if replaces {
-                edits.drop.push(name.to_ascii_lowercase().into_bytes());
+            match Template::parse(value.trim()) {
+                Ok(value) => edits.push(&name, &value, replaces),
+                Err(e) => p.add(path, e),
             }
-            edits.lines.extend_from_slice(name.as_bytes());
-            edits.lines.extend_from_slice(b": ");
-            edits.lines.extend_from_slice(value.trim().as_bytes());
-            edits.lines.extend_from_slice(b"\r\n");
         }
         fields.finish(p);
     }

@@ -28,35 +28,32 @@ impl Default for ForwardOptions {
     }
 }
 
-/// Header changes a route makes on its way up or down: names to drop
-/// (`remove`, and `set` which replaces), and fields to append, rendered
-/// once when the config loads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeaderEdits {
-    /// Lower-case names whose incoming fields are dropped.
-    pub drop: Vec<Vec<u8>>,
-    /// `Name: value\r\n` lines appended.
-    pub lines: Vec<u8>,
+/// Header changes made on the way up or down, as the head encoders take
+/// them: which incoming fields to drop, and what to append. The route's
+/// filters implement it (see `pipeline`); `NO_EDITS` changes nothing.
+pub trait FieldEdits {
+    /// Whether an incoming field of this name is left out.
+    fn drops(&self, name: &[u8]) -> bool;
+    /// Appends whole `Name: value\r\n` lines.
+    fn append(&self, out: &mut Vec<u8>);
 }
 
 /// No header changes.
-pub static NO_EDITS: HeaderEdits = HeaderEdits {
-    drop: Vec::new(),
-    lines: Vec::new(),
-};
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoEdits;
 
-impl HeaderEdits {
-    pub fn drops(&self, name: &[u8]) -> bool {
-        self.drop.iter().any(|d| name.eq_ignore_ascii_case(d))
+pub static NO_EDITS: NoEdits = NoEdits;
+
+impl FieldEdits for NoEdits {
+    fn drops(&self, _: &[u8]) -> bool {
+        false
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.drop.is_empty() && self.lines.is_empty()
-    }
+    fn append(&self, _: &mut Vec<u8>) {}
 }
 
 /// What the proxy changes in a request on its way upstream.
-pub struct UpstreamRequest<'a> {
+pub struct UpstreamRequest<'a, E: FieldEdits = NoEdits> {
     /// Path after normalisation and rewriting (query appended from the request).
     pub path: &'a [u8],
     /// Host field value to send.
@@ -69,16 +66,16 @@ pub struct UpstreamRequest<'a> {
     /// The verified client-certificate subject to send: (name, value).
     pub client_cert: Option<(&'a [u8], &'a [u8])>,
     /// The route's request header changes.
-    pub edits: &'a HeaderEdits,
+    pub edits: &'a E,
 }
 
 const VIA_NAME: &[u8] = b"ringress";
 
 /// Writes the request head sent upstream.
-pub fn write_request_head(
+pub fn write_request_head<E: FieldEdits>(
     out: &mut Vec<u8>,
     req: &RequestHead<'_, '_>,
-    up: &UpstreamRequest<'_>,
+    up: &UpstreamRequest<'_, E>,
     fwd: &ForwardOptions,
 ) {
     out.extend_from_slice(req.method);
@@ -131,7 +128,7 @@ pub fn write_request_head(
     if let Some((name, subject)) = up.client_cert {
         write_field(out, name, subject);
     }
-    out.extend_from_slice(&up.edits.lines);
+    up.edits.append(out);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -162,14 +159,14 @@ pub fn write_response_head(
 
 /// `write_response_head`, with a `Strict-Transport-Security` line (whole,
 /// CRLF included) that replaces the upstream's own.
-pub fn write_response_head_with(
+pub fn write_response_head_with<E: FieldEdits>(
     out: &mut Vec<u8>,
     resp: &ResponseHead<'_, '_>,
     body: Framing,
     connection: ConnectionDirective,
     via: bool,
     hsts: Option<&[u8]>,
-    edits: &HeaderEdits,
+    edits: &E,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     let mut status = itoa::Buffer::new();
@@ -216,7 +213,7 @@ pub fn write_response_head_with(
     if let Some(line) = hsts {
         out.extend_from_slice(line);
     }
-    out.extend_from_slice(&edits.lines);
+    edits.append(out);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -237,7 +234,7 @@ pub fn write_content_length(out: &mut Vec<u8>, n: u64) {
 /// Writes an address as `Display` would. IPv4, the common case, is written
 /// octet by octet: going through `fmt` cost about 500 instructions per
 /// request (callgrind).
-fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {

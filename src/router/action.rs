@@ -2,7 +2,6 @@
 //! redirect, or a fixed response rendered once when the config loads.
 
 use crate::http::answer::reason;
-pub use crate::http::encode::HeaderEdits;
 use crate::http::encode::write_content_length;
 
 #[derive(Debug, Clone)]

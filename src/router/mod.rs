@@ -6,7 +6,7 @@
 
 mod action;
 
-pub use action::{Action, HeaderEdits, PathRewrite, Redirect, Respond};
+pub use action::{Action, PathRewrite, Redirect, Respond};
 
 /// How a route matches the request's host (lowercase, no port, no final dot).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,10 +116,6 @@ pub struct Route {
     /// Body limit in bytes; 0 means unlimited.
     pub max_body_size: u64,
     pub action: Action,
-    /// Changes to the request sent upstream.
-    pub request_headers: HeaderEdits,
-    /// Changes to the response sent to the client.
-    pub response_headers: HeaderEdits,
 }
 
 /// What the router needs to know about a request.
@@ -215,8 +211,6 @@ mod tests {
             query: vec![],
             max_body_size: 0,
             action: Action::Respond(Respond::new(200, b"", "text/plain")),
-            request_headers: HeaderEdits::default(),
-            response_headers: HeaderEdits::default(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! stays persistent. Requests on a connection are handled strictly in
 //! order, which is what makes pipelining correct.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -11,21 +11,20 @@ use std::time::{Duration, Instant};
 use monoio::io::Canceller;
 use monoio::net::TcpStream;
 
-use super::buffer::{BufferPool, ReadBuf, flush_vec, write_all};
+use super::buffer::{BufferPool, ReadBuf};
 use super::conn::Conn;
-use super::ctx::{ActiveGuard, WorkerCtx};
+use super::ctx::{ActiveGuard, Snapshot, WorkerCtx};
 use super::deadline;
+use super::downstream;
 use super::drain::Drain;
 use super::parking::Parked;
-use super::proxy::{self, Exchange, Next};
+use super::plan::{Plan, Planned, plan};
+use super::proxy::{self, Next};
 use super::tunnel;
-use crate::config::{Balance, Config, HashKey};
+use crate::config::Config;
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::encode::{UpstreamRequest, write_request_head};
-use crate::http::{Framing, RequestHead, answer, empty_headers, parse_request, path};
-use crate::router::{Action, RouteQuery};
+use crate::pipeline::Record;
 use crate::tls::{TlsStream, client_subject};
-use crate::upstream::hash_bytes;
 
 /// How long a new connection may still send its first request once a
 /// drain has begun.
@@ -55,8 +54,18 @@ pub(crate) struct Client {
     /// the response head is written.
     pub spare: Vec<u8>,
     pub upbuf: ReadBuf,
-    path_buf: Vec<u8>,
-    rewrite_buf: Vec<u8>,
+    pub path_buf: Vec<u8>,
+    pub rewrite_buf: Vec<u8>,
+    /// The request's host, kept for the response phase's variables.
+    pub host_buf: Vec<u8>,
+    /// What happened to the current request.
+    pub record: Record,
+    /// The worker's start value for request ids.
+    pub id_seed: u64,
+    /// `TLSv1.2` / `TLSv1.3` on a TLS connection, else empty.
+    pub tls_version: &'static str,
+    /// The server name the client asked for in TLS.
+    pub sni: Option<Box<[u8]>>,
     /// Counts the connection as open, and lets a drain shut it down.
     active: ActiveGuard,
     /// Cancels the wait for a request that turns idle; kept across
@@ -118,28 +127,6 @@ impl Client {
     }
 }
 
-/// What to do with a parsed request.
-enum Plan<'c> {
-    Proxy {
-        group: usize,
-        exchange: Exchange,
-    },
-    /// A configured fixed answer.
-    Respond {
-        bytes: &'c [u8],
-        close: bool,
-    },
-    /// An answer rendered into `Client::out`.
-    Rendered {
-        close: bool,
-    },
-    /// A generated error answer after a valid head.
-    Error {
-        status: u16,
-        close: bool,
-    },
-}
-
 pub(crate) async fn serve(
     socket: TcpStream,
     peer: SocketAddr,
@@ -155,27 +142,15 @@ pub(crate) async fn serve(
         Some(addrs) => addrs,
         None => return,
     };
-    let Some((stream, cert_subject)) = handshake(socket, peer, listener_id, &ctx, &mut inbuf).await
-    else {
+    let Some((stream, tls)) = handshake(socket, peer, listener_id, &ctx, &mut inbuf).await else {
         return;
     };
-    let c = Client {
-        stream,
-        cert_subject,
-        peer,
-        local,
-        listener_id,
-        listener: usize::MAX,
-        inbuf,
-        out: Vec::new(),
-        spare: Vec::new(),
-        upbuf: ReadBuf::default(),
-        path_buf: Vec::new(),
-        rewrite_buf: Vec::new(),
-        active,
-        canceller: None,
-        in_parking_set: false,
-    };
+    let mut c = Client::new(stream, (peer, local), listener_id, inbuf, active, &ctx);
+    if let Some(tls) = tls {
+        c.cert_subject = tls.subject;
+        c.sni = tls.sni;
+        c.tls_version = tls.version;
+    }
     run(c, ctx, true).await;
 }
 
@@ -205,84 +180,130 @@ async fn run(mut c: Client, ctx: Rc<WorkerCtx>, mut first: bool) {
             }
         }
         c.unpark_buffers(&ctx);
+        first = false;
         // Taken once the request has begun, so a connection that idled
         // through a reload serves its next request on the new config.
-        let (generation, config) = ctx.snapshot();
+        let config = ctx.snapshot().1;
         c.listener = config.listener_index(c.listener_id);
-        let Some((plan, head_len, body_unread)) = next_request(&mut c, &ctx.drain, &config).await
-        else {
-            c.recycle(&ctx);
-            return;
-        };
-        // Set when we close while the client may still be sending (an
-        // answer before its body was read): see `lingering_close`. The
-        // answers below never read a body, so it is unread if there is one.
-        let mut linger = false;
-        // Every client operation of this request completed (none was
-        // dropped by a timeout): the socket can be closed with close(2).
-        let mut quiet = false;
-        first = false;
-        let write_timeout = config.timeouts.io;
-        let keep = match plan {
-            Plan::Proxy { group, exchange } => {
-                match proxy::run(&mut c, &ctx, generation, &config, group, exchange).await {
-                    Next::KeepAlive => true,
-                    Next::Close => false,
-                    Next::CloseQuiet => {
-                        quiet = true;
-                        false
-                    }
-                    Next::CloseLinger => {
-                        linger = true;
-                        false
-                    }
-                    Next::Tunnel(upstream, idle) => {
-                        // The tunnel needs none of the buffers.
-                        c.recycle(&ctx);
-                        let Client { stream, active, .. } = c;
-                        tunnel::run(stream, upstream, idle).await;
-                        drop(active);
-                        return;
-                    }
+        let started = Instant::now();
+        let seq = ctx.requests.next_seq();
+        c.record.reset(started, config.generation, c.listener, seq);
+        let end = serve_request(&mut c, &ctx, &config, started).await;
+        // The logging phase: once per request, whatever its end.
+        let chain = c.record.route.and_then(|r| config.chains.get(r));
+        ctx.requests.log(&c.record, chain);
+        match end {
+            End::KeepAlive => {}
+            End::Close { linger, quiet } => {
+                // Closing with pipelined input unread would reset the
+                // connection under the answer just written: read it
+                // away first.
+                let lingered = linger || !c.inbuf.is_empty();
+                if lingered {
+                    lingering_close(&mut c).await;
                 }
+                c.recycle(&ctx);
+                if quiet && !lingered {
+                    close_client(c);
+                }
+                return;
             }
-            Plan::Respond { bytes, close } => {
-                linger = body_unread;
-                c.inbuf.consume(head_len);
-                c.out.clear();
-                c.out.extend_from_slice(bytes);
-                flush_vec(&mut c.stream, &mut c.out, write_timeout)
-                    .await
-                    .is_ok()
-                    && !close
+            End::Gone => {
+                c.recycle(&ctx);
+                return;
             }
-            Plan::Rendered { close } => {
-                linger = body_unread;
-                c.inbuf.consume(head_len);
-                flush_vec(&mut c.stream, &mut c.out, write_timeout)
-                    .await
-                    .is_ok()
-                    && !close
+            End::Tunnel(upstream, idle) => {
+                // The tunnel needs none of the buffers.
+                c.recycle(&ctx);
+                let Client { stream, active, .. } = c;
+                tunnel::run(stream, upstream, idle).await;
+                drop(active);
+                return;
             }
-            Plan::Error { status, close } => {
-                linger = body_unread;
-                c.inbuf.consume(head_len);
-                send_answer(&mut c, status, close, write_timeout).await && !close
-            }
-        };
-        let closing = !keep || ctx.drain.is_draining();
-        // Closing with pipelined input unread would reset the connection
-        // under the answer just written: read it away first.
-        let lingered = linger || (closing && !c.inbuf.is_empty());
-        if lingered {
-            lingering_close(&mut c).await;
         }
-        if closing {
-            c.recycle(&ctx);
-            if quiet && !lingered {
-                close_client(c);
-            }
-            return;
+    }
+}
+
+/// How a request left its connection.
+enum End {
+    KeepAlive,
+    /// Close: `linger` while the client may still be sending (an answer
+    /// before its body was read, see `lingering_close`); `quiet` when
+    /// every client operation completed (none was dropped by a timeout),
+    /// so the socket can be closed with close(2).
+    Close {
+        linger: bool,
+        quiet: bool,
+    },
+    /// Done without anything more to say or read.
+    Gone,
+    /// Switch to a byte tunnel with this upstream (after a 101).
+    Tunnel(Conn, Duration),
+}
+
+/// Reads, plans and carries out one request, filling its record.
+async fn serve_request(
+    c: &mut Client,
+    ctx: &WorkerCtx,
+    config: &Snapshot,
+    started: Instant,
+) -> End {
+    let Some(planned) = next_request(c, &ctx.drain, config, started).await else {
+        return End::Gone;
+    };
+    let write_timeout = config.timeouts.io;
+    // The answers below never read a body, so it is unread if there is one.
+    let linger = planned.has_body;
+    let (sent, close) = match planned.plan {
+        Plan::Proxy(exchange) => {
+            let end = match proxy::run(c, ctx, config, exchange).await {
+                Next::KeepAlive => End::KeepAlive,
+                Next::Close => End::Close {
+                    linger: false,
+                    quiet: false,
+                },
+                Next::CloseQuiet => End::Close {
+                    linger: false,
+                    quiet: true,
+                },
+                Next::CloseLinger => End::Close {
+                    linger: true,
+                    quiet: false,
+                },
+                Next::Tunnel(upstream, idle) => return End::Tunnel(upstream, idle),
+            };
+            return match end {
+                End::KeepAlive if ctx.drain.is_draining() => End::Close {
+                    linger: false,
+                    quiet: false,
+                },
+                end => end,
+            };
+        }
+        Plan::Respond { bytes, close } => {
+            c.inbuf.consume(planned.head_len);
+            c.out.clear();
+            c.out.extend_from_slice(bytes);
+            (downstream::send_out(c, write_timeout).await, close)
+        }
+        Plan::Rendered { close } => {
+            c.inbuf.consume(planned.head_len);
+            (downstream::send_out(c, write_timeout).await, close)
+        }
+        Plan::Error { error, close } => {
+            c.inbuf.consume(planned.head_len);
+            (
+                downstream::answer(c, error, close, write_timeout).await,
+                close,
+            )
+        }
+    };
+    if sent && !close && !ctx.drain.is_draining() {
+        End::KeepAlive
+    } else {
+        End::Close {
+            linger,
+            quiet: false,
         }
     }
 }
@@ -382,7 +403,7 @@ async fn handshake(
     listener_id: u64,
     ctx: &WorkerCtx,
     inbuf: &mut ReadBuf,
-) -> Option<(Conn, Option<Box<[u8]>>)> {
+) -> Option<(Conn, Option<TlsFacts>)> {
     let tls = {
         let config = ctx.snapshot().1;
         let index = config.listener_index(listener_id);
@@ -397,13 +418,8 @@ async fn handshake(
     inbuf.consume(inbuf.len());
     match accepted {
         Ok(Ok(stream)) => {
-            let subject = stream
-                .session()
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|leaf| client_subject(leaf))
-                .map(|s| s.into_bytes().into_boxed_slice());
-            Some((Conn::Tls(Box::new(stream)), subject))
+            let facts = TlsFacts::of(stream.session());
+            Some((Conn::Tls(Box::new(stream)), Some(facts)))
         }
         Ok(Err(e)) => {
             tracing::debug!(worker = ctx.id, %peer, error = %e, "TLS handshake failed");
@@ -412,6 +428,39 @@ async fn handshake(
         Err(_) => {
             tracing::debug!(worker = ctx.id, %peer, "TLS handshake timed out");
             None
+        }
+    }
+}
+
+/// What a finished handshake tells about the client, for the proxy's
+/// headers and variables.
+struct TlsFacts {
+    /// Subject of the client's verified certificate.
+    subject: Option<Box<[u8]>>,
+    sni: Option<Box<[u8]>>,
+    version: &'static str,
+}
+
+impl TlsFacts {
+    fn of(session: &rustls::Connection) -> TlsFacts {
+        let subject = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| client_subject(leaf))
+            .map(|s| s.into_bytes().into_boxed_slice());
+        let sni = match session {
+            rustls::Connection::Server(s) => s.server_name(),
+            rustls::Connection::Client(_) => None,
+        };
+        let version = match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "",
+        };
+        TlsFacts {
+            subject,
+            sni: sni.map(|n| n.as_bytes().into()),
+            version,
         }
     }
 }
@@ -442,12 +491,6 @@ async fn lingering_close(c: &mut Client) {
             Ok(n) => drained += n,
         }
     }
-}
-
-async fn send_answer(c: &mut Client, status: u16, close: bool, timeout: Duration) -> bool {
-    write_all(&mut c.stream, answer::error_answer(status, close), timeout)
-        .await
-        .is_ok()
 }
 
 /// How long a plain connection waits for its next request holding a read
@@ -587,22 +630,52 @@ impl Client {
     }
 
     fn unpark(p: Parked, ctx: &WorkerCtx) -> Client {
+        let inbuf = ReadBuf::from_vec(ctx.buffers.borrow_mut().take());
+        let addrs = (p.peer, p.local);
+        let mut c = Client::new(
+            Conn::Plain(p.socket),
+            addrs,
+            p.listener_id,
+            inbuf,
+            p.active,
+            ctx,
+        );
+        c.in_parking_set = p.in_set;
+        c
+    }
+
+    /// A plain connection's state before its first request; `addrs`: the
+    /// client's address and the one it connected to, if a PROXY header
+    /// said.
+    fn new(
+        stream: Conn,
+        addrs: (SocketAddr, Option<SocketAddr>),
+        listener_id: u64,
+        inbuf: ReadBuf,
+        active: ActiveGuard,
+        ctx: &WorkerCtx,
+    ) -> Client {
         Client {
-            stream: Conn::Plain(p.socket),
+            stream,
             cert_subject: None,
-            peer: p.peer,
-            local: p.local,
-            listener_id: p.listener_id,
+            peer: addrs.0,
+            local: addrs.1,
+            listener_id,
             listener: usize::MAX,
-            inbuf: ReadBuf::from_vec(ctx.buffers.borrow_mut().take()),
+            inbuf,
             out: Vec::new(),
             spare: Vec::new(),
             upbuf: ReadBuf::default(),
             path_buf: Vec::new(),
             rewrite_buf: Vec::new(),
-            active: p.active,
+            host_buf: Vec::new(),
+            record: Record::new(addrs.0),
+            id_seed: ctx.requests.seed(),
+            tls_version: "",
+            sni: None,
+            active,
             canceller: None,
-            in_parking_set: p.in_set,
+            in_parking_set: false,
         }
     }
 }
@@ -635,15 +708,16 @@ pub(crate) async fn wake_parked(ctx: Rc<WorkerCtx>, watcher: monoio::net::UnixSt
     }
 }
 
-/// Reads until a full request head is buffered and planned. None means the
-/// connection is done (closed, too slow, or answered with an error that
-/// ends it).
+/// Reads until a full request head is buffered and planned. None means
+/// the connection is done (closed, too slow, or answered with an error
+/// that ends it); the record says which.
 async fn next_request<'c>(
     c: &mut Client,
     drain: &Drain,
     config: &'c Config,
-) -> Option<(Plan<'c>, usize, bool)> {
-    let deadline = Instant::now() + config.timeouts.head;
+    started: Instant,
+) -> Option<Planned<'c>> {
+    let deadline = started + config.timeouts.head;
     let mut try_parse = true;
     loop {
         let planned = if try_parse {
@@ -655,9 +729,7 @@ async fn next_request<'c>(
             Ok(Some(planned)) => return Some(planned),
             Ok(None) => {}
             Err(e) => {
-                if let Some(status) = e.status()
-                    && send_answer(c, status, true, config.timeouts.io).await
-                {
+                if downstream::answer(c, e, true, config.timeouts.io).await {
                     lingering_close(c).await;
                 }
                 return None;
@@ -677,194 +749,12 @@ async fn next_request<'c>(
             }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 // A head started but did not finish in time: 408, then close.
-                send_answer(c, 408, true, config.timeouts.io).await;
+                let timeout = ProxyError::downstream(ErrorKind::ClientTimeout);
+                downstream::answer(c, timeout, true, config.timeouts.io).await;
                 return None;
             }
             Err(_) => return None,
         }
-    }
-}
-
-/// Parses the buffered head and turns it into a plan, with the head's
-/// length and whether a body follows it. Ok(None): need more.
-/// `draining`: the connection ends after this request, so answers the
-/// proxy makes itself say `Connection: close`.
-fn plan<'c>(
-    c: &mut Client,
-    config: &'c Config,
-    draining: bool,
-) -> Result<Option<(Plan<'c>, usize, bool)>, ProxyError> {
-    let mut headers = empty_headers();
-    let Some(req) = parse_request(c.inbuf.bytes(), &mut headers, &config.limits.head)? else {
-        return Ok(None);
-    };
-    let head_len = req.head_len;
-    let has_body = req.framing != Framing::Empty;
-    // After an answer the proxy generates, a request body left unread
-    // would be taken for the next request: close instead.
-    let close_after_answer = !req.keep_alive || has_body || draining;
-    let error = |status| {
-        Ok(Some((
-            Plan::Error {
-                status,
-                close: close_after_answer,
-            },
-            head_len,
-            has_body,
-        )))
-    };
-
-    let Ok(norm_path) = path::normalize(req.path, &mut c.path_buf) else {
-        return Err(ProxyError::downstream(ErrorKind::BadRequest));
-    };
-    // `OPTIONS *` asks about the server as a whole: route it as `/`.
-    let route_path: &[u8] = if norm_path == b"*" { b"/" } else { norm_path };
-    let query = RouteQuery {
-        listener: c.listener,
-        host: req.host,
-        path: route_path,
-        method: req.method,
-        headers: req.headers,
-        query: req.query,
-    };
-    let Some(route_index) = config.routes.find_index(&query) else {
-        return error(404);
-    };
-    let route = &config.routes.routes[route_index];
-    if let Framing::Length(n) = req.framing
-        && route.max_body_size != 0
-        && n > route.max_body_size
-    {
-        return error(413);
-    }
-    let planned = match &route.action {
-        Action::Respond(r) => Plan::Respond {
-            bytes: r.bytes(close_after_answer, req.is_head()),
-            close: close_after_answer,
-        },
-        Action::Redirect(r) => {
-            c.out.clear();
-            let mut uri = req.path.to_vec();
-            uri.extend_from_slice(req.query);
-            // `$host` is the host without port, as in nginx.
-            r.render(&mut c.out, req.host, &uri, close_after_answer);
-            Plan::Rendered {
-                close: close_after_answer,
-            }
-        }
-        Action::Proxy { upstream, rewrite } => {
-            let Some(group) = config.upstreams.get(*upstream) else {
-                return error(502);
-            };
-            let upstream_path = rewrite.apply(norm_path, &mut c.rewrite_buf);
-            let client_ip = real_client_ip(c.peer.ip(), &req, config);
-            let client_cert = config
-                .listeners
-                .get(c.listener)
-                .and_then(|l| l.tls.as_ref())
-                .and_then(|t| t.subject_header.as_deref())
-                .zip(c.cert_subject.as_deref())
-                .map(|(name, subject)| (name.as_bytes(), subject));
-            let host = group.host_header.as_deref().unwrap_or(req.authority);
-            c.out.clear();
-            write_request_head(
-                &mut c.out,
-                &req,
-                &UpstreamRequest {
-                    path: upstream_path,
-                    host,
-                    client_ip: c.peer.ip(),
-                    proto: if c.stream.is_tls() { "https" } else { "http" },
-                    reserved: &config.reserved_headers,
-                    client_cert,
-                    edits: &route.request_headers,
-                },
-                &config.forwarding,
-            );
-            Plan::Proxy {
-                group: *upstream,
-                exchange: Exchange {
-                    head_len,
-                    framing: req.framing,
-                    keep_alive: req.keep_alive,
-                    is_head: req.is_head(),
-                    idempotent: req.is_idempotent(),
-                    expect_continue: req.expect_continue,
-                    upgrade: req.upgrade.is_some(),
-                    version: req.version,
-                    body_limit: route.max_body_size,
-                    route: route_index,
-                    hash: match &group.balance {
-                        Balance::Hash(key) => hash_key(key, &req, norm_path, client_ip),
-                        _ => None,
-                    },
-                    region: if group.regional {
-                        config.geo.region_of(client_ip)
-                    } else {
-                        None
-                    },
-                },
-            }
-        }
-    };
-    Ok(Some((planned, head_len, has_body)))
-}
-
-/// The client's address for balancing and geo: the peer's, unless the
-/// peer is a trusted proxy; then the right-most X-Forwarded-For entry
-/// that is not a trusted proxy (entries further left could be forged by
-/// the client), as nginx's `real_ip_recursive on` does.
-fn real_client_ip(peer: IpAddr, req: &RequestHead<'_, '_>, config: &Config) -> IpAddr {
-    if config.trusted_proxies.is_empty() || !config.trusted_proxies.contains(peer) {
-        return peer;
-    }
-    let mut client = peer;
-    let entries = req
-        .headers
-        .iter()
-        .rev()
-        .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
-        .flat_map(|h| h.value.rsplit(|&b| b == b','));
-    for entry in entries {
-        let Some(ip) = std::str::from_utf8(crate::http::fields::trim_ows(entry))
-            .ok()
-            .and_then(|s| s.parse::<IpAddr>().ok())
-        else {
-            // Garbage in the chain: trust nothing to its left.
-            break;
-        };
-        client = ip;
-        if !config.trusted_proxies.contains(ip) {
-            break;
-        }
-    }
-    client
-}
-
-/// The hash of a request's balancing key; None when the request lacks it
-/// (the group then balances it round-robin).
-fn hash_key(key: &HashKey, req: &RequestHead<'_, '_>, path: &[u8], client: IpAddr) -> Option<u64> {
-    match key {
-        HashKey::ClientIp => Some(match client {
-            std::net::IpAddr::V4(ip) => hash_bytes(&ip.octets()),
-            std::net::IpAddr::V6(ip) => hash_bytes(&ip.octets()),
-        }),
-        HashKey::Path => Some(hash_bytes(path)),
-        HashKey::Header(name) => req
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| hash_bytes(crate::http::fields::trim_ows(h.value))),
-        HashKey::Cookie(name) => req
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
-            .flat_map(|h| h.value.split(|&b| b == b';'))
-            .find_map(|pair| {
-                let pair = crate::http::fields::trim_ows(pair);
-                let (k, v) = pair.split_at(memchr::memchr(b'=', pair)?);
-                (k == name.as_bytes()).then(|| hash_bytes(&v[1..]))
-            }),
     }
 }
 

@@ -16,6 +16,7 @@ use super::conn::Conn;
 use super::drain::Drain;
 use super::listen::Accepting;
 use super::parking::Parking;
+use super::requests::Requests;
 use crate::config::Config;
 use crate::server::Shared;
 use crate::upstream::{GroupState, IdlePool, Outcome, Rng};
@@ -44,6 +45,8 @@ pub(crate) struct WorkerCtx {
     sockets: RefCell<Slab<RawFd>>,
     /// Accept loops running on this worker.
     pub listeners: RefCell<Vec<Accepting>>,
+    /// Request numbering and the logging phase's counts.
+    pub requests: Requests,
 }
 
 struct Balancers {
@@ -84,6 +87,7 @@ impl WorkerCtx {
             buffers: RefCell::new(BufferPool::default()),
             sockets: RefCell::new(Slab::new()),
             listeners: RefCell::new(Vec::new()),
+            requests: Requests::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
         })
     }
 

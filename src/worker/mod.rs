@@ -8,12 +8,16 @@ mod conn;
 mod connect;
 mod ctx;
 mod deadline;
+mod downstream;
 mod drain;
 mod listen;
 mod parking;
+mod plan;
 mod proxy;
 mod relay;
+mod requests;
 mod response;
+mod retry;
 mod splice;
 mod tunnel;
 
@@ -198,6 +202,8 @@ async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Opti
         }
         let now = Instant::now();
         ctx.parking.expire(now);
+        let exits = ctx.requests.exits.snapshot();
+        ctx.shared.counters.publish(ctx.id, exits);
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(20) {
             ctx.sweep_pool();

@@ -1,8 +1,9 @@
-//! The proxy exchange for one request: get an upstream connection (moving
-//! to the next server when a connect fails), send the rewritten head and
-//! stream the body, hand over to `response`, and pool the upstream
-//! connection only when the response was read exactly to its end.
+//! The proxy exchange for one request: get an upstream connection, send
+//! the rewritten head and stream the body, hand over to `response`, pool
+//! the upstream connection only when the response was read exactly to
+//! its end, and on failure let `retry::decide` say whether to go again.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::buffer::{write_all, write_all_keep};
@@ -10,16 +11,21 @@ use super::client::Client;
 use super::conn::Conn;
 use super::connect::{acquire, pool_key};
 use super::ctx::{Snapshot, WorkerCtx};
+use super::downstream;
 use super::relay::{BodyIn, Relay, RelayError};
 use super::response::respond;
-use crate::config::{Config, UpstreamGroup};
-use crate::error::{ErrorKind, ProxyError};
+use super::retry::{self, Attempt, Decision};
+use crate::config::UpstreamGroup;
+use crate::error::{ErrorKind, ProxyError, Retry, Side};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::{Framing, Version, answer};
+use crate::pipeline::{Exit, UpstreamTry};
 use crate::upstream::Outcome;
 
 /// Request facts kept after its head has been rewritten into `Client::out`.
 pub(crate) struct Exchange {
+    /// The upstream group (position in the snapshot).
+    pub group: usize,
     pub head_len: usize,
     pub framing: Framing,
     pub keep_alive: bool,
@@ -30,8 +36,10 @@ pub(crate) struct Exchange {
     pub version: Version,
     /// 0 means unlimited.
     pub body_limit: u64,
-    /// The route (position in the snapshot), for its response edits.
+    /// The route (position in the snapshot), for its response phase.
     pub route: usize,
+    /// The client's address for balancing, geo and variables.
+    pub client_ip: IpAddr,
     /// Key hash for `balance = "hash"`.
     pub hash: Option<u64>,
     /// The client's region, for groups with regional servers.
@@ -56,249 +64,276 @@ pub(crate) enum Next {
 /// which also makes the request replayable on a fresh connection.
 const INLINE_BODY: u64 = 16 * 1024;
 
-/// Why the upstream attempt failed, and whether it may be retried.
-pub(super) enum Failure {
-    /// Nothing usable came back; retry on a fresh connection if allowed.
-    Retryable(ProxyError),
-    Final(ProxyError),
-    /// The client went away or broke its own framing: close, with the
-    /// answer given if any.
-    Client(Option<u16>),
-    /// Writing the request body upstream failed: the upstream may have
-    /// answered early.
-    UpstreamStopped,
-    /// The upstream answered a status listed in `retry_on` (only when a
-    /// retry was possible; nothing was sent to the client).
-    Status(u16),
+/// What one exchange works with.
+pub(super) struct Leg<'a> {
+    pub ctx: &'a WorkerCtx,
+    pub config: &'a Snapshot,
+    pub group: &'a UpstreamGroup,
+    pub ex: &'a Exchange,
 }
 
-pub(crate) async fn run(
-    c: &mut Client,
-    ctx: &WorkerCtx,
-    generation: u64,
-    config: &Snapshot,
-    group_idx: usize,
-    ex: Exchange,
-) -> Next {
-    let group = &config.upstreams[group_idx];
-    c.inbuf.consume(ex.head_len);
-    let mut body = match ex.framing {
-        Framing::Length(n) if n <= INLINE_BODY && c.inbuf.len() as u64 >= n => {
-            c.out.extend_from_slice(&c.inbuf.bytes()[..n as usize]);
-            c.inbuf.consume(n as usize);
-            None
-        }
-        Framing::Length(n) => Some(BodyIn::Length(n)),
-        Framing::Chunked => Some(BodyIn::Chunked(ChunkedDecoder::new())),
-        Framing::Empty | Framing::Close => None,
+/// How one attempt ended well.
+pub(super) enum Done {
+    Response {
+        client_keep: bool,
+        reusable: bool,
+        /// Close with a lingering read (client input left unread).
+        linger: bool,
+        /// No operation on the client socket was dropped in flight.
+        quiet: bool,
+    },
+    /// 101 sent to the client: the connection becomes a tunnel.
+    Switched,
+}
+
+/// A failed attempt.
+struct Failed {
+    error: ProxyError,
+    reused: bool,
+    started: Instant,
+}
+
+/// Where the retries of one request stand.
+struct Tries {
+    server: usize,
+    /// Servers this request failed on, so retries go elsewhere.
+    tried: Tried,
+    retries_left: u32,
+    /// Pooled connections may be used (false after a stale one failed).
+    allow_pooled: bool,
+}
+
+pub(crate) async fn run(c: &mut Client, ctx: &WorkerCtx, config: &Snapshot, ex: Exchange) -> Next {
+    let group = &config.upstreams[ex.group];
+    let leg = Leg {
+        ctx,
+        config,
+        group,
+        ex: &ex,
     };
+    c.inbuf.consume(ex.head_len);
+    let mut body = take_body(c, &ex);
     let replayable = body.is_none();
-    ctx.with_group(generation, group_idx, |g| g.earn_retry(group.retry_budget));
-    // Servers this request failed on, so retries go elsewhere.
-    let mut tried = Tried::default();
-    let Some(mut server) = ctx.pick_server(generation, config, group_idx, ex.hash, &[], ex.region)
+    let generation = config.generation;
+    ctx.with_group(generation, ex.group, |g| g.earn_retry(group.retry_budget));
+    let Some(server) = ctx.pick_server(generation, config, ex.group, ex.hash, &[], ex.region)
     else {
         // Every server is down, ejected or full: say so at once.
-        return answer_error(c, config, 503, !replayable || !ex.keep_alive, !replayable).await;
+        let e = ProxyError::upstream(ErrorKind::Unavailable).retry(Retry::Unsent);
+        return give_up(c, &leg, e, replayable).await;
     };
-    let mut retries_left = group.retries;
+    let mut tries = Tries {
+        server,
+        tried: Tried::default(),
+        retries_left: group.retries,
+        allow_pooled: true,
+    };
     // The request head stays in `request` until the exchange ends, for a
     // retry; `c.out` takes the spare buffer for the response head.
     let mut request = std::mem::take(&mut c.out);
     c.out = std::mem::take(&mut c.spare);
     c.out.clear();
-    let mut allow_pooled = true;
-    let retry = |tried: &mut Tried, failed: usize, retries_left: &mut u32, budgeted: bool| {
-        tried.add(failed);
-        if *retries_left == 0 || tried.full() {
-            return None;
-        }
-        // Budgeted retries repeat work an upstream may have seen.
-        if budgeted && ctx.with_group(generation, group_idx, |g| g.spend_retry()) != Some(true) {
-            return None;
-        }
-        let next = ctx.pick_server(
-            generation,
-            config,
-            group_idx,
-            ex.hash,
-            tried.list(),
-            ex.region,
-        )?;
-        *retries_left -= 1;
-        Some(next)
-    };
-
     let next = loop {
-        let addr = group.servers[server].addr;
-        let started = Instant::now();
-        // The address the client connected to: from its PROXY header,
-        // else the accepted socket's (asked only when a header is sent).
-        let local = match (c.local, group.send_proxy_protocol) {
-            (None, Some(_)) => c.stream.socket().local_addr().ok(),
-            (local, _) => local,
-        };
-        let client = (c.peer, local);
-        let (mut upstream, reused) = match acquire(
-            ctx,
-            group,
-            &group.servers[server],
-            allow_pooled,
-            client,
-            started,
-        )
-        .await
+        let retry_status = may_retry_status(&leg, &tries, replayable);
+        let failed = match attempt(c, &leg, &tries, &mut request, body.as_mut(), retry_status).await
         {
-            Ok(u) => u,
-            Err(e) => {
-                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
-                // Nothing was sent: any request may go to another server
-                // (as nginx's default proxy_next_upstream does), and no
-                // budget is spent: nothing reached an upstream.
-                if let Some(next) = retry(&mut tried, server, &mut retries_left, false) {
-                    tracing::debug!(worker = ctx.id, %addr, next = %group.servers[next].addr, "connect failed; trying the next server");
-                    server = next;
-                    allow_pooled = true;
-                    continue;
-                }
-                let close = !replayable || !ex.keep_alive;
-                let status = e.status().unwrap_or(502);
-                break answer_error(c, config, status, close, !replayable).await;
-            }
+            Ok(next) => break next,
+            Err(failed) => failed,
         };
-        // A status worth retrying is only held back when a retry can
-        // really happen; otherwise the response goes to the client.
-        let retry_status = replayable
-            && ex.idempotent
-            && retries_left > 0
-            && !group.retry_on.is_empty()
-            && !tried.full()
-            && ctx
-                .with_group(generation, group_idx, |g| {
-                    let mut excluded = tried;
-                    excluded.add(server);
-                    g.can_retry() && g.has_alternative(group, excluded.list(), Instant::now())
-                })
-                .unwrap_or(false);
-        let attempt = exchange(
-            c,
-            ctx,
-            &mut upstream,
-            config,
-            group,
-            &ex,
-            &mut request,
-            body.as_mut(),
-            retry_status,
-        )
-        .await;
-        match attempt {
-            Ok(Done::Response {
-                client_keep,
-                reusable,
-                linger,
-                quiet,
-                status,
-            }) => {
-                let failed = status >= 500 && group.outlier.as_ref().is_some_and(|o| o.on_5xx);
-                // One clock read for the latency, the balancer and the pool.
-                let now = Instant::now();
-                let outcome = if failed {
-                    Outcome::Failure
-                } else {
-                    Outcome::Success(now.saturating_duration_since(started))
-                };
-                ctx.finish_server_at(generation, config, group_idx, server, outcome, now);
-                if reusable && group.send_proxy_protocol.is_none() && !upstream.has_unread_input() {
-                    upstream.release_buffers();
-                    let max = group.max_idle_per_server;
-                    ctx.pool.borrow_mut().put(
-                        pool_key(group, &group.servers[server]),
-                        upstream,
-                        max,
-                        group.idle_timeout,
-                        now,
-                    );
-                }
-                break match (client_keep, linger) {
-                    (true, _) => Next::KeepAlive,
-                    (false, true) => Next::CloseLinger,
-                    (false, false) if quiet => Next::CloseQuiet,
-                    (false, false) => Next::Close,
-                };
-            }
-            Ok(Done::Switched) => {
-                let now = Instant::now();
-                let outcome = Outcome::Success(now.saturating_duration_since(started));
-                ctx.finish_server_at(generation, config, group_idx, server, outcome, now);
-                break Next::Tunnel(upstream, group.tunnel_idle_timeout);
-            }
-            Err(Failure::Retryable(_)) if reused && allow_pooled && replayable => {
-                // A pooled connection the server had closed: the server
-                // is not at fault; try it again on a fresh connection.
-                tracing::debug!(worker = ctx.id, %addr, "pooled upstream connection failed; retrying on a fresh one");
-                allow_pooled = false;
-                c.upbuf.consume(c.upbuf.len());
-            }
-            Err(Failure::Retryable(e)) => {
-                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
-                c.upbuf.consume(c.upbuf.len());
-                if replayable
-                    && ex.idempotent
-                    && let Some(next) = retry(&mut tried, server, &mut retries_left, true)
-                {
-                    tracing::debug!(worker = ctx.id, %addr, next = %group.servers[next].addr, "upstream failed before answering; retrying on the next server");
-                    server = next;
-                    allow_pooled = true;
-                    continue;
-                }
-                let status = e.status().unwrap_or(502);
-                break answer_error(c, config, status, true, !replayable).await;
-            }
-            Err(Failure::Status(status)) => {
-                // A 5xx counts against the server only where the group
-                // says so, as for a 5xx passed to the client.
-                let outcome = if group.outlier.as_ref().is_some_and(|o| o.on_5xx) {
-                    Outcome::Failure
-                } else {
-                    Outcome::Success(started.elapsed())
-                };
-                ctx.finish_server(generation, config, group_idx, server, outcome);
-                c.upbuf.consume(c.upbuf.len());
-                c.out.clear();
-                if let Some(next) = retry(&mut tried, server, &mut retries_left, true) {
-                    tracing::debug!(worker = ctx.id, %addr, status, next = %group.servers[next].addr, "retrying a failed status on the next server");
-                    server = next;
-                    allow_pooled = true;
-                    continue;
-                }
-                // The budget or the servers ran out in between: the
-                // client gets the status (generated: the original is gone).
-                break answer_error(c, config, status, !ex.keep_alive, false).await;
-            }
-            Err(Failure::Final(e)) => {
-                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
-                c.upbuf.consume(c.upbuf.len());
-                let status = e.status().unwrap_or(502);
-                break answer_error(c, config, status, true, !replayable).await;
-            }
-            Err(Failure::Client(answer)) => {
-                ctx.finish_server(generation, config, group_idx, server, Outcome::Neutral);
-                match answer {
-                    Some(status) => break answer_error(c, config, status, true, true).await,
-                    None => break Next::Close,
-                }
-            }
-            // `exchange` turns this into an answer or a Final; kept total.
-            Err(Failure::UpstreamStopped) => {
-                ctx.finish_server(generation, config, group_idx, server, Outcome::Failure);
-                break answer_error(c, config, 502, true, true).await;
-            }
+        if !go_again(c, &leg, &mut tries, &failed, replayable) {
+            break give_up(c, &leg, failed.error, replayable).await;
         }
     };
     request.clear();
     c.spare = request;
     next
+}
+
+/// A small request body already buffered goes with the head (which makes
+/// the request replayable); anything else is streamed after it.
+fn take_body(c: &mut Client, ex: &Exchange) -> Option<BodyIn> {
+    match ex.framing {
+        Framing::Length(n) if n <= INLINE_BODY && c.inbuf.len() as u64 >= n => {
+            c.out.extend_from_slice(&c.inbuf.bytes()[..n as usize]);
+            c.inbuf.consume(n as usize);
+            c.record.bytes_in += n;
+            None
+        }
+        Framing::Length(n) => Some(BodyIn::Length(n)),
+        Framing::Chunked => Some(BodyIn::Chunked(ChunkedDecoder::new())),
+        Framing::Empty | Framing::Close => None,
+    }
+}
+
+/// Whether a `retry_on` status is held back: only when a retry can really
+/// happen; otherwise the response goes to the client.
+fn may_retry_status(leg: &Leg<'_>, tries: &Tries, replayable: bool) -> bool {
+    let group = leg.group;
+    replayable
+        && leg.ex.idempotent
+        && tries.retries_left > 0
+        && !group.retry_on.is_empty()
+        && !tries.tried.full()
+        && leg
+            .ctx
+            .with_group(leg.config.generation, leg.ex.group, |g| {
+                let mut excluded = tries.tried;
+                excluded.add(tries.server);
+                g.can_retry() && g.has_alternative(group, excluded.list(), Instant::now())
+            })
+            .unwrap_or(false)
+}
+
+/// One attempt on one server: connect (or take a pooled connection),
+/// exchange, and on success settle the server and the pool.
+async fn attempt(
+    c: &mut Client,
+    leg: &Leg<'_>,
+    tries: &Tries,
+    request: &mut Vec<u8>,
+    body: Option<&mut BodyIn>,
+    retry_status: bool,
+) -> Result<Next, Failed> {
+    let (group, server) = (leg.group, tries.server);
+    let started = Instant::now();
+    c.record.upstream = Some(UpstreamTry {
+        group: leg.ex.group as u32,
+        server: server as u32,
+        addr: group.servers[server].addr,
+    });
+    // The address the client connected to: from its PROXY header, else
+    // the accepted socket's (asked only when a header is sent).
+    let local = match (c.local, group.send_proxy_protocol) {
+        (None, Some(_)) => c.stream.socket().local_addr().ok(),
+        (local, _) => local,
+    };
+    let spec = &group.servers[server];
+    let acquired = acquire(
+        leg.ctx,
+        group,
+        spec,
+        tries.allow_pooled,
+        (c.peer, local),
+        started,
+    );
+    let (mut upstream, reused) = acquired.await.map_err(|e| Failed {
+        // Nothing was sent: any request may go to another server.
+        error: e.retry(Retry::Unsent),
+        reused: false,
+        started,
+    })?;
+    let done = exchange(c, leg, &mut upstream, request, body, retry_status)
+        .await
+        .map_err(|error| Failed {
+            error,
+            reused,
+            started,
+        })?;
+    // One clock read for the latency, the balancer and the pool.
+    let now = Instant::now();
+    let elapsed = now.saturating_duration_since(started);
+    c.record.upstream_time = Some(elapsed);
+    c.record.exit = Exit::Proxied;
+    let failed = c.record.status >= 500 && group.outlier.as_ref().is_some_and(|o| o.on_5xx);
+    let outcome = match done {
+        Done::Response { .. } if failed => Outcome::Failure,
+        _ => Outcome::Success(elapsed),
+    };
+    let generation = leg.config.generation;
+    let ctx = leg.ctx;
+    ctx.finish_server_at(generation, leg.config, leg.ex.group, server, outcome, now);
+    Ok(match done {
+        Done::Switched => Next::Tunnel(upstream, group.tunnel_idle_timeout),
+        Done::Response {
+            client_keep,
+            reusable,
+            linger,
+            quiet,
+        } => {
+            if reusable && group.send_proxy_protocol.is_none() && !upstream.has_unread_input() {
+                upstream.release_buffers();
+                let key = pool_key(group, spec);
+                let (max, idle) = (group.max_idle_per_server, group.idle_timeout);
+                ctx.pool.borrow_mut().put(key, upstream, max, idle, now);
+            }
+            match (client_keep, linger) {
+                (true, _) => Next::KeepAlive,
+                (false, true) => Next::CloseLinger,
+                (false, false) if quiet => Next::CloseQuiet,
+                (false, false) => Next::Close,
+            }
+        }
+    })
+}
+
+/// Settles a failed attempt with the balancer and, when the retry rule
+/// and the group allow, moves `tries` to the next attempt.
+fn go_again(
+    c: &mut Client,
+    leg: &Leg<'_>,
+    tries: &mut Tries,
+    failed: &Failed,
+    replayable: bool,
+) -> bool {
+    let (ctx, group, generation) = (leg.ctx, leg.group, leg.config.generation);
+    let decision = retry::decide(
+        &failed.error,
+        Attempt {
+            reused: failed.reused,
+            fresh_tried: !tries.allow_pooled,
+            replayable,
+            idempotent: leg.ex.idempotent,
+        },
+    );
+    c.upbuf.consume(c.upbuf.len());
+    c.out.clear();
+    let addr = group.servers[tries.server].addr;
+    if decision == Decision::FreshConnection {
+        // A pooled connection the server had closed: the server is not
+        // at fault; try it again on a fresh connection.
+        tracing::debug!(worker = ctx.id, %addr, "pooled upstream connection failed; retrying on a fresh one");
+        tries.allow_pooled = false;
+        c.record.retries = c.record.retries.saturating_add(1);
+        return true;
+    }
+    let on_5xx = group.outlier.as_ref().is_some_and(|o| o.on_5xx);
+    let outcome = retry::outcome(&failed.error, on_5xx, failed.started.elapsed());
+    ctx.finish_server(generation, leg.config, leg.ex.group, tries.server, outcome);
+    let Decision::NextServer { budgeted } = decision else {
+        return false;
+    };
+    tries.tried.add(tries.server);
+    if tries.retries_left == 0 || tries.tried.full() {
+        return false;
+    }
+    // Budgeted retries repeat work an upstream may have seen.
+    if budgeted && ctx.with_group(generation, leg.ex.group, |g| g.spend_retry()) != Some(true) {
+        return false;
+    }
+    let ex = leg.ex;
+    let tried = tries.tried.list();
+    let Some(next) = ctx.pick_server(generation, leg.config, ex.group, ex.hash, tried, ex.region)
+    else {
+        return false;
+    };
+    tracing::debug!(worker = ctx.id, %addr, next = %group.servers[next].addr, error = %failed.error, "upstream attempt failed; trying the next server");
+    tries.retries_left -= 1;
+    tries.server = next;
+    tries.allow_pooled = true;
+    c.record.retries = c.record.retries.saturating_add(1);
+    true
+}
+
+/// Answers the client with the error that ended the exchange.
+async fn give_up(c: &mut Client, leg: &Leg<'_>, e: ProxyError, replayable: bool) -> Next {
+    let (close, linger) = retry::after_answer(&e, leg.ex.keep_alive, replayable);
+    c.out.clear();
+    let sent = downstream::answer(c, e, close, leg.config.timeouts.io).await;
+    match (sent, close, linger) {
+        (true, false, _) => Next::KeepAlive,
+        (true, true, true) => Next::CloseLinger,
+        _ => Next::Close,
+    }
 }
 
 /// Attempts per request at most (the first and its retries).
@@ -328,144 +363,98 @@ impl Tried {
     }
 }
 
-/// How one attempt ended well.
-pub(super) enum Done {
-    Response {
-        client_keep: bool,
-        reusable: bool,
-        /// Close with a lingering read (client input left unread).
-        linger: bool,
-        /// No operation on the client socket was dropped in flight.
-        quiet: bool,
-        /// The final status passed on.
-        status: u16,
-    },
-    /// 101 sent to the client: the connection becomes a tunnel.
-    Switched,
-}
-
-/// Sends a generated answer. `linger` when the client may still be
-/// sending a body we did not read.
-async fn answer_error(
-    c: &mut Client,
-    config: &Config,
-    status: u16,
-    close: bool,
-    linger: bool,
-) -> Next {
-    let answer = answer::error_answer(status, close);
-    let sent = write_all(&mut c.stream, answer, config.timeouts.io).await;
-    match (sent.is_ok(), close, linger) {
-        (true, false, _) => Next::KeepAlive,
-        (true, true, true) => Next::CloseLinger,
-        _ => Next::Close,
-    }
+/// Why streaming the request body stopped.
+enum BodyFailure {
+    /// The client's side: gone, too slow, bad framing, too large.
+    Client(ProxyError),
+    /// The upstream stopped taking it: it may have answered early.
+    UpstreamStopped,
 }
 
 /// One attempt on one upstream connection. `request` (head plus any
 /// inline body) is given back intact, so a failed attempt can be replayed.
-#[allow(clippy::too_many_arguments)]
 async fn exchange(
     c: &mut Client,
-    ctx: &WorkerCtx,
+    leg: &Leg<'_>,
     upstream: &mut Conn,
-    config: &Config,
-    group: &UpstreamGroup,
-    ex: &Exchange,
     request: &mut Vec<u8>,
     body: Option<&mut BodyIn>,
     retry_status: bool,
-) -> Result<Done, Failure> {
+) -> Result<Done, ProxyError> {
     let bytes = std::mem::take(request);
-    let (written, bytes) = write_all_keep(upstream, bytes, group.io_timeout).await;
+    let (written, bytes) = write_all_keep(upstream, bytes, leg.group.io_timeout).await;
     match bytes {
         Some(bytes) => *request = bytes,
-        None => {
-            return Err(Failure::Final(ProxyError::upstream(
-                ErrorKind::GatewayTimeout,
-            )));
-        }
+        None => return Err(ProxyError::upstream(ErrorKind::GatewayTimeout)),
     }
     if written.is_err() {
-        return Err(Failure::Retryable(ProxyError::upstream(
-            ErrorKind::BadGateway,
-        )));
+        return Err(ProxyError::upstream(ErrorKind::BadGateway).retry(Retry::BeforeAnswer));
     }
-    if let Some(body) = body {
-        match send_body(c, upstream, config, group, ex, body).await {
-            Ok(()) => {}
-            // The upstream stopped taking the body: it may have answered
-            // early (413, 401, ...). Pass that answer on and close, since
-            // the rest of the client's body is unread.
-            Err(Failure::UpstreamStopped) => {
-                return match respond(c, &ctx.drain, upstream, config, group, ex, true, false).await
-                {
-                    Ok(Done::Response { status, .. }) => Ok(Done::Response {
-                        client_keep: false,
-                        reusable: false,
-                        linger: true,
-                        quiet: false,
-                        status,
-                    }),
-                    // A held-back head that failed keeps its 502 or 504.
-                    Err(f @ Failure::Final(_)) => Err(f),
-                    _ => Err(Failure::Final(ProxyError::upstream(ErrorKind::BadGateway))),
-                };
-            }
-            Err(f) => return Err(f),
-        }
+    let Some(body) = body else {
+        return respond(c, leg, upstream, false, retry_status).await;
+    };
+    match send_body(c, leg, upstream, body).await {
+        Ok(()) => respond(c, leg, upstream, false, retry_status).await,
+        Err(BodyFailure::Client(e)) => Err(e),
+        // The upstream may have answered early (413, 401, ...). Pass that
+        // answer on and close, since the rest of the client's body is
+        // unread.
+        Err(BodyFailure::UpstreamStopped) => match respond(c, leg, upstream, true, false).await {
+            Ok(Done::Response { .. }) => Ok(Done::Response {
+                client_keep: false,
+                reusable: false,
+                linger: true,
+                quiet: false,
+            }),
+            // A held-back head that failed keeps its 502 or 504.
+            Err(e) if e.retry == Retry::No && e.side != Side::Downstream => Err(e),
+            _ => Err(ProxyError::upstream(ErrorKind::BadGateway)),
+        },
     }
-    respond(
-        c,
-        &ctx.drain,
-        upstream,
-        config,
-        group,
-        ex,
-        false,
-        retry_status,
-    )
-    .await
 }
 
 /// Streams the rest of the request body from the client to the upstream.
 async fn send_body(
     c: &mut Client,
+    leg: &Leg<'_>,
     upstream: &mut Conn,
-    config: &Config,
-    group: &UpstreamGroup,
-    ex: &Exchange,
     body: &mut BodyIn,
-) -> Result<(), Failure> {
-    if ex.expect_continue && c.inbuf.is_empty() {
-        write_all(&mut c.stream, answer::CONTINUE, config.timeouts.io)
+) -> Result<(), BodyFailure> {
+    let gone = || BodyFailure::Client(ProxyError::downstream(ErrorKind::ClientGone));
+    if leg.ex.expect_continue && c.inbuf.is_empty() {
+        write_all(&mut c.stream, answer::CONTINUE, leg.config.timeouts.io)
             .await
-            .map_err(|_| Failure::Client(None))?;
+            .map_err(|_| gone())?;
     }
     let input = std::mem::replace(body, BodyIn::Length(0));
     let chunked_out = matches!(input, BodyIn::Chunked(_));
-    let relay = Relay {
+    let body_limit = leg.ex.body_limit;
+    let mut relay = Relay {
         input,
         chunked_out,
-        limit: if ex.body_limit == 0 {
+        limit: if body_limit == 0 {
             u64::MAX
         } else {
-            ex.body_limit
+            body_limit
         },
-        read_timeout: config.timeouts.io,
-        write_timeout: group.io_timeout,
-        splice: config.runtime.splice,
+        read_timeout: leg.config.timeouts.io,
+        write_timeout: leg.group.io_timeout,
+        splice: leg.config.runtime.splice,
         // The head went out on its own already (see above).
         postpone: false,
+        moved: 0,
     };
     c.out.clear();
     let result = relay
         .run(&mut c.stream, &mut c.inbuf, upstream, &mut c.out)
         .await;
+    c.record.bytes_in += relay.moved;
     result.map_err(|e| match e {
-        RelayError::Source | RelayError::SourceTimedOut => Failure::Client(None),
-        RelayError::Invalid => Failure::Client(Some(400)),
-        RelayError::TooLarge => Failure::Client(Some(413)),
-        RelayError::Dest => Failure::UpstreamStopped,
+        RelayError::Source | RelayError::SourceTimedOut => gone(),
+        RelayError::Invalid => BodyFailure::Client(ProxyError::downstream(ErrorKind::BadRequest)),
+        RelayError::TooLarge => {
+            BodyFailure::Client(ProxyError::downstream(ErrorKind::BodyTooLarge))
+        }
+        RelayError::Dest => BodyFailure::UpstreamStopped,
     })
 }

@@ -66,6 +66,8 @@ pub(crate) struct Relay {
     /// until-close bodies, which may be streams (server-sent events)
     /// whose pieces must not wait for the next one.
     pub postpone: bool,
+    /// Body bytes moved so far (decoded: without chunk framing).
+    pub moved: u64,
 }
 
 impl Relay {
@@ -76,16 +78,29 @@ impl Relay {
     /// with the first write, so `out` is empty after any failure once
     /// something was written.
     pub async fn run(
-        mut self,
+        &mut self,
         src: &mut Conn,
         src_buf: &mut ReadBuf,
         dst: &mut Conn,
         out: &mut Vec<u8>,
     ) -> Result<(), RelayError> {
-        let mut seen: u64 = 0;
+        let mut seen = self.moved;
+        let result = self.relay(src, src_buf, dst, out, &mut seen).await;
+        self.moved = seen;
+        result
+    }
+
+    async fn relay(
+        &mut self,
+        src: &mut Conn,
+        src_buf: &mut ReadBuf,
+        dst: &mut Conn,
+        out: &mut Vec<u8>,
+        seen: &mut u64,
+    ) -> Result<(), RelayError> {
         loop {
-            let done = self.drain_buffered(src_buf, dst, out, &mut seen).await?;
-            if seen > self.limit {
+            let done = self.drain_buffered(src_buf, dst, out, seen).await?;
+            if *seen > self.limit {
                 return Err(RelayError::TooLarge);
             }
             if done {
@@ -104,13 +119,16 @@ impl Relay {
                 // them, and a failure now must not look like nothing was sent.
                 self.postpone = false;
                 // Only with `out` flushed: what is spliced goes after it.
-                if let Some(want) = self.splice_rest(seen)
+                if let Some(want) = self.splice_rest(*seen)
                     && let (Conn::Plain(from), Conn::Plain(to)) = (&*src, &*dst)
                 {
                     match splice::forward(from, to, want, self.read_timeout, self.write_timeout)
                         .await
                     {
-                        Ok(_) => break,
+                        Ok(n) => {
+                            *seen += n;
+                            break;
+                        }
                         Err(SpliceError::Unavailable) => self.splice = false,
                         Err(SpliceError::Source) => return Err(RelayError::Source),
                         Err(SpliceError::Dest) => return Err(RelayError::Dest),

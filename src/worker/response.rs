@@ -7,14 +7,14 @@ use std::io;
 use super::buffer::flush_vec;
 use super::client::Client;
 use super::conn::Conn;
-use super::drain::Drain;
-use super::proxy::{Done, Exchange, Failure};
+use super::plan::vars;
+use super::proxy::{Done, Exchange, Leg};
 use super::relay::{BodyIn, Relay, RelayError};
-use crate::config::{Config, UpstreamGroup};
-use crate::error::{ErrorKind, ProxyError};
+use crate::error::{ErrorKind, ProxyError, Retry};
 use crate::http::chunked::ChunkedDecoder;
-use crate::http::encode::{ConnectionDirective, NO_EDITS, write_response_head_with};
+use crate::http::encode::{ConnectionDirective, write_response_head_with};
 use crate::http::{Framing, Version, empty_headers, parse_response};
+use crate::pipeline::{BodyPlan, NO_FILTERS};
 
 /// What the response head decided.
 struct ResponsePlan {
@@ -25,105 +25,30 @@ struct ResponsePlan {
     interim: bool,
     switching: bool,
     status: u16,
+    body: BodyPlan,
 }
 
 /// Reads the response head(s), writes the rewritten head and relays the
 /// body. `closing`: the client connection ends after this response
 /// (request body left unread), so the head says so; likewise when the
-/// worker is draining by the time the head is written.
-#[allow(clippy::too_many_arguments)]
+/// worker is draining by the time the head is written. `retry_status`:
+/// a `retry_on` status is not passed on but returned as an error.
 pub(super) async fn respond(
     c: &mut Client,
-    drain: &Drain,
+    leg: &Leg<'_>,
     upstream: &mut Conn,
-    config: &Config,
-    group: &UpstreamGroup,
-    ex: &Exchange,
     closing: bool,
     retry_status: bool,
-) -> Result<Done, Failure> {
-    let mut got_any = false;
-    let plan = loop {
-        let planned = plan_response(c, config, group, ex, closing || drain.is_draining())
-            .map_err(Failure::Final)?;
-        if let Some(plan) = planned {
-            if plan.interim {
-                // 1xx other than 101: pass to a 1.1 client, then read on.
-                if ex.version == Version::Http11 {
-                    flush_vec(&mut c.stream, &mut c.out, config.timeouts.io)
-                        .await
-                        .map_err(|_| Failure::Client(None))?;
-                }
-                c.out.clear();
-                got_any = true;
-                continue;
-            }
-            if retry_status && group.retry_on.contains(&plan.status) {
-                // Not passed on: the caller retries on another server.
-                return Err(Failure::Status(plan.status));
-            }
-            break plan;
-        }
-        let n = c
-            .upbuf
-            .fill(upstream, 8192, group.response_timeout)
-            .await
-            .map_err(|e| response_read_failure(&e, got_any || !c.upbuf.is_empty(), ex))?;
-        if n == 0 {
-            let err = io::Error::from(io::ErrorKind::UnexpectedEof);
-            return Err(response_read_failure(
-                &err,
-                got_any || !c.upbuf.is_empty(),
-                ex,
-            ));
-        }
-    };
-
+) -> Result<Done, ProxyError> {
+    let plan = read_head(c, leg, upstream, closing, retry_status).await?;
+    c.record.status = plan.status;
+    let chain = leg.config.chains.get(leg.ex.route).unwrap_or(&NO_FILTERS);
+    chain.upstream_response(plan.status, &mut c.record);
     if plan.switching {
-        flush_vec(&mut c.stream, &mut c.out, config.timeouts.io)
-            .await
-            .map_err(|_| Failure::Client(None))?;
-        // Bytes the upstream sent after its 101 belong to the new protocol.
-        if !c.upbuf.is_empty() {
-            let n = c.upbuf.len();
-            super::buffer::write_from_read_buf(&mut c.stream, &mut c.upbuf, n, config.timeouts.io)
-                .await
-                .map_err(|_| Failure::Client(None))?;
-        }
-        if !c.inbuf.is_empty() {
-            let n = c.inbuf.len();
-            super::buffer::write_from_read_buf(upstream, &mut c.inbuf, n, group.io_timeout)
-                .await
-                .map_err(|_| Failure::Final(ProxyError::upstream(ErrorKind::BadGateway)))?;
-        }
+        switch(c, leg, upstream).await?;
         return Ok(Done::Switched);
     }
-
-    let input = match plan.framing {
-        Framing::Empty => None,
-        Framing::Length(n) => Some(BodyIn::Length(n)),
-        Framing::Chunked => Some(BodyIn::Chunked(ChunkedDecoder::new())),
-        Framing::Close => Some(BodyIn::UntilClose),
-    };
-    let relayed = match input {
-        None => flush_vec(&mut c.stream, &mut c.out, config.timeouts.io)
-            .await
-            .map_err(|_| RelayError::Dest),
-        Some(input) => {
-            let relay = Relay {
-                input,
-                chunked_out: plan.out_framing == Framing::Chunked,
-                limit: u64::MAX,
-                read_timeout: group.io_timeout,
-                write_timeout: config.timeouts.io,
-                splice: config.runtime.splice,
-                postpone: true,
-            };
-            relay
-                .run(upstream, &mut c.upbuf, &mut c.stream, &mut c.out)
-                .await
-        }
-    };
+    let relayed = relay_body(c, leg, upstream, &plan).await;
     if let Err(e @ (RelayError::Source | RelayError::SourceTimedOut)) = &relayed
         && !c.out.is_empty()
     {
@@ -138,7 +63,7 @@ pub(super) async fn respond(
         } else {
             ErrorKind::BadGateway
         };
-        return Err(Failure::Final(ProxyError::upstream(kind)));
+        return Err(ProxyError::upstream(kind));
     }
     // Anything after the body is a protocol error on that connection.
     let reusable = relayed.is_ok() && plan.upstream_reusable && c.upbuf.is_empty();
@@ -146,25 +71,131 @@ pub(super) async fn respond(
     c.out.clear();
     // After a failed relay the head is already on its way: all we can do
     // is close the client connection.
-    let client_keep = relayed.is_ok() && plan.client_keep;
     Ok(Done::Response {
-        client_keep,
+        client_keep: relayed.is_ok() && plan.client_keep,
         reusable,
         linger: false,
         quiet: relayed.is_ok(),
-        status: plan.status,
     })
 }
 
-fn response_read_failure(e: &io::Error, got_bytes: bool, ex: &Exchange) -> Failure {
+/// Reads until the final head is parsed, passing interim ones (1xx other
+/// than 101) on to a 1.1 client.
+async fn read_head(
+    c: &mut Client,
+    leg: &Leg<'_>,
+    upstream: &mut Conn,
+    closing: bool,
+    retry_status: bool,
+) -> Result<ResponsePlan, ProxyError> {
+    let (config, group, ex) = (leg.config, leg.group, leg.ex);
+    let gone = || ProxyError::downstream(ErrorKind::ClientGone);
+    let mut got_any = false;
+    loop {
+        let closing = closing || leg.ctx.drain.is_draining();
+        if let Some(plan) = plan_response(c, leg, closing)? {
+            if !plan.interim {
+                if retry_status && group.retry_on.contains(&plan.status) {
+                    // Not passed on: the caller retries on another server.
+                    let status = ErrorKind::UpstreamStatus(plan.status);
+                    return Err(ProxyError::upstream(status).retry(Retry::Status));
+                }
+                return Ok(plan);
+            }
+            if ex.version == Version::Http11 {
+                c.record.bytes_out += c.out.len() as u64;
+                flush_vec(&mut c.stream, &mut c.out, config.timeouts.io)
+                    .await
+                    .map_err(|_| gone())?;
+            }
+            c.out.clear();
+            got_any = true;
+            continue;
+        }
+        let read = c.upbuf.fill(upstream, 8192, group.response_timeout).await;
+        let got_bytes = got_any || !c.upbuf.is_empty();
+        match read {
+            Ok(0) => {
+                let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
+                return Err(response_read_failure(&eof, got_bytes, ex));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(response_read_failure(&e, got_bytes, ex)),
+        }
+    }
+}
+
+/// After a 101: the head goes out, and bytes either side already read
+/// belong to the new protocol.
+async fn switch(c: &mut Client, leg: &Leg<'_>, upstream: &mut Conn) -> Result<(), ProxyError> {
+    let io_timeout = leg.config.timeouts.io;
+    let gone = |_| ProxyError::downstream(ErrorKind::ClientGone);
+    c.record.bytes_out += c.out.len() as u64;
+    flush_vec(&mut c.stream, &mut c.out, io_timeout)
+        .await
+        .map_err(gone)?;
+    if !c.upbuf.is_empty() {
+        let n = c.upbuf.len();
+        super::buffer::write_from_read_buf(&mut c.stream, &mut c.upbuf, n, io_timeout)
+            .await
+            .map_err(gone)?;
+    }
+    if !c.inbuf.is_empty() {
+        let n = c.inbuf.len();
+        super::buffer::write_from_read_buf(upstream, &mut c.inbuf, n, leg.group.io_timeout)
+            .await
+            .map_err(|_| ProxyError::upstream(ErrorKind::BadGateway))?;
+    }
+    Ok(())
+}
+
+/// Writes the head in `Client::out` and the body as the plan says.
+async fn relay_body(
+    c: &mut Client,
+    leg: &Leg<'_>,
+    upstream: &mut Conn,
+    plan: &ResponsePlan,
+) -> Result<(), RelayError> {
+    let io_timeout = leg.config.timeouts.io;
+    c.record.bytes_out += c.out.len() as u64;
+    let input = match plan.framing {
+        Framing::Empty => {
+            return flush_vec(&mut c.stream, &mut c.out, io_timeout)
+                .await
+                .map_err(|_| RelayError::Dest);
+        }
+        Framing::Length(n) => BodyIn::Length(n),
+        Framing::Chunked => BodyIn::Chunked(ChunkedDecoder::new()),
+        Framing::Close => BodyIn::UntilClose,
+    };
+    let identity = plan.body == BodyPlan::Identity;
+    let mut relay = Relay {
+        input,
+        chunked_out: plan.out_framing == Framing::Chunked,
+        limit: u64::MAX,
+        read_timeout: leg.group.io_timeout,
+        write_timeout: io_timeout,
+        // Only the identity plan passes bytes through untouched.
+        splice: identity && leg.config.runtime.splice,
+        postpone: identity,
+        moved: 0,
+    };
+    let relayed = relay
+        .run(upstream, &mut c.upbuf, &mut c.stream, &mut c.out)
+        .await;
+    c.record.bytes_out += relay.moved;
+    relayed
+}
+
+fn response_read_failure(e: &io::Error, got_bytes: bool, ex: &Exchange) -> ProxyError {
     if e.kind() == io::ErrorKind::TimedOut {
-        return Failure::Final(ProxyError::upstream(ErrorKind::GatewayTimeout));
+        return ProxyError::upstream(ErrorKind::GatewayTimeout);
     }
     let err = ProxyError::upstream(ErrorKind::BadGateway);
     if !got_bytes && ex.idempotent {
-        Failure::Retryable(err)
+        err.retry(Retry::BeforeAnswer)
     } else {
-        Failure::Final(err)
+        err
     }
 }
 
@@ -172,11 +203,10 @@ fn response_read_failure(e: &io::Error, got_bytes: bool, ex: &Exchange) -> Failu
 /// `c.out`. Ok(None) means more bytes are needed.
 fn plan_response(
     c: &mut Client,
-    config: &Config,
-    group: &UpstreamGroup,
-    ex: &Exchange,
+    leg: &Leg<'_>,
     closing: bool,
 ) -> Result<Option<ResponsePlan>, ProxyError> {
+    let (config, group, ex) = (leg.config, leg.group, leg.ex);
     let mut headers = empty_headers();
     let Some(resp) = parse_response(
         c.upbuf.bytes(),
@@ -193,62 +223,69 @@ fn plan_response(
         .get(c.listener)
         .and_then(|l| l.tls.as_ref())
         .and_then(|t| t.hsts.as_deref());
-    let edits = config
-        .routes
-        .routes
-        .get(ex.route)
-        .map_or(&NO_EDITS, |r| &r.response_headers);
-    c.out.clear();
+    let chain = config.chains.get(ex.route).unwrap_or(&NO_FILTERS);
+    let mut out = std::mem::take(&mut c.out);
+    out.clear();
+    let vars = vars(c, config, ex.route, ex.client_ip, &c.host_buf);
+    let (edits, body) = chain.response(&vars);
     // 101 (switching to a tunnel) and other 1xx (more heads follow) carry
     // no body and end nothing: pass the head on and say which it was.
-    if resp.is_interim() {
-        let switching = resp.status == 101;
-        if switching && !ex.upgrade {
-            return Err(ProxyError::upstream(ErrorKind::BadGateway));
-        }
-        let directive = if switching {
-            ConnectionDirective::Upgrade
-        } else {
-            ConnectionDirective::Default
-        };
-        write_response_head_with(
-            &mut c.out,
-            &resp,
-            Framing::Empty,
-            directive,
-            via,
-            hsts,
-            edits,
-        );
-        let head_len = resp.head_len;
-        let status = resp.status;
-        c.upbuf.consume(head_len);
-        return Ok(Some(ResponsePlan {
+    let switching = resp.status == 101;
+    if switching && !ex.upgrade {
+        c.out = out;
+        return Err(ProxyError::upstream(ErrorKind::BadGateway));
+    }
+    let plan = if resp.is_interim() {
+        ResponsePlan {
             framing: Framing::Empty,
             out_framing: Framing::Empty,
             client_keep: false,
             upstream_reusable: false,
             interim: !switching,
             switching,
-            status,
-        }));
-    }
-    let client_11 = ex.version == Version::Http11;
+            status: resp.status,
+            body: BodyPlan::Identity,
+        }
+    } else {
+        final_plan(&resp, ex, closing, body)
+    };
+    let directive = match (switching, plan.interim, plan.client_keep, ex.version) {
+        (true, _, _, _) => ConnectionDirective::Upgrade,
+        (_, true, _, _) => ConnectionDirective::Default,
+        (_, _, false, _) => ConnectionDirective::Close,
+        (_, _, true, Version::Http11) => ConnectionDirective::Default,
+        (_, _, true, _) => ConnectionDirective::KeepAlive,
+    };
+    write_response_head_with(
+        &mut out,
+        &resp,
+        plan.out_framing,
+        directive,
+        via,
+        hsts,
+        &edits,
+    );
+    c.out = out;
+    c.upbuf.consume(resp.head_len);
+    Ok(Some(plan))
+}
+
+/// The framing and connection decisions for a final response head.
+fn final_plan(
+    resp: &crate::http::ResponseHead<'_, '_>,
+    ex: &Exchange,
+    closing: bool,
+    body: BodyPlan,
+) -> ResponsePlan {
     let out_framing = match resp.framing {
-        Framing::Chunked | Framing::Close if client_11 => Framing::Chunked,
+        Framing::Chunked | Framing::Close if ex.version == Version::Http11 => Framing::Chunked,
         Framing::Chunked | Framing::Close => Framing::Close,
         other => other,
     };
     // The request body was fully read (the relay finished) by the time we
     // get here, so only the client's wish and the framing decide.
     let client_keep = ex.keep_alive && !closing && out_framing != Framing::Close;
-    let directive = match (client_keep, client_11) {
-        (false, _) => ConnectionDirective::Close,
-        (true, true) => ConnectionDirective::Default,
-        (true, false) => ConnectionDirective::KeepAlive,
-    };
-    write_response_head_with(&mut c.out, &resp, out_framing, directive, via, hsts, edits);
-    let plan = ResponsePlan {
+    ResponsePlan {
         framing: resp.framing,
         out_framing,
         client_keep,
@@ -256,8 +293,6 @@ fn plan_response(
         interim: false,
         switching: false,
         status: resp.status,
-    };
-    let head_len = resp.head_len;
-    c.upbuf.consume(head_len);
-    Ok(Some(plan))
+        body,
+    }
 }

@@ -525,3 +525,16 @@ impl Client {
 pub fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: test.local\r\n\r\n").into_bytes()
 }
+
+/// Waits until `done` holds, checking every 10 ms for up to `limit`;
+/// panics naming `what` if it never does.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,231 @@
+//! The request pipeline: a route's chain of filters, compiled into the
+//! config snapshot, and the fixed phases every request passes through.
+//! Pure policy: no I/O, no runtime; the data plane calls the phases.
+//!
+//! Phases, in order:
+//! 1. `request` — after routing; a filter may answer (access rules, rate
+//!    limits and cache hits plug in here).
+//! 2. `upstream_request` — edits to the head sent upstream.
+//! 3. `upstream_response` — the upstream's head, before anything is
+//!    decided about it (cacheability, status rules).
+//! 4. `response` — edits to the client's head and the body plan.
+//! 5. `log` — exactly once per request, whatever its exit, with its
+//!    `Record`.
+//!
+//! Dispatch is a `match` over `Filter`, so a phase is a loop over a
+//! slice: an empty chain costs one length check per phase.
+
+mod headers;
+mod record;
+mod vars;
+
+pub use headers::{HeaderEdits, Rendered};
+pub use record::{Exit, Record, UpstreamTry};
+pub use vars::{RequestId, Template, Var, Vars};
+
+use crate::error::ProxyError;
+use crate::http::encode::FieldEdits;
+
+/// One filter of a route's chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// `request_headers`: edits to the head sent upstream.
+    RequestHeaders(HeaderEdits),
+    /// `response_headers`: edits to the head sent to the client.
+    ResponseHeaders(HeaderEdits),
+}
+
+/// How a response body reaches the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyPlan {
+    /// As it comes (re-framed if needed): the only plan that may splice
+    /// or postpone.
+    #[default]
+    Identity,
+}
+
+/// A route's compiled filters, in configured order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Chain {
+    filters: Vec<Filter>,
+}
+
+/// The chain of a route without filters.
+pub static NO_FILTERS: Chain = Chain {
+    filters: Vec::new(),
+};
+
+impl Chain {
+    pub fn new(filters: Vec<Filter>) -> Chain {
+        Chain { filters }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    pub fn filters(&self) -> &[Filter] {
+        &self.filters
+    }
+
+    /// Phase 1: may end the request with an answer.
+    pub fn request(&self, _record: &mut Record) -> Result<(), ProxyError> {
+        for filter in self.filters.iter() {
+            match filter {
+                Filter::RequestHeaders(_) | Filter::ResponseHeaders(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Phase 2: the edits to apply while the upstream head is written.
+    pub fn upstream_request<'a>(&'a self, vars: &'a Vars<'a>) -> PhaseEdits<'a> {
+        PhaseEdits {
+            chain: self,
+            vars,
+            side: EditSide::Request,
+        }
+    }
+
+    /// Phase 3: the upstream's final head has been parsed.
+    pub fn upstream_response(&self, _status: u16, _record: &mut Record) {}
+
+    /// Phase 4: the edits to the client's head, and the body plan.
+    pub fn response<'a>(&'a self, vars: &'a Vars<'a>) -> (PhaseEdits<'a>, BodyPlan) {
+        let edits = PhaseEdits {
+            chain: self,
+            vars,
+            side: EditSide::Response,
+        };
+        (edits, BodyPlan::Identity)
+    }
+
+    /// Phase 5: once per request, when it has ended.
+    pub fn log(&self, _record: &Record) {}
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EditSide {
+    Request,
+    Response,
+}
+
+/// The header edits of one phase of a chain, bound to a request's values.
+pub struct PhaseEdits<'a> {
+    chain: &'a Chain,
+    vars: &'a Vars<'a>,
+    side: EditSide,
+}
+
+impl PhaseEdits<'_> {
+    fn each(&self) -> impl Iterator<Item = &HeaderEdits> {
+        let side = self.side;
+        self.chain
+            .filters
+            .iter()
+            .filter_map(move |f| match (f, side) {
+                (Filter::RequestHeaders(e), EditSide::Request)
+                | (Filter::ResponseHeaders(e), EditSide::Response) => Some(e),
+                _ => None,
+            })
+    }
+}
+
+impl FieldEdits for PhaseEdits<'_> {
+    fn drops(&self, name: &[u8]) -> bool {
+        self.each().any(|e| e.drops(name))
+    }
+
+    fn append(&self, out: &mut Vec<u8>) {
+        for e in self.each() {
+            e.with(self.vars).append(out);
+        }
+    }
+}
+
+/// Requests ended per exit kind, counted by a worker's logging phase.
+#[derive(Debug, Default)]
+pub struct ExitCounts {
+    counts: [std::cell::Cell<u64>; Exit::ALL.len()],
+}
+
+impl ExitCounts {
+    pub fn add(&self, exit: Exit) {
+        let c = &self.counts[exit as usize];
+        c.set(c.get() + 1);
+    }
+
+    pub fn get(&self, exit: Exit) -> u64 {
+        self.counts[exit as usize].get()
+    }
+
+    pub fn snapshot(&self) -> [u64; Exit::ALL.len()] {
+        std::array::from_fn(|i| self.counts[i].get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn vars() -> Vars<'static> {
+        Vars {
+            client: SocketAddr::from(([10, 1, 2, 3], 4000)),
+            host: b"h",
+            tls: false,
+            request_id: RequestId::default(),
+            route: "r",
+            listener: "l",
+            tls_version: "",
+            sni: b"",
+            client_subject: b"",
+        }
+    }
+
+    fn edits(name: &str, value: &str, replace: bool) -> HeaderEdits {
+        let mut e = HeaderEdits::default();
+        e.push(name, &Template::parse(value).unwrap(), replace);
+        e
+    }
+
+    #[test]
+    fn each_side_sees_only_its_edits() {
+        let chain = Chain::new(vec![
+            Filter::RequestHeaders(edits("X-Real-IP", "$client_ip", true)),
+            Filter::ResponseHeaders(edits("X-Served-By", "$listener", false)),
+        ]);
+        let v = vars();
+        let up = chain.upstream_request(&v);
+        let mut out = Vec::new();
+        up.append(&mut out);
+        assert_eq!(out, b"X-Real-IP: 10.1.2.3\r\n");
+        assert!(up.drops(b"x-real-ip"));
+        let (down, plan) = chain.response(&v);
+        assert_eq!(plan, BodyPlan::Identity);
+        out.clear();
+        down.append(&mut out);
+        assert_eq!(out, b"X-Served-By: l\r\n");
+        assert!(!down.drops(b"x-real-ip"));
+    }
+
+    #[test]
+    fn an_empty_chain_edits_nothing() {
+        let chain = Chain::default();
+        let v = vars();
+        let mut out = Vec::new();
+        chain.upstream_request(&v).append(&mut out);
+        assert!(out.is_empty());
+        assert!(!chain.response(&v).0.drops(b"server"));
+    }
+
+    #[test]
+    fn exit_counts() {
+        let counts = ExitCounts::default();
+        counts.add(Exit::Proxied);
+        counts.add(Exit::Proxied);
+        counts.add(Exit::Timeout);
+        assert_eq!(counts.get(Exit::Proxied), 2);
+        assert_eq!(counts.snapshot()[Exit::Timeout as usize], 1);
+    }
+}

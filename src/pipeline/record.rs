@@ -1,0 +1,169 @@
+//! The per-request record: what happened to one request, filled along the
+//! way by the data plane and read once by the logging phase. One lives in
+//! each client connection and is reset per request, like the buffers.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::error::ProxyError;
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The upstream's response was passed on (any status, 101 included).
+    Proxied,
+    /// A configured fixed response.
+    Fixed,
+    /// A configured redirect.
+    Redirect,
+    /// Refused before any upstream was involved (400, 404, 413, 431, ...).
+    Rejected,
+    /// No usable answer from the upstream side (502, 503, a status kept
+    /// for a retry that could not happen).
+    UpstreamFailed,
+    /// The client's head (408) or the upstream's answer (504) took too long.
+    Timeout,
+    /// The client went away, or broke off, before it had its answer.
+    ClientGone,
+}
+
+impl Exit {
+    pub const ALL: [Exit; 7] = [
+        Exit::Proxied,
+        Exit::Fixed,
+        Exit::Redirect,
+        Exit::Rejected,
+        Exit::UpstreamFailed,
+        Exit::Timeout,
+        Exit::ClientGone,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Exit::Proxied => "proxied",
+            Exit::Fixed => "fixed",
+            Exit::Redirect => "redirect",
+            Exit::Rejected => "rejected",
+            Exit::UpstreamFailed => "upstream_failed",
+            Exit::Timeout => "timeout",
+            Exit::ClientGone => "client_gone",
+        }
+    }
+
+    /// The exit of a request answered with a generated error.
+    pub const fn of_error(e: &ProxyError) -> Exit {
+        if e.is_timeout() {
+            return Exit::Timeout;
+        }
+        match (e.status(), e.side) {
+            (None, _) => Exit::ClientGone,
+            (_, crate::error::Side::Downstream) => Exit::Rejected,
+            _ => Exit::UpstreamFailed,
+        }
+    }
+}
+
+/// The upstream server that answered (or failed last).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTry {
+    pub group: u32,
+    pub server: u32,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub start: Instant,
+    /// The config generation the request ran on.
+    pub generation: u64,
+    /// Listener position in that snapshot.
+    pub listener: usize,
+    /// The client's address (after PROXY protocol).
+    pub client: SocketAddr,
+    /// Route position in the snapshot; None when none matched.
+    pub route: Option<usize>,
+    /// Status sent to the client; 0 when none was.
+    pub status: u16,
+    /// Request bytes read: head and body.
+    pub bytes_in: u64,
+    /// Response bytes written: head and body.
+    pub bytes_out: u64,
+    pub upstream: Option<UpstreamTry>,
+    /// From the upstream attempt's start to the end of its response.
+    pub upstream_time: Option<Duration>,
+    /// Attempts after the first (other servers, or a fresh connection).
+    pub retries: u8,
+    pub exit: Exit,
+    /// What failed, when something did.
+    pub cause: Option<ProxyError>,
+    /// This request's number on the worker (for `$request_id`).
+    pub seq: u64,
+}
+
+impl Record {
+    pub fn new(client: SocketAddr) -> Record {
+        Record {
+            start: Instant::now(),
+            generation: 0,
+            listener: usize::MAX,
+            client,
+            route: None,
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            upstream: None,
+            upstream_time: None,
+            retries: 0,
+            exit: Exit::ClientGone,
+            cause: None,
+            seq: 0,
+        }
+    }
+
+    /// Starts the record of the next request on the connection.
+    pub fn reset(&mut self, start: Instant, generation: u64, listener: usize, seq: u64) {
+        *self = Record {
+            start,
+            generation,
+            listener,
+            seq,
+            ..Record::new(self.client)
+        };
+    }
+
+    /// Ends the request with a generated answer for `e` (or none).
+    pub fn fail(&mut self, e: ProxyError) {
+        self.exit = Exit::of_error(&e);
+        self.cause = Some(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{ErrorKind, Side};
+
+    #[test]
+    fn exit_of_each_error() {
+        use ErrorKind::*;
+        let table = [
+            (BadRequest, Side::Downstream, Exit::Rejected),
+            (NoRoute, Side::Downstream, Exit::Rejected),
+            (BodyTooLarge, Side::Downstream, Exit::Rejected),
+            (ClientTimeout, Side::Downstream, Exit::Timeout),
+            (GatewayTimeout, Side::Upstream, Exit::Timeout),
+            (BadGateway, Side::Upstream, Exit::UpstreamFailed),
+            (Unavailable, Side::Upstream, Exit::UpstreamFailed),
+            (UpstreamStatus(507), Side::Upstream, Exit::UpstreamFailed),
+            (BadGateway, Side::Internal, Exit::UpstreamFailed),
+            (ClientGone, Side::Downstream, Exit::ClientGone),
+        ];
+        for (kind, side, exit) in table {
+            assert_eq!(
+                Exit::of_error(&ProxyError::new(kind, side)),
+                exit,
+                "{kind:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Turning a buffered request head into a plan: parse, normalise, route,
+//! run the route's request phase, and for a proxied request write the
+//! upstream head (the upstream-request phase) and keep the facts the
+//! exchange needs. No I/O happens here.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::client::Client;
+use super::proxy::Exchange;
+use crate::config::{Balance, Config, HashKey};
+use crate::error::{ErrorKind, ProxyError};
+use crate::http::encode::{UpstreamRequest, write_request_head};
+use crate::http::{Framing, RequestHead, empty_headers, parse_request, path};
+use crate::pipeline::{Exit, NO_FILTERS, RequestId, Vars};
+use crate::router::{Action, RouteQuery};
+use crate::upstream::hash_bytes;
+
+/// What to do with a parsed request.
+pub(super) enum Plan<'c> {
+    Proxy(Exchange),
+    /// A configured fixed answer.
+    Respond {
+        bytes: &'c [u8],
+        close: bool,
+    },
+    /// An answer rendered into `Client::out` (a redirect).
+    Rendered {
+        close: bool,
+    },
+    /// A generated answer after a valid head.
+    Error {
+        error: ProxyError,
+        close: bool,
+    },
+}
+
+/// A plan with the head's length and whether a body follows it.
+pub(super) struct Planned<'c> {
+    pub plan: Plan<'c>,
+    pub head_len: usize,
+    pub has_body: bool,
+}
+
+/// Parses the buffered head and turns it into a plan. Ok(None): need
+/// more. `draining`: the connection ends after this request, so answers
+/// the proxy makes itself say `Connection: close`.
+pub(super) fn plan<'c>(
+    c: &mut Client,
+    config: &'c Config,
+    draining: bool,
+) -> Result<Option<Planned<'c>>, ProxyError> {
+    // Taken out while the head borrows it, so the rest of the connection
+    // can be written.
+    let inbuf = std::mem::take(&mut c.inbuf);
+    let planned = plan_head(c, inbuf.bytes(), config, draining);
+    c.inbuf = inbuf;
+    planned
+}
+
+fn plan_head<'c>(
+    c: &mut Client,
+    bytes: &[u8],
+    config: &'c Config,
+    draining: bool,
+) -> Result<Option<Planned<'c>>, ProxyError> {
+    let mut headers = empty_headers();
+    let Some(req) = parse_request(bytes, &mut headers, &config.limits.head)? else {
+        return Ok(None);
+    };
+    let head_len = req.head_len;
+    let has_body = req.framing != Framing::Empty;
+    c.record.bytes_in = head_len as u64;
+    // After an answer the proxy generates, a request body left unread
+    // would be taken for the next request: close instead.
+    let close = !req.keep_alive || has_body || draining;
+    // Taken out for the request, so the normalised path can borrow it
+    // while the client's other buffers are written.
+    let mut path_buf = std::mem::take(&mut c.path_buf);
+    // A path that cannot be normalised is malformed: answered and closed
+    // like any other bad head.
+    let plan = path::normalize(req.path, &mut path_buf).map(|norm_path| {
+        match route(c, config, &req, norm_path) {
+            Ok(route) => act(c, config, &req, norm_path, route, close),
+            Err(error) => Plan::Error { error, close },
+        }
+    });
+    c.path_buf = path_buf;
+    let plan = plan.map_err(|_| ProxyError::downstream(ErrorKind::BadRequest))?;
+    Ok(Some(Planned {
+        plan,
+        head_len,
+        has_body,
+    }))
+}
+
+/// Routes the request and runs the route's request phase: the route's
+/// position, or the error to answer with.
+fn route(
+    c: &mut Client,
+    config: &Config,
+    req: &RequestHead<'_, '_>,
+    norm_path: &[u8],
+) -> Result<usize, ProxyError> {
+    // `OPTIONS *` asks about the server as a whole: route it as `/`.
+    let route_path: &[u8] = if norm_path == b"*" { b"/" } else { norm_path };
+    let query = RouteQuery {
+        listener: c.listener,
+        host: req.host,
+        path: route_path,
+        method: req.method,
+        headers: req.headers,
+        query: req.query,
+    };
+    let index = config
+        .routes
+        .find_index(&query)
+        .ok_or(ProxyError::downstream(ErrorKind::NoRoute))?;
+    c.record.route = Some(index);
+    let route = &config.routes.routes[index];
+    if let Framing::Length(n) = req.framing
+        && route.max_body_size != 0
+        && n > route.max_body_size
+    {
+        return Err(ProxyError::downstream(ErrorKind::BodyTooLarge));
+    }
+    match config.chains.get(index) {
+        Some(chain) => chain.request(&mut c.record).map(|()| index),
+        None => Ok(index),
+    }
+}
+
+/// Carries out the route's action.
+fn act<'c>(
+    c: &mut Client,
+    config: &'c Config,
+    req: &RequestHead<'_, '_>,
+    norm_path: &[u8],
+    route: usize,
+    close: bool,
+) -> Plan<'c> {
+    match &config.routes.routes[route].action {
+        Action::Respond(r) => {
+            c.record.exit = Exit::Fixed;
+            c.record.status = r.status;
+            Plan::Respond {
+                bytes: r.bytes(close, req.is_head()),
+                close,
+            }
+        }
+        Action::Redirect(r) => {
+            c.record.exit = Exit::Redirect;
+            c.record.status = r.status;
+            c.out.clear();
+            let mut uri = req.path.to_vec();
+            uri.extend_from_slice(req.query);
+            // `$host` is the host without port, as in nginx.
+            r.render(&mut c.out, req.host, &uri, close);
+            Plan::Rendered { close }
+        }
+        Action::Proxy { upstream, .. } => {
+            match proxy(c, config, req, norm_path, route, *upstream) {
+                Some(exchange) => Plan::Proxy(exchange),
+                // The compiled config names only groups it has.
+                None => Plan::Error {
+                    error: ProxyError::internal(ErrorKind::BadGateway),
+                    close,
+                },
+            }
+        }
+    }
+}
+
+/// Writes the upstream head into `Client::out` (the upstream-request
+/// phase edits it) and keeps what the exchange needs.
+fn proxy(
+    c: &mut Client,
+    config: &Config,
+    req: &RequestHead<'_, '_>,
+    norm_path: &[u8],
+    route: usize,
+    group_index: usize,
+) -> Option<Exchange> {
+    let group = config.upstreams.get(group_index)?;
+    let Action::Proxy { rewrite, .. } = &config.routes.routes[route].action else {
+        return None;
+    };
+    let client_ip = real_client_ip(c.peer.ip(), req, config);
+    let chain = config.chains.get(route).unwrap_or(&NO_FILTERS);
+    if !chain.is_empty() {
+        // The response phase renders after the request bytes are gone.
+        c.host_buf.clear();
+        c.host_buf.extend_from_slice(req.host);
+    }
+    // Taken out while the head is written, so the variables can borrow
+    // the rest of the connection.
+    let mut out = std::mem::take(&mut c.out);
+    let mut rewrite_buf = std::mem::take(&mut c.rewrite_buf);
+    let upstream_path = rewrite.apply(norm_path, &mut rewrite_buf);
+    let vars = vars(c, config, route, client_ip, req.host);
+    let client_cert = config
+        .listeners
+        .get(c.listener)
+        .and_then(|l| l.tls.as_ref())
+        .and_then(|t| t.subject_header.as_deref())
+        .zip(c.cert_subject.as_deref())
+        .map(|(name, subject)| (name.as_bytes(), subject));
+    out.clear();
+    write_request_head(
+        &mut out,
+        req,
+        &UpstreamRequest {
+            path: upstream_path,
+            host: group.host_header.as_deref().unwrap_or(req.authority),
+            client_ip: c.peer.ip(),
+            proto: if c.stream.is_tls() { "https" } else { "http" },
+            reserved: &config.reserved_headers,
+            client_cert,
+            edits: &chain.upstream_request(&vars),
+        },
+        &config.forwarding,
+    );
+    c.out = out;
+    c.rewrite_buf = rewrite_buf;
+    Some(Exchange {
+        group: group_index,
+        head_len: req.head_len,
+        framing: req.framing,
+        keep_alive: req.keep_alive,
+        is_head: req.is_head(),
+        idempotent: req.is_idempotent(),
+        expect_continue: req.expect_continue,
+        upgrade: req.upgrade.is_some(),
+        version: req.version,
+        body_limit: config.routes.routes[route].max_body_size,
+        route,
+        client_ip,
+        hash: match &group.balance {
+            Balance::Hash(key) => hash_key(key, req, norm_path, client_ip),
+            _ => None,
+        },
+        region: if group.regional {
+            config.geo.region_of(client_ip)
+        } else {
+            None
+        },
+    })
+}
+
+/// The request's values for variables in its route's filters.
+pub(super) fn vars<'a>(
+    c: &'a Client,
+    config: &'a Config,
+    route: usize,
+    client_ip: IpAddr,
+    host: &'a [u8],
+) -> Vars<'a> {
+    Vars {
+        client: SocketAddr::new(client_ip, c.peer.port()),
+        host,
+        tls: c.stream.is_tls(),
+        request_id: RequestId {
+            seed: c.id_seed,
+            seq: c.record.seq,
+        },
+        route: config.routes.routes.get(route).map_or("", |r| &r.name),
+        listener: config.listeners.get(c.listener).map_or("", |l| &l.name),
+        tls_version: c.tls_version,
+        sni: c.sni.as_deref().unwrap_or_default(),
+        client_subject: c.cert_subject.as_deref().unwrap_or_default(),
+    }
+}
+
+/// The client's address for balancing and geo: the peer's, unless the
+/// peer is a trusted proxy; then the right-most X-Forwarded-For entry
+/// that is not a trusted proxy (entries further left could be forged by
+/// the client), as nginx's `real_ip_recursive on` does.
+fn real_client_ip(peer: IpAddr, req: &RequestHead<'_, '_>, config: &Config) -> IpAddr {
+    if config.trusted_proxies.is_empty() || !config.trusted_proxies.contains(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let entries = req
+        .headers
+        .iter()
+        .rev()
+        .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+        .flat_map(|h| h.value.rsplit(|&b| b == b','));
+    for entry in entries {
+        let Some(ip) = std::str::from_utf8(crate::http::fields::trim_ows(entry))
+            .ok()
+            .and_then(|s| s.parse::<IpAddr>().ok())
+        else {
+            // Garbage in the chain: trust nothing to its left.
+            break;
+        };
+        client = ip;
+        if !config.trusted_proxies.contains(ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// The hash of a request's balancing key; None when the request lacks it
+/// (the group then balances it round-robin).
+fn hash_key(key: &HashKey, req: &RequestHead<'_, '_>, path: &[u8], client: IpAddr) -> Option<u64> {
+    match key {
+        HashKey::ClientIp => Some(match client {
+            IpAddr::V4(ip) => hash_bytes(&ip.octets()),
+            IpAddr::V6(ip) => hash_bytes(&ip.octets()),
+        }),
+        HashKey::Path => Some(hash_bytes(path)),
+        HashKey::Header(name) => req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| hash_bytes(crate::http::fields::trim_ows(h.value))),
+        HashKey::Cookie(name) => req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+            .flat_map(|h| h.value.split(|&b| b == b';'))
+            .find_map(|pair| {
+                let pair = crate::http::fields::trim_ows(pair);
+                let (k, v) = pair.split_at(memchr::memchr(b'=', pair)?);
+                (k == name.as_bytes()).then(|| hash_bytes(&v[1..]))
+            }),
+    }
+}
