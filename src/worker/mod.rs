@@ -2,19 +2,34 @@
 //! SO_REUSEPORT listening sockets, and every connection they accept. It
 //! shares nothing with other workers but the config snapshot and flags.
 
+// Every file but `client` forbids `unsafe`; its close moves to
+// `sys::close_fd`, then this module forbids it whole.
+#[forbid(unsafe_code)]
 mod buffer;
 mod client;
+#[forbid(unsafe_code)]
 mod conn;
+#[forbid(unsafe_code)]
 mod connect;
+#[forbid(unsafe_code)]
 mod ctx;
+#[forbid(unsafe_code)]
 mod deadline;
+#[forbid(unsafe_code)]
 mod drain;
+#[forbid(unsafe_code)]
 mod listen;
+#[forbid(unsafe_code)]
 mod parking;
+#[forbid(unsafe_code)]
 mod proxy;
+#[forbid(unsafe_code)]
 mod relay;
+#[forbid(unsafe_code)]
 mod response;
+#[forbid(unsafe_code)]
 mod splice;
+#[forbid(unsafe_code)]
 mod tunnel;
 
 use std::rc::Rc;
