@@ -18,7 +18,7 @@ use monoio::net::TcpStream;
 use rustls::pki_types::ServerName;
 
 use crate::config::{HealthCheck, ServerConfig, UpstreamGroup};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::tls::TlsStream;
 use crate::upstream::ServerHealth;
 

@@ -26,6 +26,8 @@ pub mod net;
 pub mod router;
 #[forbid(unsafe_code)]
 pub mod server;
+#[forbid(unsafe_code)]
+mod shared;
 #[allow(unsafe_code)]
 mod sys;
 #[forbid(unsafe_code)]

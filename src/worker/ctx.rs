@@ -17,7 +17,7 @@ use super::drain::Drain;
 use super::listen::Accepting;
 use super::parking::Parking;
 use crate::config::Config;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::sys;
 use crate::upstream::{GroupState, IdlePool, Outcome, Rng};
 

@@ -18,17 +18,8 @@ use monoio::task::JoinHandle;
 use super::client;
 use super::ctx::WorkerCtx;
 use crate::config::{Config, ListenerConfig};
+use crate::shared::NewListener;
 use crate::sys;
-
-/// A socket handed to a worker: the listener's id and configured address.
-pub(crate) struct NewListener {
-    /// The snapshot that added it: a worker still on an older one leaves
-    /// it queued.
-    pub generation: u64,
-    pub id: u64,
-    pub bind: SocketAddr,
-    pub socket: std::net::TcpListener,
-}
 
 pub(crate) struct Accepting {
     id: u64,
