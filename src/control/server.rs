@@ -186,7 +186,7 @@ impl ServerHandle {
             }
         }
         let mut background = Vec::new();
-        for spawn in [crate::health::spawn, crate::discovery::spawn] {
+        for spawn in [super::health::spawn, super::discovery::spawn] {
             match spawn(shared.clone()) {
                 Ok(h) => background.push(h),
                 Err(e) => {
