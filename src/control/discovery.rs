@@ -11,8 +11,9 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, ServerSpec, UpstreamGroup, expand, resolve_spec, servers_changed};
+use crate::config::{Config, expand, resolve_spec, servers_changed};
 use crate::shared::Shared;
+use crate::upstream::{ServerSpec, UpstreamGroup};
 
 const TICK: Duration = Duration::from_millis(250);
 

@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::config::{Balance, UpstreamGroup};
+use super::group::{Balance, UpstreamGroup};
 
 /// Per-worker state of one group.
 #[derive(Debug)]
