@@ -1,24 +1,44 @@
 //! ringress: a thread-per-core HTTP/1.1 reverse proxy on monoio (io_uring).
 //!
-//! The leaves (`http`, `router`, `config`) never touch the runtime, so the
-//! benches and tests call them directly; `worker` and `server` own all I/O.
+//! Dependencies point one way: the leaves (`http`, `router`, `net`, `geo`,
+//! and `tls` over `sys`) → the domain (`upstream`) → `config` → `shared`
+//! → the data plane (`worker`) → the control plane (`control`: server,
+//! health, discovery, admin). The leaves and `config` never touch the
+//! runtime, so the benches and tests call them directly.
+//! All `unsafe` lives in `sys`; every other module forbids it.
 #![deny(unsafe_code)]
 
-pub mod admin;
+#[forbid(unsafe_code)]
 pub mod config;
+#[forbid(unsafe_code)]
+mod control;
+#[forbid(unsafe_code)]
 pub mod counters;
-mod discovery;
+#[forbid(unsafe_code)]
 pub mod error;
+#[forbid(unsafe_code)]
 pub mod geo;
-mod health;
+#[forbid(unsafe_code)]
 pub mod http;
+#[forbid(unsafe_code)]
 pub mod net;
+#[forbid(unsafe_code)]
 pub mod pipeline;
+#[forbid(unsafe_code)]
 pub mod router;
-pub mod server;
+#[forbid(unsafe_code)]
+mod shared;
+#[allow(unsafe_code)]
+mod sys;
+#[forbid(unsafe_code)]
 pub mod tls;
+#[forbid(unsafe_code)]
 pub mod upstream;
+#[forbid(unsafe_code)]
 mod worker;
 
 pub use config::{Config, ConfigErrors};
-pub use server::{IoMode, Reloader, ServerHandle, ServerOptions};
+pub use control::server::{IoMode, Reloader, ServerHandle, ServerOptions};
+pub use control::{admin, server};
+/// For the binary: the allocator's collect and the huge-page switch.
+pub use sys::{huge_pages_disabled, release_memory, set_huge_pages_disabled};

@@ -12,25 +12,6 @@ use signal_hook::iterator::Signals;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-unsafe extern "C" {
-    /// mimalloc's collect, from the libmimalloc-sys build the allocator
-    /// above links in. `force = false` purges what this thread freed a
-    /// while ago (its purge delay); `true` purges everything freed now.
-    fn mi_collect(force: bool);
-}
-
-/// Gives the calling worker's freed pages back to the system. mimalloc
-/// purges freed pages lazily, on a later allocation by the same thread;
-/// a worker whose connections have all gone idle allocates nothing, so
-/// 10,000 idle connections kept about 1.3 KiB each of freed memory.
-/// `everything` is asked for just after a burst ended; it took 100-600 µs
-/// under load here, the lazy collect 10-20 µs with spikes to 600 µs.
-fn release_memory(everything: bool) {
-    // SAFETY: mi_collect takes no pointers and may be called from any
-    // thread at any time; it only purges the calling thread's heap.
-    unsafe { mi_collect(everything) }
-}
-
 /// A thread-per-core HTTP/1.1 reverse proxy on io_uring.
 #[derive(Parser, Debug)]
 #[command(name = "ringress", version)]
@@ -92,33 +73,28 @@ extern "C" fn turn_off_huge_pages(
     _argv: *const *const libc::c_char,
     _envp: *const *const libc::c_char,
 ) {
-    // SAFETY: prctl with PR_SET_THP_DISABLE takes no pointers. A failure
-    // (a kernel without the flag) leaves huge pages as they were; `main`
-    // reports it.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
+    // A failure (a kernel without the flag) leaves huge pages as they
+    // were; `main` reports it.
+    let _ = ringress::set_huge_pages_disabled(true);
 }
 
 /// `--huge-pages`: gives the heap back the huge pages turned off at load.
 /// Otherwise checks that they are off and says so in the debug log if not.
 fn huge_pages(allow: bool) {
-    // SAFETY: prctl with PR_SET_THP_DISABLE / PR_GET_THP_DISABLE takes no
-    // pointers.
-    let r = unsafe {
-        if allow {
-            libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0)
-        } else {
-            libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0)
+    let result = if allow {
+        ringress::set_huge_pages_disabled(false)
+    } else {
+        match ringress::huge_pages_disabled() {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::debug!("transparent huge pages are on: turning them off failed");
+                return;
+            }
+            Err(e) => Err(e),
         }
     };
-    match (allow, r) {
-        (true, 0) | (false, 1) => {}
-        (false, 0) => tracing::debug!("transparent huge pages are on: turning them off failed"),
-        _ => tracing::debug!(
-            error = %std::io::Error::last_os_error(),
-            "cannot set transparent huge pages as asked"
-        ),
+    if let Err(error) = result {
+        tracing::debug!(%error, "cannot set transparent huge pages as asked");
     }
 }
 
@@ -163,7 +139,7 @@ fn main() -> ExitCode {
         threads: cli.threads,
         pin: cli.no_pin.then_some(false),
         io: cli.io,
-        release_memory: Some(release_memory),
+        release_memory: Some(ringress::release_memory),
     };
     let signals = Signals::new([SIGHUP, SIGTERM, SIGINT]);
     let server = match ServerHandle::start(config, opts) {

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 
+use super::ListenerTls;
 use super::walk::{Problems, TableReader};
-use super::{ListenerTls, ServerSpec, UpstreamTls};
 use crate::tls::{self, CaSource, ClientAuth, KeyOrCert, ServerSettings};
+use crate::upstream::{ServerSpec, UpstreamTls};
 
 /// Reads `tls` of the listener `name`, when present.
 pub(super) fn listener_tls(

@@ -7,14 +7,15 @@ use std::time::Duration;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
+use super::ProxyVersion;
 use super::compile::host_part;
 use super::tls::upstream_tls;
 use super::walk::{Problems, TableReader};
-use super::{
-    Balance, HashKey, HealthCheck, Outlier, ProxyVersion, ServerConfig, ServerSpec, UpstreamGroup,
-};
 use crate::geo::Geo;
-use crate::upstream::{Maglev, ServerHealth};
+use crate::upstream::{
+    Balance, HashKey, HealthCheck, Maglev, Outlier, ServerConfig, ServerHealth, ServerSpec,
+    UpstreamGroup,
+};
 
 pub(super) fn upstreams(
     root: &mut TableReader<'_>,

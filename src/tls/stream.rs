@@ -23,6 +23,8 @@ use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
+use crate::sys;
+
 /// Room for one full TLS record (16 KiB payload plus its framing).
 const CIPHER_BUF: usize = 16 * 1024 + 512;
 
@@ -275,32 +277,9 @@ fn take_plaintext<T: IoBufMut>(session: &mut Connection, buf: &mut T) -> io::Res
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Some(0)),
         Err(e) => return Err(e),
     };
-    let n = chunk.len().min(buf.bytes_total());
-    copy_into(buf, &chunk[..n]);
+    let n = sys::copy_to_buf(buf, chunk);
     reader.consume(n);
     Ok(Some(n))
-}
-
-/// Writes `data` at the start of `buf` and marks it initialised.
-#[allow(unsafe_code)]
-fn copy_into<T: IoBufMut>(buf: &mut T, data: &[u8]) {
-    debug_assert!(data.len() <= buf.bytes_total());
-    // SAFETY: `write_ptr` is valid for `bytes_total` bytes while we hold
-    // `buf` (IoBufMut's contract); `data` fits (checked by the caller) and
-    // cannot overlap a buffer we own exclusively; exactly the copied bytes
-    // are then marked initialised.
-    unsafe {
-        std::ptr::copy_nonoverlapping(data.as_ptr(), buf.write_ptr(), data.len());
-        buf.set_init(data.len());
-    }
-}
-
-/// The initialised bytes of `buf`.
-#[allow(unsafe_code)]
-fn init_bytes<T: IoBuf>(buf: &T) -> &[u8] {
-    // SAFETY: IoBuf promises `read_ptr` points at `bytes_init` initialised
-    // bytes that stay valid and unchanged while `buf` is borrowed.
-    unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) }
 }
 
 impl<IO: AsyncReadRent, S: Session> AsyncReadRent for TlsIo<IO, S> {
@@ -339,7 +318,7 @@ impl<IO: AsyncReadRent, S: Session> AsyncReadRent for TlsIo<IO, S> {
 
 impl<IO: AsyncWriteRent, S: Session> AsyncWriteRent for TlsIo<IO, S> {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        let data = init_bytes(&buf);
+        let data = sys::buf_bytes(&buf);
         let written = self.session.with(|s| s.writer().write(data));
         let n = match written {
             Ok(n) => n,

@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::config::{Balance, UpstreamGroup};
+use super::group::{Balance, UpstreamGroup};
 
 /// Per-worker state of one group.
 #[derive(Debug)]
@@ -21,6 +21,17 @@ pub struct GroupState {
     rotate: usize,
     /// Retries that may still be spent (see `UpstreamGroup::retry_budget`).
     retry_tokens: f64,
+}
+
+/// One request's pick, the same for every set of servers `pick` tries.
+#[derive(Clone, Copy)]
+struct Ask<'a> {
+    group: &'a UpstreamGroup,
+    /// The request's key for `balance = "hash"`.
+    hash: Option<u64>,
+    /// Servers the request already failed on.
+    tried: &'a [usize],
+    now: Instant,
 }
 
 /// What one worker knows about one server.
@@ -119,15 +130,21 @@ impl GroupState {
         rng: &mut Rng,
         now: Instant,
     ) -> Option<usize> {
+        let ask = Ask {
+            group,
+            hash,
+            tried,
+            now,
+        };
         let regional = if group.regional { regions } else { &[] };
+        // Primary servers, then backups: in each preferred region, then
+        // anywhere.
         let picked = regional
             .iter()
-            .find_map(|&r| {
-                self.pick_among(group, false, Some(r), hash, tried, rng, now)
-                    .or_else(|| self.pick_among(group, true, Some(r), hash, tried, rng, now))
-            })
-            .or_else(|| self.pick_among(group, false, None, hash, tried, rng, now))
-            .or_else(|| self.pick_among(group, true, None, hash, tried, rng, now))?;
+            .map(|&r| Some(r))
+            .chain([None])
+            .flat_map(|region| [(false, region), (true, region)])
+            .find_map(|(backup, region)| self.pick_among(&ask, backup, region, rng))?;
         let server = &group.servers[picked];
         let state = &mut self.servers[picked];
         state.in_flight += 1;
@@ -140,17 +157,21 @@ impl GroupState {
         Some(picked)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Picks among the primary (or the `backup`) servers, in `region` if
+    /// given.
     fn pick_among(
         &mut self,
-        group: &UpstreamGroup,
+        ask: &Ask<'_>,
         backup: bool,
         region: Option<u16>,
-        hash: Option<u64>,
-        tried: &[usize],
         rng: &mut Rng,
-        now: Instant,
     ) -> Option<usize> {
+        let Ask {
+            group,
+            hash,
+            tried,
+            now,
+        } = *ask;
         let ok = |s: &GroupState, i: usize| {
             let server = &group.servers[i];
             server.backup == backup

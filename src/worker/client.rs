@@ -314,7 +314,6 @@ async fn serve_request(
 /// drops at once, which also queues an ASYNC_CANCEL for it: two
 /// submissions, two completions and a boxed op per connection. A plain
 /// close(2) is one system call and the same kernel work.
-#[allow(unsafe_code)]
 fn close_client(c: Client) {
     use std::os::fd::IntoRawFd;
     let Client { stream, active, .. } = c;
@@ -331,11 +330,9 @@ fn close_client(c: Client) {
                 socket.into_raw_fd()
             }));
             if let Ok(fd) = taken {
-                // SAFETY: `fd` was just taken out of the only handle on it,
-                // with no operation in flight; nothing else will close it.
-                unsafe {
-                    libc::close(fd);
-                }
+                // Just taken out of the only handle on it, with no
+                // operation in flight: nothing else will close it.
+                crate::sys::close_fd(fd);
             }
         }
         other => drop(other),

@@ -11,6 +11,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, Splitable};
 use monoio::net::TcpStream;
 use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
 
+use crate::sys;
 use crate::tls::{TlsReadHalf, TlsStream, TlsWriteHalf};
 
 pub(crate) enum Conn {
@@ -86,25 +87,13 @@ pub(crate) enum Peek {
 
 /// One non-blocking `MSG_PEEK` of one byte: works on either driver and
 /// whatever the socket's blocking mode.
-#[allow(unsafe_code)]
 pub(crate) fn peek(fd: RawFd) -> Peek {
-    let mut byte = 0u8;
-    // SAFETY: the caller's socket keeps `fd` open for this call; the
-    // buffer is one valid, writable byte; MSG_DONTWAIT keeps the call
-    // from blocking.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    match n {
-        0 => Peek::Closed,
-        n if n > 0 => Peek::Bytes,
-        _ if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => Peek::Nothing,
-        _ => Peek::Failed,
+    // The caller's socket keeps `fd` open for this call.
+    match sys::peek_byte(fd) {
+        Ok(0) => Peek::Closed,
+        Ok(_) => Peek::Bytes,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Peek::Nothing,
+        Err(_) => Peek::Failed,
     }
 }
 

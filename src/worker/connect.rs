@@ -13,10 +13,9 @@ use rustls::pki_types::ServerName;
 use super::conn::Conn;
 use super::ctx::WorkerCtx;
 use super::deadline;
-use crate::config::{ServerConfig, UpstreamGroup};
 use crate::error::{ErrorKind, ProxyError};
 use crate::tls::TlsStream;
-use crate::upstream::PoolKey;
+use crate::upstream::{PoolKey, ServerConfig, UpstreamGroup};
 
 /// Which pooled connections can serve `group`'s requests to `server`:
 /// same address, and for TLS the same settings and server name.

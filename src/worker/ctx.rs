@@ -18,7 +18,8 @@ use super::listen::Accepting;
 use super::parking::Parking;
 use super::requests::Requests;
 use crate::config::Config;
-use crate::server::Shared;
+use crate::shared::Shared;
+use crate::sys;
 use crate::upstream::{GroupState, IdlePool, Outcome, Rng};
 
 /// A worker's handle on a config snapshot. The Rc makes each clone a plain
@@ -238,14 +239,11 @@ impl Drop for ActiveGuard {
 
 /// Shuts down (both ways) every client socket still open, so the tasks
 /// blocked on them finish and close them normally.
-#[allow(unsafe_code)]
 pub(crate) fn shut_down_sockets(ctx: &WorkerCtx) {
     for (_, &fd) in ctx.sockets.borrow().iter() {
-        // SAFETY: each fd belongs to a live connection task (its guard
-        // removes it before the socket is closed); shutdown(2) neither
-        // closes nor frees it, it only ends the connection.
-        unsafe {
-            libc::shutdown(fd, libc::SHUT_RDWR);
-        }
+        // Each fd belongs to a live connection task (its guard removes it
+        // before the socket is closed); shutdown(2) neither closes nor
+        // frees it, it only ends the connection.
+        let _ = sys::shutdown(fd);
     }
 }

@@ -29,6 +29,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use pin_project_lite::pin_project;
 use slab::Slab;
 
 /// The operation did not finish in time.
@@ -81,37 +82,44 @@ pub(crate) fn new_runtime() {
     });
 }
 
-#[must_use = "futures do nothing unless polled"]
-pub(crate) struct Within<F> {
-    future: F,
-    limit: Limit,
-    /// The slab entry, once the operation had to wait, and the runtime it
-    /// belongs to (see `new_runtime`).
-    key: Option<(usize, u64)>,
-    /// The key is into this thread's slab: not `Send`.
-    _thread: PhantomData<*const ()>,
+pin_project! {
+    /// `future` is pinned with the whole; `limit` and `key` are plain data.
+    #[must_use = "futures do nothing unless polled"]
+    pub(crate) struct Within<F> {
+        #[pin]
+        future: F,
+        limit: Limit,
+        // The slab entry, once the operation had to wait, and the runtime
+        // it belongs to (see `new_runtime`).
+        key: Option<(usize, u64)>,
+        // The key is into this thread's slab: not `Send`.
+        _thread: PhantomData<*const ()>,
+    }
+
+    impl<F> PinnedDrop for Within<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(key) = *this.project().key {
+                // `try_with`: a thread's futures may outlive its locals at exit.
+                let _ = DEADLINES.try_with(|d| d.remove(key));
+            }
+        }
+    }
 }
 
 impl<F: Future> Future for Within<F> {
     type Output = Result<F::Output, Elapsed>;
 
-    #[allow(unsafe_code)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: `future` is structurally pinned: nothing moves it out of
-        // `self` (`Drop` only reads `key`), so it stays where it was
-        // pinned until dropped in place; `limit` and `key` are plain
-        // data, never pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        let future = unsafe { Pin::new_unchecked(&mut this.future) };
-        if let Poll::Ready(out) = future.poll(cx) {
+        let this = self.project();
+        if let Poll::Ready(out) = this.future.poll(cx) {
             if let Some(key) = this.key.take() {
                 DEADLINES.with(|d| d.remove(key));
             }
             return Poll::Ready(Ok(out));
         }
-        match this.key {
+        match *this.key {
             None => {
-                let deadline = match this.limit {
+                let deadline = match *this.limit {
                     Limit::At(at) => at,
                     Limit::After(timeout) => {
                         let now = Instant::now();
@@ -120,26 +128,17 @@ impl<F: Future> Future for Within<F> {
                         now.checked_add(timeout).unwrap_or(now + FAR)
                     }
                 };
-                this.key = Some(DEADLINES.with(|d| d.insert(deadline, cx.waker())));
+                *this.key = Some(DEADLINES.with(|d| d.insert(deadline, cx.waker())));
                 Poll::Pending
             }
             Some(key) => {
                 if DEADLINES.with(|d| d.passed(key, cx.waker())) {
-                    this.key = None;
+                    *this.key = None;
                     DEADLINES.with(|d| d.remove(key));
                     return Poll::Ready(Err(Elapsed));
                 }
                 Poll::Pending
             }
-        }
-    }
-}
-
-impl<F> Drop for Within<F> {
-    fn drop(&mut self) {
-        if let Some(key) = self.key {
-            // `try_with`: a thread's futures may outlive its locals at exit.
-            let _ = DEADLINES.try_with(|d| d.remove(key));
         }
     }
 }

@@ -8,7 +8,6 @@
 use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -19,16 +18,8 @@ use monoio::task::JoinHandle;
 use super::client;
 use super::ctx::WorkerCtx;
 use crate::config::{Config, ListenerConfig};
-
-/// A socket handed to a worker: the listener's id and configured address.
-pub(crate) struct NewListener {
-    /// The snapshot that added it: a worker still on an older one leaves
-    /// it queued.
-    pub generation: u64,
-    pub id: u64,
-    pub bind: SocketAddr,
-    pub socket: std::net::TcpListener,
-}
+use crate::shared::NewListener;
+use crate::sys;
 
 pub(crate) struct Accepting {
     id: u64,
@@ -155,7 +146,6 @@ impl SocketOptions {
 /// Puts a listener's options on its listening socket, at bind time and on
 /// reloads: Linux lets a listening socket take a new backlog (`listen`
 /// again) and these options without closing it.
-#[allow(unsafe_code)]
 pub(crate) fn apply_options(socket: socket2::SockRef<'_>, l: &ListenerConfig) -> io::Result<()> {
     socket.listen(l.backlog as i32)?;
     // Delayed ACKs from the start: the ACK of a request rides on its
@@ -166,22 +156,7 @@ pub(crate) fn apply_options(socket: socket2::SockRef<'_>, l: &ListenerConfig) ->
     socket.set_tcp_quickack(!l.delayed_ack)?;
     // Seconds of silence before the kernel hands over a connection anyway
     // (rounded up to one SYN-ACK retransmission); 0 turns it off.
-    let defer: libc::c_int = if l.defer_accept { 1 } else { 0 };
-    // SAFETY: a plain setsockopt with a c_int option value on a socket the
-    // caller keeps open.
-    let r = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&defer as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sys::set_tcp_defer_accept(&*socket, if l.defer_accept { 1 } else { 0 })
 }
 
 /// Stops every accept loop and waits until their sockets are closed.

@@ -28,9 +28,9 @@ use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use crate::config::IoMode;
-use crate::server::Shared;
+use crate::shared::{NewListener, Shared};
 use ctx::WorkerCtx;
-pub(crate) use listen::{NewListener, apply_options as apply_listener_options};
+pub(crate) use listen::apply_options as apply_listener_options;
 
 /// How often a worker looks at the shared flags and sweeps its pool.
 const TICK: Duration = Duration::from_millis(50);

@@ -17,13 +17,14 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use monoio::net::TcpStream;
 use slab::Slab;
 
 use super::ctx::ActiveGuard;
+use crate::sys;
 
 /// Events taken from the set per `epoll_wait`.
 const BATCH: usize = 256;
@@ -63,17 +64,9 @@ pub(crate) struct Parking {
 }
 
 impl Parking {
-    #[allow(unsafe_code)]
     pub fn new() -> io::Result<Parking> {
-        // SAFETY: epoll_create1 takes no pointers; the descriptor it
-        // returns is owned by nothing else.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Parking {
-            // SAFETY: `fd` was just created and is owned only here.
-            set: unsafe { OwnedFd::from_raw_fd(fd) },
+            set: sys::epoll_create()?,
             entries: RefCell::new(Slab::new()),
             next_due: Cell::new(None),
             next_tag: Cell::new(0),
@@ -115,7 +108,6 @@ impl Parking {
 
     /// Arms a one-shot read event for `fd`, adding it to the set or
     /// re-arming it there.
-    #[allow(unsafe_code)]
     fn arm(&self, fd: RawFd, in_set: bool, key: usize, tag: u32) -> io::Result<()> {
         let mut event = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32,
@@ -127,13 +119,10 @@ impl Parking {
             (libc::EPOLL_CTL_ADD, libc::EPOLL_CTL_MOD)
         };
         for op in [first, second] {
-            // SAFETY: `event` is a valid epoll_event for the call; both
-            // descriptors are open (the socket is owned by `parked`).
-            let r = unsafe { libc::epoll_ctl(self.set.as_raw_fd(), op, fd, &mut event) };
-            if r == 0 {
+            // Both descriptors are open (the socket is owned by `parked`).
+            let Err(e) = sys::epoll_ctl(&self.set, op, fd, &mut event) else {
                 return Ok(());
-            }
-            let e = io::Error::last_os_error();
+            };
             // ENOENT/EEXIST: the guess about membership was wrong (the
             // other operation fits).
             if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EEXIST)) {
@@ -145,37 +134,20 @@ impl Parking {
 
     /// Takes every connection whose socket became readable out of the
     /// lot, into `woken`.
-    #[allow(unsafe_code)]
     pub fn take_ready(&self, woken: &mut Vec<Parked>) {
         let mut events = self.events.borrow_mut();
         if events.capacity() < BATCH {
             events.reserve_exact(BATCH);
         }
         loop {
-            events.clear();
-            // SAFETY: the buffer has room for BATCH events, and the kernel
-            // writes at most that many; `set_len` then covers only what it
-            // wrote.
-            let n = unsafe {
-                let n = libc::epoll_wait(
-                    self.set.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    BATCH as libc::c_int,
-                    0,
-                );
-                if n > 0 {
-                    events.set_len(n as usize);
+            let n = match sys::epoll_wait_now(&self.set, &mut events, BATCH) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "epoll_wait on idle connections failed");
+                    return;
                 }
-                n
             };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                tracing::warn!(error = %e, "epoll_wait on idle connections failed");
-                return;
-            }
             let mut entries = self.entries.borrow_mut();
             for event in events.iter() {
                 let data = event.u64;
@@ -186,7 +158,7 @@ impl Parking {
             }
             // A full batch may have left more behind: take them now
             // rather than after another trip through the runtime.
-            if (n as usize) < BATCH {
+            if n < BATCH {
                 return;
             }
         }

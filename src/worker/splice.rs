@@ -11,13 +11,14 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use monoio::net::TcpStream;
 
 use super::conn::{Peek, peek};
 use super::deadline;
+use crate::sys;
 
 /// A body with at least this much left is spliced; below it the copy
 /// through the read buffer costs less than the pipe and readiness waits.
@@ -67,30 +68,15 @@ thread_local! {
 }
 
 impl Pipe {
-    #[allow(unsafe_code)]
     fn take() -> io::Result<Pipe> {
         if let Some(p) = PIPES.with(|p| p.borrow_mut().pop()) {
             return Ok(p);
         }
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 succeeded, so both are open and now owned here.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (read, write) = sys::pipe()?;
         // A smaller pipe still works (an unprivileged user past
         // pipe-user-pages-soft gets EPERM): keep what the kernel gave.
-        // SAFETY: plain fcntl calls on a descriptor owned here.
-        let capacity = unsafe {
-            libc::fcntl(
-                write.as_raw_fd(),
-                libc::F_SETPIPE_SZ,
-                PIPE_SIZE as libc::c_int,
-            );
-            libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ)
-        };
-        let capacity = usize::try_from(capacity).unwrap_or(0);
+        let _ = sys::set_pipe_size(&write, PIPE_SIZE);
+        let capacity = sys::pipe_size(&write).unwrap_or(0);
         if capacity < MIN_PIPE {
             // Past the user's pipe allowance the kernel hands out 8 KiB
             // pipes: two syscalls and a wait per 8 KiB cost more than
@@ -135,7 +121,7 @@ impl SpliceMode {
         };
         mode.src_flags = set_nonblocking(src)?;
         mode.dst_flags = set_nonblocking(dst)?;
-        set_notsent_lowat(dst, NOTSENT_LOWAT)?;
+        sys::set_tcp_notsent_lowat(dst, NOTSENT_LOWAT)?;
         Ok(mode)
     }
 }
@@ -144,82 +130,34 @@ impl Drop for SpliceMode {
     fn drop(&mut self) {
         // Errors are ignored: the sockets are open (their owners outlive
         // this), so these cannot fail in practice.
-        let _ = set_notsent_lowat(self.dst, 0);
+        let _ = sys::set_tcp_notsent_lowat(self.dst, 0);
         for (fd, flags) in [(self.src, self.src_flags), (self.dst, self.dst_flags)] {
             if let Some(flags) = flags {
-                let _ = set_flags(fd, flags);
+                let _ = sys::set_file_flags(fd, flags);
             }
         }
     }
 }
 
 /// Sets `O_NONBLOCK`; returns the flags to restore when it was not set.
-#[allow(unsafe_code)]
 fn set_nonblocking(fd: RawFd) -> io::Result<Option<libc::c_int>> {
-    // SAFETY: fcntl on a descriptor the caller keeps open.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let flags = sys::file_flags(fd)?;
     if flags & libc::O_NONBLOCK != 0 {
         return Ok(None);
     }
-    set_flags(fd, flags | libc::O_NONBLOCK)?;
+    sys::set_file_flags(fd, flags | libc::O_NONBLOCK)?;
     Ok(Some(flags))
 }
 
-#[allow(unsafe_code)]
-fn set_flags(fd: RawFd, flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor the caller keeps open.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// `TCP_NOTSENT_LOWAT`; 0 restores the system default.
-#[allow(unsafe_code)]
-fn set_notsent_lowat(fd: RawFd, bytes: libc::c_int) -> io::Result<()> {
-    // SAFETY: setsockopt reads one c_int from a live local.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NOTSENT_LOWAT,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-#[allow(unsafe_code)]
 /// One non-blocking `splice`. No `SPLICE_F_MORE`: the kernel already
 /// holds back a partial segment while the pipe has more, and a stalled
 /// source must not leave the last bytes corked.
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
     loop {
-        // SAFETY: no offsets (both ends are a socket or a pipe).
-        let n = unsafe {
-            libc::splice(
-                from,
-                std::ptr::null_mut(),
-                to,
-                std::ptr::null_mut(),
-                len,
-                flags,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match sys::splice(from, to, len, flags) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            done => return done,
         }
     }
 }
@@ -313,7 +251,6 @@ impl std::future::Future for YieldOnce {
 }
 
 #[cfg(test)]
-#[allow(unsafe_code)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
@@ -323,20 +260,8 @@ mod tests {
     /// bound) per socket.
     fn settings(s: &TcpStream) -> (libc::c_int, libc::c_int) {
         let fd = s.as_raw_fd();
-        let mut lowat: libc::c_int = -1;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: fcntl and getsockopt on a live socket into live locals.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        let rc = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_NOTSENT_LOWAT,
-                (&mut lowat as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0);
+        let flags = sys::file_flags(fd).expect("F_GETFL");
+        let lowat = sys::tcp_notsent_lowat(fd).expect("TCP_NOTSENT_LOWAT");
         (flags, lowat)
     }
 
@@ -385,8 +310,7 @@ mod tests {
 
         // A dropped monoio socket closes through the runtime, which the
         // join below would block: end the stream by hand.
-        // SAFETY: shutdown on a live socket.
-        unsafe { libc::shutdown(dst.as_raw_fd(), libc::SHUT_RDWR) };
+        let _ = sys::shutdown(dst.as_raw_fd());
         assert_eq!(reader.join().unwrap(), 2 * BODY - 1000);
     }
 

@@ -11,8 +11,9 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::{UpstreamGroup, resolve_spec};
-use crate::server::Shared;
+use crate::config::{Config, expand, resolve_spec, servers_changed};
+use crate::shared::Shared;
+use crate::upstream::{ServerSpec, UpstreamGroup};
 
 const TICK: Duration = Duration::from_millis(250);
 
@@ -42,7 +43,7 @@ fn run(shared: &Shared) {
             }
             *next = now + interval;
             let addrs = resolve_group(group);
-            match shared.update_servers(&group.name, &group.specs, &addrs) {
+            match update_servers(shared, &group.name, &group.specs, &addrs) {
                 Ok(Some(generation)) => tracing::info!(
                     group = %group.name,
                     servers = addrs.iter().map(Vec::len).sum::<usize>(),
@@ -76,4 +77,46 @@ fn resolve_group(group: &UpstreamGroup) -> Vec<Vec<SocketAddr>> {
             }
         })
         .collect()
+}
+
+/// Publishes `group`'s servers as DNS now resolves them, if the group
+/// still has the same `servers` entries and the addresses changed.
+/// Ok(None): nothing to do.
+fn update_servers(
+    shared: &Shared,
+    group: &str,
+    specs: &[ServerSpec],
+    addrs: &[Vec<SocketAddr>],
+) -> Result<Option<u64>, String> {
+    shared.publish(|current| {
+        let Some(index) = current.upstreams.iter().position(|g| g.name == group) else {
+            return Err("the group is gone".into());
+        };
+        let same_specs = current.upstreams[index].specs.len() == specs.len()
+            && current.upstreams[index]
+                .specs
+                .iter()
+                .zip(specs)
+                .all(|(a, b)| a.text == b.text);
+        if !same_specs {
+            return Err("the group changed meanwhile".into());
+        }
+        let servers = expand(&current.upstreams[index].specs, addrs);
+        let old: Vec<SocketAddr> = current.upstreams[index]
+            .servers
+            .iter()
+            .map(|s| s.addr)
+            .collect();
+        let new: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+        if old == new {
+            return Ok(None);
+        }
+        if servers.iter().all(|s| s.backup) {
+            return Err("no primary server would be left".into());
+        }
+        let mut config = Config::clone(current);
+        config.upstreams[index].servers = servers;
+        servers_changed(&mut config.upstreams[index]);
+        Ok(Some(config))
+    })
 }

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::server::Reloader;
 use crate::config::Config;
-use crate::server::Reloader;
 
 const MAX_HEAD: usize = 8192;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);

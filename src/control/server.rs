@@ -5,167 +5,79 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use crate::config::IoMode;
-use crate::config::{
-    Config, ConfigError, ConfigErrors, ListenerConfig, ServerSpec, expand, servers_changed,
-};
-use crate::counters::{ExitTotals, WorkerCounters};
-use crate::worker::{self, NewListener, WorkerSpec};
+use crate::config::{Config, ConfigError, ConfigErrors, ListenerConfig};
+use crate::counters::ExitTotals;
+use crate::shared::{NewListener, Shared};
+use crate::worker::{self, WorkerSpec};
 
-/// The state every worker reads: the published snapshot and the flags.
-pub(crate) struct Shared {
-    config: ArcSwap<Config>,
-    /// Bumped after each publish; workers compare it to their cached one.
-    pub generation: AtomicU64,
-    pub draining: AtomicBool,
-    publish: Mutex<()>,
-    /// Worker count (each listener is bound once per worker).
-    workers: usize,
-    /// Sockets bound by a reload for each worker to pick up.
-    new_listeners: Mutex<Vec<Vec<NewListener>>>,
-    /// Listener name → bound address.
-    bound: Mutex<Vec<(String, SocketAddr)>>,
-    /// What each worker last published.
-    pub counters: WorkerCounters,
+/// Publishes `config`, after binding the listeners it adds.
+fn reload(shared: &Shared, config: Config) -> Result<u64, ConfigErrors> {
+    let published = shared.publish(|current| {
+        bind_added_listeners(shared, current, &config)?;
+        Ok(Some(config))
+    })?;
+    // Always Some: the closure above always returns a config.
+    Ok(published.unwrap_or_else(|| shared.current().0))
 }
 
-impl Shared {
-    /// The published snapshot and its generation (carried inside it, so
-    /// the two can never disagree).
-    pub fn current(&self) -> (u64, Arc<Config>) {
-        let config = self.config.load_full();
-        (config.generation, config)
-    }
-
-    fn reload(&self, config: Config) -> Result<u64, ConfigErrors> {
-        let _serial = self.publish.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.config.load();
-        self.bind_added_listeners(&current, &config)?;
-        let mut config = config;
-        carry_health(&current, &mut config);
-        config.generation = current.generation + 1;
-        let generation = config.generation;
-        self.config.store(Arc::new(config));
-        // Workers compare this with their cached generation per request.
-        self.generation.store(generation, Ordering::Release);
-        Ok(generation)
-    }
-
-    /// Binds the listeners `new` adds (every worker's socket) and hands
-    /// them to the workers, which start them (and stop removed ones) when
-    /// they see the new snapshot. A listener that cannot be bound fails
-    /// the reload before anything changes.
-    fn bind_added_listeners(&self, current: &Config, new: &Config) -> Result<(), ConfigErrors> {
-        let mut added = Vec::new();
-        let mut errors = Vec::new();
-        for (i, l) in new.listeners.iter().enumerate() {
-            if current
-                .listeners
-                .iter()
-                .any(|o| o.id == l.id && o.bind == l.bind)
-            {
-                continue;
-            }
-            match bind_reuseport(l, self.workers) {
-                Ok(sockets) => added.push((l, sockets)),
-                Err(e) => errors.push(ConfigError {
-                    path: format!("listeners[{i}].bind"),
-                    message: format!("cannot bind {}: {e}; keeping the running config", l.bind),
-                }),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(ConfigErrors(errors));
-        }
-        let mut pending = self.new_listeners.lock().unwrap_or_else(|p| p.into_inner());
-        let mut bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
-        bound.retain(|(name, _)| new.listeners.iter().any(|l| &l.name == name));
-        for (l, sockets) in added {
-            if let Some(addr) = sockets.first().and_then(|s| s.local_addr().ok()) {
-                bound.retain(|(name, _)| name != &l.name);
-                bound.push((l.name.clone(), addr));
-            }
-            for (w, socket) in sockets.into_iter().enumerate() {
-                if let Some(list) = pending.get_mut(w) {
-                    list.push(NewListener {
-                        generation: current.generation + 1,
-                        id: l.id,
-                        bind: l.bind,
-                        socket,
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Publishes `group`'s servers as DNS now resolves them, if the group
-    /// still has the same `servers` entries and the addresses changed.
-    /// Ok(None): nothing to do.
-    pub fn update_servers(
-        &self,
-        group: &str,
-        specs: &[ServerSpec],
-        addrs: &[Vec<SocketAddr>],
-    ) -> Result<Option<u64>, String> {
-        let _serial = self.publish.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.config.load_full();
-        let Some(index) = current.upstreams.iter().position(|g| g.name == group) else {
-            return Err("the group is gone".into());
-        };
-        let same_specs = current.upstreams[index].specs.len() == specs.len()
-            && current.upstreams[index]
-                .specs
-                .iter()
-                .zip(specs)
-                .all(|(a, b)| a.text == b.text);
-        if !same_specs {
-            return Err("the group changed meanwhile".into());
-        }
-        let servers = expand(&current.upstreams[index].specs, addrs);
-        let old: Vec<SocketAddr> = current.upstreams[index]
-            .servers
+/// Binds the listeners `new` adds (every worker's socket) and hands them
+/// to the workers, which start them (and stop removed ones) when they see
+/// the new snapshot. A listener that cannot be bound fails the reload
+/// before anything changes.
+fn bind_added_listeners(
+    shared: &Shared,
+    current: &Config,
+    new: &Config,
+) -> Result<(), ConfigErrors> {
+    let mut added = Vec::new();
+    let mut errors = Vec::new();
+    for (i, l) in new.listeners.iter().enumerate() {
+        if current
+            .listeners
             .iter()
-            .map(|s| s.addr)
-            .collect();
-        let new: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
-        if old == new {
-            return Ok(None);
+            .any(|o| o.id == l.id && o.bind == l.bind)
+        {
+            continue;
         }
-        if servers.iter().all(|s| s.backup) {
-            return Err("no primary server would be left".into());
+        match bind_reuseport(l, shared.workers) {
+            Ok(sockets) => added.push((l, sockets)),
+            Err(e) => errors.push(ConfigError {
+                path: format!("listeners[{i}].bind"),
+                message: format!("cannot bind {}: {e}; keeping the running config", l.bind),
+            }),
         }
-        let mut config = (*current).clone();
-        config.upstreams[index].servers = servers;
-        servers_changed(&mut config.upstreams[index]);
-        carry_health(&current, &mut config);
-        config.generation = current.generation + 1;
-        let generation = config.generation;
-        self.config.store(Arc::new(config));
-        self.generation.store(generation, Ordering::Release);
-        Ok(Some(generation))
     }
-
-    /// The sockets reloads up to `generation` bound for `worker`.
-    pub fn take_new_listeners(&self, worker: usize, generation: u64) -> Vec<NewListener> {
-        let mut all = self.new_listeners.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(queue) = all.get_mut(worker) else {
-            return Vec::new();
-        };
-        let (ready, later) = std::mem::take(queue)
-            .into_iter()
-            .partition(|n| n.generation <= generation);
-        *queue = later;
-        ready
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
     }
+    let mut pending = shared.new_listeners();
+    let mut bound = shared.bound();
+    bound.retain(|(name, _)| new.listeners.iter().any(|l| &l.name == name));
+    for (l, sockets) in added {
+        if let Some(addr) = sockets.first().and_then(|s| s.local_addr().ok()) {
+            bound.retain(|(name, _)| name != &l.name);
+            bound.push((l.name.clone(), addr));
+        }
+        for (w, socket) in sockets.into_iter().enumerate() {
+            if let Some(list) = pending.get_mut(w) {
+                list.push(NewListener {
+                    generation: current.generation + 1,
+                    id: l.id,
+                    bind: l.bind,
+                    socket,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reloads a running proxy; cheap to clone and send to another thread.
@@ -174,7 +86,7 @@ pub struct Reloader(Arc<Shared>);
 
 impl Reloader {
     pub fn reload(&self, config: Config) -> Result<u64, ConfigErrors> {
-        self.0.reload(config)
+        reload(&self.0, config)
     }
 
     pub fn generation(&self) -> u64 {
@@ -234,19 +146,7 @@ impl ServerHandle {
             }
         }
 
-        let shared = Arc::new(Shared {
-            config: ArcSwap::from_pointee(Config {
-                generation: 1,
-                ..config
-            }),
-            generation: AtomicU64::new(1),
-            draining: AtomicBool::new(false),
-            publish: Mutex::new(()),
-            workers: threads,
-            new_listeners: Mutex::new((0..threads).map(|_| Vec::new()).collect()),
-            bound: Mutex::new(bound),
-            counters: WorkerCounters::new(threads),
-        });
+        let shared = Arc::new(Shared::new(config, threads, bound));
         let cores = if pin {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
@@ -287,7 +187,7 @@ impl ServerHandle {
             }
         }
         let mut background = Vec::new();
-        for spawn in [crate::health::spawn, crate::discovery::spawn] {
+        for spawn in [super::health::spawn, super::discovery::spawn] {
             match spawn(shared.clone()) {
                 Ok(h) => background.push(h),
                 Err(e) => {
@@ -306,7 +206,7 @@ impl ServerHandle {
 
     /// The address a listener is bound to (useful with port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        let bound = self.shared.bound.lock().unwrap_or_else(|p| p.into_inner());
+        let bound = self.shared.bound();
         bound.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
     }
 
@@ -335,7 +235,7 @@ impl ServerHandle {
     /// refuses the whole reload); removed ones stop accepting, and their
     /// open connections finish normally.
     pub fn reload(&self, config: Config) -> Result<u64, ConfigErrors> {
-        self.shared.reload(config)
+        reload(&self.shared, config)
     }
 
     /// A handle that can reload from another thread (the admin listener).
@@ -358,25 +258,6 @@ impl ServerHandle {
         }
         for h in self.background {
             let _ = h.join();
-        }
-    }
-}
-
-/// Servers that stay in a group across a reload keep their health (what
-/// the checks found, and the requests counted against `max_conns`).
-fn carry_health(old: &Config, new: &mut Config) {
-    for group in &mut new.upstreams {
-        let Some(old_group) = old.upstreams.iter().find(|g| g.name == group.name) else {
-            continue;
-        };
-        for server in &mut group.servers {
-            if let Some(old_server) = old_group.servers.iter().find(|s| s.addr == server.addr) {
-                if group.health_check.is_none() {
-                    // No checks any more: nothing will bring it back up.
-                    old_server.health.set_up(true);
-                }
-                server.health = old_server.health.clone();
-            }
         }
     }
 }

@@ -17,10 +17,9 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use rustls::pki_types::ServerName;
 
-use crate::config::{HealthCheck, ServerConfig, UpstreamGroup};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::tls::TlsStream;
-use crate::upstream::ServerHealth;
+use crate::upstream::{HealthCheck, ServerConfig, ServerHealth, UpstreamGroup};
 
 /// How often the thread looks for due checks (and for shutdown).
 const TICK: Duration = Duration::from_millis(50);

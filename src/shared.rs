@@ -1,0 +1,129 @@
+//! The state workers and the control threads share: the published config
+//! snapshot with its generation, the drain flag, and the listening sockets
+//! bound for workers to pick up. Publishing is serialised here; what to
+//! publish (reloads, DNS updates) is decided by the control plane.
+
+use crate::counters::WorkerCounters;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+
+/// A socket handed to a worker: the listener's id and configured address.
+pub(crate) struct NewListener {
+    /// The snapshot that added it: a worker still on an older one leaves
+    /// it queued.
+    pub generation: u64,
+    pub id: u64,
+    pub bind: SocketAddr,
+    pub socket: std::net::TcpListener,
+}
+
+/// The state every worker reads: the published snapshot and the flags.
+pub(crate) struct Shared {
+    config: ArcSwap<Config>,
+    /// Bumped after each publish; workers compare it to their cached one.
+    pub generation: AtomicU64,
+    pub draining: AtomicBool,
+    publish: Mutex<()>,
+    /// Worker count (each listener is bound once per worker).
+    pub workers: usize,
+    /// Sockets bound by a reload for each worker to pick up.
+    new_listeners: Mutex<Vec<Vec<NewListener>>>,
+    /// Listener name → bound address.
+    bound: Mutex<Vec<(String, SocketAddr)>>,
+    /// What each worker last published.
+    pub counters: WorkerCounters,
+}
+
+impl Shared {
+    /// Publishes `config` as generation 1.
+    pub fn new(config: Config, workers: usize, bound: Vec<(String, SocketAddr)>) -> Shared {
+        Shared {
+            config: ArcSwap::from_pointee(Config {
+                generation: 1,
+                ..config
+            }),
+            generation: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            publish: Mutex::new(()),
+            workers,
+            new_listeners: Mutex::new((0..workers).map(|_| Vec::new()).collect()),
+            bound: Mutex::new(bound),
+            counters: WorkerCounters::new(workers),
+        }
+    }
+
+    /// The published snapshot and its generation (carried inside it, so
+    /// the two can never disagree).
+    pub fn current(&self) -> (u64, Arc<Config>) {
+        let config = self.config.load_full();
+        (config.generation, config)
+    }
+
+    /// Runs `change` on the published snapshot with every other publisher
+    /// held off, and publishes the config it returns, if any, as the next
+    /// generation. Servers that stay in a group keep their health.
+    pub fn publish<E>(
+        &self,
+        change: impl FnOnce(&Arc<Config>) -> Result<Option<Config>, E>,
+    ) -> Result<Option<u64>, E> {
+        let _serial = self.publish.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.config.load_full();
+        let Some(mut config) = change(&current)? else {
+            return Ok(None);
+        };
+        carry_health(&current, &mut config);
+        config.generation = current.generation + 1;
+        let generation = config.generation;
+        self.config.store(Arc::new(config));
+        // Workers compare this with their cached generation per request.
+        self.generation.store(generation, Ordering::Release);
+        Ok(Some(generation))
+    }
+
+    /// The sockets queued for each worker (index: worker id).
+    pub fn new_listeners(&self) -> MutexGuard<'_, Vec<Vec<NewListener>>> {
+        self.new_listeners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sockets reloads up to `generation` bound for `worker`.
+    pub fn take_new_listeners(&self, worker: usize, generation: u64) -> Vec<NewListener> {
+        let mut all = self.new_listeners();
+        let Some(queue) = all.get_mut(worker) else {
+            return Vec::new();
+        };
+        let (ready, later) = std::mem::take(queue)
+            .into_iter()
+            .partition(|n| n.generation <= generation);
+        *queue = later;
+        ready
+    }
+
+    /// Listener name → bound address.
+    pub fn bound(&self) -> MutexGuard<'_, Vec<(String, SocketAddr)>> {
+        self.bound.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Servers that stay in a group across a new snapshot keep their health
+/// (what the checks found, and the requests counted against `max_conns`).
+fn carry_health(old: &Config, new: &mut Config) {
+    for group in &mut new.upstreams {
+        let Some(old_group) = old.upstreams.iter().find(|g| g.name == group.name) else {
+            continue;
+        };
+        for server in &mut group.servers {
+            if let Some(old_server) = old_group.servers.iter().find(|s| s.addr == server.addr) {
+                if group.health_check.is_none() {
+                    // No checks any more: nothing will bring it back up.
+                    old_server.health.set_up(true);
+                }
+                server.health = old_server.health.clone();
+            }
+        }
+    }
+}
