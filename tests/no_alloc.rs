@@ -82,6 +82,24 @@ fn traced_sizes() -> Vec<u64> {
         .collect()
 }
 
+/// Runs `round` `n` times and fails if a worker thread allocated meanwhile.
+fn assert_no_worker_allocs(n: usize, what: &str, mut round: impl FnMut()) {
+    let before = WORKER_ALLOCS.load(Ordering::Relaxed);
+    TRACED.store(0, Ordering::Relaxed);
+    SIZES.iter().for_each(|s| s.store(0, Ordering::Relaxed));
+    TRACE.store(true, Ordering::Relaxed);
+    for _ in 0..n {
+        round();
+    }
+    let during = WORKER_ALLOCS.load(Ordering::Relaxed) - before;
+    assert_eq!(
+        during,
+        0,
+        "worker allocated {during} times over {n} rounds of {what} (sizes {:?})",
+        traced_sizes()
+    );
+}
+
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
@@ -107,20 +125,9 @@ fn warm_keep_alive_requests() {
     for _ in 0..200 {
         round(&mut c);
     }
-    let before = WORKER_ALLOCS.load(Ordering::Relaxed);
-    TRACED.store(0, Ordering::Relaxed);
-    SIZES.iter().for_each(|s| s.store(0, Ordering::Relaxed));
-    TRACE.store(true, Ordering::Relaxed);
-    for _ in 0..500 {
+    assert_no_worker_allocs(500, "warm requests", || {
         round(&mut c);
-    }
-    let during = WORKER_ALLOCS.load(Ordering::Relaxed) - before;
-    assert_eq!(
-        during,
-        0,
-        "worker allocated {during} times over 1000 warm requests (sizes {:?})",
-        traced_sizes()
-    );
+    });
 }
 
 fn warm_split_responses() {
@@ -145,20 +152,9 @@ fn warm_split_responses() {
     for _ in 0..100 {
         assert_eq!(c.request(&get).body_str(), "GET /split\n");
     }
-    let before = WORKER_ALLOCS.load(Ordering::Relaxed);
-    TRACED.store(0, Ordering::Relaxed);
-    SIZES.iter().for_each(|s| s.store(0, Ordering::Relaxed));
-    TRACE.store(true, Ordering::Relaxed);
-    for _ in 0..200 {
+    assert_no_worker_allocs(200, "warm split requests", || {
         assert_eq!(c.request(&get).body_str(), "GET /split\n");
-    }
-    let during = WORKER_ALLOCS.load(Ordering::Relaxed) - before;
-    assert_eq!(
-        during,
-        0,
-        "worker allocated {during} times over 200 warm split requests (sizes {:?})",
-        traced_sizes()
-    );
+    });
 }
 
 /// A route with a header-edit filter on both sides, with variables: its
@@ -183,19 +179,8 @@ name = "edited""#,
     for _ in 0..200 {
         round(&mut c);
     }
-    let before = WORKER_ALLOCS.load(Ordering::Relaxed);
-    TRACED.store(0, Ordering::Relaxed);
-    SIZES.iter().for_each(|s| s.store(0, Ordering::Relaxed));
-    TRACE.store(true, Ordering::Relaxed);
-    for _ in 0..500 {
+    assert_no_worker_allocs(500, "warm edited requests", || {
         round(&mut c);
-    }
-    let during = WORKER_ALLOCS.load(Ordering::Relaxed) - before;
-    assert_eq!(
-        during,
-        0,
-        "worker allocated {during} times over 500 warm edited requests (sizes {:?})",
-        traced_sizes()
-    );
+    });
     assert_eq!(up.last().header("x-host"), Some("test.local"));
 }
