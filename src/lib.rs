@@ -38,7 +38,7 @@ pub mod upstream;
 mod worker;
 
 pub use config::{Config, ConfigErrors};
+pub use control::server;
 pub use control::server::{IoMode, Reloader, ServerHandle, ServerOptions};
-pub use control::{admin, server};
 /// For the binary: the allocator's collect and the huge-page switch.
 pub use sys::{huge_pages_disabled, release_memory, set_huge_pages_disabled};

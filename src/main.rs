@@ -156,8 +156,8 @@ fn main() -> ExitCode {
         "ringress started"
     );
     if let Some(bind) = admin {
-        match ringress::admin::spawn(bind, server.reloader(), cli.config.clone()) {
-            Ok(_) => tracing::info!(%bind, "admin listener started"),
+        match server.start_admin(bind, cli.config.clone()) {
+            Ok(addr) => tracing::info!(bind = %addr, "admin listener started"),
             Err(e) => {
                 eprintln!("ringress: cannot start the admin listener on {bind}: {e}");
                 server.shutdown();

@@ -3,14 +3,22 @@
 //! bound for workers to pick up. Publishing is serialised here; what to
 //! publish (reloads, DNS updates) is decided by the control plane.
 
-use crate::counters::WorkerCounters;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
+use crate::counters::WorkerCounters;
+
+/// The id of the admin listener (configured listeners have smaller ones).
+pub(crate) const ADMIN_LISTENER: u64 = u64::MAX;
+
+/// Re-reads the config file and publishes it: the generation, or every
+/// problem found, one per line. Set by the control plane, called by the
+/// admin endpoint off the worker.
+pub(crate) type ReloadHook = Arc<dyn Fn() -> Result<u64, String> + Send + Sync>;
 
 /// A socket handed to a worker: the listener's id and configured address.
 pub(crate) struct NewListener {
@@ -37,6 +45,10 @@ pub(crate) struct Shared {
     bound: Mutex<Vec<(String, SocketAddr)>>,
     /// What each worker last published.
     pub counters: WorkerCounters,
+    /// What `POST /reload` on the admin listener runs.
+    pub admin_reload: OnceLock<ReloadHook>,
+    /// The admin socket waits in worker 0's queue.
+    pub admin_queued: AtomicBool,
 }
 
 impl Shared {
@@ -54,6 +66,8 @@ impl Shared {
             new_listeners: Mutex::new((0..workers).map(|_| Vec::new()).collect()),
             bound: Mutex::new(bound),
             counters: WorkerCounters::new(workers),
+            admin_reload: OnceLock::new(),
+            admin_queued: AtomicBool::new(false),
         }
     }
 
@@ -101,6 +115,21 @@ impl Shared {
             .partition(|n| n.generation <= generation);
         *queue = later;
         ready
+    }
+
+    /// Hands the admin listener's socket to worker 0, which serves it
+    /// with the proxy's own engine.
+    pub fn queue_admin(&self, socket: std::net::TcpListener, bind: SocketAddr, reload: ReloadHook) {
+        let _ = self.admin_reload.set(reload);
+        if let Some(queue) = self.new_listeners().get_mut(0) {
+            queue.push(NewListener {
+                generation: 0,
+                id: ADMIN_LISTENER,
+                bind,
+                socket,
+            });
+        }
+        self.admin_queued.store(true, Ordering::Release);
     }
 
     /// Listener name → bound address.

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -15,7 +15,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub use crate::config::IoMode;
 use crate::config::{Config, ConfigError, ConfigErrors, ListenerConfig};
 use crate::counters::ExitTotals;
-use crate::shared::{NewListener, Shared};
+use crate::shared::{NewListener, ReloadHook, Shared};
 use crate::worker::{self, WorkerSpec};
 
 /// Publishes `config`, after binding the listeners it adds.
@@ -26,6 +26,32 @@ fn reload(shared: &Shared, config: Config) -> Result<u64, ConfigErrors> {
     })?;
     // Always Some: the closure above always returns a config.
     Ok(published.unwrap_or_else(|| shared.current().0))
+}
+
+/// The admin reload: reads, validates and publishes the config file, and
+/// logs the outcome; problems come back one per line.
+fn reload_file(shared: &Shared, path: &Path) -> Result<u64, String> {
+    let outcome = Config::from_file(path).and_then(|c| {
+        for w in &c.warnings {
+            tracing::warn!("{w}");
+        }
+        reload(shared, c)
+    });
+    match outcome {
+        Ok(generation) => {
+            tracing::info!(generation, "config reloaded (admin)");
+            Ok(generation)
+        }
+        Err(errors) => {
+            tracing::error!("admin reload rejected, keeping the running config:");
+            let mut lines = String::new();
+            for e in &errors.0 {
+                tracing::error!("  {e}");
+                lines.push_str(&format!("  {e}\n"));
+            }
+            Err(lines)
+        }
+    }
 }
 
 /// Binds the listeners `new` adds (every worker's socket) and hands them
@@ -238,7 +264,23 @@ impl ServerHandle {
         reload(&self.shared, config)
     }
 
-    /// A handle that can reload from another thread (the admin listener).
+    /// Binds the admin listener (a plain socket: a second process cannot
+    /// share it) and hands it to worker 0, which serves it with the
+    /// proxy's engine; `POST /reload` re-reads `config_file`. Returns the
+    /// bound address.
+    pub fn start_admin(&self, bind: SocketAddr, config_file: PathBuf) -> io::Result<SocketAddr> {
+        let socket = std::net::TcpListener::bind(bind)?;
+        let addr = socket.local_addr()?;
+        if !bind.ip().is_loopback() {
+            tracing::warn!(%bind, "the admin listener has no authentication and is not on loopback");
+        }
+        let shared = self.shared.clone();
+        let hook: ReloadHook = Arc::new(move || reload_file(&shared, &config_file));
+        self.shared.queue_admin(socket, addr, hook);
+        Ok(addr)
+    }
+
+    /// A handle that can reload from another thread.
     pub fn reloader(&self) -> Reloader {
         Reloader(self.shared.clone())
     }

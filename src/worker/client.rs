@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use monoio::io::Canceller;
 use monoio::net::TcpStream;
 
+use super::admin;
 use super::buffer::{BufferPool, ReadBuf};
 use super::conn::Conn;
 use super::ctx::{ActiveGuard, Snapshot, WorkerCtx};
@@ -295,6 +296,14 @@ async fn serve_request(
             (
                 downstream::answer(c, error, close, write_timeout).await,
                 close,
+            )
+        }
+        Plan::Admin(endpoint, head) => {
+            c.inbuf.consume(planned.head_len);
+            // Each admin answer ends its connection, as tools expect.
+            (
+                admin::serve(c, ctx, endpoint, head, write_timeout).await,
+                true,
             )
         }
     };

@@ -18,7 +18,7 @@ use monoio::task::JoinHandle;
 use super::client;
 use super::ctx::WorkerCtx;
 use crate::config::{Config, ListenerConfig};
-use crate::shared::NewListener;
+use crate::shared::{ADMIN_LISTENER, NewListener};
 use crate::sys;
 
 pub(crate) struct Accepting {
@@ -65,11 +65,14 @@ pub(crate) fn start(ctx: &Rc<WorkerCtx>, new: NewListener) -> std::io::Result<()
 /// Makes the running accept loops match `config`: stops those of removed
 /// listeners and starts the ones the main thread bound for new listeners.
 pub(crate) fn sync(ctx: &Rc<WorkerCtx>, config: &Config) {
+    // The admin listener is not in the config's list: it stays until
+    // the worker stops.
     let wanted = |id: u64, bind: SocketAddr| {
-        config
-            .listeners
-            .iter()
-            .any(|l| l.id == id && l.bind == bind)
+        id == ADMIN_LISTENER
+            || config
+                .listeners
+                .iter()
+                .any(|l| l.id == id && l.bind == bind)
     };
     let mut removed = Vec::new();
     ctx.listeners.borrow_mut().retain_mut(|a| {

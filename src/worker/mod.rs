@@ -2,6 +2,7 @@
 //! SO_REUSEPORT listening sockets, and every connection they accept. It
 //! shares nothing with other workers but the config snapshot and flags.
 
+mod admin;
 mod buffer;
 mod client;
 mod conn;
@@ -196,7 +197,11 @@ async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Opti
         }
         // A reload may have added or removed listeners.
         let (generation, config) = ctx.snapshot();
-        if generation != listening_for && !ctx.drain.is_draining() {
+        // Worker 0 also starts the admin listener when it is handed over.
+        let admin = ctx.id == 0
+            && ctx.shared.admin_queued.load(Ordering::Acquire)
+            && ctx.shared.admin_queued.swap(false, Ordering::AcqRel);
+        if (generation != listening_for || admin) && !ctx.drain.is_draining() {
             listen::sync(&ctx, &config);
             listening_for = generation;
         }

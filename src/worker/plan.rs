@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::admin::Endpoint;
 use super::client::Client;
 use super::proxy::Exchange;
 use crate::config::{Balance, Config, HashKey};
@@ -13,6 +14,7 @@ use crate::http::encode::{UpstreamRequest, write_request_head};
 use crate::http::{Framing, RequestHead, empty_headers, parse_request, path};
 use crate::pipeline::{Exit, NO_FILTERS, RequestId, Vars};
 use crate::router::{Action, RouteQuery};
+use crate::shared::ADMIN_LISTENER;
 use crate::upstream::hash_bytes;
 
 /// What to do with a parsed request.
@@ -27,6 +29,8 @@ pub(super) enum Plan<'c> {
     Rendered {
         close: bool,
     },
+    /// An admin endpoint (`true`: a HEAD request).
+    Admin(Endpoint, bool),
     /// A generated answer after a valid head.
     Error {
         error: ProxyError,
@@ -73,6 +77,15 @@ fn plan_head<'c>(
     // After an answer the proxy generates, a request body left unread
     // would be taken for the next request: close instead.
     let close = !req.keep_alive || has_body || draining;
+    if c.listener_id == ADMIN_LISTENER {
+        c.record.exit = Exit::Fixed;
+        let endpoint = Endpoint::of(req.method, req.path);
+        return Ok(Some(Planned {
+            plan: Plan::Admin(endpoint, req.is_head()),
+            head_len,
+            has_body,
+        }));
+    }
     // Taken out for the request, so the normalised path can borrow it
     // while the client's other buffers are written.
     let mut path_buf = std::mem::take(&mut c.path_buf);
