@@ -27,6 +27,8 @@ pub mod pipeline;
 #[forbid(unsafe_code)]
 pub mod router;
 #[forbid(unsafe_code)]
+mod rt;
+#[forbid(unsafe_code)]
 mod shared;
 #[allow(unsafe_code)]
 mod sys;

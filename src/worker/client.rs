@@ -12,10 +12,7 @@ use monoio::io::Canceller;
 use monoio::net::TcpStream;
 
 use super::admin;
-use super::buffer::{BufferPool, ReadBuf};
-use super::conn::Conn;
 use super::ctx::{ActiveGuard, Snapshot, WorkerCtx};
-use super::deadline;
 use super::downstream;
 use super::drain::Drain;
 use super::parking::Parked;
@@ -25,6 +22,9 @@ use super::tunnel;
 use crate::config::Config;
 use crate::error::{ErrorKind, ProxyError};
 use crate::pipeline::Record;
+use crate::rt::buffer::{BufferPool, ReadBuf};
+use crate::rt::conn::Conn;
+use crate::rt::deadline;
 use crate::tls::{TlsStream, client_subject};
 
 /// How long a new connection may still send its first request once a

@@ -10,10 +10,10 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use rustls::pki_types::ServerName;
 
-use super::conn::Conn;
 use super::ctx::WorkerCtx;
-use super::deadline;
 use crate::error::{ErrorKind, ProxyError};
+use crate::rt::conn::Conn;
+use crate::rt::deadline;
 use crate::tls::TlsStream;
 use crate::upstream::{PoolKey, ServerConfig, UpstreamGroup};
 
@@ -112,5 +112,5 @@ pub(crate) async fn acquire(
 /// Whether an idle connection can carry a request: the peer has not closed
 /// it and sent nothing unasked.
 fn idle_conn_usable(stream: &TcpStream) -> bool {
-    super::conn::peek(stream.as_raw_fd()) == super::conn::Peek::Nothing
+    crate::rt::conn::peek(stream.as_raw_fd()) == crate::rt::conn::Peek::Nothing
 }

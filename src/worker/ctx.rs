@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use slab::Slab;
 
-use super::buffer::BufferPool;
-use super::conn::Conn;
 use super::drain::Drain;
 use super::listen::Accepting;
 use super::parking::Parking;
 use super::requests::Requests;
 use crate::config::Config;
+use crate::rt::buffer::BufferPool;
+use crate::rt::conn::Conn;
 use crate::shared::Shared;
 use crate::sys;
 use crate::upstream::{GroupState, IdlePool, Outcome, Rng};

@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use super::buffer::{flush_vec, write_all};
 use super::client::Client;
 use crate::error::ProxyError;
 use crate::http::answer;
 use crate::pipeline::Exit;
+use crate::rt::buffer::{flush_vec, write_all};
 
 /// Sends the generated answer for `e` (none for a client that is gone).
 /// False when nothing could be sent.

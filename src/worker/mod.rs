@@ -3,12 +3,9 @@
 //! shares nothing with other workers but the config snapshot and flags.
 
 mod admin;
-mod buffer;
 mod client;
-mod conn;
 mod connect;
 mod ctx;
-mod deadline;
 mod downstream;
 mod drain;
 mod listen;
@@ -19,7 +16,6 @@ mod relay;
 mod requests;
 mod response;
 mod retry;
-mod splice;
 mod tunnel;
 
 use std::rc::Rc;
@@ -29,6 +25,7 @@ use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use crate::config::IoMode;
+use crate::rt::deadline;
 use crate::shared::{NewListener, Shared};
 use ctx::WorkerCtx;
 pub(crate) use listen::apply_options as apply_listener_options;

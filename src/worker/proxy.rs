@@ -6,9 +6,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::buffer::{write_all, write_all_keep};
 use super::client::Client;
-use super::conn::Conn;
 use super::connect::{acquire, pool_key};
 use super::ctx::{Snapshot, WorkerCtx};
 use super::downstream;
@@ -20,6 +18,8 @@ use crate::error::{ErrorKind, ProxyError, Retry, Side};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::{Framing, Version, answer};
 use crate::pipeline::{Exit, UpstreamTry};
+use crate::rt::buffer::{write_all, write_all_keep};
+use crate::rt::conn::Conn;
 use crate::upstream::Outcome;
 
 /// Request facts kept after its head has been rewritten into `Client::out`.

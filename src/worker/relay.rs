@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use monoio::io::AsyncWriteRent;
 
-use super::buffer::{ReadBuf, flush_vec, write_from_read_buf};
-use super::conn::Conn;
-use super::splice::{self, SPLICE_MIN, SpliceError};
 use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK, encode_chunk};
+use crate::rt::buffer::{ReadBuf, flush_vec, write_from_read_buf};
+use crate::rt::conn::Conn;
+use crate::rt::splice::{self, SPLICE_MIN, SpliceError};
 
 /// Largest amount copied into the head buffer to send in one write; above
 /// it, body bytes are written straight from the read buffer.

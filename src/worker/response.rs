@@ -4,9 +4,7 @@
 
 use std::io;
 
-use super::buffer::flush_vec;
 use super::client::Client;
-use super::conn::Conn;
 use super::plan::vars;
 use super::proxy::{Done, Exchange, Leg};
 use super::relay::{BodyIn, Relay, RelayError};
@@ -15,6 +13,8 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::encode::{ConnectionDirective, write_response_head_with};
 use crate::http::{Framing, Version, empty_headers, parse_response};
 use crate::pipeline::{BodyPlan, NO_FILTERS};
+use crate::rt::buffer::flush_vec;
+use crate::rt::conn::Conn;
 
 /// What the response head decided.
 struct ResponsePlan {
@@ -136,13 +136,13 @@ async fn switch(c: &mut Client, leg: &Leg<'_>, upstream: &mut Conn) -> Result<()
         .map_err(gone)?;
     if !c.upbuf.is_empty() {
         let n = c.upbuf.len();
-        super::buffer::write_from_read_buf(&mut c.stream, &mut c.upbuf, n, io_timeout)
+        crate::rt::buffer::write_from_read_buf(&mut c.stream, &mut c.upbuf, n, io_timeout)
             .await
             .map_err(gone)?;
     }
     if !c.inbuf.is_empty() {
         let n = c.inbuf.len();
-        super::buffer::write_from_read_buf(upstream, &mut c.inbuf, n, leg.group.io_timeout)
+        crate::rt::buffer::write_from_read_buf(upstream, &mut c.inbuf, n, leg.group.io_timeout)
             .await
             .map_err(|_| ProxyError::upstream(ErrorKind::BadGateway))?;
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
-use super::conn::Conn;
-use super::deadline;
+use crate::rt::conn::Conn;
+use crate::rt::deadline;
 
 pub(crate) async fn run(client: Conn, upstream: Conn, idle: Duration) {
     let (client_read, client_write) = client.into_split();
