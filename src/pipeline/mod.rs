@@ -100,6 +100,16 @@ impl Chain {
         (edits, BodyPlan::Identity)
     }
 
+    /// The response phase's edits with their lines already rendered (by
+    /// `response`), for an encoder that cannot borrow the request's values.
+    pub fn response_with<'a>(&'a self, lines: &'a [u8]) -> Prerendered<'a> {
+        Prerendered {
+            chain: self,
+            side: EditSide::Response,
+            lines,
+        }
+    }
+
     /// Phase 5: once per request, when it has ended.
     pub fn log(&self, _record: &Record) {}
 }
@@ -119,15 +129,18 @@ pub struct PhaseEdits<'a> {
 
 impl PhaseEdits<'_> {
     fn each(&self) -> impl Iterator<Item = &HeaderEdits> {
-        let side = self.side;
-        self.chain
-            .filters
-            .iter()
-            .filter_map(move |f| match (f, side) {
-                (Filter::RequestHeaders(e), EditSide::Request)
-                | (Filter::ResponseHeaders(e), EditSide::Response) => Some(e),
-                _ => None,
-            })
+        self.chain.side(self.side)
+    }
+}
+
+impl Chain {
+    /// The header edits of one side, in order.
+    fn side(&self, side: EditSide) -> impl Iterator<Item = &HeaderEdits> {
+        self.filters.iter().filter_map(move |f| match (f, side) {
+            (Filter::RequestHeaders(e), EditSide::Request)
+            | (Filter::ResponseHeaders(e), EditSide::Response) => Some(e),
+            _ => None,
+        })
     }
 }
 
@@ -140,6 +153,23 @@ impl FieldEdits for PhaseEdits<'_> {
         for e in self.each() {
             e.with(self.vars).append(out);
         }
+    }
+}
+
+/// A side's header edits whose lines were rendered beforehand.
+pub struct Prerendered<'a> {
+    chain: &'a Chain,
+    side: EditSide,
+    lines: &'a [u8],
+}
+
+impl FieldEdits for Prerendered<'_> {
+    fn drops(&self, name: &[u8]) -> bool {
+        self.chain.side(self.side).any(|e| e.drops(name))
+    }
+
+    fn append(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.lines);
     }
 }
 

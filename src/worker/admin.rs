@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::client::Client;
 use super::ctx::WorkerCtx;
-use super::downstream;
+use super::downstream::Downstream;
 use crate::router::Respond;
 
 /// The answers an admin endpoint gives (its own, not generated errors).
@@ -67,7 +67,7 @@ pub(super) async fn serve(
     let answer = Respond::new(status, body.as_bytes(), "text/plain; charset=utf-8");
     c.out.clear();
     c.out.extend_from_slice(answer.bytes(true, head_only));
-    downstream::send_out(c, timeout).await
+    c.send_rendered(timeout).await
 }
 
 /// Runs the control plane's reload on a thread of its own and waits for

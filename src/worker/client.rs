@@ -13,7 +13,7 @@ use monoio::net::TcpStream;
 
 use super::admin;
 use super::ctx::{ActiveGuard, Snapshot, WorkerCtx};
-use super::downstream;
+use super::downstream::Downstream;
 use super::drain::Drain;
 use super::parking::Parked;
 use super::plan::{Plan, Planned, plan};
@@ -21,6 +21,7 @@ use super::proxy::{self, Next};
 use super::tunnel;
 use crate::config::Config;
 use crate::error::{ErrorKind, ProxyError};
+use crate::http::Version;
 use crate::pipeline::Record;
 use crate::rt::buffer::{BufferPool, ReadBuf};
 use crate::rt::conn::Conn;
@@ -61,6 +62,10 @@ pub(crate) struct Client {
     pub host_buf: Vec<u8>,
     /// What happened to the current request.
     pub record: Record,
+    /// The current request's HTTP version (decides the response's framing).
+    pub version: Version,
+    /// Rendered header-edit lines of the response phase.
+    pub lines_buf: Vec<u8>,
     /// The worker's start value for request ids.
     pub id_seed: u64,
     /// `TLSv1.2` / `TLSv1.3` on a TLS connection, else empty.
@@ -285,18 +290,15 @@ async fn serve_request(
             c.inbuf.consume(planned.head_len);
             c.out.clear();
             c.out.extend_from_slice(bytes);
-            (downstream::send_out(c, write_timeout).await, close)
+            (c.send_rendered(write_timeout).await, close)
         }
         Plan::Rendered { close } => {
             c.inbuf.consume(planned.head_len);
-            (downstream::send_out(c, write_timeout).await, close)
+            (c.send_rendered(write_timeout).await, close)
         }
         Plan::Error { error, close } => {
             c.inbuf.consume(planned.head_len);
-            (
-                downstream::answer(c, error, close, write_timeout).await,
-                close,
-            )
+            (c.answer(error, close, write_timeout).await, close)
         }
         Plan::Admin(endpoint, head) => {
             c.inbuf.consume(planned.head_len);
@@ -650,6 +652,11 @@ impl Client {
         c
     }
 
+    /// The address the client connected to, as the socket says.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.stream.socket().local_addr().ok()
+    }
+
     /// A plain connection's state before its first request; `addrs`: the
     /// client's address and the one it connected to, if a PROXY header
     /// said.
@@ -676,6 +683,8 @@ impl Client {
             rewrite_buf: Vec::new(),
             host_buf: Vec::new(),
             record: Record::new(addrs.0),
+            version: Version::Http11,
+            lines_buf: Vec::new(),
             id_seed: ctx.requests.seed(),
             tls_version: "",
             sni: None,
@@ -735,7 +744,7 @@ async fn next_request<'c>(
             Ok(Some(planned)) => return Some(planned),
             Ok(None) => {}
             Err(e) => {
-                if downstream::answer(c, e, true, config.timeouts.io).await {
+                if c.answer(e, true, config.timeouts.io).await {
                     lingering_close(c).await;
                 }
                 return None;
@@ -756,7 +765,7 @@ async fn next_request<'c>(
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 // A head started but did not finish in time: 408, then close.
                 let timeout = ProxyError::downstream(ErrorKind::ClientTimeout);
-                downstream::answer(c, timeout, true, config.timeouts.io).await;
+                c.answer(timeout, true, config.timeouts.io).await;
                 return None;
             }
             Err(_) => return None,

@@ -1,51 +1,304 @@
-//! The client side of a request, HTTP/1.1: every answer the proxy makes
-//! itself (generated errors, fixed responses, redirects) leaves through
-//! here, and the request's record learns its status, its size and
-//! whether the client got it.
+//! The client side of a request: the one interface through which the
+//! exchange, the proxy's own answers and the body relays reach the
+//! client, and its HTTP/1.1 implementation on `Client`. The exchange says
+//! what a response is (a head as a structure, the route's edits, how much
+//! body follows, whether the connection should end); the session decides
+//! how that goes on the wire (framing, `Connection`, interim heads for
+//! 1.0 clients) and keeps the request's record of what was sent. An
+//! HTTP/2 stream or a cache-served body would be another implementation.
 
 use std::time::Duration;
 
 use super::client::Client;
-use crate::error::ProxyError;
-use crate::http::answer;
-use crate::pipeline::Exit;
-use crate::rt::buffer::{flush_vec, write_all};
+use super::relay::{BodyIn, Relay, RelayError};
+use crate::error::{ErrorKind, ProxyError};
+use crate::http::encode::{ConnectionDirective, FieldEdits, write_response_head_with};
+use crate::http::{Framing, ResponseHead, Version, answer};
+use crate::pipeline::{BodyPlan, Exit};
+use crate::rt::buffer::{flush_vec, write_all, write_from_read_buf};
+use crate::rt::conn::Conn;
 
-/// Sends the generated answer for `e` (none for a client that is gone).
-/// False when nothing could be sent.
-pub(super) async fn answer(c: &mut Client, e: ProxyError, close: bool, timeout: Duration) -> bool {
-    c.record.fail(e);
-    let Some(status) = e.status() else {
-        return false;
-    };
-    c.record.status = status;
-    match answer::prerendered(status, close) {
-        Some(bytes) => send_bytes(c, bytes, timeout).await,
-        None => {
-            c.out.clear();
-            answer::render_answer(&mut c.out, status, close);
-            send_out(c, timeout).await
+/// Which head of a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeadKind {
+    /// 1xx other than 101: the final head follows.
+    Interim,
+    /// 101: the connection becomes a tunnel.
+    Switching,
+    Final,
+}
+
+/// A response head as the exchange hands it to the client side.
+pub(crate) struct Head<'a, 'h, 'b> {
+    /// The upstream's head: status, reason, fields, its framing.
+    pub resp: &'a ResponseHead<'h, 'b>,
+    pub kind: HeadKind,
+    /// The connection should end after this response.
+    pub close: bool,
+    /// Add a `Via` field.
+    pub via: bool,
+    /// A whole `Strict-Transport-Security` line replacing the upstream's.
+    pub hsts: Option<&'a [u8]>,
+}
+
+/// How a final response travels to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Carry {
+    /// The framing the client gets (may differ from the upstream's).
+    pub framing: Framing,
+    /// The connection stays open after the body.
+    pub keep_alive: bool,
+}
+
+/// Time limits and options of one body relay.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimits {
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    /// Splicing allowed (the identity plan on plain sockets only).
+    pub splice: bool,
+    /// Most body bytes accepted (`u64::MAX`: no limit).
+    pub limit: u64,
+}
+
+/// A response body that did not reach its end.
+#[derive(Debug)]
+pub(crate) struct BodyFailure {
+    pub error: RelayError,
+    /// Some of the response (its head at least) reached the client.
+    pub sent: bool,
+}
+
+/// The client side of a request.
+pub(crate) trait Downstream {
+    /// Renders a response head with the route's edits, to be sent with
+    /// `send_head` or ahead of the body; says how a final one travels.
+    fn render_head<E: FieldEdits>(&mut self, head: &Head<'_, '_, '_>, edits: &E) -> Carry;
+    /// Drops a rendered head that will not be sent (the exchange retries
+    /// or answers instead).
+    fn discard_head(&mut self);
+    /// Sends an interim or switching head rendered by `render_head`.
+    async fn send_head(&mut self, timeout: Duration) -> Result<(), ProxyError>;
+    /// After a 101 was sent: bytes either side already read belong to
+    /// the new protocol and are passed on.
+    async fn switch_over(
+        &mut self,
+        upstream: &mut Conn,
+        limits: BodyLimits,
+    ) -> Result<(), ProxyError>;
+    /// Sends the rendered final head and the body read from `upstream`.
+    async fn relay_response(
+        &mut self,
+        upstream: &mut Conn,
+        input: BodyIn,
+        carry: Carry,
+        plan: BodyPlan,
+        limits: BodyLimits,
+    ) -> Result<(), BodyFailure>;
+    /// `100 Continue` before the request body is read, if the client
+    /// still waits for it.
+    async fn send_continue(&mut self, timeout: Duration) -> Result<(), ProxyError>;
+    /// Streams the request body to `upstream`.
+    async fn relay_request(
+        &mut self,
+        upstream: &mut Conn,
+        input: BodyIn,
+        limits: BodyLimits,
+    ) -> Result<(), RelayError>;
+    /// The generated answer for `e` (none for a client that is gone).
+    /// False when nothing could be sent.
+    async fn answer(&mut self, e: ProxyError, close: bool, timeout: Duration) -> bool;
+    /// Sends an answer rendered in full (a fixed response, a redirect).
+    async fn send_rendered(&mut self, timeout: Duration) -> bool;
+}
+
+impl Downstream for Client {
+    fn render_head<E: FieldEdits>(&mut self, head: &Head<'_, '_, '_>, edits: &E) -> Carry {
+        let client_11 = self.version == Version::Http11;
+        let resp = head.resp;
+        let (framing, keep_alive, directive) = match head.kind {
+            // A 1.0 client gets no interim heads.
+            HeadKind::Interim if !client_11 => {
+                self.out.clear();
+                return no_body();
+            }
+            HeadKind::Interim => (Framing::Empty, false, ConnectionDirective::Default),
+            HeadKind::Switching => (Framing::Empty, false, ConnectionDirective::Upgrade),
+            HeadKind::Final => {
+                let framing = match resp.framing {
+                    Framing::Chunked | Framing::Close if client_11 => Framing::Chunked,
+                    Framing::Chunked | Framing::Close => Framing::Close,
+                    other => other,
+                };
+                let keep = !head.close && framing != Framing::Close;
+                let directive = match (keep, client_11) {
+                    (false, _) => ConnectionDirective::Close,
+                    (true, true) => ConnectionDirective::Default,
+                    (true, false) => ConnectionDirective::KeepAlive,
+                };
+                (framing, keep, directive)
+            }
+        };
+        self.out.clear();
+        write_response_head_with(
+            &mut self.out,
+            resp,
+            framing,
+            directive,
+            head.via,
+            head.hsts,
+            edits,
+        );
+        Carry {
+            framing,
+            keep_alive,
         }
     }
+
+    fn discard_head(&mut self) {
+        self.out.clear();
+    }
+
+    async fn send_head(&mut self, timeout: Duration) -> Result<(), ProxyError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.record.bytes_out += self.out.len() as u64;
+        flush_vec(&mut self.stream, &mut self.out, timeout)
+            .await
+            .map_err(|_| ProxyError::downstream(ErrorKind::ClientGone))
+    }
+
+    async fn switch_over(
+        &mut self,
+        upstream: &mut Conn,
+        limits: BodyLimits,
+    ) -> Result<(), ProxyError> {
+        let gone = |_| ProxyError::downstream(ErrorKind::ClientGone);
+        if !self.upbuf.is_empty() {
+            let n = self.upbuf.len();
+            write_from_read_buf(&mut self.stream, &mut self.upbuf, n, limits.write_timeout)
+                .await
+                .map_err(gone)?;
+        }
+        if !self.inbuf.is_empty() {
+            let n = self.inbuf.len();
+            write_from_read_buf(upstream, &mut self.inbuf, n, limits.read_timeout)
+                .await
+                .map_err(|_| ProxyError::upstream(ErrorKind::BadGateway))?;
+        }
+        Ok(())
+    }
+
+    async fn relay_response(
+        &mut self,
+        upstream: &mut Conn,
+        input: BodyIn,
+        carry: Carry,
+        plan: BodyPlan,
+        limits: BodyLimits,
+    ) -> Result<(), BodyFailure> {
+        let head = self.out.len() as u64;
+        let identity = plan == BodyPlan::Identity;
+        let mut relay = Relay {
+            input,
+            chunked_out: carry.framing == Framing::Chunked,
+            limit: limits.limit,
+            read_timeout: limits.read_timeout,
+            write_timeout: limits.write_timeout,
+            // Only the identity plan passes bytes through untouched.
+            splice: identity && limits.splice,
+            postpone: identity,
+            moved: 0,
+        };
+        let relayed = relay
+            .run(upstream, &mut self.upbuf, &mut self.stream, &mut self.out)
+            .await;
+        // A head held back (see `Relay::postpone`) is still in `out`
+        // when the upstream failed: nothing reached the client.
+        let sent = self.out.is_empty();
+        if sent {
+            self.record.bytes_out += head + relay.moved;
+        }
+        self.out.clear();
+        relayed.map_err(|error| BodyFailure { error, sent })
+    }
+
+    async fn send_continue(&mut self, timeout: Duration) -> Result<(), ProxyError> {
+        // A client that sent body bytes already is not waiting for it.
+        if !self.inbuf.is_empty() {
+            return Ok(());
+        }
+        write_all(&mut self.stream, answer::CONTINUE, timeout)
+            .await
+            .map(|_| ())
+            .map_err(|_| ProxyError::downstream(ErrorKind::ClientGone))
+    }
+
+    async fn relay_request(
+        &mut self,
+        upstream: &mut Conn,
+        input: BodyIn,
+        limits: BodyLimits,
+    ) -> Result<(), RelayError> {
+        let chunked_out = matches!(input, BodyIn::Chunked(_));
+        let mut relay = Relay {
+            input,
+            chunked_out,
+            limit: limits.limit,
+            read_timeout: limits.read_timeout,
+            write_timeout: limits.write_timeout,
+            splice: limits.splice,
+            // The head went out on its own already.
+            postpone: false,
+            moved: 0,
+        };
+        self.out.clear();
+        let result = relay
+            .run(&mut self.stream, &mut self.inbuf, upstream, &mut self.out)
+            .await;
+        self.record.bytes_in += relay.moved;
+        result
+    }
+
+    async fn answer(&mut self, e: ProxyError, close: bool, timeout: Duration) -> bool {
+        self.record.fail(e);
+        let Some(status) = e.status() else {
+            return false;
+        };
+        self.record.status = status;
+        match answer::prerendered(status, close) {
+            Some(bytes) => {
+                self.record.bytes_out += bytes.len() as u64;
+                let sent = write_all(&mut self.stream, bytes, timeout).await.is_ok();
+                if !sent {
+                    self.record.exit = Exit::ClientGone;
+                }
+                sent
+            }
+            None => {
+                self.out.clear();
+                answer::render_answer(&mut self.out, status, close);
+                self.send_rendered(timeout).await
+            }
+        }
+    }
+
+    async fn send_rendered(&mut self, timeout: Duration) -> bool {
+        self.record.bytes_out += self.out.len() as u64;
+        let sent = flush_vec(&mut self.stream, &mut self.out, timeout)
+            .await
+            .is_ok();
+        if !sent {
+            self.record.exit = Exit::ClientGone;
+        }
+        sent
+    }
 }
 
-/// Sends fixed bytes (a configured response, a pre-rendered answer).
-pub(super) async fn send_bytes(c: &mut Client, bytes: &'static [u8], timeout: Duration) -> bool {
-    c.record.bytes_out += bytes.len() as u64;
-    let sent = write_all(&mut c.stream, bytes, timeout).await.is_ok();
-    if !sent {
-        c.record.exit = Exit::ClientGone;
+fn no_body() -> Carry {
+    Carry {
+        framing: Framing::Empty,
+        keep_alive: false,
     }
-    sent
-}
-
-/// Sends what was rendered into `Client::out` (a redirect, a generated
-/// answer), leaving it empty.
-pub(super) async fn send_out(c: &mut Client, timeout: Duration) -> bool {
-    c.record.bytes_out += c.out.len() as u64;
-    let sent = flush_vec(&mut c.stream, &mut c.out, timeout).await.is_ok();
-    if !sent {
-        c.record.exit = Exit::ClientGone;
-    }
-    sent
 }

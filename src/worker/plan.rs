@@ -74,6 +74,7 @@ fn plan_head<'c>(
     let head_len = req.head_len;
     let has_body = req.framing != Framing::Empty;
     c.record.bytes_in = head_len as u64;
+    c.version = req.version;
     // After an answer the proxy generates, a request body left unread
     // would be taken for the next request: close instead.
     let close = !req.keep_alive || has_body || draining;
@@ -243,7 +244,6 @@ fn proxy(
         idempotent: req.is_idempotent(),
         expect_continue: req.expect_continue,
         upgrade: req.upgrade.is_some(),
-        version: req.version,
         body_limit: config.routes.routes[route].max_body_size,
         route,
         client_ip,

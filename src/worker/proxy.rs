@@ -9,16 +9,16 @@ use std::time::{Duration, Instant};
 use super::client::Client;
 use super::connect::{acquire, pool_key};
 use super::ctx::{Snapshot, WorkerCtx};
-use super::downstream;
-use super::relay::{BodyIn, Relay, RelayError};
+use super::downstream::{BodyLimits, Downstream};
+use super::relay::{BodyIn, RelayError};
 use super::response::respond;
 use super::retry::{self, Attempt, Decision};
 use crate::config::UpstreamGroup;
 use crate::error::{ErrorKind, ProxyError, Retry, Side};
+use crate::http::Framing;
 use crate::http::chunked::ChunkedDecoder;
-use crate::http::{Framing, Version, answer};
 use crate::pipeline::{Exit, UpstreamTry};
-use crate::rt::buffer::{write_all, write_all_keep};
+use crate::rt::buffer::write_all_keep;
 use crate::rt::conn::Conn;
 use crate::upstream::Outcome;
 
@@ -33,7 +33,6 @@ pub(crate) struct Exchange {
     pub idempotent: bool,
     pub expect_continue: bool,
     pub upgrade: bool,
-    pub version: Version,
     /// 0 means unlimited.
     pub body_limit: u64,
     /// The route (position in the snapshot), for its response phase.
@@ -204,7 +203,7 @@ async fn attempt(
     // The address the client connected to: from its PROXY header, else
     // the accepted socket's (asked only when a header is sent).
     let local = match (c.local, group.send_proxy_protocol) {
-        (None, Some(_)) => c.stream.socket().local_addr().ok(),
+        (None, Some(_)) => c.local_addr(),
         (local, _) => local,
     };
     let spec = &group.servers[server];
@@ -286,7 +285,7 @@ fn go_again(
         },
     );
     c.upbuf.consume(c.upbuf.len());
-    c.out.clear();
+    c.discard_head();
     let addr = group.servers[tries.server].addr;
     if decision == Decision::FreshConnection {
         // A pooled connection the server had closed: the server is not
@@ -327,8 +326,8 @@ fn go_again(
 /// Answers the client with the error that ended the exchange.
 async fn give_up(c: &mut Client, leg: &Leg<'_>, e: ProxyError, replayable: bool) -> Next {
     let (close, linger) = retry::after_answer(&e, leg.ex.keep_alive, replayable);
-    c.out.clear();
-    let sent = downstream::answer(c, e, close, leg.config.timeouts.io).await;
+    c.discard_head();
+    let sent = c.answer(e, close, leg.config.timeouts.io).await;
     match (sent, close, linger) {
         (true, false, _) => Next::KeepAlive,
         (true, true, true) => Next::CloseLinger,
@@ -364,7 +363,7 @@ impl Tried {
 }
 
 /// Why streaming the request body stopped.
-enum BodyFailure {
+enum SendFailure {
     /// The client's side: gone, too slow, bad framing, too large.
     Client(ProxyError),
     /// The upstream stopped taking it: it may have answered early.
@@ -395,11 +394,11 @@ async fn exchange(
     };
     match send_body(c, leg, upstream, body).await {
         Ok(()) => respond(c, leg, upstream, false, retry_status).await,
-        Err(BodyFailure::Client(e)) => Err(e),
+        Err(SendFailure::Client(e)) => Err(e),
         // The upstream may have answered early (413, 401, ...). Pass that
         // answer on and close, since the rest of the client's body is
         // unread.
-        Err(BodyFailure::UpstreamStopped) => match respond(c, leg, upstream, true, false).await {
+        Err(SendFailure::UpstreamStopped) => match respond(c, leg, upstream, true, false).await {
             Ok(Done::Response { .. }) => Ok(Done::Response {
                 client_keep: false,
                 reusable: false,
@@ -419,42 +418,31 @@ async fn send_body(
     leg: &Leg<'_>,
     upstream: &mut Conn,
     body: &mut BodyIn,
-) -> Result<(), BodyFailure> {
-    let gone = || BodyFailure::Client(ProxyError::downstream(ErrorKind::ClientGone));
-    if leg.ex.expect_continue && c.inbuf.is_empty() {
-        write_all(&mut c.stream, answer::CONTINUE, leg.config.timeouts.io)
+) -> Result<(), SendFailure> {
+    let gone = || SendFailure::Client(ProxyError::downstream(ErrorKind::ClientGone));
+    if leg.ex.expect_continue {
+        c.send_continue(leg.config.timeouts.io)
             .await
             .map_err(|_| gone())?;
     }
     let input = std::mem::replace(body, BodyIn::Length(0));
-    let chunked_out = matches!(input, BodyIn::Chunked(_));
-    let body_limit = leg.ex.body_limit;
-    let mut relay = Relay {
-        input,
-        chunked_out,
-        limit: if body_limit == 0 {
-            u64::MAX
-        } else {
-            body_limit
-        },
+    let limit = match leg.ex.body_limit {
+        0 => u64::MAX,
+        n => n,
+    };
+    let limits = BodyLimits {
         read_timeout: leg.config.timeouts.io,
         write_timeout: leg.group.io_timeout,
         splice: leg.config.runtime.splice,
-        // The head went out on its own already (see above).
-        postpone: false,
-        moved: 0,
+        limit,
     };
-    c.out.clear();
-    let result = relay
-        .run(&mut c.stream, &mut c.inbuf, upstream, &mut c.out)
-        .await;
-    c.record.bytes_in += relay.moved;
+    let result = c.relay_request(upstream, input, limits).await;
     result.map_err(|e| match e {
         RelayError::Source | RelayError::SourceTimedOut => gone(),
-        RelayError::Invalid => BodyFailure::Client(ProxyError::downstream(ErrorKind::BadRequest)),
+        RelayError::Invalid => SendFailure::Client(ProxyError::downstream(ErrorKind::BadRequest)),
         RelayError::TooLarge => {
-            BodyFailure::Client(ProxyError::downstream(ErrorKind::BodyTooLarge))
+            SendFailure::Client(ProxyError::downstream(ErrorKind::BodyTooLarge))
         }
-        RelayError::Dest => BodyFailure::UpstreamStopped,
+        RelayError::Dest => SendFailure::UpstreamStopped,
     })
 }

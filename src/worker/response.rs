@@ -1,38 +1,38 @@
 //! The response half of a proxy exchange: read the upstream's head(s),
-//! pass interim ones on, write the rewritten final head with the framing
-//! the client gets, and relay the body.
+//! run the route's upstream-response and response phases, and hand each
+//! head and the body to the client side (`Downstream`), which decides how
+//! they go on the wire.
 
 use std::io;
 
 use super::client::Client;
+use super::downstream::{BodyFailure, BodyLimits, Carry, Downstream, Head, HeadKind};
 use super::plan::vars;
 use super::proxy::{Done, Exchange, Leg};
-use super::relay::{BodyIn, Relay, RelayError};
+use super::relay::{BodyIn, RelayError};
 use crate::error::{ErrorKind, ProxyError, Retry};
 use crate::http::chunked::ChunkedDecoder;
-use crate::http::encode::{ConnectionDirective, write_response_head_with};
-use crate::http::{Framing, Version, empty_headers, parse_response};
+use crate::http::encode::FieldEdits;
+use crate::http::{Framing, ResponseHead, empty_headers, parse_response};
 use crate::pipeline::{BodyPlan, NO_FILTERS};
-use crate::rt::buffer::flush_vec;
 use crate::rt::conn::Conn;
 
-/// What the response head decided.
+/// What a response head decided.
 struct ResponsePlan {
+    kind: HeadKind,
+    /// The upstream's framing of the body.
     framing: Framing,
-    out_framing: Framing,
-    client_keep: bool,
+    carry: Carry,
     upstream_reusable: bool,
-    interim: bool,
-    switching: bool,
     status: u16,
     body: BodyPlan,
 }
 
-/// Reads the response head(s), writes the rewritten head and relays the
-/// body. `closing`: the client connection ends after this response
-/// (request body left unread), so the head says so; likewise when the
-/// worker is draining by the time the head is written. `retry_status`:
-/// a `retry_on` status is not passed on but returned as an error.
+/// Reads the response head(s), hands them and the body to the client
+/// side. `closing`: the client connection ends after this response
+/// (request body left unread); likewise when the worker is draining by
+/// the time the head is rendered. `retry_status`: a `retry_on` status is
+/// not passed on but returned as an error.
 pub(super) async fn respond(
     c: &mut Client,
     leg: &Leg<'_>,
@@ -44,19 +44,21 @@ pub(super) async fn respond(
     c.record.status = plan.status;
     let chain = leg.config.chains.get(leg.ex.route).unwrap_or(&NO_FILTERS);
     chain.upstream_response(plan.status, &mut c.record);
-    if plan.switching {
-        switch(c, leg, upstream).await?;
+    if plan.kind == HeadKind::Switching {
+        c.send_head(leg.config.timeouts.io).await?;
+        c.switch_over(upstream, limits(leg, false)).await?;
         return Ok(Done::Switched);
     }
     let relayed = relay_body(c, leg, upstream, &plan).await;
-    if let Err(e @ (RelayError::Source | RelayError::SourceTimedOut)) = &relayed
-        && !c.out.is_empty()
+    if let Err(BodyFailure {
+        error: e @ (RelayError::Source | RelayError::SourceTimedOut),
+        sent: false,
+    }) = &relayed
     {
         // The upstream failed while the head was held back with the
-        // start of a small body (see `Relay::postpone`): the client has
-        // nothing of this response yet, so it gets a clear answer instead
-        // of a cut-off one.
-        c.out.clear();
+        // start of a small body: the client has nothing of this
+        // response yet, so it gets a clear answer instead of a cut-off
+        // one.
         c.upbuf.consume(c.upbuf.len());
         let kind = if matches!(e, RelayError::SourceTimedOut) {
             ErrorKind::GatewayTimeout
@@ -68,11 +70,10 @@ pub(super) async fn respond(
     // Anything after the body is a protocol error on that connection.
     let reusable = relayed.is_ok() && plan.upstream_reusable && c.upbuf.is_empty();
     c.upbuf.consume(c.upbuf.len());
-    c.out.clear();
     // After a failed relay the head is already on its way: all we can do
     // is close the client connection.
     Ok(Done::Response {
-        client_keep: relayed.is_ok() && plan.client_keep,
+        client_keep: relayed.is_ok() && plan.carry.keep_alive,
         reusable,
         linger: false,
         quiet: relayed.is_ok(),
@@ -80,7 +81,7 @@ pub(super) async fn respond(
 }
 
 /// Reads until the final head is parsed, passing interim ones (1xx other
-/// than 101) on to a 1.1 client.
+/// than 101) on.
 async fn read_head(
     c: &mut Client,
     leg: &Leg<'_>,
@@ -88,27 +89,21 @@ async fn read_head(
     closing: bool,
     retry_status: bool,
 ) -> Result<ResponsePlan, ProxyError> {
-    let (config, group, ex) = (leg.config, leg.group, leg.ex);
-    let gone = || ProxyError::downstream(ErrorKind::ClientGone);
+    let (group, ex) = (leg.group, leg.ex);
     let mut got_any = false;
     loop {
         let closing = closing || leg.ctx.drain.is_draining();
-        if let Some(plan) = plan_response(c, leg, closing)? {
-            if !plan.interim {
+        if let Some(plan) = next_head(c, leg, closing)? {
+            if plan.kind != HeadKind::Interim {
                 if retry_status && group.retry_on.contains(&plan.status) {
                     // Not passed on: the caller retries on another server.
+                    c.discard_head();
                     let status = ErrorKind::UpstreamStatus(plan.status);
                     return Err(ProxyError::upstream(status).retry(Retry::Status));
                 }
                 return Ok(plan);
             }
-            if ex.version == Version::Http11 {
-                c.record.bytes_out += c.out.len() as u64;
-                flush_vec(&mut c.stream, &mut c.out, config.timeouts.io)
-                    .await
-                    .map_err(|_| gone())?;
-            }
-            c.out.clear();
+            c.send_head(leg.config.timeouts.io).await?;
             got_any = true;
             continue;
         }
@@ -125,66 +120,40 @@ async fn read_head(
     }
 }
 
-/// After a 101: the head goes out, and bytes either side already read
-/// belong to the new protocol.
-async fn switch(c: &mut Client, leg: &Leg<'_>, upstream: &mut Conn) -> Result<(), ProxyError> {
-    let io_timeout = leg.config.timeouts.io;
-    let gone = |_| ProxyError::downstream(ErrorKind::ClientGone);
-    c.record.bytes_out += c.out.len() as u64;
-    flush_vec(&mut c.stream, &mut c.out, io_timeout)
-        .await
-        .map_err(gone)?;
-    if !c.upbuf.is_empty() {
-        let n = c.upbuf.len();
-        crate::rt::buffer::write_from_read_buf(&mut c.stream, &mut c.upbuf, n, io_timeout)
-            .await
-            .map_err(gone)?;
-    }
-    if !c.inbuf.is_empty() {
-        let n = c.inbuf.len();
-        crate::rt::buffer::write_from_read_buf(upstream, &mut c.inbuf, n, leg.group.io_timeout)
-            .await
-            .map_err(|_| ProxyError::upstream(ErrorKind::BadGateway))?;
-    }
-    Ok(())
-}
-
-/// Writes the head in `Client::out` and the body as the plan says.
+/// Sends the final head and relays the body as the plan says.
 async fn relay_body(
     c: &mut Client,
     leg: &Leg<'_>,
     upstream: &mut Conn,
     plan: &ResponsePlan,
-) -> Result<(), RelayError> {
-    let io_timeout = leg.config.timeouts.io;
-    c.record.bytes_out += c.out.len() as u64;
+) -> Result<(), BodyFailure> {
     let input = match plan.framing {
         Framing::Empty => {
-            return flush_vec(&mut c.stream, &mut c.out, io_timeout)
+            return c
+                .send_head(leg.config.timeouts.io)
                 .await
-                .map_err(|_| RelayError::Dest);
+                .map_err(|_| BodyFailure {
+                    error: RelayError::Dest,
+                    sent: true,
+                });
         }
         Framing::Length(n) => BodyIn::Length(n),
         Framing::Chunked => BodyIn::Chunked(ChunkedDecoder::new()),
         Framing::Close => BodyIn::UntilClose,
     };
-    let identity = plan.body == BodyPlan::Identity;
-    let mut relay = Relay {
-        input,
-        chunked_out: plan.out_framing == Framing::Chunked,
-        limit: u64::MAX,
+    let limits = limits(leg, leg.config.runtime.splice);
+    c.relay_response(upstream, input, plan.carry, plan.body, limits)
+        .await
+}
+
+/// Response bodies: read from the upstream, written to the client.
+fn limits(leg: &Leg<'_>, splice: bool) -> BodyLimits {
+    BodyLimits {
         read_timeout: leg.group.io_timeout,
-        write_timeout: io_timeout,
-        // Only the identity plan passes bytes through untouched.
-        splice: identity && leg.config.runtime.splice,
-        postpone: identity,
-        moved: 0,
-    };
-    let relayed = relay
-        .run(upstream, &mut c.upbuf, &mut c.stream, &mut c.out)
-        .await;
-    c.record.bytes_out += relay.moved;
-    relayed
+        write_timeout: leg.config.timeouts.io,
+        splice,
+        limit: u64::MAX,
+    }
 }
 
 fn response_read_failure(e: &io::Error, got_bytes: bool, ex: &Exchange) -> ProxyError {
@@ -199,99 +168,82 @@ fn response_read_failure(e: &io::Error, got_bytes: bool, ex: &Exchange) -> Proxy
     }
 }
 
-/// Parses a buffered response head and writes the client's head into
-/// `c.out`. Ok(None) means more bytes are needed.
-fn plan_response(
+/// Parses a buffered response head and has the client side render it.
+/// Ok(None) means more bytes are needed.
+fn next_head(
     c: &mut Client,
     leg: &Leg<'_>,
     closing: bool,
 ) -> Result<Option<ResponsePlan>, ProxyError> {
-    let (config, group, ex) = (leg.config, leg.group, leg.ex);
+    // Taken out while the head borrows it, so the client side can render.
+    let upbuf = std::mem::take(&mut c.upbuf);
+    let planned = plan_head(c, leg, upbuf.bytes(), closing);
+    c.upbuf = upbuf;
+    let planned = planned?;
+    if let Some((_, head_len)) = &planned {
+        c.upbuf.consume(*head_len);
+    }
+    Ok(planned.map(|(plan, _)| plan))
+}
+
+/// The head's plan and length: the upstream-response phase's view of it,
+/// the response phase's edits and body plan, rendered by the client side.
+fn plan_head(
+    c: &mut Client,
+    leg: &Leg<'_>,
+    bytes: &[u8],
+    closing: bool,
+) -> Result<Option<(ResponsePlan, usize)>, ProxyError> {
+    let (config, ex) = (leg.config, leg.ex);
     let mut headers = empty_headers();
-    let Some(resp) = parse_response(
-        c.upbuf.bytes(),
-        &mut headers,
-        group.max_response_head_size,
-        ex.is_head,
-    )?
-    else {
+    let max = leg.group.max_response_head_size;
+    let Some(resp) = parse_response(bytes, &mut headers, max, ex.is_head)? else {
         return Ok(None);
     };
-    let via = config.forwarding.via;
+    let kind = match resp.status {
+        101 if !ex.upgrade => return Err(ProxyError::upstream(ErrorKind::BadGateway)),
+        101 => HeadKind::Switching,
+        _ if resp.is_interim() => HeadKind::Interim,
+        _ => HeadKind::Final,
+    };
+    let chain = config.chains.get(ex.route).unwrap_or(&NO_FILTERS);
+    // The edits' lines are rendered first, so rendering the head needs
+    // nothing of the connection but its output.
+    let mut lines = std::mem::take(&mut c.lines_buf);
+    lines.clear();
+    let body = {
+        let vars = vars(c, config, ex.route, ex.client_ip, &c.host_buf);
+        let (edits, body) = chain.response(&vars);
+        edits.append(&mut lines);
+        body
+    };
     let hsts = config
         .listeners
         .get(c.listener)
         .and_then(|l| l.tls.as_ref())
         .and_then(|t| t.hsts.as_deref());
-    let chain = config.chains.get(ex.route).unwrap_or(&NO_FILTERS);
-    let mut out = std::mem::take(&mut c.out);
-    out.clear();
-    let vars = vars(c, config, ex.route, ex.client_ip, &c.host_buf);
-    let (edits, body) = chain.response(&vars);
-    // 101 (switching to a tunnel) and other 1xx (more heads follow) carry
-    // no body and end nothing: pass the head on and say which it was.
-    let switching = resp.status == 101;
-    if switching && !ex.upgrade {
-        c.out = out;
-        return Err(ProxyError::upstream(ErrorKind::BadGateway));
-    }
-    let plan = if resp.is_interim() {
-        ResponsePlan {
-            framing: Framing::Empty,
-            out_framing: Framing::Empty,
-            client_keep: false,
-            upstream_reusable: false,
-            interim: !switching,
-            switching,
-            status: resp.status,
-            body: BodyPlan::Identity,
-        }
-    } else {
-        final_plan(&resp, ex, closing, body)
-    };
-    let directive = match (switching, plan.interim, plan.client_keep, ex.version) {
-        (true, _, _, _) => ConnectionDirective::Upgrade,
-        (_, true, _, _) => ConnectionDirective::Default,
-        (_, _, false, _) => ConnectionDirective::Close,
-        (_, _, true, Version::Http11) => ConnectionDirective::Default,
-        (_, _, true, _) => ConnectionDirective::KeepAlive,
-    };
-    write_response_head_with(
-        &mut out,
-        &resp,
-        plan.out_framing,
-        directive,
-        via,
+    let head = Head {
+        resp: &resp,
+        kind,
+        close: closing || !ex.keep_alive,
+        via: config.forwarding.via,
         hsts,
-        &edits,
-    );
-    c.out = out;
-    c.upbuf.consume(resp.head_len);
-    Ok(Some(plan))
+    };
+    let carry = c.render_head(&head, &chain.response_with(&lines));
+    c.lines_buf = lines;
+    Ok(Some((plan(&resp, kind, carry, body), resp.head_len)))
 }
 
-/// The framing and connection decisions for a final response head.
-fn final_plan(
-    resp: &crate::http::ResponseHead<'_, '_>,
-    ex: &Exchange,
-    closing: bool,
-    body: BodyPlan,
-) -> ResponsePlan {
-    let out_framing = match resp.framing {
-        Framing::Chunked | Framing::Close if ex.version == Version::Http11 => Framing::Chunked,
-        Framing::Chunked | Framing::Close => Framing::Close,
-        other => other,
-    };
-    // The request body was fully read (the relay finished) by the time we
-    // get here, so only the client's wish and the framing decide.
-    let client_keep = ex.keep_alive && !closing && out_framing != Framing::Close;
+fn plan(resp: &ResponseHead<'_, '_>, kind: HeadKind, carry: Carry, body: BodyPlan) -> ResponsePlan {
     ResponsePlan {
-        framing: resp.framing,
-        out_framing,
-        client_keep,
-        upstream_reusable: resp.reusable,
-        interim: false,
-        switching: false,
+        kind,
+        framing: if kind == HeadKind::Final {
+            resp.framing
+        } else {
+            Framing::Empty
+        },
+        carry,
+        upstream_reusable: kind == HeadKind::Final && resp.reusable,
         status: resp.status,
         body,
     }
