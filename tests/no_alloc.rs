@@ -110,6 +110,7 @@ fn warm_requests_do_not_allocate() {
     warm_keep_alive_requests();
     warm_split_responses();
     warm_header_edit_requests();
+    warm_own_answers();
 }
 
 fn warm_keep_alive_requests() {
@@ -183,4 +184,43 @@ name = "edited""#,
         round(&mut c);
     });
     assert_eq!(up.last().header("x-host"), Some("test.local"));
+}
+
+/// Answers the proxy makes itself, each logged: a fixed response, a
+/// redirect, and a generated 404, on one keep-alive connection.
+fn warm_own_answers() {
+    let up = Upstream::echo();
+    let config = ConfigBuilder::new(up.addr)
+        .route(r#"path_prefix = "/app""#)
+        .sections(
+            r#"
+[[routes]]
+path_exact = "/fixed"
+respond = { status = 200, body = "fixed\n" }
+
+[[routes]]
+path_prefix = "/old"
+redirect = { to = "https://$host/new$request_uri", status = 308 }
+"#,
+        )
+        .build();
+    let proxy = Proxy::start_with(&config, 1, ringress::IoMode::Auto);
+    let mut c = proxy.connect();
+    let (fixed, old, missing) = (get("/fixed"), get("/old/x?y=1"), get("/missing"));
+    let round = |c: &mut Client| {
+        assert_eq!(c.request(&fixed).body_str(), "fixed\n");
+        let r = c.request(&old);
+        assert_eq!(r.status, 308);
+        assert_eq!(
+            r.header("location"),
+            Some("https://test.local/new/old/x?y=1")
+        );
+        assert_eq!(c.request(&missing).status, 404);
+    };
+    for _ in 0..100 {
+        round(&mut c);
+    }
+    assert_no_worker_allocs(300, "fixed answers, redirects and 404s", || {
+        round(&mut c);
+    });
 }

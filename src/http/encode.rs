@@ -38,6 +38,19 @@ pub trait FieldEdits {
     fn append(&self, out: &mut Vec<u8>);
 }
 
+/// Edits that may be absent (a route without filters).
+impl<T: FieldEdits> FieldEdits for Option<T> {
+    fn drops(&self, name: &[u8]) -> bool {
+        self.as_ref().is_some_and(|e| e.drops(name))
+    }
+
+    fn append(&self, out: &mut Vec<u8>) {
+        if let Some(e) = self {
+            e.append(out);
+        }
+    }
+}
+
 /// No header changes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoEdits;

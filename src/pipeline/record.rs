@@ -101,9 +101,11 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn new(client: SocketAddr) -> Record {
+    /// A connection's record before its first request (`start` is set
+    /// when a request begins: no clock is read here).
+    pub fn new(client: SocketAddr, start: Instant) -> Record {
         Record {
-            start: Instant::now(),
+            start,
             generation: 0,
             listener: usize::MAX,
             client,
@@ -123,11 +125,10 @@ impl Record {
     /// Starts the record of the next request on the connection.
     pub fn reset(&mut self, start: Instant, generation: u64, listener: usize, seq: u64) {
         *self = Record {
-            start,
             generation,
             listener,
             seq,
-            ..Record::new(self.client)
+            ..Record::new(self.client, start)
         };
     }
 

@@ -78,31 +78,32 @@ pub struct Redirect {
 }
 
 impl Redirect {
-    /// Writes the full redirect answer.
-    pub fn render(&self, out: &mut Vec<u8>, host: &[u8], request_uri: &[u8], close: bool) {
-        let mut location = Vec::with_capacity(self.to.len() + request_uri.len());
-        let mut rest = self.to.as_slice();
-        while let Some(at) = memchr::memchr(b'$', rest) {
-            location.extend_from_slice(&rest[..at]);
-            rest = &rest[at..];
-            if let Some(r) = rest.strip_prefix(b"$host".as_slice()) {
-                location.extend_from_slice(host);
-                rest = r;
-            } else if let Some(r) = rest.strip_prefix(b"$request_uri".as_slice()) {
-                location.extend_from_slice(request_uri);
-                rest = r;
-            } else {
-                location.push(b'$');
-                rest = &rest[1..];
-            }
-        }
-        location.extend_from_slice(rest);
+    /// Writes the full redirect answer; `$request_uri` is `path` then
+    /// `query` (its `?` included), as sent. Written straight into `out`:
+    /// nothing is allocated per request.
+    pub fn render(&self, out: &mut Vec<u8>, host: &[u8], uri: (&[u8], &[u8]), close: bool) {
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
         out.push(b' ');
         out.extend_from_slice(reason(self.status).as_bytes());
         out.extend_from_slice(b"\r\nLocation: ");
-        out.extend_from_slice(&location);
+        let mut rest = self.to.as_slice();
+        while let Some(at) = memchr::memchr(b'$', rest) {
+            out.extend_from_slice(&rest[..at]);
+            rest = &rest[at..];
+            if let Some(r) = rest.strip_prefix(b"$host".as_slice()) {
+                out.extend_from_slice(host);
+                rest = r;
+            } else if let Some(r) = rest.strip_prefix(b"$request_uri".as_slice()) {
+                out.extend_from_slice(uri.0);
+                out.extend_from_slice(uri.1);
+                rest = r;
+            } else {
+                out.push(b'$');
+                rest = &rest[1..];
+            }
+        }
+        out.extend_from_slice(rest);
         out.extend_from_slice(b"\r\n");
         write_content_length(out, 0);
         if close {
@@ -195,7 +196,7 @@ mod tests {
             to: b"https://$host$request_uri".to_vec(),
         };
         let mut out = Vec::new();
-        r.render(&mut out, b"a.example", b"/p?q=1", false);
+        r.render(&mut out, b"a.example", (b"/p", b"?q=1"), false);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with(
             "HTTP/1.1 301 Moved Permanently\r\nLocation: https://a.example/p?q=1\r\n"

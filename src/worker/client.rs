@@ -682,7 +682,7 @@ impl Client {
             path_buf: Vec::new(),
             rewrite_buf: Vec::new(),
             host_buf: Vec::new(),
-            record: Record::new(addrs.0),
+            record: Record::new(addrs.0, ctx.requests.epoch()),
             version: Version::Http11,
             lines_buf: Vec::new(),
             id_seed: ctx.requests.seed(),

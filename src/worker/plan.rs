@@ -165,10 +165,8 @@ fn act<'c>(
             c.record.exit = Exit::Redirect;
             c.record.status = r.status;
             c.out.clear();
-            let mut uri = req.path.to_vec();
-            uri.extend_from_slice(req.query);
             // `$host` is the host without port, as in nginx.
-            r.render(&mut c.out, req.host, &uri, close);
+            r.render(&mut c.out, req.host, (req.path, req.query), close);
             Plan::Rendered { close }
         }
         Action::Proxy { upstream, .. } => {
@@ -210,7 +208,14 @@ fn proxy(
     let mut out = std::mem::take(&mut c.out);
     let mut rewrite_buf = std::mem::take(&mut c.rewrite_buf);
     let upstream_path = rewrite.apply(norm_path, &mut rewrite_buf);
-    let vars = vars(c, config, route, client_ip, req.host);
+    // A route without filters needs none of the request's values.
+    let values;
+    let edits = if chain.is_empty() {
+        None
+    } else {
+        values = vars(c, config, route, client_ip, req.host);
+        Some(chain.upstream_request(&values))
+    };
     let client_cert = config
         .listeners
         .get(c.listener)
@@ -229,7 +234,7 @@ fn proxy(
             proto: if c.stream.is_tls() { "https" } else { "http" },
             reserved: &config.reserved_headers,
             client_cert,
-            edits: &chain.upstream_request(&vars),
+            edits: &edits,
         },
         &config.forwarding,
     );

@@ -4,6 +4,7 @@
 //! through what the worker publishes off the request path.
 
 use std::cell::Cell;
+use std::time::Instant;
 
 use crate::pipeline::{Chain, ExitCounts, Record};
 
@@ -11,6 +12,8 @@ pub(crate) struct Requests {
     /// Random per worker start, so ids differ across workers and restarts.
     seed: u64,
     seq: Cell<u64>,
+    /// When the worker started: a record's start before its request.
+    epoch: Instant,
     pub exits: ExitCounts,
 }
 
@@ -19,8 +22,13 @@ impl Requests {
         Requests {
             seed,
             seq: Cell::new(0),
+            epoch: Instant::now(),
             exits: ExitCounts::default(),
         }
+    }
+
+    pub fn epoch(&self) -> Instant {
+        self.epoch
     }
 
     pub fn seed(&self) -> u64 {

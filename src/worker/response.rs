@@ -211,7 +211,9 @@ fn plan_head(
     // nothing of the connection but its output.
     let mut lines = std::mem::take(&mut c.lines_buf);
     lines.clear();
-    let body = {
+    let body = if chain.is_empty() {
+        BodyPlan::Identity
+    } else {
         let vars = vars(c, config, ex.route, ex.client_ip, &c.host_buf);
         let (edits, body) = chain.response(&vars);
         edits.append(&mut lines);
