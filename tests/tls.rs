@@ -1718,3 +1718,39 @@ fn stray_bytes_after_a_tls_upstream_response_never_reach_the_next_client() {
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The TLS variables of header edits: the version, the server name the
+/// client sent and the scheme, empty or `http` on the plain listener.
+#[test]
+fn tls_variables_in_header_edits() {
+    let dir = Dir::new();
+    let ca = Ca::new("Vars CA");
+    let cert = ca.server(&["v.test"]);
+    let up = Upstream::echo();
+    let config = ConfigBuilder::new(up.addr)
+        .sections(&https_listener(&format!(
+            "certs = [{}]",
+            cert.write(&dir, "v")
+        )))
+        .route(r#"request_headers = { set = { "X-TLS" = "[$tls_version|$sni|$scheme|$listener|$client_subject]" } }"#)
+        .build();
+    let proxy = Proxy::start(&config);
+    for (versions, name) in [(tls13(), "TLSv1.3"), (tls12(), "TLSv1.2")] {
+        let mut c = TlsClient::connect(
+            proxy.addr,
+            &Arc::new(client_config(Some(&ca), versions, None)),
+            "v.test",
+        );
+        let r = c.request(b"GET /x HTTP/1.1\r\nHost: v.test\r\nX-TLS: forged\r\n\r\n");
+        assert_eq!(r.status, 200);
+        let seen = up.last();
+        assert_eq!(seen.header_count("x-tls"), 1, "{}", seen.raw_head);
+        assert_eq!(
+            seen.header("x-tls"),
+            Some(format!("[{name}|v.test|https|https|]").as_str())
+        );
+    }
+    let mut plain = Client::connect(plain_addr(&proxy));
+    assert_eq!(plain.request(&get("/x")).status, 200);
+    assert_eq!(up.last().header("x-tls"), Some("[||http|main|]"));
+}

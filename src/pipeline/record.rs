@@ -98,12 +98,14 @@ pub struct Record {
     pub cause: Option<ProxyError>,
     /// This request's number on the worker (for `$request_id`).
     pub seq: u64,
+    /// The worker's start value for request ids (kept across requests).
+    pub id_seed: u64,
 }
 
 impl Record {
     /// A connection's record before its first request (`start` is set
     /// when a request begins: no clock is read here).
-    pub fn new(client: SocketAddr, start: Instant) -> Record {
+    pub fn new(client: SocketAddr, id_seed: u64, start: Instant) -> Record {
         Record {
             start,
             generation: 0,
@@ -119,17 +121,27 @@ impl Record {
             exit: Exit::ClientGone,
             cause: None,
             seq: 0,
+            id_seed,
         }
     }
 
     /// Starts the record of the next request on the connection.
     pub fn reset(&mut self, start: Instant, generation: u64, listener: usize, seq: u64) {
-        *self = Record {
-            generation,
-            listener,
-            seq,
-            ..Record::new(self.client, start)
-        };
+        // Field by field: the client stays, and no whole record is built
+        // and copied per request.
+        self.start = start;
+        self.generation = generation;
+        self.listener = listener;
+        self.route = None;
+        self.status = 0;
+        self.bytes_in = 0;
+        self.bytes_out = 0;
+        self.upstream = None;
+        self.upstream_time = None;
+        self.retries = 0;
+        self.exit = Exit::ClientGone;
+        self.cause = None;
+        self.seq = seq;
     }
 
     /// Ends the request with a generated answer for `e` (or none).
@@ -143,6 +155,34 @@ impl Record {
 mod tests {
     use super::*;
     use crate::error::{ErrorKind, Side};
+
+    #[test]
+    fn reset_starts_a_record_over() {
+        let client = "192.0.2.1:4000".parse().unwrap();
+        let t0 = Instant::now();
+        let mut r = Record::new(client, 5, t0);
+        r.route = Some(3);
+        r.status = 502;
+        r.bytes_in = 10;
+        r.bytes_out = 20;
+        r.upstream = Some(UpstreamTry {
+            group: 1,
+            server: 2,
+            addr: client,
+        });
+        r.upstream_time = Some(Duration::from_millis(1));
+        r.retries = 2;
+        r.fail(ProxyError::upstream(ErrorKind::BadGateway));
+        let t1 = t0 + Duration::from_secs(1);
+        r.reset(t1, 7, 1, 99);
+        let fresh = Record {
+            generation: 7,
+            listener: 1,
+            seq: 99,
+            ..Record::new(client, 5, t1)
+        };
+        assert_eq!(format!("{r:?}"), format!("{fresh:?}"));
+    }
 
     #[test]
     fn exit_of_each_error() {

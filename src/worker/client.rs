@@ -40,8 +40,10 @@ const HEAD_READ: usize = 4096;
 
 pub(crate) struct Client {
     pub stream: Conn,
-    /// Subject of the client's verified TLS certificate.
-    pub cert_subject: Option<Box<[u8]>>,
+    /// What the TLS handshake told (None on plain connections; boxed:
+    /// most connections are plain and every byte here is copied when
+    /// the connection's task moves).
+    pub tls: Option<Box<TlsFacts>>,
     pub peer: SocketAddr,
     /// The address the client connected to, when a PROXY header said.
     pub local: Option<SocketAddr>,
@@ -64,14 +66,6 @@ pub(crate) struct Client {
     pub record: Record,
     /// The current request's HTTP version (decides the response's framing).
     pub version: Version,
-    /// Rendered header-edit lines of the response phase.
-    pub lines_buf: Vec<u8>,
-    /// The worker's start value for request ids.
-    pub id_seed: u64,
-    /// `TLSv1.2` / `TLSv1.3` on a TLS connection, else empty.
-    pub tls_version: &'static str,
-    /// The server name the client asked for in TLS.
-    pub sni: Option<Box<[u8]>>,
     /// Counts the connection as open, and lets a drain shut it down.
     active: ActiveGuard,
     /// Cancels the wait for a request that turns idle; kept across
@@ -152,11 +146,7 @@ pub(crate) async fn serve(
         return;
     };
     let mut c = Client::new(stream, (peer, local), listener_id, inbuf, active, &ctx);
-    if let Some(tls) = tls {
-        c.cert_subject = tls.subject;
-        c.sni = tls.sni;
-        c.tls_version = tls.version;
-    }
+    c.tls = tls.map(Box::new);
     run(c, ctx, true).await;
 }
 
@@ -442,11 +432,13 @@ async fn handshake(
 
 /// What a finished handshake tells about the client, for the proxy's
 /// headers and variables.
-struct TlsFacts {
+pub(crate) struct TlsFacts {
     /// Subject of the client's verified certificate.
-    subject: Option<Box<[u8]>>,
-    sni: Option<Box<[u8]>>,
-    version: &'static str,
+    pub subject: Option<Box<[u8]>>,
+    /// The server name the client asked for.
+    pub sni: Option<Box<[u8]>>,
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: &'static str,
 }
 
 impl TlsFacts {
@@ -670,7 +662,7 @@ impl Client {
     ) -> Client {
         Client {
             stream,
-            cert_subject: None,
+            tls: None,
             peer: addrs.0,
             local: addrs.1,
             listener_id,
@@ -682,12 +674,8 @@ impl Client {
             path_buf: Vec::new(),
             rewrite_buf: Vec::new(),
             host_buf: Vec::new(),
-            record: Record::new(addrs.0, ctx.requests.epoch()),
+            record: Record::new(addrs.0, ctx.requests.seed(), ctx.requests.epoch()),
             version: Version::Http11,
-            lines_buf: Vec::new(),
-            id_seed: ctx.requests.seed(),
-            tls_version: "",
-            sni: None,
             active,
             canceller: None,
             in_parking_set: false,

@@ -221,7 +221,7 @@ fn proxy(
         .get(c.listener)
         .and_then(|l| l.tls.as_ref())
         .and_then(|t| t.subject_header.as_deref())
-        .zip(c.cert_subject.as_deref())
+        .zip(c.tls.as_ref().and_then(|t| t.subject.as_deref()))
         .map(|(name, subject)| (name.as_bytes(), subject));
     out.clear();
     write_request_head(
@@ -272,19 +272,20 @@ pub(super) fn vars<'a>(
     client_ip: IpAddr,
     host: &'a [u8],
 ) -> Vars<'a> {
+    let tls = c.tls.as_deref();
     Vars {
         client: SocketAddr::new(client_ip, c.peer.port()),
         host,
         tls: c.stream.is_tls(),
         request_id: RequestId {
-            seed: c.id_seed,
+            seed: c.record.id_seed,
             seq: c.record.seq,
         },
         route: config.routes.routes.get(route).map_or("", |r| &r.name),
         listener: config.listeners.get(c.listener).map_or("", |l| &l.name),
-        tls_version: c.tls_version,
-        sni: c.sni.as_deref().unwrap_or_default(),
-        client_subject: c.cert_subject.as_deref().unwrap_or_default(),
+        tls_version: tls.map_or("", |t| t.version),
+        sni: tls.and_then(|t| t.sni.as_deref()).unwrap_or_default(),
+        client_subject: tls.and_then(|t| t.subject.as_deref()).unwrap_or_default(),
     }
 }
 

@@ -84,23 +84,9 @@ impl Relay {
         dst: &mut Conn,
         out: &mut Vec<u8>,
     ) -> Result<(), RelayError> {
-        let mut seen = self.moved;
-        let result = self.relay(src, src_buf, dst, out, &mut seen).await;
-        self.moved = seen;
-        result
-    }
-
-    async fn relay(
-        &mut self,
-        src: &mut Conn,
-        src_buf: &mut ReadBuf,
-        dst: &mut Conn,
-        out: &mut Vec<u8>,
-        seen: &mut u64,
-    ) -> Result<(), RelayError> {
         loop {
-            let done = self.drain_buffered(src_buf, dst, out, seen).await?;
-            if *seen > self.limit {
+            let done = self.drain_buffered(src_buf, dst, out).await?;
+            if self.moved > self.limit {
                 return Err(RelayError::TooLarge);
             }
             if done {
@@ -119,14 +105,14 @@ impl Relay {
                 // them, and a failure now must not look like nothing was sent.
                 self.postpone = false;
                 // Only with `out` flushed: what is spliced goes after it.
-                if let Some(want) = self.splice_rest(*seen)
+                if let Some(want) = self.splice_rest(self.moved)
                     && let (Conn::Plain(from), Conn::Plain(to)) = (&*src, &*dst)
                 {
                     match splice::forward(from, to, want, self.read_timeout, self.write_timeout)
                         .await
                     {
                         Ok(n) => {
-                            *seen += n;
+                            self.moved += n;
                             break;
                         }
                         Err(SpliceError::Unavailable) => self.splice = false,
@@ -185,23 +171,23 @@ impl Relay {
         src_buf: &mut ReadBuf,
         dst: &mut W,
         out: &mut Vec<u8>,
-        seen: &mut u64,
     ) -> Result<bool, RelayError> {
         let chunked_out = self.chunked_out;
         match &mut self.input {
             BodyIn::Length(remaining) => {
                 let take = (*remaining).min(src_buf.len() as u64) as usize;
                 *remaining -= take as u64;
-                *seen += take as u64;
+                self.moved += take as u64;
                 if pass_leading(take, src_buf, dst, out, chunked_out, self.write_timeout).await? {
                     self.postpone = false;
                 }
                 Ok(*remaining == 0)
             }
             BodyIn::Chunked(decoder) => {
+                let moved = &mut self.moved;
                 let used = decoder
                     .decode(src_buf.bytes(), |data| {
-                        *seen += data.len() as u64;
+                        *moved += data.len() as u64;
                         emit(out, data, chunked_out);
                     })
                     .map_err(|_| RelayError::Invalid)?;
@@ -210,7 +196,7 @@ impl Relay {
             }
             BodyIn::UntilClose => {
                 let n = src_buf.len();
-                *seen += n as u64;
+                self.moved += n as u64;
                 if pass_leading(n, src_buf, dst, out, chunked_out, self.write_timeout).await? {
                     self.postpone = false;
                 }

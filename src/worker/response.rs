@@ -209,7 +209,8 @@ fn plan_head(
     let chain = config.chains.get(ex.route).unwrap_or(&NO_FILTERS);
     // The edits' lines are rendered first, so rendering the head needs
     // nothing of the connection but its output.
-    let mut lines = std::mem::take(&mut c.lines_buf);
+    // The rewrite buffer is free once the upstream head is written.
+    let mut lines = std::mem::take(&mut c.rewrite_buf);
     lines.clear();
     let body = if chain.is_empty() {
         BodyPlan::Identity
@@ -231,8 +232,10 @@ fn plan_head(
         via: config.forwarding.via,
         hsts,
     };
-    let carry = c.render_head(&head, &chain.response_with(&lines));
-    c.lines_buf = lines;
+    // A route without filters edits nothing: skip the per-field checks.
+    let edits = (!chain.is_empty()).then(|| chain.response_with(&lines));
+    let carry = c.render_head(&head, &edits);
+    c.rewrite_buf = lines;
     Ok(Some((plan(&resp, kind, carry, body), resp.head_len)))
 }
 
