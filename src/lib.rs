@@ -1,9 +1,10 @@
 //! ringress: a thread-per-core HTTP/1.1 reverse proxy on monoio (io_uring).
 //!
 //! Dependencies point one way: the leaves (`http`, `router`, `net`, `geo`,
-//! and `tls` over `sys`) → the domain (`upstream`) → `config` → `shared`
-//! → the data plane (`worker`) → the control plane (`control`: server,
-//! health, discovery, admin). The leaves and `config` never touch the
+//! `error`, and `tls` over `sys`) → the domain (`upstream`, `pipeline`) →
+//! `config` → `shared` (with `counters`) → the data plane (`rt` under
+//! `worker`) → the control plane (`control`: server, health, discovery,
+//! starting the admin listener). The leaves and `config` never touch the
 //! runtime, so the benches and tests call them directly.
 //! All `unsafe` lives in `sys`; every other module forbids it.
 #![deny(unsafe_code)]

@@ -1,7 +1,9 @@
-//! One client connection: read a request head, decide what to do with it
-//! (route, answer, redirect, proxy), do it, and loop while the connection
-//! stays persistent. Requests on a connection are handled strictly in
-//! order, which is what makes pipelining correct.
+//! One client connection over HTTP/1.1: the PROXY header and TLS
+//! handshake, then per request: wait for it (parking the connection when
+//! it idles), read its head, have `plan` decide, carry the plan out, and
+//! run the logging phase once; loop while the connection stays
+//! persistent. Requests on a connection are handled strictly in order,
+//! which is what makes pipelining correct.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
