@@ -43,7 +43,7 @@
 #
 # Environment knobs (defaults in brackets):
 #   A, B, A_BIN, B_BIN  the builds (see above)
-#   ROUNDS   [5]       pairs per scenario
+#   ROUNDS   [6]       pairs per scenario (even: each build is in each slot equally often)
 #   DURATION [8]       seconds per measured run
 #   WARMUP   [2]       seconds of warm-up per build and scenario (0 = none)
 #   SCENARIOS [ka-c64 fast-ka-c64 close]
@@ -60,7 +60,7 @@
 #   KEEP_TMP=1         keep the temp dir (configs, logs, raw wrk outputs)
 set -euo pipefail
 
-ROUNDS=${ROUNDS:-5}
+ROUNDS=${ROUNDS:-6}
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
 ALL_SCENARIOS="ka-c64 fast-ka-c64 close"
@@ -402,17 +402,38 @@ servers = ["$HOST:$BACKEND_PORT"]
 servers = ["$HOST:$FAST_PORT"]
 EOF
     log "proxy $name on $HOST:${PORT[$name]} (cpu $PROXY_CPU)"
-    taskset -c "$PROXY_CPU" "${!bin_var}" --config "$dir/ringress.toml" --threads 1 >"$dir/ringress.log" 2>&1 &
+    taskset -c "$PROXY_CPU" "${!bin_var}" --config "$dir/ringress.toml" --threads 1 >>"$dir/ringress.log" 2>&1 &
     PROXY_PID[$name]=$!
     PIDS+=($!)
     wait_http "proxy $name" "${PORT[$name]}" $! "$dir/ringress.log"
     check_body "proxy $name" "${PORT[$name]}" / 100
     check_body "proxy $name" "${PORT[$name]}" /fast 100
 }
+# Which build runs in which slot (port and start order) alternates from
+# pair to pair: in an A/A run (one binary as both builds) with fixed slots,
+# the second slot came out up to 14 % worse in every pair.
+start_proxies() { # round
+    local p pids=()
+    for p in "${PIDS[@]}"; do
+        if [[ $p == "${PROXY_PID[A]:-}" || $p == "${PROXY_PID[B]:-}" ]]; then
+            stop_pid "$p"
+        else
+            pids+=("$p")
+        fi
+    done
+    PIDS=(${pids[@]+"${pids[@]}"})
+    if (($1 % 2 == 1)); then
+        PORT=([A]=$A_PORT [B]=$B_PORT)
+        start_proxy A
+        start_proxy B
+    else
+        PORT=([A]=$B_PORT [B]=$A_PORT)
+        start_proxy B
+        start_proxy A
+    fi
+}
 start_backend
 start_fast_backend
-start_proxy A
-start_proxy B
 
 # ---------------------------------------------------------------------------
 # Measuring.
@@ -437,16 +458,20 @@ run_wrk() {
     TICKS=$((k1 - k0))
 }
 CSV=$TMP/runs.csv
-if ((WARMUP > 0)); then
+warm_up() {
+    local s b
+    ((WARMUP > 0)) || return 0
     for s in "${SCEN[@]}"; do
         for b in A B; do
             log "warm-up: $s $b, ${WARMUP}s"
             run_wrk "$b" "$s" "$WARMUP" "$TMP/warmup-$s-$b.txt"
         done
     done
-fi
+}
 log "measuring ${SCEN[*]}: $ROUNDS pair(s) each, ${DURATION}s per run"
 for ((r = 1; r <= ROUNDS; r++)); do
+    start_proxies "$r"
+    warm_up
     order=(A B)
     ((r % 2 == 0)) && order=(B A)
     for s in "${SCEN[@]}"; do
