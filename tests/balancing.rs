@@ -79,12 +79,6 @@ fn server_names_are_resolved_at_load() {
     assert_eq!(c.request(&get("/named")).body_str(), "GET /named\n");
 }
 
-/// A port nobody listens on (bound, then released).
-fn dead_addr() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 #[test]
 fn refused_connect_moves_on_to_the_next_server() {
     let live = Upstream::echo();

@@ -220,12 +220,6 @@ fn tagged(ups: &[&Upstream], tag: &str) -> Vec<usize> {
         .collect()
 }
 
-/// A port nobody listens on (bound, then released).
-fn dead_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A temp directory for one test, removed on drop.

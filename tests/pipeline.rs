@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::net::TcpListener;
-
 use common::*;
 use ringress::pipeline::Exit;
 
@@ -50,18 +48,12 @@ response_timeout = "200ms"
         .build()
 }
 
-/// A port nothing listens on.
-fn refused_addr() -> std::net::SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 #[test]
 fn logging_runs_once_per_request_for_every_exit() {
     let up = Upstream::echo();
     let silent = silent_upstream();
     let proxy = Proxy::start_with(
-        &pipeline_config(&up, &silent, refused_addr()),
+        &pipeline_config(&up, &silent, dead_addr()),
         1,
         ringress::IoMode::Auto,
     );

@@ -247,12 +247,6 @@ fn one_worker(toml: &str) -> Proxy {
     Proxy::start_with(toml, 1, IoMode::Auto)
 }
 
-/// A port nobody listens on (bound, then released).
-fn dead_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 /// Sends `n` GETs, each on its own connection and thread, `gap` apart, so
 /// that slow answers overlap later requests. Returns (status, server).
 fn staggered(addr: SocketAddr, n: usize, gap: Duration) -> Vec<(u16, String)> {

@@ -526,6 +526,12 @@ pub fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: test.local\r\n\r\n").into_bytes()
 }
 
+/// A port nobody listens on (bound, then released).
+pub fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
 /// Waits until `done` holds, checking every 10 ms for up to `limit`;
 /// panics naming `what` if it never does.
 pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
