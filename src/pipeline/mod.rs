@@ -64,10 +64,6 @@ impl Chain {
         self.filters.is_empty()
     }
 
-    pub fn filters(&self) -> &[Filter] {
-        &self.filters
-    }
-
     /// Phase 1: may end the request with an answer.
     pub fn request(&self, _record: &mut Record) -> Result<(), ProxyError> {
         for filter in self.filters.iter() {
@@ -127,12 +123,6 @@ pub struct PhaseEdits<'a> {
     side: EditSide,
 }
 
-impl PhaseEdits<'_> {
-    fn each(&self) -> impl Iterator<Item = &HeaderEdits> {
-        self.chain.side(self.side)
-    }
-}
-
 impl Chain {
     /// The header edits of one side, in order.
     fn side(&self, side: EditSide) -> impl Iterator<Item = &HeaderEdits> {
@@ -146,11 +136,11 @@ impl Chain {
 
 impl FieldEdits for PhaseEdits<'_> {
     fn drops(&self, name: &[u8]) -> bool {
-        self.each().any(|e| e.drops(name))
+        self.chain.side(self.side).any(|e| e.drops(name))
     }
 
     fn append(&self, out: &mut Vec<u8>) {
-        for e in self.each() {
+        for e in self.chain.side(self.side) {
             e.with(self.vars).append(out);
         }
     }
@@ -183,10 +173,6 @@ impl ExitCounts {
     pub fn add(&self, exit: Exit) {
         let c = &self.counts[exit as usize];
         c.set(c.get() + 1);
-    }
-
-    pub fn get(&self, exit: Exit) -> u64 {
-        self.counts[exit as usize].get()
     }
 
     pub fn snapshot(&self) -> [u64; Exit::ALL.len()] {
@@ -255,7 +241,7 @@ mod tests {
         counts.add(Exit::Proxied);
         counts.add(Exit::Proxied);
         counts.add(Exit::Timeout);
-        assert_eq!(counts.get(Exit::Proxied), 2);
+        assert_eq!(counts.snapshot()[Exit::Proxied as usize], 2);
         assert_eq!(counts.snapshot()[Exit::Timeout as usize], 1);
     }
 }

@@ -199,18 +199,12 @@ impl Downstream for Client {
         limits: BodyLimits,
     ) -> Result<(), BodyFailure> {
         let head = self.out.len() as u64;
+        // Only the identity plan passes bytes through untouched, so only
+        // it may splice or hold a small head back.
         let identity = plan == BodyPlan::Identity;
-        let mut relay = Relay {
-            input,
-            chunked_out: carry.framing == Framing::Chunked,
-            limit: limits.limit,
-            read_timeout: limits.read_timeout,
-            write_timeout: limits.write_timeout,
-            // Only the identity plan passes bytes through untouched.
-            splice: identity && limits.splice,
-            postpone: identity,
-            moved: 0,
-        };
+        let chunked_out = carry.framing == Framing::Chunked;
+        let mut relay = relay(input, chunked_out, limits, identity);
+        relay.splice &= identity;
         let relayed = relay
             .run(upstream, &mut self.upbuf, &mut self.stream, &mut self.out)
             .await;
@@ -242,17 +236,8 @@ impl Downstream for Client {
         limits: BodyLimits,
     ) -> Result<(), RelayError> {
         let chunked_out = matches!(input, BodyIn::Chunked(_));
-        let mut relay = Relay {
-            input,
-            chunked_out,
-            limit: limits.limit,
-            read_timeout: limits.read_timeout,
-            write_timeout: limits.write_timeout,
-            splice: limits.splice,
-            // The head went out on its own already.
-            postpone: false,
-            moved: 0,
-        };
+        // The head went out on its own already: nothing to hold back.
+        let mut relay = relay(input, chunked_out, limits, false);
         self.out.clear();
         let result = relay
             .run(&mut self.stream, &mut self.inbuf, upstream, &mut self.out)
@@ -271,10 +256,7 @@ impl Downstream for Client {
             Some(bytes) => {
                 self.record.bytes_out += bytes.len() as u64;
                 let sent = write_all(&mut self.stream, bytes, timeout).await.is_ok();
-                if !sent {
-                    self.record.exit = Exit::ClientGone;
-                }
-                sent
+                self.sent(sent)
             }
             None => {
                 self.out.clear();
@@ -289,10 +271,31 @@ impl Downstream for Client {
         let sent = flush_vec(&mut self.stream, &mut self.out, timeout)
             .await
             .is_ok();
+        self.sent(sent)
+    }
+}
+
+impl Client {
+    /// Notes in the record that an answer did not reach the client.
+    fn sent(&mut self, sent: bool) -> bool {
         if !sent {
             self.record.exit = Exit::ClientGone;
         }
         sent
+    }
+}
+
+/// A body relay with these limits, counting from zero.
+fn relay(input: BodyIn, chunked_out: bool, limits: BodyLimits, postpone: bool) -> Relay {
+    Relay {
+        input,
+        chunked_out,
+        limit: limits.limit,
+        read_timeout: limits.read_timeout,
+        write_timeout: limits.write_timeout,
+        splice: limits.splice,
+        postpone,
+        moved: 0,
     }
 }
 

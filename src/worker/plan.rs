@@ -13,7 +13,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::encode::{UpstreamRequest, write_request_head};
 use crate::http::{Framing, RequestHead, empty_headers, parse_request, path};
 use crate::pipeline::{Exit, NO_FILTERS, RequestId, Vars};
-use crate::router::{Action, RouteQuery};
+use crate::router::{Action, PathRewrite, RouteQuery};
 use crate::shared::ADMIN_LISTENER;
 use crate::upstream::hash_bytes;
 
@@ -169,8 +169,8 @@ fn act<'c>(
             r.render(&mut c.out, req.host, (req.path, req.query), close);
             Plan::Rendered { close }
         }
-        Action::Proxy { upstream, .. } => {
-            match proxy(c, config, req, norm_path, route, *upstream) {
+        Action::Proxy { upstream, rewrite } => {
+            match proxy(c, config, req, norm_path, route, (*upstream, rewrite)) {
                 Some(exchange) => Plan::Proxy(exchange),
                 // The compiled config names only groups it has.
                 None => Plan::Error {
@@ -190,12 +190,9 @@ fn proxy(
     req: &RequestHead<'_, '_>,
     norm_path: &[u8],
     route: usize,
-    group_index: usize,
+    (group_index, rewrite): (usize, &PathRewrite),
 ) -> Option<Exchange> {
     let group = config.upstreams.get(group_index)?;
-    let Action::Proxy { rewrite, .. } = &config.routes.routes[route].action else {
-        return None;
-    };
     let client_ip = real_client_ip(c.peer.ip(), req, config);
     let chain = config.chains.get(route).unwrap_or(&NO_FILTERS);
     if !chain.is_empty() {
