@@ -129,7 +129,7 @@ fn main() -> ExitCode {
         println!("{}: ok", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    let admin = config.admin;
+    let admin = config.admin.bind;
     let listeners: Vec<String> = config
         .listeners
         .iter()

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::observe;
 use super::routes::routes;
 use super::tls::listener_tls;
 use super::upstream::upstreams;
@@ -26,9 +27,13 @@ pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors>
     let timeouts = section(&mut root, &mut p, "timeouts", timeouts);
     let (forwarding, trusted_proxies) = section(&mut root, &mut p, "forwarding", forwarding);
     let listeners = listeners(&mut root, &mut p, base, &mut warnings);
-    let admin = section(&mut root, &mut p, "admin", |t, p| {
-        t.str(p, "bind")
-            .and_then(|b| resolve(b).map_err(|m| p.add(t.key_path("bind"), m)).ok())
+    let admin = section(&mut root, &mut p, "admin", observe::admin);
+    let access_present = root.has("access_log");
+    let access_log = section(&mut root, &mut p, "access_log", |t, p| {
+        observe::access_log(t, p, base, access_present)
+    });
+    let log = section(&mut root, &mut p, "log", |t, p| {
+        observe::process_log(t, p, base)
     });
     let mut geo = section(&mut root, &mut p, "geo", |t, p| geo(t, p, base));
     let upstreams = upstreams(&mut root, &mut p, base, &mut geo);
@@ -57,6 +62,8 @@ pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors>
             chains,
             upstreams,
             admin,
+            access_log,
+            log,
             warnings,
         })
     } else {

@@ -3,6 +3,7 @@
 //! with its key path) → the compiled `Config` the workers use.
 
 mod compile;
+mod observe;
 mod routes;
 mod tls;
 mod units;
@@ -14,6 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use observe::{
+    AccessFormat, AccessLogConfig, AdminConfig, LogTarget, ProcessFormat, ProcessLog,
+};
 pub use units::{parse_duration, parse_size};
 pub use upstream::{expand, resolve_spec, servers_changed};
 pub use walk::{ConfigError, ConfigErrors};
@@ -135,8 +139,12 @@ pub struct Config {
     /// Every listener's `client_subject_header`: stripped from requests on
     /// all listeners, so a plain listener cannot be used to forge one.
     pub reserved_headers: Vec<Box<str>>,
-    /// The admin listener's address (read at start only).
-    pub admin: Option<SocketAddr>,
+    /// The admin listener (its address is read at start only).
+    pub admin: AdminConfig,
+    /// `[access_log]`; None when there is none.
+    pub access_log: Option<AccessLogConfig>,
+    /// `[log]`: the process log (read at start only).
+    pub log: ProcessLog,
     /// Problems that do not stop the config (e.g. an expired certificate).
     pub warnings: Vec<String>,
 }

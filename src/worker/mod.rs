@@ -9,6 +9,7 @@ mod ctx;
 mod downstream;
 mod drain;
 mod listen;
+mod observe;
 mod parking;
 mod plan;
 mod proxy;
