@@ -47,6 +47,49 @@ pub enum ErrorKind {
     ClientGone,
 }
 
+impl ErrorKind {
+    /// Every kind's name, by `index` (metrics labels, log reasons).
+    pub const NAMES: [&'static str; 14] = [
+        "bad_request",
+        "head_too_large",
+        "uri_too_long",
+        "body_too_large",
+        "unsupported_coding",
+        "method_not_implemented",
+        "expectation_failed",
+        "client_timeout",
+        "no_route",
+        "bad_gateway",
+        "gateway_timeout",
+        "unavailable",
+        "upstream_status",
+        "client_gone",
+    ];
+
+    pub const fn index(self) -> usize {
+        match self {
+            ErrorKind::BadRequest => 0,
+            ErrorKind::HeadTooLarge => 1,
+            ErrorKind::UriTooLong => 2,
+            ErrorKind::BodyTooLarge => 3,
+            ErrorKind::UnsupportedCoding => 4,
+            ErrorKind::MethodNotImplemented => 5,
+            ErrorKind::ExpectationFailed => 6,
+            ErrorKind::ClientTimeout => 7,
+            ErrorKind::NoRoute => 8,
+            ErrorKind::BadGateway => 9,
+            ErrorKind::GatewayTimeout => 10,
+            ErrorKind::Unavailable => 11,
+            ErrorKind::UpstreamStatus(_) => 12,
+            ErrorKind::ClientGone => 13,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
+}
+
 /// Whether, and how, a failed attempt may be tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {

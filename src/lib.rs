@@ -24,6 +24,8 @@ pub mod http;
 #[forbid(unsafe_code)]
 pub mod net;
 #[forbid(unsafe_code)]
+pub mod observe;
+#[forbid(unsafe_code)]
 pub mod pipeline;
 #[forbid(unsafe_code)]
 pub mod router;

@@ -6,11 +6,14 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::counters::WorkerCounters;
+use crate::observe::AccessSink;
+use crate::observe::metrics::WorkerMetrics;
 
 /// The id of the admin listener (configured listeners have smaller ones).
 pub(crate) const ADMIN_LISTENER: u64 = u64::MAX;
@@ -49,6 +52,17 @@ pub(crate) struct Shared {
     pub admin_reload: OnceLock<ReloadHook>,
     /// The admin socket waits in worker 0's queue.
     pub admin_queued: AtomicBool,
+    /// Each worker's metrics as it last published them.
+    pub metrics: Box<[Mutex<WorkerMetrics>]>,
+    /// Raised by a scrape; each worker publishes on its next tick and
+    /// answers with the value in `published`.
+    pub scrape: AtomicU64,
+    pub published: Box<[AtomicU64]>,
+    /// The access log's writer, once a config asked for one.
+    pub access_log: OnceLock<AccessSink>,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    pub started: Instant,
 }
 
 impl Shared {
@@ -68,6 +82,13 @@ impl Shared {
             counters: WorkerCounters::new(workers),
             admin_reload: OnceLock::new(),
             admin_queued: AtomicBool::new(false),
+            metrics: (0..workers).map(|_| Mutex::default()).collect(),
+            scrape: AtomicU64::new(0),
+            published: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            access_log: OnceLock::new(),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            started: Instant::now(),
         }
     }
 

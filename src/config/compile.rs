@@ -168,6 +168,7 @@ fn forwarding(t: &mut TableReader<'_>, p: &mut Problems) -> (ForwardOptions, Cid
             .unwrap_or(d.x_forwarded_proto),
         x_forwarded_host: t.bool(p, "x_forwarded_host").unwrap_or(d.x_forwarded_host),
         via: t.bool(p, "via").unwrap_or(d.via),
+        request_id: t.bool(p, "request_id").unwrap_or(d.request_id),
     };
     (options, trusted)
 }
@@ -308,6 +309,7 @@ fn listeners(
         let defer_accept = t.bool(p, "defer_accept").unwrap_or(false);
         let delayed_ack = t.bool(p, "delayed_ack").unwrap_or(true);
         let proxy_protocol = t.bool(p, "proxy_protocol").unwrap_or(false);
+        let access_log = t.bool(p, "access_log").unwrap_or(true);
         let bind = match t.str(p, "bind") {
             Some(b) => resolve(b).map_err(|m| p.add(t.key_path("bind"), m)).ok(),
             None => {
@@ -332,6 +334,7 @@ fn listeners(
                 delayed_ack,
                 proxy_protocol,
                 tls,
+                access_log,
             });
         }
     });

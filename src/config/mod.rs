@@ -104,6 +104,9 @@ pub struct ListenerConfig {
     pub proxy_protocol: bool,
     /// TLS termination; None for plain HTTP.
     pub tls: Option<ListenerTls>,
+    /// Requests on it are written to the access log (`access_log = false`
+    /// leaves them out; they are still counted in the metrics).
+    pub access_log: bool,
 }
 
 /// A TLS listener's compiled settings.

@@ -126,6 +126,7 @@ fn route(
     let chain = chain(t, p);
 
     let max_body_size = t.size(p, "max_body_size").unwrap_or(default_body_limit);
+    let access_log = t.bool(p, "access_log").unwrap_or(true);
     let action = action(t, p, path.as_ref(), upstreams);
     let complete = ok && path.is_some() && action.is_some();
     let route = Route {
@@ -137,6 +138,7 @@ fn route(
         headers,
         query,
         max_body_size,
+        access_log,
         action: action.unwrap_or(Action::Respond(Respond::new(404, b"", ""))),
     };
     complete.then_some((route, chain))

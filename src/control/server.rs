@@ -13,30 +13,61 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use crate::config::IoMode;
-use crate::config::{Config, ConfigError, ConfigErrors, ListenerConfig};
+use crate::config::{AccessLogConfig, Config, ConfigError, ConfigErrors, ListenerConfig};
 use crate::counters::ExitTotals;
+use crate::observe::AccessSink;
 use crate::shared::{NewListener, ReloadHook, Shared};
 use crate::worker::{self, WorkerSpec};
 
 /// Publishes `config`, after binding the listeners it adds.
 fn reload(shared: &Shared, config: Config) -> Result<u64, ConfigErrors> {
+    let access_log = config.access_log.clone();
     let published = shared.publish(|current| {
         bind_added_listeners(shared, current, &config)?;
         Ok(Some(config))
-    })?;
+    });
+    let counter = match published {
+        Ok(_) => &shared.reloads_ok,
+        Err(_) => &shared.reloads_failed,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    if published.is_ok()
+        && let Some(log) = access_log
+        && let Err(error) = follow_access_log(shared, &log)
+    {
+        tracing::error!(%error, "cannot start the access log writer");
+    }
     // Always Some: the closure above always returns a config.
-    Ok(published.unwrap_or_else(|| shared.current().0))
+    Ok(published?.unwrap_or_else(|| shared.current().0))
+}
+
+/// Starts the access log's writer, or points it at `log`'s target.
+fn follow_access_log(shared: &Shared, log: &AccessLogConfig) -> io::Result<()> {
+    match shared.access_log.get() {
+        Some(sink) => sink.retarget(&log.target),
+        None => {
+            let sink = AccessSink::start(log.target.clone())?;
+            if let Err(sink) = shared.access_log.set(sink) {
+                sink.stop();
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The admin reload: reads, validates and publishes the config file, and
 /// logs the outcome; problems come back one per line.
 fn reload_file(shared: &Shared, path: &Path) -> Result<u64, String> {
-    let outcome = Config::from_file(path).and_then(|c| {
-        for w in &c.warnings {
-            tracing::warn!("{w}");
-        }
-        reload(shared, c)
-    });
+    let outcome = Config::from_file(path)
+        .inspect_err(|_| {
+            shared.reloads_failed.fetch_add(1, Ordering::Relaxed);
+        })
+        .and_then(|c| {
+            for w in &c.warnings {
+                tracing::warn!("{w}");
+            }
+            reload(shared, c)
+        });
     match outcome {
         Ok(generation) => {
             tracing::info!(generation, "config reloaded (admin)");
@@ -172,7 +203,11 @@ impl ServerHandle {
             }
         }
 
+        let access_log = config.access_log.clone();
         let shared = Arc::new(Shared::new(config, threads, bound));
+        if let Some(log) = access_log {
+            follow_access_log(&shared, &log)?;
+        }
         let cores = if pin {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
@@ -288,14 +323,29 @@ impl ServerHandle {
     /// Reads, validates and publishes a config file. On error nothing
     /// changes and every problem is returned.
     pub fn reload_file(&self, path: &Path) -> Result<u64, ConfigErrors> {
-        self.reload(Config::from_file(path)?)
+        let config = Config::from_file(path).inspect_err(|_| {
+            self.shared.reloads_failed.fetch_add(1, Ordering::Relaxed);
+        })?;
+        self.reload(config)
+    }
+
+    /// Counts a reload that failed before it reached `reload` (a file
+    /// that could not be read or validated).
+    pub fn reload_failed(&self) {
+        self.shared.reloads_failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reopens the access log file before its next write (SIGUSR1, after
+    /// logrotate moved it).
+    pub fn reopen_logs(&self) {
+        if let Some(sink) = self.shared.access_log.get() {
+            sink.reopen();
+        }
     }
 
     /// Stops accepting, lets open requests finish (up to the configured
-    /// drain timeout), and waits for every worker to exit.
-    /// Reopens the access log file (SIGUSR1, after logrotate moved it).
-    pub fn reopen_logs(&self) {}
-
+    /// drain timeout), and waits for every worker to exit; then the
+    /// access log writer writes what the workers handed it.
     pub fn shutdown(self) {
         self.shared.draining.store(true, Ordering::Release);
         for w in self.workers {
@@ -303,6 +353,9 @@ impl ServerHandle {
         }
         for h in self.background {
             let _ = h.join();
+        }
+        if let Some(sink) = self.shared.access_log.get() {
+            sink.stop();
         }
     }
 }

@@ -15,6 +15,9 @@ pub struct ForwardOptions {
     pub x_forwarded_proto: bool,
     pub x_forwarded_host: bool,
     pub via: bool,
+    /// `X-Request-Id` sent upstream and back to the client (kept from a
+    /// trusted peer, generated otherwise).
+    pub request_id: bool,
 }
 
 impl Default for ForwardOptions {
@@ -24,6 +27,7 @@ impl Default for ForwardOptions {
             x_forwarded_proto: true,
             x_forwarded_host: true,
             via: true,
+            request_id: true,
         }
     }
 }

@@ -17,10 +17,12 @@
 
 mod headers;
 mod record;
+mod text;
 mod vars;
 
 pub use headers::{HeaderEdits, Rendered};
 pub use record::{Exit, Record, UpstreamTry};
+pub use text::{MAX_REQUEST_ID, RequestText, WithRequestId, valid_request_id};
 pub use vars::{RequestId, Template, Var, Vars};
 
 use crate::error::ProxyError;
@@ -190,7 +192,7 @@ mod tests {
             client: SocketAddr::from(([10, 1, 2, 3], 4000)),
             host: b"h",
             tls: false,
-            request_id: RequestId::default(),
+            request_id: b"",
             route: "r",
             listener: "l",
             tls_version: "",

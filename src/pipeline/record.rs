@@ -2,9 +2,10 @@
 //! way by the data plane and read once by the logging phase. One lives in
 //! each client connection and is reset per request, like the buffers.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use super::text::RequestText;
 use crate::error::ProxyError;
 
 /// How a request ended.
@@ -80,6 +81,11 @@ pub struct Record {
     pub listener: usize,
     /// The client's address (after PROXY protocol).
     pub client: SocketAddr,
+    /// The client's address as logged: `client`'s, or from a trusted
+    /// peer's X-Forwarded-For.
+    pub client_ip: IpAddr,
+    /// What the logging phase shows of the request, and its id.
+    pub text: RequestText,
     /// Route position in the snapshot; None when none matched.
     pub route: Option<usize>,
     /// Status sent to the client; 0 when none was.
@@ -111,6 +117,8 @@ impl Record {
             generation: 0,
             listener: usize::MAX,
             client,
+            client_ip: client.ip(),
+            text: RequestText::default(),
             route: None,
             status: 0,
             bytes_in: 0,
@@ -132,6 +140,8 @@ impl Record {
         self.start = start;
         self.generation = generation;
         self.listener = listener;
+        self.client_ip = self.client.ip();
+        self.text.clear();
         self.route = None;
         self.status = 0;
         self.bytes_in = 0;

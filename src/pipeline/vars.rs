@@ -193,7 +193,8 @@ pub struct Vars<'a> {
     pub client: SocketAddr,
     pub host: &'a [u8],
     pub tls: bool,
-    pub request_id: RequestId,
+    /// The request's id (see `RequestText::request_id`).
+    pub request_id: &'a [u8],
     pub route: &'a str,
     pub listener: &'a str,
     pub tls_version: &'static str,
@@ -210,7 +211,7 @@ impl Vars<'_> {
             }
             Var::Host => out.extend_from_slice(self.host),
             Var::Scheme => out.extend_from_slice(if self.tls { b"https" } else { b"http" }),
-            Var::RequestId => self.request_id.write(out),
+            Var::RequestId => out.extend_from_slice(self.request_id),
             Var::Route => out.extend_from_slice(self.route.as_bytes()),
             Var::Listener => out.extend_from_slice(self.listener.as_bytes()),
             Var::TlsVersion => out.extend_from_slice(self.tls_version.as_bytes()),
@@ -232,11 +233,16 @@ pub struct RequestId {
 impl RequestId {
     pub fn write(&self, out: &mut Vec<u8>) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        for word in [self.seed, self.seq] {
-            for shift in (0..16).rev() {
-                out.push(HEX[((word >> (shift * 4)) & 0xf) as usize]);
+        let mut id = [0u8; 32];
+        for (word, digits) in [self.seed, self.seq]
+            .into_iter()
+            .zip(id.chunks_exact_mut(16))
+        {
+            for (i, d) in digits.iter_mut().enumerate() {
+                *d = HEX[((word >> ((15 - i) * 4)) & 0xf) as usize];
             }
         }
+        out.extend_from_slice(&id);
     }
 }
 
@@ -249,10 +255,7 @@ mod tests {
             client: "192.0.2.7:51234".parse().unwrap(),
             host: b"example.com",
             tls: true,
-            request_id: RequestId {
-                seed: 0xabc,
-                seq: 42,
-            },
+            request_id: b"0000000000000abc000000000000002a",
             route: "api",
             listener: "main",
             tls_version: "TLSv1.3",
@@ -277,6 +280,17 @@ mod tests {
         assert_eq!(render("$route@$listener"), "api@main");
         assert_eq!(render("$tls_version $sni"), "TLSv1.3 example.com");
         assert_eq!(render("$client_subject"), "CN=alice");
+    }
+
+    #[test]
+    fn generated_request_ids() {
+        let mut out = Vec::new();
+        RequestId {
+            seed: 0xabc,
+            seq: 42,
+        }
+        .write(&mut out);
+        assert_eq!(out, b"0000000000000abc000000000000002a");
     }
 
     #[test]

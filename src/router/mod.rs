@@ -115,6 +115,8 @@ pub struct Route {
     pub query: Vec<HeaderMatch>,
     /// Body limit in bytes; 0 means unlimited.
     pub max_body_size: u64,
+    /// Its requests are written to the access log.
+    pub access_log: bool,
     pub action: Action,
 }
 
@@ -210,6 +212,7 @@ mod tests {
             headers: vec![],
             query: vec![],
             max_body_size: 0,
+            access_log: true,
             action: Action::Respond(Respond::new(200, b"", "text/plain")),
         }
     }

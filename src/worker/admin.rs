@@ -31,6 +31,8 @@ pub(super) enum Endpoint {
     Health,
     Generation,
     Reload,
+    Metrics,
+    Stats,
     /// A known path with the wrong method.
     WrongMethod,
     NotFound,
@@ -42,7 +44,11 @@ impl Endpoint {
             (b"GET" | b"HEAD", b"/health") => Endpoint::Health,
             (b"GET" | b"HEAD", b"/generation") => Endpoint::Generation,
             (b"POST", b"/reload") => Endpoint::Reload,
-            (_, b"/health" | b"/generation" | b"/reload") => Endpoint::WrongMethod,
+            (b"GET" | b"HEAD", b"/metrics") => Endpoint::Metrics,
+            (b"GET" | b"HEAD", b"/stats") => Endpoint::Stats,
+            (_, b"/health" | b"/generation" | b"/reload" | b"/metrics" | b"/stats") => {
+                Endpoint::WrongMethod
+            }
             _ => Endpoint::NotFound,
         }
     }
@@ -56,7 +62,16 @@ pub(super) async fn serve(
     head_only: bool,
     timeout: Duration,
 ) -> bool {
+    let mut content_type = "text/plain; charset=utf-8";
     let (status, body) = match endpoint {
+        Endpoint::Metrics => {
+            content_type = "text/plain; version=0.0.4; charset=utf-8";
+            (OK, super::observe::prometheus(ctx).await)
+        }
+        Endpoint::Stats => {
+            content_type = "application/json";
+            (OK, super::observe::stats_json(ctx).await)
+        }
         Endpoint::Health => (OK, "ok\n".to_string()),
         Endpoint::Generation => (OK, format!("{}\n", ctx.snapshot().0)),
         Endpoint::Reload => reload(ctx).await,
@@ -64,7 +79,7 @@ pub(super) async fn serve(
         Endpoint::NotFound => (NOT_FOUND, "not found\n".to_string()),
     };
     c.record.status = status;
-    let answer = Respond::new(status, body.as_bytes(), "text/plain; charset=utf-8");
+    let answer = Respond::new(status, body.as_bytes(), content_type);
     c.out.clear();
     c.out.extend_from_slice(answer.bytes(true, head_only));
     c.send_rendered(timeout).await

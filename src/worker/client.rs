@@ -20,14 +20,17 @@ use super::drain::Drain;
 use super::parking::Parked;
 use super::plan::{Plan, Planned, plan};
 use super::proxy::{self, Next};
+use super::requests::ConnFacts;
 use super::tunnel;
 use crate::config::Config;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::Version;
+use crate::observe::metrics::Handshake;
 use crate::pipeline::Record;
 use crate::rt::buffer::{BufferPool, ReadBuf};
 use crate::rt::conn::Conn;
 use crate::rt::deadline;
+use crate::shared::ADMIN_LISTENER;
 use crate::tls::{TlsStream, client_subject};
 
 /// How long a new connection may still send its first request once a
@@ -187,9 +190,12 @@ async fn run(mut c: Client, ctx: Rc<WorkerCtx>, mut first: bool) {
         let seq = ctx.requests.next_seq();
         c.record.reset(started, config.generation, c.listener, seq);
         let end = serve_request(&mut c, &ctx, &config, started).await;
-        // The logging phase: once per request, whatever its end.
-        let chain = c.record.route.and_then(|r| config.chains.get(r));
-        ctx.requests.log(&c.record, chain);
+        // The logging phase: once per request, whatever its end (the
+        // admin listener's requests are neither logged nor counted).
+        if c.listener_id != ADMIN_LISTENER {
+            ctx.requests
+                .log(&c.record, &config, &c.facts(), ctx.shared.access_log.get());
+        }
         match end {
             End::KeepAlive => {}
             End::Close { linger, quiet } => {
@@ -416,6 +422,12 @@ async fn handshake(
     let accept = TlsStream::accept(socket, server, inbuf.bytes());
     let accepted = deadline::within(timeout, accept).await;
     inbuf.consume(inbuf.len());
+    let result = match &accepted {
+        Ok(Ok(_)) => Handshake::Ok,
+        Ok(Err(_)) => Handshake::Failed,
+        Err(_) => Handshake::Timeout,
+    };
+    ctx.requests.metrics.borrow_mut().handshake(result);
     match accepted {
         Ok(Ok(stream)) => {
             let facts = TlsFacts::of(stream.session());
@@ -647,6 +659,19 @@ impl Client {
     }
 
     /// The address the client connected to, as the socket says.
+    /// What the access log shows of the connection.
+    fn facts(&self) -> ConnFacts<'_> {
+        let tls = self.tls.as_deref();
+        ConnFacts {
+            proto: Some(match self.version {
+                Version::Http10 => "HTTP/1.0",
+                Version::Http11 => "HTTP/1.1",
+            }),
+            tls: tls.map(|t| t.version),
+            sni: tls.and_then(|t| t.sni.as_deref()),
+        }
+    }
+
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.stream.socket().local_addr().ok()
     }

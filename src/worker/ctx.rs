@@ -88,7 +88,7 @@ impl WorkerCtx {
             buffers: RefCell::new(BufferPool::default()),
             sockets: RefCell::new(Slab::new()),
             listeners: RefCell::new(Vec::new()),
-            requests: Requests::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            requests: Requests::new(id, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
         })
     }
 

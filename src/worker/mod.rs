@@ -181,6 +181,9 @@ async fn main(spec: WorkerSpec, driver: &'static str) {
     // turn to submit the closes (on io_uring they are operations too).
     ctx.parking.clear();
     ctx.pool.borrow_mut().clear();
+    // The last requests' log lines and counts.
+    ctx.requests.flush(ctx.shared.access_log.get());
+    observe::publish(&ctx, true);
     monoio::time::sleep(Duration::from_millis(1)).await;
 }
 
@@ -207,6 +210,8 @@ async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Opti
         ctx.parking.expire(now);
         let exits = ctx.requests.exits.snapshot();
         ctx.shared.counters.publish(ctx.id, exits);
+        ctx.requests.flush(ctx.shared.access_log.get());
+        observe::publish(&ctx, false);
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(20) {
             ctx.sweep_pool();

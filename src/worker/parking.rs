@@ -74,6 +74,11 @@ impl Parking {
         })
     }
 
+    /// Connections parked now.
+    pub fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
     /// A handle on the set for the runtime to poll (a duplicate, so the
     /// set outlives the task that polls it). monoio has no type for a
     /// bare pollable descriptor; a Unix stream handle only registers it

@@ -12,7 +12,7 @@ use crate::config::{Balance, Config, HashKey};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::encode::{UpstreamRequest, write_request_head};
 use crate::http::{Framing, RequestHead, empty_headers, parse_request, path};
-use crate::pipeline::{Exit, NO_FILTERS, RequestId, Vars};
+use crate::pipeline::{Exit, NO_FILTERS, RequestId, Vars, WithRequestId, valid_request_id};
 use crate::router::{Action, PathRewrite, RouteQuery};
 use crate::shared::ADMIN_LISTENER;
 use crate::upstream::hash_bytes;
@@ -87,6 +87,7 @@ fn plan_head<'c>(
             has_body,
         }));
     }
+    note_request(c, config, &req);
     // Taken out for the request, so the normalised path can borrow it
     // while the client's other buffers are written.
     let mut path_buf = std::mem::take(&mut c.path_buf);
@@ -105,6 +106,27 @@ fn plan_head<'c>(
         head_len,
         has_body,
     }))
+}
+
+/// What the logging phase needs of the request, and its id: kept from a
+/// trusted peer, else generated.
+fn note_request(c: &mut Client, config: &Config, req: &RequestHead<'_, '_>) {
+    let peer = c.peer.ip();
+    c.record.client_ip = real_client_ip(peer, req, config);
+    if config.access_log.is_some() {
+        c.record.text.capture(req);
+    }
+    let trusted = !config.trusted_proxies.is_empty() && config.trusted_proxies.contains(peer);
+    let incoming = req
+        .header(b"x-request-id")
+        .filter(|id| trusted && valid_request_id(id));
+    let generated = RequestId {
+        seed: c.record.id_seed,
+        seq: c.record.seq,
+    };
+    c.record
+        .text
+        .set_request_id(incoming, |out| generated.write(out));
 }
 
 /// Routes the request and runs the route's request phase: the route's
@@ -193,7 +215,7 @@ fn proxy(
     (group_index, rewrite): (usize, &PathRewrite),
 ) -> Option<Exchange> {
     let group = config.upstreams.get(group_index)?;
-    let client_ip = real_client_ip(c.peer.ip(), req, config);
+    let client_ip = c.record.client_ip;
     let chain = config.chains.get(route).unwrap_or(&NO_FILTERS);
     if !chain.is_empty() {
         // The response phase renders after the request bytes are gone.
@@ -231,7 +253,13 @@ fn proxy(
             proto: if c.stream.is_tls() { "https" } else { "http" },
             reserved: &config.reserved_headers,
             client_cert,
-            edits: &edits,
+            edits: &WithRequestId {
+                id: config
+                    .forwarding
+                    .request_id
+                    .then(|| c.record.text.request_id()),
+                inner: &edits,
+            },
         },
         &config.forwarding,
     );
@@ -274,10 +302,7 @@ pub(super) fn vars<'a>(
         client: SocketAddr::new(client_ip, c.peer.port()),
         host,
         tls: c.stream.is_tls(),
-        request_id: RequestId {
-            seed: c.record.id_seed,
-            seq: c.record.seq,
-        },
+        request_id: c.record.text.request_id(),
         route: config.routes.routes.get(route).map_or("", |r| &r.name),
         listener: config.listeners.get(c.listener).map_or("", |l| &l.name),
         tls_version: tls.map_or("", |t| t.version),

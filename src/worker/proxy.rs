@@ -17,6 +17,7 @@ use crate::config::UpstreamGroup;
 use crate::error::{ErrorKind, ProxyError, Retry, Side};
 use crate::http::Framing;
 use crate::http::chunked::ChunkedDecoder;
+use crate::observe::metrics::AttemptOutcome;
 use crate::pipeline::{Exit, UpstreamTry};
 use crate::rt::buffer::write_all_keep;
 use crate::rt::conn::Conn;
@@ -221,6 +222,11 @@ async fn attempt(
         reused: false,
         started,
     })?;
+    leg.ctx
+        .requests
+        .metrics
+        .borrow_mut()
+        .connection(leg.config, leg.ex.group, reused);
     let done = exchange(c, leg, &mut upstream, request, body, retry_status)
         .await
         .map_err(|error| Failed {
@@ -241,6 +247,12 @@ async fn attempt(
     let generation = leg.config.generation;
     let ctx = leg.ctx;
     ctx.finish_server_at(generation, leg.config, leg.ex.group, server, outcome, now);
+    ctx.requests.metrics.borrow_mut().attempt(
+        leg.config,
+        (leg.ex.group, server),
+        AttemptOutcome::Response,
+        Some(elapsed),
+    );
     Ok(match done {
         Done::Switched => Next::Tunnel(upstream, group.tunnel_idle_timeout),
         Done::Response {
@@ -286,6 +298,15 @@ fn go_again(
     );
     c.upbuf.consume(c.upbuf.len());
     c.discard_head();
+    if failed.error.side != Side::Downstream {
+        let connecting = !failed.reused && failed.error.retry == Retry::Unsent;
+        ctx.requests.metrics.borrow_mut().attempt(
+            leg.config,
+            (leg.ex.group, tries.server),
+            AttemptOutcome::of_error(failed.error.kind, connecting),
+            None,
+        );
+    }
     let addr = group.servers[tries.server].addr;
     if decision == Decision::FreshConnection {
         // A pooled connection the server had closed: the server is not

@@ -14,7 +14,7 @@ use crate::error::{ErrorKind, ProxyError, Retry};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::encode::FieldEdits;
 use crate::http::{Framing, ResponseHead, empty_headers, parse_response};
-use crate::pipeline::{BodyPlan, NO_FILTERS};
+use crate::pipeline::{BodyPlan, NO_FILTERS, WithRequestId};
 use crate::rt::conn::Conn;
 
 /// What a response head decided.
@@ -233,7 +233,14 @@ fn plan_head(
     };
     // A route without filters edits nothing: skip the per-field checks.
     let edits = (!chain.is_empty()).then(|| chain.response_with(&lines));
+    // Taken out while the head is rendered, so the id can be borrowed.
+    let text = std::mem::take(&mut c.record.text);
+    let edits = WithRequestId {
+        id: (config.forwarding.request_id && kind == HeadKind::Final).then(|| text.request_id()),
+        inner: &edits,
+    };
     let carry = c.render_head(&head, &edits);
+    c.record.text = text;
     c.rewrite_buf = lines;
     Ok(Some((plan(&resp, kind, carry, body), resp.head_len)))
 }
