@@ -1,0 +1,663 @@
+//! Access log, request ids and metrics over real sockets: every request
+//! counted and logged exactly once with two workers, generated answers
+//! included; the metrics read by a real Prometheus parser; the log
+//! reopened under load with no line lost; a writer nobody reads never
+//! holding requests up.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// A directory of its own under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("ringress-obs-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Fixed answers at /fixed, proxied /api (to `up`), a dead upstream at
+/// /dead; anything else matches no route (404).
+fn config(up: SocketAddr, extra: &str) -> String {
+    let dead = dead_addr();
+    format!(
+        r#"
+[runtime]
+drain_timeout = "2s"
+{extra}
+[[listeners]]
+name = "main"
+bind = "127.0.0.1:0"
+
+[[routes]]
+name = "fixed"
+path_prefix = "/fixed"
+respond = {{ status = 200, body = "fixed\n" }}
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "app"
+
+[[routes]]
+name = "dead"
+path_prefix = "/dead"
+upstream = "gone"
+
+[upstreams.app]
+servers = ["{up}"]
+
+[upstreams.gone]
+servers = ["{dead}"]
+connect_timeout = "1s"
+"#
+    )
+}
+
+/// One admin request: (status, body).
+fn admin(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to admin");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("an admin answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
+    (
+        head.split(' ').nth(1).unwrap().parse().unwrap(),
+        body.into(),
+    )
+}
+
+fn start_admin(proxy: &Proxy, dir: &TempDir) -> SocketAddr {
+    // The admin's reload file is not used here.
+    let file = dir.0.join("unused.toml");
+    proxy
+        .handle()
+        .start_admin("127.0.0.1:0".parse().unwrap(), file)
+        .expect("admin binds")
+}
+
+/// Each request on a new connection, so both workers get some.
+fn send(proxy: &Proxy, raw: &[u8]) -> u16 {
+    let mut c = proxy.connect();
+    c.request(raw).status
+}
+
+/// The traffic every test here sends: (request, expected status, count).
+fn traffic() -> Vec<(Vec<u8>, u16, usize)> {
+    vec![
+        (get("/fixed"), 200, 7),
+        (get("/api/x?y=1"), 200, 5),
+        (get("/dead"), 502, 3),
+        (get("/nowhere"), 404, 2),
+        // Two Host fields: malformed.
+        (
+            b"GET /api HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(),
+            400,
+            1,
+        ),
+    ]
+}
+
+fn send_traffic(proxy: &Proxy) -> usize {
+    let mut sent = 0;
+    for (raw, status, count) in traffic() {
+        for _ in 0..count {
+            assert_eq!(
+                send(proxy, &raw),
+                status,
+                "{}",
+                String::from_utf8_lossy(&raw)
+            );
+            sent += 1;
+        }
+    }
+    sent
+}
+
+/// `/metrics` parsed by prometheus_client's parser: (name, labels) →
+/// value, one entry per sample.
+fn parse_metrics(text: &str) -> HashMap<(String, Vec<(String, String)>), f64> {
+    const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        out.append([s.name, sorted(s.labels.items()), s.value])
+print(json.dumps(out))
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", PARSE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client could not parse /metrics (is it installed? .ci/run installs it):\n{text}"
+    );
+    let samples: Vec<(String, Vec<(String, String)>, f64)> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    samples
+        .into_iter()
+        .map(|(name, labels, value)| ((name, labels), value))
+        .collect()
+}
+
+fn sample(
+    m: &HashMap<(String, Vec<(String, String)>), f64>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let mut labels: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    labels.sort();
+    *m.get(&(name.to_string(), labels.clone()))
+        .unwrap_or_else(|| panic!("no sample {name}{labels:?}"))
+}
+
+#[test]
+fn metrics_count_every_request_exactly_on_two_workers() {
+    let up = Upstream::echo();
+    let dir = TempDir::new("metrics");
+    let toml = config(up.addr, "");
+    let proxy = Proxy::start(&toml);
+    let admin_addr = start_admin(&proxy, &dir);
+    let sent = send_traffic(&proxy);
+    let (status, text) = admin(admin_addr, "/metrics");
+    assert_eq!(status, 200);
+    let m = parse_metrics(&text);
+    let requests = |route: &str, code: &str| {
+        sample(
+            &m,
+            "ringress_requests_total",
+            &[("listener", "main"), ("route", route), ("code", code)],
+        )
+    };
+    assert_eq!(requests("fixed", "200"), 7.0);
+    assert_eq!(requests("api", "200"), 5.0);
+    assert_eq!(requests("dead", "502"), 3.0);
+    assert_eq!(requests("", "404"), 2.0);
+    assert_eq!(requests("", "400"), 1.0);
+    let total: f64 = m
+        .iter()
+        .filter(|((name, _), _)| name == "ringress_requests_total")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(total, sent as f64, "admin requests are not counted");
+
+    // Histograms: monotone buckets, +Inf equal to the count.
+    for (route, n) in [("fixed", 7.0), ("api", 5.0), ("dead", 3.0), ("", 3.0)] {
+        let count = sample(
+            &m,
+            "ringress_request_duration_seconds_count",
+            &[("route", route)],
+        );
+        assert_eq!(count, n, "route {route}");
+        let mut buckets: Vec<(f64, f64)> = m
+            .iter()
+            .filter(|((name, labels), _)| {
+                name == "ringress_request_duration_seconds_bucket"
+                    && labels.iter().any(|(k, v)| k == "route" && v == route)
+            })
+            .map(|((_, labels), v)| {
+                let le = &labels.iter().find(|(k, _)| k == "le").unwrap().1;
+                (le.parse::<f64>().unwrap(), *v)
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
+        assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, n));
+    }
+
+    let upstream = |group: &str, server: String, outcome: &str| {
+        sample(
+            &m,
+            "ringress_upstream_requests_total",
+            &[("group", group), ("server", &server), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(upstream("app", up.addr.to_string(), "response"), 5.0);
+    let conns = sample(
+        &m,
+        "ringress_upstream_connections_total",
+        &[("group", "app"), ("kind", "new")],
+    ) + sample(
+        &m,
+        "ringress_upstream_connections_total",
+        &[("group", "app"), ("kind", "reused")],
+    );
+    assert_eq!(conns, 5.0);
+    let dead_failures: f64 = m
+        .iter()
+        .filter(|((name, labels), _)| {
+            name == "ringress_upstream_requests_total"
+                && labels.iter().any(|(k, v)| k == "group" && v == "gone")
+        })
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(dead_failures, 3.0);
+    assert_eq!(
+        sample(
+            &m,
+            "ringress_upstream_response_seconds_count",
+            &[("group", "app")]
+        ),
+        5.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "ringress_upstream_health",
+            &[("group", "app"), ("server", &up.addr.to_string())]
+        ),
+        1.0
+    );
+    for (reason, n) in [
+        ("no_route", 2.0),
+        ("bad_gateway", 3.0),
+        ("bad_request", 1.0),
+        ("gateway_timeout", 0.0),
+    ] {
+        assert_eq!(
+            sample(&m, "ringress_rejections_total", &[("reason", reason)]),
+            n,
+            "{reason}"
+        );
+    }
+    assert!(sample(&m, "ringress_bytes_total", &[("direction", "in")]) > 0.0);
+    assert!(sample(&m, "ringress_bytes_total", &[("direction", "out")]) > 0.0);
+    assert_eq!(sample(&m, "ringress_config_generation", &[]), 1.0);
+    assert_eq!(
+        sample(&m, "ringress_config_reloads_total", &[("result", "ok")]),
+        0.0
+    );
+    assert_eq!(sample(&m, "ringress_log_lines_dropped_total", &[]), 0.0);
+    assert_eq!(
+        sample(&m, "ringress_tls_handshakes_total", &[("result", "ok")]),
+        0.0
+    );
+    assert!(m.contains_key(&(
+        "ringress_connections".into(),
+        vec![("state".into(), "idle".into())]
+    )));
+
+    // A reload is counted, and counts carry over it.
+    proxy.reload(&toml);
+    let m = parse_metrics(&admin(admin_addr, "/metrics").1);
+    assert_eq!(sample(&m, "ringress_config_generation", &[]), 2.0);
+    assert_eq!(
+        sample(&m, "ringress_config_reloads_total", &[("result", "ok")]),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "ringress_requests_total",
+            &[("listener", "main"), ("route", "fixed"), ("code", "200")]
+        ),
+        7.0
+    );
+
+    // The dashboard's JSON says the same.
+    let (status, json) = admin(admin_addr, "/stats");
+    assert_eq!(status, 200);
+    let stats: Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(stats["requests"], sent as u64);
+    assert_eq!(stats["status"]["2xx"], 12);
+    assert_eq!(stats["status"]["4xx"], 3);
+    assert_eq!(stats["status"]["5xx"], 3);
+    assert_eq!(stats["latency"]["count"], sent as u64);
+    assert_eq!(stats["workers"], 2);
+    assert_eq!(stats["generation"], 2);
+    let api = stats["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "api")
+        .unwrap();
+    assert_eq!(api["requests"], 5);
+    let servers = stats["upstreams"].as_array().unwrap();
+    assert_eq!(servers.len(), 2);
+    assert!(
+        servers
+            .iter()
+            .any(|s| s["group"] == "gone" && s["errors"] == 3)
+    );
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn json_access_log_has_a_line_with_every_field_per_request() {
+    let up = Upstream::echo();
+    let dir = TempDir::new("json");
+    let log = dir.0.join("access.log");
+    let extra = format!(
+        "[access_log]\npath = \"{}\"\nformat = \"json\"\n",
+        log.display()
+    );
+    let proxy = Proxy::start(&config(up.addr, &extra));
+    let admin_addr = start_admin(&proxy, &dir);
+    let sent = send_traffic(&proxy);
+    // With a user agent and referer.
+    let mut c = proxy.connect();
+    let resp = c.request(
+        b"GET /api/ua HTTP/1.1\r\nHost: test.local\r\nUser-Agent: tester/1 \"q\"\r\nReferer: http://r.example/\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    let id = resp
+        .header("x-request-id")
+        .expect("a request id")
+        .to_string();
+    // Admin requests are not logged.
+    assert_eq!(admin(admin_addr, "/stats").0, 200);
+    proxy.shutdown();
+
+    let lines = read_lines(&log);
+    assert_eq!(lines.len(), sent + 1, "{lines:#?}");
+    let fields = [
+        "time",
+        "client",
+        "method",
+        "target",
+        "proto",
+        "status",
+        "bytes_in",
+        "bytes_out",
+        "duration_ms",
+        "upstream",
+        "upstream_ms",
+        "route",
+        "listener",
+        "tls",
+        "sni",
+        "user_agent",
+        "referer",
+        "request_id",
+        "generation",
+        "exit",
+        "reason",
+    ];
+    let mut by_status: HashMap<u64, usize> = HashMap::new();
+    let mut entries = Vec::new();
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for f in fields {
+            assert!(v.get(f).is_some(), "no {f} in {line}");
+        }
+        assert_eq!(v["client"], "127.0.0.1");
+        assert_eq!(v["listener"], "main");
+        assert_eq!(v["generation"], 1);
+        let time = v["time"].as_str().unwrap();
+        assert!(
+            time.len() == 24 && time.ends_with('Z') && time.as_bytes()[19] == b'.',
+            "{time}"
+        );
+        *by_status.entry(v["status"].as_u64().unwrap()).or_default() += 1;
+        entries.push(v);
+    }
+    assert_eq!(by_status[&200], 13);
+    assert_eq!(by_status[&502], 3);
+    assert_eq!(by_status[&404], 2);
+    assert_eq!(by_status[&400], 1);
+    let find = |pred: &dyn Fn(&Value) -> bool| entries.iter().find(|v| pred(v)).unwrap().clone();
+    let proxied = find(&|v| v["target"] == "/api/x?y=1");
+    assert_eq!(proxied["method"], "GET");
+    assert_eq!(proxied["proto"], "HTTP/1.1");
+    assert_eq!(proxied["route"], "api");
+    assert_eq!(proxied["upstream"], up.addr.to_string());
+    assert!(proxied["upstream_ms"].is_number());
+    assert_eq!(proxied["exit"], "proxied");
+    assert!(proxied["reason"].is_null());
+    let no_route = find(&|v| v["status"] == 404);
+    assert!(no_route["route"].is_null());
+    assert_eq!(no_route["reason"], "no_route");
+    assert_eq!(no_route["exit"], "rejected");
+    let bad = find(&|v| v["status"] == 400);
+    assert!(bad["method"].is_null() && bad["target"].is_null());
+    assert_eq!(bad["reason"], "bad_request");
+    let dead = find(&|v| v["status"] == 502);
+    assert_eq!(dead["route"], "dead");
+    assert_eq!(dead["reason"], "bad_gateway");
+    assert_eq!(dead["exit"], "upstream_failed");
+    let fixed = find(&|v| v["route"] == "fixed");
+    assert_eq!(fixed["exit"], "fixed");
+    assert!(fixed["upstream"].is_null());
+    let ua = find(&|v| v["target"] == "/api/ua");
+    assert_eq!(ua["user_agent"], "tester/1 \"q\"");
+    assert_eq!(ua["referer"], "http://r.example/");
+    assert_eq!(ua["request_id"], id.as_str());
+    assert!(ua["tls"].is_null() && ua["sni"].is_null());
+}
+
+#[test]
+fn combined_access_log_as_nginx_writes_it() {
+    let up = Upstream::echo();
+    let dir = TempDir::new("combined");
+    let log = dir.0.join("access.log");
+    let extra = format!(
+        "[access_log]\npath = \"{}\"\n\n[[routes]]\nname = \"quiet\"\npath_prefix = \"/quiet\"\naccess_log = false\nrespond = {{ status = 204 }}\n",
+        log.display()
+    );
+    let proxy = Proxy::start(&config(up.addr, &extra));
+    let mut c = proxy.connect();
+    let resp = c.request(
+        b"GET /api/a?b=c HTTP/1.1\r\nHost: x\r\nUser-Agent: ua\r\nReferer: http://r/\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    assert_eq!(c.request(&get("/quiet")).status, 204);
+    assert_eq!(c.request(&get("/nowhere")).status, 404);
+    proxy.shutdown();
+    let lines = read_lines(&log);
+    assert_eq!(lines.len(), 2, "the quiet route is not logged: {lines:#?}");
+    // 127.0.0.1 - - [06/Dec/2026:23:38:28 +0000] "GET /api/a?b=c HTTP/1.1" 200 123 "http://r/" "ua"
+    let first = &lines[0];
+    let (left, right) = first.split_once("] ").unwrap();
+    assert!(left.starts_with("127.0.0.1 - - ["), "{first}");
+    assert!(
+        left.ends_with(" +0000") && left.len() == "127.0.0.1 - - [".len() + 26,
+        "{first}"
+    );
+    assert!(
+        right.starts_with("\"GET /api/a?b=c HTTP/1.1\" 200 "),
+        "{first}"
+    );
+    assert!(right.ends_with(" \"http://r/\" \"ua\""), "{first}");
+    assert!(
+        lines[1].contains("\"GET /nowhere HTTP/1.1\" 404 ") && lines[1].ends_with("\"-\" \"-\""),
+        "{}",
+        lines[1]
+    );
+}
+
+#[test]
+fn request_ids_generated_kept_from_trusted_peers_and_returned() {
+    let up = Upstream::echo();
+    let proxy = Proxy::start(&config(up.addr, ""));
+    let mut c = proxy.connect();
+
+    // None sent: one is generated, sent upstream and returned.
+    let resp = c.request(&get("/api/1"));
+    let id = resp.header("x-request-id").expect("returned").to_string();
+    assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(
+        up.last()
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("x-request-id"))
+            .count(),
+        1
+    );
+    assert_eq!(up.last().header("x-request-id"), Some(id.as_str()));
+
+    // From a client that is not a trusted proxy: replaced; traceparent
+    // passes untouched.
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let raw = format!(
+        "GET /api/2 HTTP/1.1\r\nHost: x\r\nX-Request-Id: forged\r\ntraceparent: {trace}\r\n\r\n"
+    );
+    let resp = c.request(raw.as_bytes());
+    let id2 = resp.header("x-request-id").unwrap().to_string();
+    assert_ne!(id2, "forged");
+    assert_ne!(id2, id);
+    let seen = up.last();
+    assert_eq!(seen.header("x-request-id"), Some(id2.as_str()));
+    assert_eq!(seen.header("traceparent"), Some(trace));
+    drop(c);
+    proxy.shutdown();
+
+    // From a trusted peer: kept.
+    let proxy = Proxy::start(&config(
+        up.addr,
+        "[forwarding]\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+    ));
+    let mut c = proxy.connect();
+    let raw = "GET /api/3 HTTP/1.1\r\nHost: x\r\nX-Request-Id: edge-42\r\n\r\n";
+    let resp = c.request(raw.as_bytes());
+    assert_eq!(resp.header("x-request-id"), Some("edge-42"));
+    assert_eq!(up.last().header("x-request-id"), Some("edge-42"));
+    drop(c);
+    proxy.shutdown();
+
+    // Switched off.
+    let proxy = Proxy::start(&config(up.addr, "[forwarding]\nrequest_id = false\n"));
+    let resp = proxy.connect().request(&get("/api/4"));
+    assert_eq!(resp.header("x-request-id"), None);
+    assert_eq!(up.last().header("x-request-id"), None);
+}
+
+#[test]
+fn reopen_under_load_loses_no_line() {
+    let up = Upstream::echo();
+    let dir = TempDir::new("reopen");
+    let log = dir.0.join("access.log");
+    let rotated = dir.0.join("access.log.1");
+    let extra = format!(
+        "[access_log]\npath = \"{}\"\nformat = \"json\"\n",
+        log.display()
+    );
+    let proxy = Proxy::start(&config(up.addr, &extra));
+    let addr = proxy.addr;
+    const CLIENTS: usize = 4;
+    const EACH: usize = 400;
+    let loaders: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for n in 0..EACH {
+                    let path = if n % 2 == 0 { "/fixed" } else { "/api/x" };
+                    assert_eq!(c.request(&get(&format!("{path}?c={i}&n={n}"))).status, 200);
+                }
+            })
+        })
+        .collect();
+    // Rotate once the first lines are written, while the load runs.
+    wait_until("the first lines", TIMEOUT, || !read_lines(&log).is_empty());
+    std::fs::rename(&log, &rotated).unwrap();
+    proxy.handle().reopen_logs();
+    for l in loaders {
+        l.join().unwrap();
+    }
+    proxy.shutdown();
+    let (old, new) = (read_lines(&rotated), read_lines(&log));
+    assert!(
+        !old.is_empty() && !new.is_empty(),
+        "old {} new {}",
+        old.len(),
+        new.len()
+    );
+    assert_eq!(old.len() + new.len(), CLIENTS * EACH);
+    // Every request exactly once.
+    let mut targets: Vec<String> = old
+        .iter()
+        .chain(&new)
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["target"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    targets.sort();
+    targets.dedup();
+    assert_eq!(targets.len(), CLIENTS * EACH);
+}
+
+#[test]
+fn a_log_nobody_reads_never_holds_requests_up() {
+    let up = Upstream::echo();
+    let dir = TempDir::new("fifo");
+    let fifo = dir.0.join("fifo");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let extra = format!(
+        "[access_log]\npath = \"{}\"\nformat = \"json\"\n",
+        fifo.display()
+    );
+    let proxy = Proxy::start(&config(up.addr, &extra));
+    let admin_addr = start_admin(&proxy, &dir);
+    let started = Instant::now();
+    let mut c = proxy.connect();
+    let mut sent = 0;
+    let dropped = loop {
+        for _ in 0..200 {
+            assert_eq!(c.request(&get("/fixed")).status, 200);
+            sent += 1;
+        }
+        let m = parse_metrics(&admin(admin_addr, "/metrics").1);
+        let dropped = sample(&m, "ringress_log_lines_dropped_total", &[]);
+        if dropped > 0.0 {
+            break dropped;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no line dropped after {sent} requests"
+        );
+    };
+    assert!(dropped <= sent as f64);
+    // Requests kept their pace: the writer is stuck opening the FIFO.
+    let t = Instant::now();
+    for _ in 0..200 {
+        assert_eq!(c.request(&get("/fixed")).status, 200);
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
