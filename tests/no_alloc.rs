@@ -111,6 +111,7 @@ fn warm_requests_do_not_allocate() {
     warm_split_responses();
     warm_header_edit_requests();
     warm_own_answers();
+    warm_logged_requests();
 }
 
 fn warm_keep_alive_requests() {
@@ -223,4 +224,58 @@ redirect = { to = "https://$host/new$request_uri", status = 308 }
     assert_no_worker_allocs(300, "fixed answers, redirects and 404s", || {
         round(&mut c);
     });
+}
+
+/// With a JSON access log: lines formatted into the worker's buffer and
+/// handed to the writer, request ids, metrics counted.
+fn warm_logged_requests() {
+    let up = Upstream::echo();
+    let dir = std::env::temp_dir().join(format!("ringress-noalloc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let config = ConfigBuilder::new(up.addr)
+        .route(r#"path_prefix = "/app""#)
+        .sections(&format!(
+            r#"
+[access_log]
+path = "{}"
+format = "json"
+
+[[routes]]
+path_exact = "/fixed"
+respond = {{ status = 200, body = "fixed\n" }}
+"#,
+            log.display()
+        ))
+        .build();
+    let proxy = Proxy::start_with(&config, 1, ringress::IoMode::Auto);
+    let mut c = proxy.connect();
+    let (app, fixed, missing) = (
+        b"GET /app/1 HTTP/1.1\r\nHost: test.local\r\nUser-Agent: no-alloc/1\r\n\r\n".to_vec(),
+        get("/fixed"),
+        get("/missing"),
+    );
+    let round = |c: &mut Client| {
+        let r = c.request(&app);
+        assert_eq!(r.status, 200);
+        assert!(r.header("x-request-id").is_some());
+        assert_eq!(c.request(&fixed).body_str(), "fixed\n");
+        assert_eq!(c.request(&missing).status, 404);
+    };
+    // Long enough for buffers to go round the writer and come back.
+    for _ in 0..300 {
+        round(&mut c);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_no_worker_allocs(600, "logged requests", || {
+        round(&mut c);
+    });
+    drop(c);
+    proxy.shutdown();
+    let lines = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert_eq!(lines, 900 * 3);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -101,7 +101,10 @@ impl AccessSink {
         if buf.is_empty() {
             return 0;
         }
-        let next = self.spare.try_recv().unwrap_or_default();
+        let mut next = self.spare.try_recv().unwrap_or_default();
+        // Room for a full buffer and the line that passes the mark, so a
+        // reused buffer never grows on the request path.
+        next.reserve(2 * FLUSH_AT);
         match self.tx.try_send(Msg::Lines(std::mem::replace(buf, next))) {
             Ok(()) => 0,
             Err(TrySendError::Full(Msg::Lines(lines)))
