@@ -661,3 +661,93 @@ fn a_log_nobody_reads_never_holds_requests_up() {
     }
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+/// A 502 from a dead upstream leaves a warning in the process log that
+/// names the group, server, route and cause; a burst of them is said
+/// once, with how many were left out.
+#[test]
+fn upstream_failures_are_warned_once_per_burst() {
+    let dir = TempDir::new("warn");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dead = dead_addr();
+    let config = dir.0.join("ringress.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:{port}\"\n\
+             [upstreams.gone]\nservers = [\"{dead}\"]\n\
+             [[routes]]\nname = \"api\"\npath_prefix = \"/\"\nupstream = \"gone\"\n"
+        ),
+    )
+    .unwrap();
+    // The process log, wherever it goes by default.
+    let stderr = dir.0.join("process.log");
+    let file = std::fs::File::create(&stderr).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringress"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--no-pin", "--threads", "1", "--log", "warn"])
+        .env("NO_COLOR", "1")
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .expect("ringress starts");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let answered = |path: &str| {
+        let mut s = TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(TIMEOUT)).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).ok()?;
+        Some(raw)
+    };
+    wait_until("ringress listening", TIMEOUT, || {
+        answered("/first").is_some()
+    });
+    for i in 0..5 {
+        // 503 once the failures have ejected the server.
+        let raw = answered(&format!("/again{i}")).unwrap();
+        assert!(
+            raw.starts_with("HTTP/1.1 502") || raw.starts_with("HTTP/1.1 503"),
+            "{raw}"
+        );
+    }
+    let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    let deadline = Instant::now() + TIMEOUT;
+    while !log().contains("upstream request failed") {
+        assert!(Instant::now() < deadline, "no warning in:\n{}", log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = log();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("upstream request failed"))
+        .collect();
+    // Six failures within a second: one line.
+    assert_eq!(warnings.len(), 1, "{text}");
+    let w = warnings[0];
+    for part in [
+        "WARN",
+        "worker=0",
+        "group=\"gone\"",
+        &format!("server={dead}"),
+        "route=\"api\"",
+        "cause=\"bad_gateway\"",
+        "status=502",
+    ] {
+        assert!(w.contains(part), "{part} missing in {w}");
+    }
+    assert!(
+        !text.contains('\x1b'),
+        "no colour codes with NO_COLOR: {text}"
+    );
+}

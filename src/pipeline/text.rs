@@ -102,6 +102,28 @@ impl RequestText {
     }
 }
 
+/// Header edits with the request id added: any incoming `X-Request-Id`
+/// is dropped and ours written (`id` None: `inner` alone).
+pub struct WithRequestId<'a, E> {
+    pub id: Option<&'a [u8]>,
+    pub inner: &'a E,
+}
+
+impl<E: crate::http::encode::FieldEdits> crate::http::encode::FieldEdits for WithRequestId<'_, E> {
+    fn drops(&self, name: &[u8]) -> bool {
+        (self.id.is_some() && name.eq_ignore_ascii_case(b"x-request-id")) || self.inner.drops(name)
+    }
+
+    fn append(&self, out: &mut Vec<u8>) {
+        if let Some(id) = self.id {
+            out.extend_from_slice(b"X-Request-Id: ");
+            out.extend_from_slice(id);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.inner.append(out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,27 +159,5 @@ mod tests {
         assert!(!valid_request_id(b"a b"));
         assert!(!valid_request_id(b"a\"b"));
         assert!(!valid_request_id(&[b'a'; MAX_REQUEST_ID + 1]));
-    }
-}
-
-/// Header edits with the request id added: any incoming `X-Request-Id`
-/// is dropped and ours written (`id` None: `inner` alone).
-pub struct WithRequestId<'a, E> {
-    pub id: Option<&'a [u8]>,
-    pub inner: &'a E,
-}
-
-impl<E: crate::http::encode::FieldEdits> crate::http::encode::FieldEdits for WithRequestId<'_, E> {
-    fn drops(&self, name: &[u8]) -> bool {
-        (self.id.is_some() && name.eq_ignore_ascii_case(b"x-request-id")) || self.inner.drops(name)
-    }
-
-    fn append(&self, out: &mut Vec<u8>) {
-        if let Some(id) = self.id {
-            out.extend_from_slice(b"X-Request-Id: ");
-            out.extend_from_slice(id);
-            out.extend_from_slice(b"\r\n");
-        }
-        self.inner.append(out);
     }
 }
