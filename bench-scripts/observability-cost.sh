@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# observability-cost.sh — what an access log costs, ringress against nginx.
+#
+# Four proxies, one worker each, all pinned (with every thread they start:
+# ringress's log writer included) to PROXY_CPU, in front of one fast backend
+# (a ringress answering a fixed 100-byte body by itself, on BACKEND_CPU), so
+# that the proxy's CPU limits req/s:
+#   ringress-off   no access log (metrics are always counted)
+#   ringress-on    [access_log] format = "json" to a file, and /metrics
+#                  scraped once a second from its admin listener
+#   nginx-off      proxy_pass with access_log off
+#   nginx-on       proxy_pass with access_log to a file (combined, nginx's
+#                  default: one write(2) per request)
+# Each round runs wrk -t1 -c64 keep-alive for DURATION seconds against each
+# of them, in an order that rotates from round to round; the log files are
+# emptied before each run. Reports median req/s per proxy and the on/off
+# ratios. The cost of counting metrics itself (always on) is measured by
+# ab.sh against the build before it: A=<commit before> B=<this build>.
+#
+# Knobs: ROUNDS [5] DURATION [8] BIN [target/release/ringress, built if
+# missing] PORT_BASE [19680] PROXY_CPU / BACKEND_CPU / WRK_CPU
+# (cpu-placement.sh) KEEP_TMP=1.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-8}
+PORT_BASE=${PORT_BASE:-19680}
+KEEP_TMP=${KEEP_TMP:-0}
+HOST=127.0.0.1 # loopback only
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+BIN=${BIN:-$REPO_ROOT/target/release/ringress}
+
+log() { printf '[obs-cost] %s\n' "$*" >&2; }
+die() {
+    log "ERROR: $*"
+    exit 1
+}
+# shellcheck source=bench-scripts/cpu-placement.sh
+source "$SCRIPT_DIR/cpu-placement.sh"
+for tool in wrk nginx curl taskset python3; do
+    command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool ]] || die "$tool is needed (apt-get install $tool)"
+done
+NGINX=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
+if [[ ! -x $BIN ]]; then
+    log "building $BIN"
+    (cd "$REPO_ROOT" && cargo build --release >&2) || die "cargo build --release failed"
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/ringress-obs-cost.XXXXXX")
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    sleep 0.5
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    [[ $KEEP_TMP == 1 ]] && log "kept $TMP" || rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+BACKEND=$((PORT_BASE)) R_OFF=$((PORT_BASE + 1)) R_ON=$((PORT_BASE + 2)) R_ADMIN=$((PORT_BASE + 3))
+N_OFF=$((PORT_BASE + 4)) N_ON=$((PORT_BASE + 5))
+wait_http() { # port
+    local i
+    for ((i = 0; i < 100; i++)); do
+        curl -fsS -o /dev/null --max-time 1 "http://$HOST:$1/" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "nothing answers on $HOST:$1"
+}
+ringress() { # name port extra-toml cpu
+    local dir=$TMP/$1
+    mkdir -p "$dir"
+    printf '%s\n' "$3" >"$dir/ringress.toml"
+    taskset -c "$4" "$BIN" --config "$dir/ringress.toml" --threads 1 --no-pin >"$dir/log" 2>&1 &
+    PIDS+=($!)
+    wait_http "$2"
+}
+ringress backend "$BACKEND" "[[listeners]]
+name = \"main\"
+bind = \"$HOST:$BACKEND\"
+[[routes]]
+respond = { status = 200, body = \"$(printf '%-99s' 'hello')\n\" }" "$BACKEND_CPU"
+proxy_toml() { # port
+    printf '[[listeners]]\nname = "main"\nbind = "%s:%s"\n[upstreams.b]\nservers = ["%s:%s"]\n[[routes]]\nupstream = "b"\n' \
+        "$HOST" "$1" "$HOST" "$BACKEND"
+}
+ringress ringress-off "$R_OFF" "$(proxy_toml "$R_OFF")" "$PROXY_CPU"
+ringress ringress-on "$R_ON" "$(proxy_toml "$R_ON")
+[admin]
+bind = \"$HOST:$R_ADMIN\"
+[access_log]
+path = \"$TMP/ringress-on/access.log\"
+format = \"json\"" "$PROXY_CPU"
+nginx_proxy() { # name port access-log-line
+    local dir=$TMP/$1
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<EOF
+$( ((EUID == 0)) && echo "user root;")
+daemon off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    $3
+    upstream b { server $HOST:$BACKEND; keepalive 64; }
+    client_body_temp_path $dir/cb; proxy_temp_path $dir/p; fastcgi_temp_path $dir/f;
+    uwsgi_temp_path $dir/u; scgi_temp_path $dir/s;
+    server {
+        listen $HOST:$2;
+        location / {
+            proxy_pass http://b;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    taskset -c "$PROXY_CPU" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/stdout" 2>&1 &
+    PIDS+=($!)
+    wait_http "$2"
+}
+nginx_proxy nginx-off "$N_OFF" "access_log off;"
+nginx_proxy nginx-on "$N_ON" "access_log $TMP/nginx-on/access.log combined;"
+
+# /metrics once a second while the run lasts, as a Prometheus server would.
+scraper() {
+    while sleep 1; do curl -fsS -o /dev/null --max-time 2 "http://$HOST:$R_ADMIN/metrics" || true; done
+}
+scraper &
+PIDS+=($!)
+
+declare -A PORTS=([ringress-off]=$R_OFF [ringress-on]=$R_ON [nginx-off]=$N_OFF [nginx-on]=$N_ON)
+NAMES=(ringress-off ringress-on nginx-off nginx-on)
+RESULTS=$TMP/results.txt
+for ((r = 1; r <= ROUNDS; r++)); do
+    for ((i = 0; i < ${#NAMES[@]}; i++)); do
+        name=${NAMES[$(((i + r) % ${#NAMES[@]}))]}
+        : >"$TMP/ringress-on/access.log" 2>/dev/null || true
+        : >"$TMP/nginx-on/access.log" 2>/dev/null || true
+        out=$TMP/$name-r$r.txt
+        taskset -c "$WRK_CPU" wrk -t1 -c64 -d"${DURATION}s" "http://$HOST:${PORTS[$name]}/" >"$out" 2>&1 || die "wrk failed against $name"
+        rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+        log "round $r $name: $rps req/s"
+        echo "$name $rps" >>"$RESULTS"
+    done
+done
+lines=$(wc -l <"$TMP/ringress-on/access.log")
+((lines > 0)) || die "ringress-on wrote no access log line"
+python3 - "$RESULTS" "$ROUNDS" "$DURATION" <<'EOF'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    name, rps = line.split()
+    runs.setdefault(name, []).append(float(rps))
+med = {k: statistics.median(v) for k, v in runs.items()}
+print(f"## observability-cost.sh: {sys.argv[2]} rounds x {sys.argv[3]} s, wrk -t1 -c64 keep-alive, one proxy worker\n")
+print("| proxy | median req/s | runs |")
+print("|---|---:|---|")
+for k in ("ringress-off", "ringress-on", "nginx-off", "nginx-on"):
+    print(f"| {k} | {med[k]:,.0f} | {', '.join(f'{x:,.0f}' for x in runs[k])} |")
+r = med["ringress-on"] / med["ringress-off"]
+n = med["nginx-on"] / med["nginx-off"]
+print(f"\nringress: access log + scrapes keep {r:.3f} of req/s (cost {100 * (1 - r):.1f} %)")
+print(f"nginx: access log keeps {n:.3f} of req/s (cost {100 * (1 - n):.1f} %)")
+print(f"ringress-on / nginx-on: {med['ringress-on'] / med['nginx-on']:.2f}x")
+EOF
