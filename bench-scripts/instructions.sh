@@ -40,6 +40,8 @@
 #                     bytes); browser: 12 headers, 621 bytes (a browser's
 #                     user-agent and accept, cookie, referer, sec-fetch-*)
 #   MODES    [keep-alive close]
+#   EXTRA_TOML []     appended to ringress's config, with @TMP@ replaced by
+#                     the temp dir (e.g. an [access_log] writing there)
 #   BACKEND_PORT [19090]  PORT [19091]
 #   SKIP_BUILD=1      don't run cargo build (only with explicit binaries
 #                     or an existing target/release/ringress)
@@ -186,6 +188,7 @@ servers = [{ addr = "$HOST:$BACKEND_PORT" }]
 [[routes]]
 upstream = "backend"
 EOF
+printf '%s\n' "${EXTRA_TOML:-}" | sed "s|@TMP@|$TMP|g" >>"$TMP/ringress.toml"
 
 # The reference proxies, one worker each, with compare.sh's reuse settings
 # (nginx: upstream keepalive 1024, HTTP/1.1, Connection ""; HAProxy:
