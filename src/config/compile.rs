@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::locate::Locator;
 use super::observe;
 use super::routes::routes;
 use super::tls::listener_tls;
@@ -17,7 +18,9 @@ use crate::http::encode::ForwardOptions;
 use crate::http::{HeadLimits, MAX_HEADERS};
 use crate::net::{Cidr, CidrSet};
 
-pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors> {
+/// `text` is what `table` was parsed from, looked at again (with spans)
+/// only when there is a problem to place.
+pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let mut p = Problems::default();
     let mut warnings = Vec::new();
     let mut root = TableReader::new(String::new(), table);
@@ -45,8 +48,9 @@ pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors>
         limits.max_body_size,
     );
     root.finish(&mut p);
+    place(&mut p, text);
 
-    if p.0.is_empty() {
+    if p.errors.is_empty() {
         let reserved_headers = reserved_headers(&listeners);
         Ok(Config {
             reserved_headers,
@@ -67,8 +71,25 @@ pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors>
             warnings,
         })
     } else {
-        Err(ConfigErrors(p.0))
+        Err(ConfigErrors(p.errors))
     }
+}
+
+/// Gives every problem its line and its entries' names, and puts them in
+/// file order.
+fn place(p: &mut Problems, text: &str) {
+    if p.errors.is_empty() {
+        return;
+    }
+    let Some(locator) = Locator::new(text) else {
+        return;
+    };
+    for e in &mut p.errors {
+        locator.place(e);
+    }
+    // In file order (the walk goes section by section); those without a
+    // line (a missing section) first.
+    p.errors.sort_by_key(|e| e.line);
 }
 
 fn reserved_headers(listeners: &[ListenerConfig]) -> Vec<Box<str>> {

@@ -23,7 +23,7 @@ pub(super) fn listener_tls(
     warnings: &mut Vec<String>,
 ) -> Option<ListenerTls> {
     let mut t = listener.table(p, "tls")?;
-    let errors_before = p.0.len();
+    let errors_before = p.errors.len();
     let mut certs = Vec::new();
     match t.array(p, "certs") {
         Some([]) => p.add(t.key_path("certs"), "needs at least one certificate"),
@@ -167,7 +167,7 @@ pub(super) fn listener_tls(
     }
     let tls_path = t.path.clone();
     t.finish(p);
-    if p.0.len() > errors_before || certs.is_empty() {
+    if p.errors.len() > errors_before || certs.is_empty() {
         return None;
     }
     // A resumed session skips the client-certificate check (the ticket or

@@ -7,15 +7,31 @@ use std::time::Duration;
 
 use super::units::{check_duration, parse_duration, parse_size};
 
-/// One problem in a config file, located by its key path.
+/// One problem in a config file, located by its key path (array entries
+/// with a `name` shown with it: `routes[2] "api".upstream`) and, once the
+/// file has been looked at again with spans, its line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub path: String,
     pub message: String,
+    pub line: Option<usize>,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+            line: None,
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
         if self.path.is_empty() {
             write!(f, "{}", self.message)
         } else {
@@ -44,14 +60,13 @@ impl std::error::Error for ConfigErrors {}
 
 /// Collects errors while the config is read.
 #[derive(Default)]
-pub struct Problems(pub Vec<ConfigError>);
+pub struct Problems {
+    pub errors: Vec<ConfigError>,
+}
 
 impl Problems {
     pub fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.errors.push(ConfigError::new(path, message));
     }
 }
 
