@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::locate::Locator;
 use super::observe;
 use super::routes::routes;
+use super::suggest::not_one_of;
 use super::tls::listener_tls;
 use super::upstream::upstreams;
 use super::walk::{ConfigErrors, Problems, TableReader};
@@ -127,7 +128,7 @@ fn runtime(t: &mut TableReader<'_>, p: &mut Problems) -> RuntimeSettings {
         Some(s) => IoMode::parse(s).unwrap_or_else(|| {
             p.add(
                 t.key_path("io"),
-                format!("`{s}` is not one of auto, io_uring, epoll"),
+                not_one_of(s, &["auto", "io_uring", "epoll"]),
             );
             IoMode::Auto
         }),
@@ -211,7 +212,7 @@ fn geo(t: &mut TableReader<'_>, p: &mut Problems, base: &Path) -> Geo {
         Some(other) => {
             p.add(
                 t.key_path("mmdb_field"),
-                format!("`{other}` is not one of country, continent"),
+                not_one_of(other, &["country", "continent"]),
             );
             MmdbField::Country
         }

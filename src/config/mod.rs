@@ -6,6 +6,7 @@ mod compile;
 mod locate;
 mod observe;
 mod routes;
+mod suggest;
 mod tls;
 mod units;
 mod upstream;

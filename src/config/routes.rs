@@ -2,6 +2,7 @@
 //! route, with every reference (listener, upstream) checked.
 
 use super::compile::each_table;
+use super::suggest::did_you_mean;
 use super::walk::{Problems, TableReader};
 use super::{ListenerConfig, UpstreamGroup};
 use crate::pipeline::{Chain, Filter, HeaderEdits, Template};
@@ -271,11 +272,15 @@ fn action(
     path: Option<&PathMatch>,
     upstreams: &[UpstreamGroup],
 ) -> Option<Action> {
-    let chosen: Vec<&str> = ["upstream", "redirect", "respond"]
-        .into_iter()
-        .filter(|k| t.has(k))
-        .collect();
-    if chosen.len() != 1 {
+    const ACTIONS: [&str; 3] = ["upstream", "redirect", "respond"];
+    let chosen: Vec<&str> = ACTIONS.into_iter().filter(|k| t.has(k)).collect();
+    // A misspelt action is reported as an unknown key with the action
+    // suggested; "needs an action" would say the same thing again.
+    let misspelt = t
+        .keys()
+        .iter()
+        .any(|k| !ACTIONS.contains(&k.as_str()) && did_you_mean(k, ACTIONS.into_iter()).is_some());
+    if chosen.len() > 1 || (chosen.is_empty() && !misspelt) {
         p.add(
             &t.path,
             "needs exactly one action: upstream, redirect or respond",

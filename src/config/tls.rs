@@ -10,6 +10,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 
 use super::ListenerTls;
+use super::suggest::not_one_of;
 use super::walk::{Problems, TableReader};
 use crate::tls::{self, CaSource, ClientAuth, KeyOrCert, ServerSettings};
 use crate::upstream::{ServerSpec, UpstreamTls};
@@ -64,7 +65,7 @@ pub(super) fn listener_tls(
         Some(other) => {
             p.add(
                 t.key_path("unknown_sni"),
-                format!("`{other}` is not one of default, reject"),
+                not_one_of(other, &["default", "reject"]),
             );
             true
         }
@@ -107,7 +108,7 @@ pub(super) fn listener_tls(
         Some(other) => {
             p.add(
                 t.key_path("client_cert"),
-                format!("`{other}` is not one of required, optional"),
+                not_one_of(other, &["required", "optional"]),
             );
             true
         }

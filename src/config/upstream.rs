@@ -9,6 +9,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use super::ProxyVersion;
 use super::compile::host_part;
+use super::suggest::not_one_of;
 use super::tls::upstream_tls;
 use super::walk::{Problems, TableReader};
 use crate::geo::Geo;
@@ -97,7 +98,7 @@ fn upstream_group(
         Some(other) => {
             p.add(
                 t.key_path("send_proxy_protocol"),
-                format!("`{other}` is not one of v1, v2"),
+                not_one_of(other, &["v1", "v2"]),
             );
             None
         }
@@ -175,7 +176,10 @@ fn balance(t: &mut TableReader<'_>, p: &mut Problems) -> Balance {
         Some(other) => {
             p.add(
                 t.key_path("balance"),
-                format!("`{other}` is not one of round_robin, least_conn, p2c, hash, random"),
+                not_one_of(
+                    other,
+                    &["round_robin", "least_conn", "p2c", "hash", "random"],
+                ),
             );
             Balance::RoundRobin
         }

@@ -1,10 +1,11 @@
 //! A TOML walker that reads typed values by key path and keeps going after
 //! a problem, so `--check` lists every mistake at once (with its path), and
-//! reports keys nobody read as unknown.
+//! reports keys nobody read as unknown (with the nearest key it knows).
 
 use std::fmt;
 use std::time::Duration;
 
+use super::suggest::did_you_mean;
 use super::units::{check_duration, parse_duration, parse_size};
 
 /// One problem in a config file, located by its key path (array entries
@@ -70,11 +71,13 @@ impl Problems {
     }
 }
 
-/// A table being read; remembers which keys were used.
+/// A table being read; remembers which keys were used, and every key
+/// asked for (present or not) to suggest one for a misspelt key.
 pub struct TableReader<'a> {
     pub path: String,
     table: &'a toml::Table,
     used: Vec<&'a str>,
+    asked: Vec<String>,
 }
 
 pub fn join(path: &str, key: &str) -> String {
@@ -91,6 +94,7 @@ impl<'a> TableReader<'a> {
             path,
             table,
             used: Vec::new(),
+            asked: Vec::new(),
         }
     }
 
@@ -98,7 +102,14 @@ impl<'a> TableReader<'a> {
         join(&self.path, key)
     }
 
+    fn ask(&mut self, key: &str) {
+        if !self.asked.iter().any(|k| k == key) {
+            self.asked.push(key.to_string());
+        }
+    }
+
     pub fn raw(&mut self, key: &str) -> Option<&'a toml::Value> {
+        self.ask(key);
         let (k, v) = self.table.get_key_value(key)?;
         self.used.push(k.as_str());
         Some(v)
@@ -216,11 +227,24 @@ impl<'a> TableReader<'a> {
         parsed.map_err(|m| p.add(path, m)).ok()
     }
 
-    /// Reports every key that no reader asked for.
+    /// Reports every key that no reader asked for, with the nearest one
+    /// it did ask for.
     pub fn finish(self, p: &mut Problems) {
         for key in self.table.keys() {
             if !self.used.contains(&key.as_str()) {
-                p.add(join(&self.path, key), "unknown key");
+                let asked = self.asked.iter().map(String::as_str);
+                let message = match did_you_mean(key, asked) {
+                    Some(near) => {
+                        // The misspelt key is why the real one is missing:
+                        // one problem, not two.
+                        let missing = join(&self.path, near);
+                        p.errors
+                            .retain(|e| !(e.path == missing && e.message.starts_with("missing")));
+                        format!("unknown key (did you mean `{near}`?)")
+                    }
+                    None => "unknown key".to_string(),
+                };
+                p.add(join(&self.path, key), message);
             }
         }
     }
