@@ -30,7 +30,7 @@ pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, C
     let limits = section(&mut root, &mut p, "limits", limits);
     let timeouts = section(&mut root, &mut p, "timeouts", timeouts);
     let (forwarding, trusted_proxies) = section(&mut root, &mut p, "forwarding", forwarding);
-    let listeners = listeners(&mut root, &mut p, base, &mut warnings);
+    let (listeners, listener_names) = listeners(&mut root, &mut p, base, &mut warnings);
     let admin = section(&mut root, &mut p, "admin", observe::admin);
     let access_present = root.has("access_log");
     let access_log = section(&mut root, &mut p, "access_log", |t, p| {
@@ -40,12 +40,12 @@ pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, C
         observe::process_log(t, p, base)
     });
     let mut geo = section(&mut root, &mut p, "geo", |t, p| geo(t, p, base));
-    let upstreams = upstreams(&mut root, &mut p, base, &mut geo);
+    let (upstreams, upstream_names) = upstreams(&mut root, &mut p, base, &mut geo);
     let (routes, chains) = routes(
         &mut root,
         &mut p,
-        &listeners,
-        &upstreams,
+        &listener_names,
+        &upstream_names,
         limits.max_body_size,
     );
     root.finish(&mut p);
@@ -304,28 +304,32 @@ pub(super) fn each_table<'a>(
     }
 }
 
+/// The listeners, and the name of every `[[listeners]]` entry (also of
+/// those with a problem, so routes naming one are not reported too).
 fn listeners(
     root: &mut TableReader<'_>,
     p: &mut Problems,
     base: &Path,
     warnings: &mut Vec<String>,
-) -> Vec<ListenerConfig> {
+) -> (Vec<ListenerConfig>, Vec<String>) {
     let mut out: Vec<ListenerConfig> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
     if !root.has("listeners") {
         p.add("listeners", "at least one [[listeners]] entry is required");
-        return out;
+        return (out, names);
     }
     each_table(root, p, "listeners", |t, p| {
         let name = t
             .str(p, "name")
             .map(str::to_string)
-            .unwrap_or_else(|| format!("listener{}", out.len()));
-        if out.iter().any(|l| l.name == name) {
+            .unwrap_or_else(|| format!("listener{}", names.len()));
+        if names.contains(&name) {
             p.add(
                 t.key_path("name"),
                 format!("listener name `{name}` is used twice"),
             );
         }
+        names.push(name.clone());
         let backlog = t.int(p, "backlog", 1, 65535).unwrap_or(4096) as u32;
         let defer_accept = t.bool(p, "defer_accept").unwrap_or(false);
         let delayed_ack = t.bool(p, "delayed_ack").unwrap_or(true);
@@ -337,6 +341,8 @@ fn listeners(
                 None
             }
         };
+        // Read even when the bind is bad, or its keys would all be unknown.
+        let tls = listener_tls(t, p, &name, base, warnings);
         if let Some(bind) = bind {
             if bind.port() != 0 && out.iter().any(|l| l.bind == bind) {
                 p.add(
@@ -344,7 +350,6 @@ fn listeners(
                     format!("{bind} is bound by another listener"),
                 );
             }
-            let tls = listener_tls(t, p, &name, base, warnings);
             out.push(ListenerConfig {
                 id: crate::upstream::hash_bytes(name.as_bytes()),
                 name,
@@ -357,5 +362,5 @@ fn listeners(
             });
         }
     });
-    out
+    (out, names)
 }

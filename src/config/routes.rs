@@ -1,10 +1,11 @@
 //! Reading `[[routes]]`: matchers, limits and the one action of each
-//! route, with every reference (listener, upstream) checked.
+//! route, with every reference (listener, upstream) checked against the
+//! names in the file, so a listener or group with a problem of its own is
+//! not reported again by every route naming it.
 
 use super::compile::each_table;
 use super::suggest::did_you_mean;
 use super::walk::{Problems, TableReader};
-use super::{ListenerConfig, UpstreamGroup};
 use crate::pipeline::{Chain, Filter, HeaderEdits, Template};
 use crate::router::{
     Action, HeaderMatch, HostMatch, PathMatch, PathRewrite, Redirect, Respond, Route, RouteTable,
@@ -13,8 +14,8 @@ use crate::router::{
 pub(super) fn routes(
     root: &mut TableReader<'_>,
     p: &mut Problems,
-    listeners: &[ListenerConfig],
-    upstreams: &[UpstreamGroup],
+    listeners: &[String],
+    upstreams: &[String],
     default_body_limit: u64,
 ) -> (RouteTable, Vec<Chain>) {
     let mut out = Vec::new();
@@ -33,8 +34,8 @@ fn route(
     t: &mut TableReader<'_>,
     p: &mut Problems,
     index: usize,
-    listeners: &[ListenerConfig],
-    upstreams: &[UpstreamGroup],
+    listeners: &[String],
+    upstreams: &[String],
     default_body_limit: u64,
 ) -> Option<(Route, Chain)> {
     let name = t
@@ -44,7 +45,7 @@ fn route(
 
     let mut listener_ids = Vec::new();
     for l in t.strings(p, "listeners").unwrap_or_default() {
-        match listeners.iter().position(|x| x.name == l) {
+        match listeners.iter().position(|x| x == l) {
             Some(i) => listener_ids.push(i),
             None => {
                 p.add(t.key_path("listeners"), format!("no listener named `{l}`"));
@@ -270,7 +271,7 @@ fn action(
     t: &mut TableReader<'_>,
     p: &mut Problems,
     path: Option<&PathMatch>,
-    upstreams: &[UpstreamGroup],
+    upstreams: &[String],
 ) -> Option<Action> {
     const ACTIONS: [&str; 3] = ["upstream", "redirect", "respond"];
     let chosen: Vec<&str> = ACTIONS.into_iter().filter(|k| t.has(k)).collect();
@@ -332,7 +333,7 @@ fn action(
     }
     let mut result = None;
     if let Some(name) = t.str(p, "upstream") {
-        match upstreams.iter().position(|u| u.name == name) {
+        match upstreams.iter().position(|u| u == name) {
             Some(upstream) => {
                 let rewrite = match (path, strip, rewrite) {
                     (Some(PathMatch::Prefix(m)), true, _) => PathRewrite::Prefix {

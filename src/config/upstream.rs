@@ -18,17 +18,20 @@ use crate::upstream::{
     UpstreamGroup,
 };
 
+/// The groups, and the name of every group in the file (also of those
+/// with a problem, so routes naming one are not reported too).
 pub(super) fn upstreams(
     root: &mut TableReader<'_>,
     p: &mut Problems,
     base: &Path,
     geo: &mut Geo,
-) -> Vec<UpstreamGroup> {
+) -> (Vec<UpstreamGroup>, Vec<String>) {
     let mut out = Vec::new();
     let Some(mut groups) = root.table(p, "upstreams") else {
-        return out;
+        return (out, Vec::new());
     };
-    for name in groups.keys() {
+    let names = groups.keys();
+    for name in names.clone() {
         let Some(mut t) = groups.table(p, &name) else {
             continue;
         };
@@ -36,7 +39,7 @@ pub(super) fn upstreams(
         t.finish(p);
     }
     groups.finish(p);
-    out
+    (out, names)
 }
 
 fn upstream_group(
