@@ -12,15 +12,18 @@ use super::routes::routes;
 use super::suggest::not_one_of;
 use super::tls::listener_tls;
 use super::upstream::upstreams;
-use super::walk::{ConfigErrors, Problems, TableReader};
-use super::{ClientTimeouts, Config, IoMode, Limits, ListenerConfig, RuntimeSettings};
+use super::walk::{ConfigError, ConfigErrors, Problems, TableReader};
+use super::{
+    ClientTimeouts, Config, IoMode, Limits, ListenerConfig, RuntimeSettings, UpstreamGroup,
+};
 use crate::geo::{Geo, MmdbField};
 use crate::http::encode::ForwardOptions;
 use crate::http::{HeadLimits, MAX_HEADERS};
 use crate::net::{Cidr, CidrSet};
+use crate::router::{Action, RouteTable};
 
 /// `text` is what `table` was parsed from, looked at again (with spans)
-/// only when there is a problem to place.
+/// only when there is a problem or a warning to place.
 pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let mut p = Problems::default();
     let mut warnings = Vec::new();
@@ -49,7 +52,9 @@ pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, C
         limits.max_body_size,
     );
     root.finish(&mut p);
+    warn_unused_upstreams(&mut p, &upstreams, &routes);
     place(&mut p, text);
+    warnings.extend(p.warnings.iter().map(ConfigError::to_string));
 
     if p.errors.is_empty() {
         let reserved_headers = reserved_headers(&listeners);
@@ -76,21 +81,39 @@ pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, C
     }
 }
 
-/// Gives every problem its line and its entries' names, and puts them in
-/// file order.
+/// An upstream group no route proxies to is most likely a route that
+/// names the wrong group, or one left over.
+fn warn_unused_upstreams(p: &mut Problems, upstreams: &[UpstreamGroup], routes: &RouteTable) {
+    for (i, group) in upstreams.iter().enumerate() {
+        let used = routes
+            .routes
+            .iter()
+            .any(|r| matches!(r.action, Action::Proxy { upstream, .. } if upstream == i));
+        if !used {
+            p.warn(
+                format!("upstreams.{}", group.name),
+                "no route uses this upstream",
+            );
+        }
+    }
+}
+
+/// Gives every problem and warning its line and its entries' names, and
+/// puts them in file order.
 fn place(p: &mut Problems, text: &str) {
-    if p.errors.is_empty() {
+    if p.errors.is_empty() && p.warnings.is_empty() {
         return;
     }
     let Some(locator) = Locator::new(text) else {
         return;
     };
-    for e in &mut p.errors {
+    for e in p.errors.iter_mut().chain(p.warnings.iter_mut()) {
         locator.place(e);
     }
     // In file order (the walk goes section by section); those without a
     // line (a missing section) first.
     p.errors.sort_by_key(|e| e.line);
+    p.warnings.sort_by_key(|e| e.line);
 }
 
 fn reserved_headers(listeners: &[ListenerConfig]) -> Vec<Box<str>> {

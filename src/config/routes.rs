@@ -206,7 +206,12 @@ fn header_edits(t: &mut TableReader<'_>, p: &mut Problems, key: &str) -> HeaderE
                 continue;
             }
             match Template::parse(value.trim()) {
-                Ok(value) => edits.push(&name, &value, replaces),
+                Ok(parsed) => {
+                    if let Some(warning) = stray_dollar(value) {
+                        p.warn(path, warning);
+                    }
+                    edits.push(&name, &parsed, replaces)
+                }
                 Err(e) => p.add(path, e),
             }
         }
@@ -214,6 +219,44 @@ fn header_edits(t: &mut TableReader<'_>, p: &mut Problems, key: &str) -> HeaderE
     }
     h.finish(p);
     edits
+}
+
+/// What is wrong with a `$` in a header value that the template keeps as
+/// text: one that starts no variable name (`$5`, a trailing `$`, `${}`)
+/// is more likely a typo than meant, and `$$` says a literal `$` plainly.
+fn stray_dollar(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        let rest = &value[i + 1..];
+        if rest.starts_with('$') {
+            i += 2;
+            continue;
+        }
+        let name = match rest.strip_prefix('{') {
+            Some(braced) => braced.split('}').next().unwrap_or(""),
+            None => rest,
+        };
+        if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            let what = if rest.starts_with('{') {
+                format!("`${{{name}}}` is not a variable")
+            } else if rest.is_empty() {
+                "a `$` at the end is not a variable".to_string()
+            } else {
+                let next: String = rest.chars().take(1).collect();
+                format!("`${next}` is not a variable")
+            };
+            return Some(format!(
+                "{what}, so it is sent as written (variables start with a letter; write `$$` for a `$`)"
+            ));
+        }
+        i += 1;
+    }
+    None
 }
 
 fn check_path(s: &str, key: &str, p: &mut Problems) -> Option<Vec<u8>> {

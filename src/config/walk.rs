@@ -59,15 +59,22 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Collects errors while the config is read.
+/// Collects errors, and warnings about likely mistakes, while the config
+/// is read.
 #[derive(Default)]
 pub struct Problems {
     pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Problems {
     pub fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError::new(path, message));
+    }
+
+    /// A value that works but is probably not what was meant.
+    pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigError::new(path, message));
     }
 }
 
