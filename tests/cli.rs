@@ -55,11 +55,16 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The line of `stderr` that reports `path`, if any.
+/// The line of `stderr` that reports `path` (after its `line N: `), if any.
 fn line_for<'a>(stderr: &'a str, path: &str) -> Option<&'a str> {
-    stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with(&format!("{path}: ")))
+    stderr.lines().find(|l| {
+        let l = l.trim_start();
+        let l = l
+            .strip_prefix("line ")
+            .and_then(|rest| rest.split_once(": "))
+            .map_or(l, |(_, after)| after);
+        l.starts_with(&format!("{path}: "))
+    })
 }
 
 /// The minimal config from the core engine issue (tests/routing.rs serves
@@ -147,11 +152,14 @@ servers = ["127.0.0.1:9000"]
     let stderr = text(&out.stderr);
     assert!(!out.status.success(), "--check accepted a bad config");
     let expected: [(&str, &[&str]); 6] = [
-        ("colour", &["unknown key"]),
+        ("colour", &["unknown key", "line 2: "]),
         ("routes[1].priority", &["unknown key"]),
         ("routes[1].upstream", &["missing"]),
         ("timeouts.keepalive", &["parsecs"]),
-        ("listeners[0].bind", &["not-an-address"]),
+        (
+            r#"listeners[0] "main".bind"#,
+            &["not-an-address", "line 9: "],
+        ),
         ("routes[0].respond.status", &["99"]),
     ];
     let mut missing = Vec::new();

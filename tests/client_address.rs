@@ -1421,7 +1421,7 @@ fn config_errors_name_their_keys() {
             ConfigBuilder::new(up).sections(
                 "[[listeners]]\nname = \"lb\"\nbind = \"127.0.0.1:0\"\nproxy_protocol = \"yes\"\n",
             ),
-            "listeners[0].proxy_protocol",
+            r#"listeners[0] "lb".proxy_protocol"#,
         ),
         (
             ConfigBuilder::new(up).sections("[geo]\nnearest = { eu = 5 }\n"),

@@ -874,7 +874,7 @@ fn reload_with_unbindable_listener_is_refused() {
         .expect_err("a reload whose new listener cannot be bound")
         .to_string();
     assert!(
-        err.contains("listeners[1].bind"),
+        err.contains("listeners[1] \"extra\".bind"),
         "the error should name the listener's key path: {err}"
     );
     assert!(

@@ -1048,27 +1048,27 @@ fn reload_swaps_certificates_and_refuses_broken_ones() {
         (
             "missing key file",
             cert_entry(&b_cert, &dir.path("missing.key")),
-            "listeners[0].tls.certs[0].key",
+            "listeners[0] \"https\".tls.certs[0].key",
         ),
         (
             "key not matching the certificate",
             cert_entry(&b_cert, &a_key),
-            "listeners[0].tls.certs[0].key",
+            "listeners[0] \"https\".tls.certs[0].key",
         ),
         (
             "missing cert file",
             cert_entry(&dir.path("missing.pem"), &b_key),
-            "listeners[0].tls.certs[0].cert",
+            "listeners[0] \"https\".tls.certs[0].cert",
         ),
         (
             "garbage PEM",
             cert_entry(&garbage, &b_key),
-            "listeners[0].tls.certs[0].cert",
+            "listeners[0] \"https\".tls.certs[0].cert",
         ),
         (
             "second entry's key not matching",
             format!("{eb}, {}", cert_entry(&b_cert, &a_key)),
-            "listeners[0].tls.certs[1].key",
+            "listeners[0] \"https\".tls.certs[1].key",
         ),
     ];
     for (what, certs, key_path) in cases {
@@ -1650,7 +1650,8 @@ fn a_session_from_another_listener_does_not_skip_the_client_certificate() {
     )
     .unwrap_err();
     assert!(
-        err.to_string().contains("listeners[0].tls.session_tickets"),
+        err.to_string()
+            .contains("listeners[0] \"https\".tls.session_tickets"),
         "{err}"
     );
 }

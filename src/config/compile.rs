@@ -6,18 +6,25 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::locate::Locator;
 use super::observe;
 use super::routes::routes;
+use super::suggest::not_one_of;
 use super::tls::listener_tls;
 use super::upstream::upstreams;
-use super::walk::{ConfigErrors, Problems, TableReader};
-use super::{ClientTimeouts, Config, IoMode, Limits, ListenerConfig, RuntimeSettings};
+use super::walk::{ConfigError, ConfigErrors, Problems, TableReader};
+use super::{
+    ClientTimeouts, Config, IoMode, Limits, ListenerConfig, RuntimeSettings, UpstreamGroup,
+};
 use crate::geo::{Geo, MmdbField};
 use crate::http::encode::ForwardOptions;
 use crate::http::{HeadLimits, MAX_HEADERS};
 use crate::net::{Cidr, CidrSet};
+use crate::router::{Action, RouteTable};
 
-pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors> {
+/// `text` is what `table` was parsed from, looked at again (with spans)
+/// only when there is a problem or a warning to place.
+pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let mut p = Problems::default();
     let mut warnings = Vec::new();
     let mut root = TableReader::new(String::new(), table);
@@ -26,7 +33,7 @@ pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors>
     let limits = section(&mut root, &mut p, "limits", limits);
     let timeouts = section(&mut root, &mut p, "timeouts", timeouts);
     let (forwarding, trusted_proxies) = section(&mut root, &mut p, "forwarding", forwarding);
-    let listeners = listeners(&mut root, &mut p, base, &mut warnings);
+    let (listeners, listener_names) = listeners(&mut root, &mut p, base, &mut warnings);
     let admin = section(&mut root, &mut p, "admin", observe::admin);
     let access_present = root.has("access_log");
     let access_log = section(&mut root, &mut p, "access_log", |t, p| {
@@ -36,17 +43,20 @@ pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors>
         observe::process_log(t, p, base)
     });
     let mut geo = section(&mut root, &mut p, "geo", |t, p| geo(t, p, base));
-    let upstreams = upstreams(&mut root, &mut p, base, &mut geo);
+    let (upstreams, upstream_names) = upstreams(&mut root, &mut p, base, &mut geo);
     let (routes, chains) = routes(
         &mut root,
         &mut p,
-        &listeners,
-        &upstreams,
+        &listener_names,
+        &upstream_names,
         limits.max_body_size,
     );
     root.finish(&mut p);
+    warn_unused_upstreams(&mut p, &upstreams, &routes);
+    place(&mut p, text);
+    warnings.extend(p.warnings.iter().map(ConfigError::to_string));
 
-    if p.0.is_empty() {
+    if p.errors.is_empty() {
         let reserved_headers = reserved_headers(&listeners);
         Ok(Config {
             reserved_headers,
@@ -67,8 +77,43 @@ pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors>
             warnings,
         })
     } else {
-        Err(ConfigErrors(p.0))
+        Err(ConfigErrors(p.errors))
     }
+}
+
+/// An upstream group no route proxies to is most likely a route that
+/// names the wrong group, or one left over.
+fn warn_unused_upstreams(p: &mut Problems, upstreams: &[UpstreamGroup], routes: &RouteTable) {
+    for (i, group) in upstreams.iter().enumerate() {
+        let used = routes
+            .routes
+            .iter()
+            .any(|r| matches!(r.action, Action::Proxy { upstream, .. } if upstream == i));
+        if !used {
+            p.warn(
+                format!("upstreams.{}", group.name),
+                "no route uses this upstream",
+            );
+        }
+    }
+}
+
+/// Gives every problem and warning its line and its entries' names, and
+/// puts them in file order.
+fn place(p: &mut Problems, text: &str) {
+    if p.errors.is_empty() && p.warnings.is_empty() {
+        return;
+    }
+    let Some(locator) = Locator::new(text) else {
+        return;
+    };
+    for e in p.errors.iter_mut().chain(p.warnings.iter_mut()) {
+        locator.place(e);
+    }
+    // In file order (the walk goes section by section); those without a
+    // line (a missing section) first.
+    p.errors.sort_by_key(|e| e.line);
+    p.warnings.sort_by_key(|e| e.line);
 }
 
 fn reserved_headers(listeners: &[ListenerConfig]) -> Vec<Box<str>> {
@@ -106,7 +151,7 @@ fn runtime(t: &mut TableReader<'_>, p: &mut Problems) -> RuntimeSettings {
         Some(s) => IoMode::parse(s).unwrap_or_else(|| {
             p.add(
                 t.key_path("io"),
-                format!("`{s}` is not one of auto, io_uring, epoll"),
+                not_one_of(s, &["auto", "io_uring", "epoll"]),
             );
             IoMode::Auto
         }),
@@ -191,7 +236,7 @@ fn geo(t: &mut TableReader<'_>, p: &mut Problems, base: &Path) -> Geo {
         Some(other) => {
             p.add(
                 t.key_path("mmdb_field"),
-                format!("`{other}` is not one of country, continent"),
+                not_one_of(other, &["country", "continent"]),
             );
             MmdbField::Country
         }
@@ -283,28 +328,32 @@ pub(super) fn each_table<'a>(
     }
 }
 
+/// The listeners, and the name of every `[[listeners]]` entry (also of
+/// those with a problem, so routes naming one are not reported too).
 fn listeners(
     root: &mut TableReader<'_>,
     p: &mut Problems,
     base: &Path,
     warnings: &mut Vec<String>,
-) -> Vec<ListenerConfig> {
+) -> (Vec<ListenerConfig>, Vec<String>) {
     let mut out: Vec<ListenerConfig> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
     if !root.has("listeners") {
         p.add("listeners", "at least one [[listeners]] entry is required");
-        return out;
+        return (out, names);
     }
     each_table(root, p, "listeners", |t, p| {
         let name = t
             .str(p, "name")
             .map(str::to_string)
-            .unwrap_or_else(|| format!("listener{}", out.len()));
-        if out.iter().any(|l| l.name == name) {
+            .unwrap_or_else(|| format!("listener{}", names.len()));
+        if names.contains(&name) {
             p.add(
                 t.key_path("name"),
                 format!("listener name `{name}` is used twice"),
             );
         }
+        names.push(name.clone());
         let backlog = t.int(p, "backlog", 1, 65535).unwrap_or(4096) as u32;
         let defer_accept = t.bool(p, "defer_accept").unwrap_or(false);
         let delayed_ack = t.bool(p, "delayed_ack").unwrap_or(true);
@@ -317,6 +366,8 @@ fn listeners(
                 None
             }
         };
+        // Read even when the bind is bad, or its keys would all be unknown.
+        let tls = listener_tls(t, p, &name, base, warnings);
         if let Some(bind) = bind {
             if bind.port() != 0 && out.iter().any(|l| l.bind == bind) {
                 p.add(
@@ -324,7 +375,6 @@ fn listeners(
                     format!("{bind} is bound by another listener"),
                 );
             }
-            let tls = listener_tls(t, p, &name, base, warnings);
             out.push(ListenerConfig {
                 id: crate::upstream::hash_bytes(name.as_bytes()),
                 name,
@@ -338,5 +388,5 @@ fn listeners(
             });
         }
     });
-    out
+    (out, names)
 }

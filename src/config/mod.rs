@@ -3,8 +3,10 @@
 //! with its key path) → the compiled `Config` the workers use.
 
 mod compile;
+mod locate;
 mod observe;
 mod routes;
+mod suggest;
 mod tls;
 mod units;
 mod upstream;
@@ -166,20 +168,18 @@ impl Config {
     /// Relative paths in it are taken from the current directory.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {
         let table = Self::parse(text)?;
-        compile::compile(&table, Path::new("."))
+        compile::compile(&table, text, Path::new("."))
     }
 
     fn parse(text: &str) -> Result<toml::Table, ConfigErrors> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            let mut msg = e.message().to_string();
-            if let Some(span) = e.span() {
-                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                msg = format!("line {line}: {msg}");
-            }
-            ConfigErrors(vec![ConfigError {
-                path: String::new(),
-                message: format!("TOML syntax error: {msg}"),
-            }])
+            let span = e.span();
+            let line = span
+                .as_ref()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let mut error = ConfigError::new("", locate::syntax_message(text, e.message(), span));
+            error.line = line;
+            ConfigErrors(vec![error])
         })?;
         Ok(table)
     }
@@ -187,10 +187,10 @@ impl Config {
     /// Reads and validates a config file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                path: String::new(),
-                message: format!("cannot read {}: {e}", path.display()),
-            }])
+            ConfigErrors(vec![ConfigError::new(
+                "",
+                format!("cannot read {}: {e}", path.display()),
+            )])
         })?;
         let table = Self::parse(&text)?;
         // Relative paths in the file (certificates, keys) are relative to
@@ -199,6 +199,6 @@ impl Config {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
-        compile::compile(&table, base)
+        compile::compile(&table, &text, base)
     }
 }

@@ -1,9 +1,11 @@
 //! Reading `[[routes]]`: matchers, limits and the one action of each
-//! route, with every reference (listener, upstream) checked.
+//! route, with every reference (listener, upstream) checked against the
+//! names in the file, so a listener or group with a problem of its own is
+//! not reported again by every route naming it.
 
 use super::compile::each_table;
+use super::suggest::did_you_mean;
 use super::walk::{Problems, TableReader};
-use super::{ListenerConfig, UpstreamGroup};
 use crate::pipeline::{Chain, Filter, HeaderEdits, Template};
 use crate::router::{
     Action, HeaderMatch, HostMatch, PathMatch, PathRewrite, Redirect, Respond, Route, RouteTable,
@@ -12,8 +14,8 @@ use crate::router::{
 pub(super) fn routes(
     root: &mut TableReader<'_>,
     p: &mut Problems,
-    listeners: &[ListenerConfig],
-    upstreams: &[UpstreamGroup],
+    listeners: &[String],
+    upstreams: &[String],
     default_body_limit: u64,
 ) -> (RouteTable, Vec<Chain>) {
     let mut out = Vec::new();
@@ -32,8 +34,8 @@ fn route(
     t: &mut TableReader<'_>,
     p: &mut Problems,
     index: usize,
-    listeners: &[ListenerConfig],
-    upstreams: &[UpstreamGroup],
+    listeners: &[String],
+    upstreams: &[String],
     default_body_limit: u64,
 ) -> Option<(Route, Chain)> {
     let name = t
@@ -43,7 +45,7 @@ fn route(
 
     let mut listener_ids = Vec::new();
     for l in t.strings(p, "listeners").unwrap_or_default() {
-        match listeners.iter().position(|x| x.name == l) {
+        match listeners.iter().position(|x| x == l) {
             Some(i) => listener_ids.push(i),
             None => {
                 p.add(t.key_path("listeners"), format!("no listener named `{l}`"));
@@ -206,7 +208,12 @@ fn header_edits(t: &mut TableReader<'_>, p: &mut Problems, key: &str) -> HeaderE
                 continue;
             }
             match Template::parse(value.trim()) {
-                Ok(value) => edits.push(&name, &value, replaces),
+                Ok(parsed) => {
+                    if let Some(warning) = stray_dollar(value) {
+                        p.warn(path, warning);
+                    }
+                    edits.push(&name, &parsed, replaces)
+                }
                 Err(e) => p.add(path, e),
             }
         }
@@ -214,6 +221,44 @@ fn header_edits(t: &mut TableReader<'_>, p: &mut Problems, key: &str) -> HeaderE
     }
     h.finish(p);
     edits
+}
+
+/// What is wrong with a `$` in a header value that the template keeps as
+/// text: one that starts no variable name (`$5`, a trailing `$`, `${}`)
+/// is more likely a typo than meant, and `$$` says a literal `$` plainly.
+fn stray_dollar(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        let rest = &value[i + 1..];
+        if rest.starts_with('$') {
+            i += 2;
+            continue;
+        }
+        let name = match rest.strip_prefix('{') {
+            Some(braced) => braced.split('}').next().unwrap_or(""),
+            None => rest,
+        };
+        if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            let what = if rest.starts_with('{') {
+                format!("`${{{name}}}` is not a variable")
+            } else if rest.is_empty() {
+                "a `$` at the end is not a variable".to_string()
+            } else {
+                let next: String = rest.chars().take(1).collect();
+                format!("`${next}` is not a variable")
+            };
+            return Some(format!(
+                "{what}, so it is sent as written (variables start with a letter; write `$$` for a `$`)"
+            ));
+        }
+        i += 1;
+    }
+    None
 }
 
 fn check_path(s: &str, key: &str, p: &mut Problems) -> Option<Vec<u8>> {
@@ -271,13 +316,17 @@ fn action(
     t: &mut TableReader<'_>,
     p: &mut Problems,
     path: Option<&PathMatch>,
-    upstreams: &[UpstreamGroup],
+    upstreams: &[String],
 ) -> Option<Action> {
-    let chosen: Vec<&str> = ["upstream", "redirect", "respond"]
-        .into_iter()
-        .filter(|k| t.has(k))
-        .collect();
-    if chosen.len() != 1 {
+    const ACTIONS: [&str; 3] = ["upstream", "redirect", "respond"];
+    let chosen: Vec<&str> = ACTIONS.into_iter().filter(|k| t.has(k)).collect();
+    // A misspelt action is reported as an unknown key with the action
+    // suggested; "needs an action" would say the same thing again.
+    let misspelt = t
+        .keys()
+        .iter()
+        .any(|k| !ACTIONS.contains(&k.as_str()) && did_you_mean(k, ACTIONS.into_iter()).is_some());
+    if chosen.len() > 1 || (chosen.is_empty() && !misspelt) {
         p.add(
             &t.path,
             "needs exactly one action: upstream, redirect or respond",
@@ -329,7 +378,7 @@ fn action(
     }
     let mut result = None;
     if let Some(name) = t.str(p, "upstream") {
-        match upstreams.iter().position(|u| u.name == name) {
+        match upstreams.iter().position(|u| u == name) {
             Some(upstream) => {
                 let rewrite = match (path, strip, rewrite) {
                     (Some(PathMatch::Prefix(m)), true, _) => PathRewrite::Prefix {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 
 use super::ListenerTls;
+use super::suggest::not_one_of;
 use super::walk::{Problems, TableReader};
 use crate::tls::{self, CaSource, ClientAuth, KeyOrCert, ServerSettings};
 use crate::upstream::{ServerSpec, UpstreamTls};
@@ -23,7 +24,7 @@ pub(super) fn listener_tls(
     warnings: &mut Vec<String>,
 ) -> Option<ListenerTls> {
     let mut t = listener.table(p, "tls")?;
-    let errors_before = p.0.len();
+    let errors_before = p.errors.len();
     let mut certs = Vec::new();
     match t.array(p, "certs") {
         Some([]) => p.add(t.key_path("certs"), "needs at least one certificate"),
@@ -64,7 +65,7 @@ pub(super) fn listener_tls(
         Some(other) => {
             p.add(
                 t.key_path("unknown_sni"),
-                format!("`{other}` is not one of default, reject"),
+                not_one_of(other, &["default", "reject"]),
             );
             true
         }
@@ -107,7 +108,7 @@ pub(super) fn listener_tls(
         Some(other) => {
             p.add(
                 t.key_path("client_cert"),
-                format!("`{other}` is not one of required, optional"),
+                not_one_of(other, &["required", "optional"]),
             );
             true
         }
@@ -167,7 +168,7 @@ pub(super) fn listener_tls(
     }
     let tls_path = t.path.clone();
     t.finish(p);
-    if p.0.len() > errors_before || certs.is_empty() {
+    if p.errors.len() > errors_before || certs.is_empty() {
         return None;
     }
     // A resumed session skips the client-certificate check (the ticket or

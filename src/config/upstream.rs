@@ -9,6 +9,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use super::ProxyVersion;
 use super::compile::host_part;
+use super::suggest::not_one_of;
 use super::tls::upstream_tls;
 use super::walk::{Problems, TableReader};
 use crate::geo::Geo;
@@ -17,17 +18,20 @@ use crate::upstream::{
     UpstreamGroup,
 };
 
+/// The groups, and the name of every group in the file (also of those
+/// with a problem, so routes naming one are not reported too).
 pub(super) fn upstreams(
     root: &mut TableReader<'_>,
     p: &mut Problems,
     base: &Path,
     geo: &mut Geo,
-) -> Vec<UpstreamGroup> {
+) -> (Vec<UpstreamGroup>, Vec<String>) {
     let mut out = Vec::new();
     let Some(mut groups) = root.table(p, "upstreams") else {
-        return out;
+        return (out, Vec::new());
     };
-    for name in groups.keys() {
+    let names = groups.keys();
+    for name in names.clone() {
         let Some(mut t) = groups.table(p, &name) else {
             continue;
         };
@@ -35,7 +39,7 @@ pub(super) fn upstreams(
         t.finish(p);
     }
     groups.finish(p);
-    out
+    (out, names)
 }
 
 fn upstream_group(
@@ -97,7 +101,7 @@ fn upstream_group(
         Some(other) => {
             p.add(
                 t.key_path("send_proxy_protocol"),
-                format!("`{other}` is not one of v1, v2"),
+                not_one_of(other, &["v1", "v2"]),
             );
             None
         }
@@ -175,7 +179,10 @@ fn balance(t: &mut TableReader<'_>, p: &mut Problems) -> Balance {
         Some(other) => {
             p.add(
                 t.key_path("balance"),
-                format!("`{other}` is not one of round_robin, least_conn, p2c, hash, random"),
+                not_one_of(
+                    other,
+                    &["round_robin", "least_conn", "p2c", "hash", "random"],
+                ),
             );
             Balance::RoundRobin
         }

@@ -1,21 +1,38 @@
 //! A TOML walker that reads typed values by key path and keeps going after
 //! a problem, so `--check` lists every mistake at once (with its path), and
-//! reports keys nobody read as unknown.
+//! reports keys nobody read as unknown (with the nearest key it knows).
 
 use std::fmt;
 use std::time::Duration;
 
+use super::suggest::did_you_mean;
 use super::units::{check_duration, parse_duration, parse_size};
 
-/// One problem in a config file, located by its key path.
+/// One problem in a config file, located by its key path (array entries
+/// with a `name` shown with it: `routes[2] "api".upstream`) and, once the
+/// file has been looked at again with spans, its line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub path: String,
     pub message: String,
+    pub line: Option<usize>,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+            line: None,
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
         if self.path.is_empty() {
             write!(f, "{}", self.message)
         } else {
@@ -42,24 +59,32 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Collects errors while the config is read.
+/// Collects errors, and warnings about likely mistakes, while the config
+/// is read.
 #[derive(Default)]
-pub struct Problems(pub Vec<ConfigError>);
+pub struct Problems {
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigError>,
+}
 
 impl Problems {
     pub fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.errors.push(ConfigError::new(path, message));
+    }
+
+    /// A value that works but is probably not what was meant.
+    pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigError::new(path, message));
     }
 }
 
-/// A table being read; remembers which keys were used.
+/// A table being read; remembers which keys were used, and every key
+/// asked for (present or not) to suggest one for a misspelt key.
 pub struct TableReader<'a> {
     pub path: String,
     table: &'a toml::Table,
     used: Vec<&'a str>,
+    asked: Vec<String>,
 }
 
 pub fn join(path: &str, key: &str) -> String {
@@ -76,6 +101,7 @@ impl<'a> TableReader<'a> {
             path,
             table,
             used: Vec::new(),
+            asked: Vec::new(),
         }
     }
 
@@ -83,7 +109,14 @@ impl<'a> TableReader<'a> {
         join(&self.path, key)
     }
 
+    fn ask(&mut self, key: &str) {
+        if !self.asked.iter().any(|k| k == key) {
+            self.asked.push(key.to_string());
+        }
+    }
+
     pub fn raw(&mut self, key: &str) -> Option<&'a toml::Value> {
+        self.ask(key);
         let (k, v) = self.table.get_key_value(key)?;
         self.used.push(k.as_str());
         Some(v)
@@ -201,11 +234,24 @@ impl<'a> TableReader<'a> {
         parsed.map_err(|m| p.add(path, m)).ok()
     }
 
-    /// Reports every key that no reader asked for.
+    /// Reports every key that no reader asked for, with the nearest one
+    /// it did ask for.
     pub fn finish(self, p: &mut Problems) {
         for key in self.table.keys() {
             if !self.used.contains(&key.as_str()) {
-                p.add(join(&self.path, key), "unknown key");
+                let asked = self.asked.iter().map(String::as_str);
+                let message = match did_you_mean(key, asked) {
+                    Some(near) => {
+                        // The misspelt key is why the real one is missing:
+                        // one problem, not two.
+                        let missing = join(&self.path, near);
+                        p.errors
+                            .retain(|e| !(e.path == missing && e.message.starts_with("missing")));
+                        format!("unknown key (did you mean `{near}`?)")
+                    }
+                    None => "unknown key".to_string(),
+                };
+                p.add(join(&self.path, key), message);
             }
         }
     }

@@ -106,10 +106,10 @@ fn bind_added_listeners(
         }
         match bind_reuseport(l, shared.workers) {
             Ok(sockets) => added.push((l, sockets)),
-            Err(e) => errors.push(ConfigError {
-                path: format!("listeners[{i}].bind"),
-                message: format!("cannot bind {}: {e}; keeping the running config", l.bind),
-            }),
+            Err(e) => errors.push(ConfigError::new(
+                format!("listeners[{i}] {:?}.bind", l.name),
+                format!("cannot bind {}: {e}; keeping the running config", l.bind),
+            )),
         }
     }
     if !errors.is_empty() {
