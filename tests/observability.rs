@@ -751,3 +751,76 @@ fn upstream_failures_are_warned_once_per_burst() {
         "no colour codes with NO_COLOR: {text}"
     );
 }
+
+/// logrotate's way with the real process: move the access log, send
+/// SIGUSR1, go on; under load, every request has exactly one line in the
+/// old file or the new one, and the process lives on.
+#[test]
+fn sigusr1_reopens_the_access_log_under_load() {
+    let up = Upstream::echo();
+    let dir = TempDir::new("usr1");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let log = dir.0.join("access.log");
+    let rotated = dir.0.join("access.log.1");
+    let config = dir.0.join("ringress.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:{port}\"\n\
+             [access_log]\npath = \"{}\"\nformat = \"json\"\n\
+             [upstreams.app]\nservers = [\"{}\"]\n\
+             [[routes]]\npath_prefix = \"/\"\nupstream = \"app\"\n",
+            log.display(),
+            up.addr
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringress"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--no-pin", "--threads", "2", "--log", "warn"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ringress starts");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_until("ringress listening", TIMEOUT, || TcpStream::connect(addr).is_ok());
+    const CLIENTS: usize = 4;
+    const EACH: usize = 300;
+    let loaders: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for n in 0..EACH {
+                    assert_eq!(c.request(&get(&format!("/x?c={i}&n={n}"))).status, 200);
+                }
+            })
+        })
+        .collect();
+    wait_until("the first lines", TIMEOUT, || !read_lines(&log).is_empty());
+    std::fs::rename(&log, &rotated).unwrap();
+    let rc = Command::new("kill")
+        .args(["-USR1", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(rc.success());
+    for l in loaders {
+        l.join().unwrap();
+    }
+    assert!(child.try_wait().unwrap().is_none(), "SIGUSR1 must not kill ringress");
+    // SIGTERM: the workers hand over their last lines and the writer
+    // writes them before the process exits.
+    let rc = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(rc.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let (old, new) = (read_lines(&rotated), read_lines(&log));
+    assert!(!old.is_empty() && !new.is_empty(), "old {} new {}", old.len(), new.len());
+    assert_eq!(old.len() + new.len(), CLIENTS * EACH);
+}
