@@ -18,14 +18,27 @@ use crate::counters::ExitTotals;
 use crate::shared::{NewListener, ReloadHook, Shared};
 use crate::worker::{self, WorkerSpec};
 
-/// Publishes `config`, after binding the listeners it adds.
+/// Publishes `config`, after binding the listeners it adds, and logs
+/// what changed, one line per kind of change.
 fn reload(shared: &Shared, config: Config) -> Result<u64, ConfigErrors> {
+    let mut changed = Vec::new();
     let published = shared.publish(|current| {
         bind_added_listeners(shared, current, &config)?;
+        changed = super::changes(current, &config);
         Ok(Some(config))
     })?;
     // Always Some: the closure above always returns a config.
-    Ok(published.unwrap_or_else(|| shared.current().0))
+    let generation = published.unwrap_or_else(|| shared.current().0);
+    if changed.is_empty() {
+        tracing::info!(
+            generation,
+            "reload: no listener, certificate, route or server changed"
+        );
+    }
+    for line in &changed {
+        tracing::info!(generation, "reload: {line}");
+    }
+    Ok(generation)
 }
 
 /// The admin reload: reads, validates and publishes the config file, and
@@ -264,15 +277,43 @@ impl ServerHandle {
         reload(&self.shared, config)
     }
 
-    /// Binds the admin listener (a plain socket: a second process cannot
-    /// share it) and hands it to worker 0, which serves it with the
-    /// proxy's engine; `POST /reload` re-reads `config_file`. Returns the
-    /// bound address.
+    /// Binds the admin listener and hands it to worker 0, which serves it
+    /// with the proxy's engine; `POST /reload` re-reads `config_file`.
+    /// Returns the bound address. The socket allows SO_REUSEPORT only so
+    /// that an upgrade can take it over (`take_over_admin`); a second
+    /// instance started without `--upgrade` is refused before it binds.
     pub fn start_admin(&self, bind: SocketAddr, config_file: PathBuf) -> io::Result<SocketAddr> {
-        let socket = std::net::TcpListener::bind(bind)?;
+        self.serve_admin(bind_admin(bind)?, config_file)
+    }
+
+    /// Binds the admin listener on an address another process (the one
+    /// being upgraded) already listens on, and has the kernel hand every
+    /// new admin connection to this process from now on; the old process
+    /// keeps its socket but gets no more connections. The old sockets
+    /// must allow SO_REUSEPORT (`start_admin` binds them so).
+    pub fn take_over_admin(
+        &self,
+        bind: SocketAddr,
+        config_file: PathBuf,
+    ) -> io::Result<SocketAddr> {
+        // Sockets join their SO_REUSEPORT group in the order they start
+        // listening, so ours comes after those already there.
+        let before = super::instance::listening_count(bind);
+        let socket = bind_admin(bind)?;
+        if before > 0 {
+            crate::sys::steer_reuseport_group(&socket, before as u32)?;
+        }
+        self.serve_admin(socket, config_file)
+    }
+
+    fn serve_admin(
+        &self,
+        socket: std::net::TcpListener,
+        config_file: PathBuf,
+    ) -> io::Result<SocketAddr> {
         let addr = socket.local_addr()?;
-        if !bind.ip().is_loopback() {
-            tracing::warn!(%bind, "the admin listener has no authentication and is not on loopback");
+        if !addr.ip().is_loopback() {
+            tracing::warn!(bind = %addr, "the admin listener has no authentication and is not on loopback");
         }
         let shared = self.shared.clone();
         let hook: ReloadHook = Arc::new(move || reload_file(&shared, &config_file));
@@ -305,6 +346,16 @@ impl ServerHandle {
             let _ = h.join();
         }
     }
+}
+
+/// The admin listener's socket: SO_REUSEPORT, so an upgrade can join it.
+fn bind_admin(bind: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(bind), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&bind.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
 }
 
 /// Binds `count` sockets to the same address with SO_REUSEPORT; with port
