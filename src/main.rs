@@ -163,7 +163,12 @@ fn main() -> ExitCode {
         io: cli.io,
         release_memory: Some(ringress::release_memory),
     };
-    let server = match ServerHandle::start(config, opts) {
+    let started = if cli.upgrade {
+        ServerHandle::start_alongside(config, opts)
+    } else {
+        ServerHandle::start(config, opts)
+    };
+    let server = match started {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ringress: {e}");

@@ -4,7 +4,7 @@
 //! `/proc` only; deciding whether to refuse is the binary's.
 
 use std::fmt;
-use std::io;
+use std::io::{self, BufRead};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -151,27 +151,33 @@ fn command_line(pid: u32) -> Option<String> {
 fn listening() -> Vec<(SocketAddr, u64)> {
     let mut all = Vec::new();
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        if let Ok(text) = std::fs::read_to_string(file) {
-            all.extend(parse_listening(&text));
+        if let Ok(file) = std::fs::File::open(file) {
+            let lines = io::BufReader::new(file).lines().map_while(Result::ok);
+            all.extend(parse_listening(lines));
         }
     }
     all
 }
 
-/// The LISTEN (state `0A`) rows of `/proc/net/tcp` or `tcp6` text.
-fn parse_listening(text: &str) -> Vec<(SocketAddr, u64)> {
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.get(3) != Some(&"0A") {
-                return None;
-            }
-            let addr = parse_addr(fields.get(1)?)?;
-            let inode = fields.get(9)?.parse().ok()?;
-            Some((addr, inode))
-        })
-        .collect()
+/// The LISTEN (state `0A`) rows of `/proc/net/tcp` or `tcp6`. The kernel
+/// lists listening sockets first and makes the text as it is read, so
+/// reading stops at the first other row: a busy proxy has tens of
+/// thousands of connections (and TIME_WAIT entries) after them, and
+/// reading those all took seconds.
+fn parse_listening(lines: impl Iterator<Item = impl AsRef<str>>) -> Vec<(SocketAddr, u64)> {
+    let mut found = Vec::new();
+    for line in lines.skip(1) {
+        let fields: Vec<&str> = line.as_ref().split_whitespace().collect();
+        if fields.get(3) != Some(&"0A") {
+            break;
+        }
+        let parsed = fields
+            .get(1)
+            .and_then(|a| parse_addr(a))
+            .zip(fields.get(9).and_then(|i| i.parse().ok()));
+        found.extend(parsed);
+    }
+    found
 }
 
 /// `0100007F:1F90` → 127.0.0.1:8080. The kernel prints each 32-bit word
@@ -235,10 +241,11 @@ mod tests {
     #[test]
     #[cfg(target_endian = "little")]
     fn reads_listening_rows_only() {
-        assert_eq!(parse_listening(TCP), vec![(addr("127.0.0.1:8080"), 4242)]);
-        assert_eq!(parse_listening(TCP6), vec![(addr("[::1]:80"), 777)]);
-        assert_eq!(parse_listening("header only\n"), vec![]);
-        assert_eq!(parse_listening("h\n 0: zz:1 0 0A a b c d e f\n"), vec![]);
+        let rows = |text: &'static str| parse_listening(text.lines());
+        assert_eq!(rows(TCP), vec![(addr("127.0.0.1:8080"), 4242)]);
+        assert_eq!(rows(TCP6), vec![(addr("[::1]:80"), 777)]);
+        assert_eq!(rows("header only\n"), vec![]);
+        assert_eq!(rows("h\n 0: zz:1 0 0A a b c d e f\n"), vec![]);
     }
 
     #[test]

@@ -163,6 +163,20 @@ impl ServerHandle {
     /// binaries do so before `main`): writes and splices to a socket the
     /// peer closed raise it, and `splice` cannot be told not to.
     pub fn start(config: Config, opts: ServerOptions) -> io::Result<ServerHandle> {
+        Self::launch(config, opts, false)
+    }
+
+    /// `start` for an upgrade: listeners another process (the one being
+    /// replaced) already listens on are joined, and the kernel hands
+    /// every new connection to this process from then on, so that the
+    /// old one can be stopped without a connection waiting in its queues
+    /// when it closes them (such a connection would be reset). Until the
+    /// old sockets are gone the new connections all go to one worker.
+    pub fn start_alongside(config: Config, opts: ServerOptions) -> io::Result<ServerHandle> {
+        Self::launch(config, opts, true)
+    }
+
+    fn launch(config: Config, opts: ServerOptions, alongside: bool) -> io::Result<ServerHandle> {
         let threads = match opts.threads.unwrap_or(config.runtime.threads) {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -173,10 +187,16 @@ impl ServerHandle {
         let mut per_worker: Vec<Vec<NewListener>> = (0..threads).map(|_| Vec::new()).collect();
         let mut bound = Vec::new();
         for l in &config.listeners {
-            let sockets = bind_reuseport(l, threads)?;
+            let sockets = if alongside {
+                bind_alongside(l, threads)?
+            } else {
+                bind_reuseport(l, threads)?
+            };
             bound.push((l.name.clone(), sockets[0].local_addr()?));
+            // More sockets than workers only when joining a process that
+            // has more (`bind_alongside`): some workers then take two.
             for (w, socket) in sockets.into_iter().enumerate() {
-                per_worker[w].push(NewListener {
+                per_worker[w % threads].push(NewListener {
                     generation: 1,
                     id: l.id,
                     bind: l.bind,
@@ -298,6 +318,8 @@ impl ServerHandle {
     ) -> io::Result<SocketAddr> {
         // Sockets join their SO_REUSEPORT group in the order they start
         // listening, so ours comes after those already there.
+        // As in `bind_alongside`: the old process has one admin socket,
+        // ours is number 1 until it closes and then the only one left.
         let before = super::instance::listening_count(bind);
         let socket = bind_admin(bind)?;
         if before > 0 {
@@ -346,6 +368,39 @@ impl ServerHandle {
             let _ = h.join();
         }
     }
+}
+
+/// Binds a listener's sockets into the SO_REUSEPORT group of the process
+/// being upgraded, and steers every new connection to one of ours.
+///
+/// The group's sockets are numbered in the order they started listening,
+/// and a closed one is replaced by the group's last. With `n` old sockets
+/// followed by our `m`, numbers from `n` up stay ours while the old ones
+/// close, and the group shrinks to our `m` in the end. Steering to number
+/// `m` with `m >= n` therefore picks one of ours until the last old
+/// socket is gone; then `m` is past the end, and the kernel falls back to
+/// its usual hash over our sockets, so the program needs no removing.
+/// Hence at least as many sockets as the old process has.
+fn bind_alongside(l: &ListenerConfig, threads: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let before = if l.bind.port() == 0 {
+        0
+    } else {
+        super::instance::listening_count(l.bind)
+    };
+    let count = threads.max(before);
+    let sockets = bind_reuseport(l, count)?;
+    if before > 0 {
+        crate::sys::steer_reuseport_group(&sockets[0], count as u32).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "listener `{}`: cannot steer connections to {}: {e}",
+                    l.name, l.bind
+                ),
+            )
+        })?;
+    }
+    Ok(sockets)
 }
 
 /// The admin listener's socket: SO_REUSEPORT, so an upgrade can join it.
