@@ -58,11 +58,18 @@ struct Proc {
 }
 
 impl Proc {
+    /// Two workers unless `extra` names `--threads`.
     fn spawn(config: &Path, extra: &[&str]) -> Proc {
+        let threads: &[&str] = if extra.contains(&"--threads") {
+            &[]
+        } else {
+            &["--threads", "2"]
+        };
         let mut child = Command::new(BIN)
             .arg("--config")
             .arg(config)
-            .args(["--no-pin", "--threads", "2"])
+            .arg("--no-pin")
+            .args(threads)
             .args(extra)
             .env_remove("NO_COLOR")
             .stdin(Stdio::null())
@@ -368,24 +375,32 @@ impl Traffic {
 
 #[test]
 fn upgrade_starts_alongside_takes_the_admin_over_and_loses_no_request() {
-    upgrade_under_traffic(&[]);
+    upgrade_under_traffic(&[], &[]);
 }
 
 #[test]
 fn upgrade_loses_no_request_on_epoll() {
-    upgrade_under_traffic(&["--io", "epoll"]);
+    upgrade_under_traffic(&["--io", "epoll"], &["--io", "epoll"]);
 }
 
-/// Starts a process, then one with `--upgrade` (both with `io`), then
-/// stops the first, all under traffic.
-fn upgrade_under_traffic(io: &[&str]) {
+/// The new process binds as many sockets as the old one has (its two
+/// workers take three), or the steering could not last until the old
+/// sockets are all closed.
+#[test]
+fn upgrade_to_fewer_workers_loses_no_request() {
+    upgrade_under_traffic(&["--threads", "3"], &["--threads", "2"]);
+}
+
+/// Starts a process with `old_args`, then one with `--upgrade` and
+/// `new_args`, then stops the first, all under traffic.
+fn upgrade_under_traffic(old_args: &[&str], new_args: &[&str]) {
     let dir = Scratch::new("upgrade");
     let (addr, admin) = free_pair();
     let file = dir.write(
         "ringress.toml",
         &config(addr, &format!("[admin]\nbind = \"{admin}\"")),
     );
-    let mut old = Proc::spawn(&file, io);
+    let mut old = Proc::spawn(&file, old_args);
     wait_serving(addr, &old);
     old.wait_output("admin listener started");
     assert_eq!(
@@ -396,7 +411,7 @@ fn upgrade_under_traffic(io: &[&str]) {
     // Paced, so that the run leaves hundreds of closed connections behind
     // rather than tens of thousands; full speed only around the stop.
     let traffic = Traffic::start(addr, Duration::from_millis(2));
-    let mut new = Proc::spawn(&file, &[io, &["--upgrade"]].concat());
+    let mut new = Proc::spawn(&file, &[new_args, &["--upgrade"]].concat());
     new.wait_output("admin listener started");
     assert!(
         new.output().contains(&format!("pid {}", old.pid())),
