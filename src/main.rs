@@ -226,6 +226,17 @@ fn check_alone(config: &Config, upgrade: bool) -> Result<(), String> {
         return Ok(());
     };
     if upgrade {
+        // Checked before binding anything: once our listeners are up they
+        // take every new connection, and giving up then would reset the
+        // ones queued on them.
+        for addr in addrs.iter().filter(|a| a.port() != 0) {
+            instance::can_join(*addr).map_err(|e| {
+                format!(
+                    "--upgrade: cannot listen on {addr} alongside the running process: {e} \
+                     (its socket lacks SO_REUSEPORT, or another user owns it)"
+                )
+            })?;
+        }
         tracing::info!("upgrade: starting alongside, {in_use}");
         return Ok(());
     }

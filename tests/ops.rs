@@ -319,6 +319,28 @@ fn a_second_instance_is_refused_naming_the_running_one() {
     assert!(first.wait_exit().success());
 }
 
+/// An address held by a socket that cannot be shared (this test's own,
+/// without SO_REUSEPORT): refused with or without `--upgrade`, and
+/// nothing is bound.
+#[test]
+fn a_port_held_by_another_program_is_refused_even_for_an_upgrade() {
+    let dir = Scratch::new("foreign");
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = holder.local_addr().expect("addr");
+    let file = dir.write("ringress.toml", &config(addr, ""));
+
+    let mut plain = Proc::spawn(&file, &[]);
+    assert_eq!(plain.wait_exit().code(), Some(1), "{}", plain.output());
+    let me = format!("pid {}", std::process::id());
+    assert!(plain.output().contains(&me), "{}", plain.output());
+
+    let mut upgrade = Proc::spawn(&file, &["--upgrade"]);
+    assert_eq!(upgrade.wait_exit().code(), Some(1), "{}", upgrade.output());
+    let message = upgrade.output();
+    assert!(message.contains("cannot listen on"), "{message}");
+    assert!(!message.contains("ringress started"), "{message}");
+}
+
 /// Sequential requests, each on a new connection (so each goes through
 /// a listening socket), until stopped.
 struct Traffic {

@@ -11,9 +11,11 @@ pub fn changes(old: &Config, new: &Config) -> Vec<String> {
     let mut lines = Vec::new();
     listeners(old, new, &mut lines);
     certificates(old, new, &mut lines);
-    let route_names = |c: &Config| c.routes.routes.iter().map(|r| r.name.clone()).collect();
+    let route_names =
+        |c: &Config| -> Vec<String> { c.routes.routes.iter().map(|r| r.name.clone()).collect() };
     added_removed("routes", &route_names(old), &route_names(new), &mut lines);
-    let group_names = |c: &Config| c.upstreams.iter().map(|g| g.name.clone()).collect();
+    let group_names =
+        |c: &Config| -> Vec<String> { c.upstreams.iter().map(|g| g.name.clone()).collect() };
     added_removed(
         "upstream groups",
         &group_names(old),
@@ -24,7 +26,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<String> {
         let Some(before) = old.upstreams.iter().find(|g| g.name == group.name) else {
             continue;
         };
-        let addrs = |g: &crate::config::UpstreamGroup| {
+        let addrs = |g: &crate::config::UpstreamGroup| -> Vec<String> {
             g.servers.iter().map(|s| s.addr.to_string()).collect()
         };
         added_removed(
@@ -48,7 +50,7 @@ fn listener_label(l: &ListenerConfig) -> String {
 }
 
 fn listeners(old: &Config, new: &Config, lines: &mut Vec<String>) {
-    let labels = |c: &Config| c.listeners.iter().map(listener_label).collect();
+    let labels = |c: &Config| -> Vec<String> { c.listeners.iter().map(listener_label).collect() };
     added_removed("listeners", &labels(old), &labels(new), lines);
 }
 
@@ -92,7 +94,7 @@ fn cert_chains(l: &ListenerConfig) -> Vec<String> {
 
 /// `<what> added: a, b` and `<what> removed: c` lines, in the order the
 /// items appear in their config.
-fn added_removed(what: &str, old: &Vec<String>, new: &Vec<String>, lines: &mut Vec<String>) {
+fn added_removed(what: &str, old: &[String], new: &[String], lines: &mut Vec<String>) {
     let added: Vec<&str> = new
         .iter()
         .filter(|n| !old.contains(n))

@@ -70,6 +70,15 @@ fn taken(addr: SocketAddr) -> bool {
     matches!(probe(), Err(e) if e.kind() == io::ErrorKind::AddrInUse)
 }
 
+/// Whether a socket of ours with SO_REUSEPORT can join whoever listens on
+/// `addr` (not when their socket lacks it, or belongs to another user).
+pub fn can_join(addr: SocketAddr) -> io::Result<()> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())
+}
+
 /// How many sockets listen on exactly `addr` now (our SO_REUSEPORT group
 /// for it, when they are ours and the same user's).
 pub fn listening_count(addr: SocketAddr) -> usize {
@@ -295,7 +304,10 @@ mod tests {
         assert_eq!(found.addr, local);
         // The holder is this very process, which never names itself.
         assert!(found.holders.is_empty());
+        // A plain socket cannot be joined; ours (SO_REUSEPORT) could be.
+        assert!(can_join(local).is_err());
         drop(listener);
         assert!(find_in_use(&[local]).is_none());
+        assert!(can_join(local).is_ok());
     }
 }

@@ -316,8 +316,6 @@ impl ServerHandle {
         bind: SocketAddr,
         config_file: PathBuf,
     ) -> io::Result<SocketAddr> {
-        // Sockets join their SO_REUSEPORT group in the order they start
-        // listening, so ours comes after those already there.
         // As in `bind_alongside`: the old process has one admin socket,
         // ours is number 1 until it closes and then the only one left.
         let before = super::instance::listening_count(bind);
