@@ -60,14 +60,18 @@ pub fn find_in_use(addrs: &[SocketAddr]) -> Option<InUse> {
 }
 
 /// Whether binding `addr` without SO_REUSEPORT fails because somebody
-/// listens there (with SO_REUSEADDR, closed connections do not count).
+/// listens there.
 fn taken(addr: SocketAddr) -> bool {
-    let probe = || -> io::Result<()> {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        socket.bind(&addr.into())
-    };
-    matches!(probe(), Err(e) if e.kind() == io::ErrorKind::AddrInUse)
+    matches!(probe_alone(addr), Err(e) if e.kind() == io::ErrorKind::AddrInUse)
+}
+
+/// Binds `addr` for a moment without SO_REUSEPORT: fails when any socket
+/// listens there, sharing or not (with SO_REUSEADDR, closed connections
+/// do not count).
+pub(crate) fn probe_alone(addr: SocketAddr) -> io::Result<()> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
 }
 
 /// Whether a socket of ours with SO_REUSEPORT can join whoever listens on

@@ -299,10 +299,14 @@ impl ServerHandle {
 
     /// Binds the admin listener and hands it to worker 0, which serves it
     /// with the proxy's engine; `POST /reload` re-reads `config_file`.
-    /// Returns the bound address. The socket allows SO_REUSEPORT only so
-    /// that an upgrade can take it over (`take_over_admin`); a second
-    /// instance started without `--upgrade` is refused before it binds.
+    /// Returns the bound address; fails when something listens there
+    /// already. The socket allows SO_REUSEPORT only so that an upgrade
+    /// can take it over (`take_over_admin`).
     pub fn start_admin(&self, bind: SocketAddr, config_file: PathBuf) -> io::Result<SocketAddr> {
+        if bind.port() != 0 {
+            // SO_REUSEPORT would let it join another admin listener.
+            super::instance::probe_alone(bind)?;
+        }
         self.serve_admin(bind_admin(bind)?, config_file)
     }
 
