@@ -45,5 +45,6 @@ mod worker;
 pub use config::{Config, ConfigErrors};
 pub use control::server;
 pub use control::server::{IoMode, Reloader, ServerHandle, ServerOptions};
+pub use control::{instance, process_log};
 /// For the binary: the allocator's collect and the huge-page switch.
 pub use sys::{huge_pages_disabled, release_memory, set_huge_pages_disabled};

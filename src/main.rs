@@ -1,12 +1,15 @@
-//! The ringress binary: command line, logging, start-up, and the signal
-//! loop (SIGHUP reloads, SIGTERM/SIGINT drain and exit).
+//! The ringress binary: command line, logging, start-up (refused while
+//! another process listens on our addresses, unless upgrading), and the
+//! signal loop (SIGHUP reloads, SIGUSR1 reopens log files, SIGTERM/SIGINT
+//! drain and exit).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ringress::{Config, IoMode, ServerHandle, ServerOptions};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use ringress::process_log::{self, LogSink};
+use ringress::{Config, IoMode, ServerHandle, ServerOptions, instance};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 #[global_allocator]
@@ -37,6 +40,10 @@ struct Cli {
     /// Let the heap use transparent huge pages (see the README).
     #[arg(long)]
     huge_pages: bool,
+    /// Start alongside a running ringress on the same listeners and take
+    /// its admin listener over; then stop the old one with SIGTERM.
+    #[arg(long)]
+    upgrade: bool,
 }
 
 fn parse_io(s: &str) -> Result<IoMode, String> {
@@ -100,13 +107,10 @@ fn huge_pages(allow: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
-    huge_pages(cli.huge_pages);
+    // First of all: until a handler is installed, SIGUSR1 and SIGHUP kill
+    // the process (their default action), and log rotation may send them
+    // at any time.
+    let signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1]);
 
     let config = match Config::from_file(&cli.config) {
         Ok(c) => c,
@@ -118,16 +122,34 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    for w in &config.warnings {
-        if cli.check {
-            eprintln!("  warning: {w}");
-        } else {
-            tracing::warn!("{w}");
-        }
-    }
     if cli.check {
+        for w in &config.warnings {
+            eprintln!("  warning: {w}");
+        }
         println!("{}: ok", cli.config.display());
         return ExitCode::SUCCESS;
+    }
+    let log = match process_log::install(&cli.log, &config.log) {
+        Ok(sink) => sink,
+        Err(e) => {
+            eprintln!("ringress: cannot set up the process log: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    huge_pages(cli.huge_pages);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let mut signals = match signals {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringress: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(refusal) = check_alone(&config, cli.upgrade) {
+        eprintln!("ringress: {refusal}");
+        return ExitCode::from(1);
     }
     let admin = config.admin.bind;
     let listeners: Vec<String> = config
@@ -141,8 +163,12 @@ fn main() -> ExitCode {
         io: cli.io,
         release_memory: Some(ringress::release_memory),
     };
-    let signals = Signals::new([SIGHUP, SIGTERM, SIGINT]);
-    let server = match ServerHandle::start(config, opts) {
+    let started = if cli.upgrade {
+        ServerHandle::start_alongside(config, opts)
+    } else {
+        ServerHandle::start(config, opts)
+    };
+    let server = match started {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ringress: {e}");
@@ -153,10 +179,16 @@ fn main() -> ExitCode {
         workers = server.worker_count(),
         driver = server.drivers().first().copied().unwrap_or("none"),
         listeners = ?listeners,
+        pid = std::process::id(),
         "ringress started"
     );
     if let Some(bind) = admin {
-        match server.start_admin(bind, cli.config.clone()) {
+        let started = if cli.upgrade {
+            server.take_over_admin(bind, cli.config.clone())
+        } else {
+            server.start_admin(bind, cli.config.clone())
+        };
+        match started {
             Ok(addr) => tracing::info!(bind = %addr, "admin listener started"),
             Err(e) => {
                 eprintln!("ringress: cannot start the admin listener on {bind}: {e}");
@@ -165,36 +197,88 @@ fn main() -> ExitCode {
             }
         }
     }
-    let mut signals = match signals {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("ringress: cannot install signal handlers: {e}");
-            server.shutdown();
-            return ExitCode::from(1);
-        }
-    };
     for signal in signals.forever() {
-        if signal == SIGHUP {
-            let loaded = Config::from_file(&cli.config).inspect(|c| {
-                for w in &c.warnings {
-                    tracing::warn!("{w}");
-                }
-            });
-            match loaded.and_then(|c| server.reload(c)) {
-                Ok(generation) => tracing::info!(generation, "config reloaded"),
-                Err(errors) => {
-                    tracing::error!("reload rejected, keeping the running config:");
-                    for e in &errors.0 {
-                        tracing::error!("  {e}");
-                    }
-                }
+        match signal {
+            SIGHUP => reload(&server, &cli.config),
+            SIGUSR1 => reopen_logs(&server, &log),
+            _ => {
+                tracing::info!("draining");
+                server.shutdown();
+                tracing::info!("stopped");
+                return ExitCode::SUCCESS;
             }
-        } else {
-            tracing::info!("draining");
-            server.shutdown();
-            tracing::info!("stopped");
-            return ExitCode::SUCCESS;
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Refuses to start while another process listens on one of our
+/// addresses (the listeners' and the admin one): SO_REUSEPORT would let
+/// both run and split the connections between them. `--upgrade` starts
+/// alongside on purpose.
+fn check_alone(config: &Config, upgrade: bool) -> Result<(), String> {
+    let mut addrs: Vec<_> = config.listeners.iter().map(|l| l.bind).collect();
+    addrs.extend(config.admin.bind);
+    let Some(in_use) = instance::find_in_use(&addrs) else {
+        if upgrade {
+            tracing::info!("--upgrade: no running instance found, starting normally");
+        }
+        return Ok(());
+    };
+    if upgrade {
+        // Checked before binding anything: once our listeners are up they
+        // take every new connection, and giving up then would reset the
+        // ones queued on them.
+        for addr in addrs.iter().filter(|a| a.port() != 0) {
+            instance::can_join(*addr).map_err(|e| {
+                format!(
+                    "--upgrade: cannot listen on {addr} alongside the running process: {e} \
+                     (its socket lacks SO_REUSEPORT, or another user owns it)"
+                )
+            })?;
+        }
+        tracing::info!("upgrade: starting alongside, {in_use}");
+        return Ok(());
+    }
+    Err(format!(
+        "{in_use}; is another ringress running? Stop it first, or start this one \
+         with --upgrade to replace it without dropping connections"
+    ))
+}
+
+/// SIGHUP: reads the config file again and publishes it.
+fn reload(server: &ServerHandle, path: &std::path::Path) {
+    let loaded = Config::from_file(path)
+        .inspect(|c| {
+            for w in &c.warnings {
+                tracing::warn!("{w}");
+            }
+        })
+        .inspect_err(|_| server.reload_failed());
+    match loaded.and_then(|c| server.reload(c)) {
+        Ok(generation) => tracing::info!(generation, "config reloaded"),
+        Err(errors) => {
+            tracing::error!("reload rejected, keeping the running config:");
+            for e in &errors.0 {
+                tracing::error!("  {e}");
+            }
+        }
+    }
+}
+
+/// SIGUSR1: reopens the process log file and the access log, so lines go
+/// to new files after logrotate moved the old ones. Never stops the
+/// process: a file that cannot be opened keeps the old one in use.
+fn reopen_logs(server: &ServerHandle, log: &LogSink) {
+    match log.reopen() {
+        Ok(()) => {
+            if let Some(path) = log.path() {
+                tracing::info!(path = %path.display(), "process log reopened");
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot reopen the process log, keeping the old file")
+        }
+    }
+    server.reopen_logs();
 }

@@ -123,6 +123,38 @@ pub(crate) fn set_tcp_defer_accept(socket: impl AsFd, seconds: libc::c_int) -> i
     )
 }
 
+/// Attaches to the SO_REUSEPORT group `socket` belongs to a classic BPF
+/// program that hands every new connection to the group's socket at
+/// `index` (the order in which the group's sockets started listening).
+/// An index past the end makes the kernel fall back to its usual hash,
+/// so the program is harmless once that socket is gone.
+pub(crate) fn steer_reuseport_group(socket: impl AsFd, index: u32) -> io::Result<()> {
+    // One instruction: return `index`.
+    let mut code = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: index,
+    }];
+    let program = libc::sock_fprog {
+        len: code.len() as libc::c_ushort,
+        filter: code.as_mut_ptr(),
+    };
+    // SAFETY: setsockopt reads `size_of::<sock_fprog>()` bytes from a live
+    // local `sock_fprog`, whose `filter` points at `len` live instructions;
+    // the kernel copies the program before returning.
+    check(unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&program as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
 /// One `splice(2)` between descriptors that are sockets or pipes (no
 /// offsets). `EINTR` is returned like any error.
 pub(crate) fn splice(from: RawFd, to: RawFd, len: usize, flags: libc::c_uint) -> io::Result<usize> {

@@ -19,11 +19,14 @@ use crate::observe::AccessSink;
 use crate::shared::{NewListener, ReloadHook, Shared};
 use crate::worker::{self, WorkerSpec};
 
-/// Publishes `config`, after binding the listeners it adds.
+/// Publishes `config`, after binding the listeners it adds, and logs
+/// what changed, one line per kind of change.
 fn reload(shared: &Shared, config: Config) -> Result<u64, ConfigErrors> {
     let access_log = config.access_log.clone();
+    let mut changed = Vec::new();
     let published = shared.publish(|current| {
         bind_added_listeners(shared, current, &config)?;
+        changed = super::changes(current, &config);
         Ok(Some(config))
     });
     let counter = match published {
@@ -38,7 +41,17 @@ fn reload(shared: &Shared, config: Config) -> Result<u64, ConfigErrors> {
         tracing::error!(%error, "cannot start the access log writer");
     }
     // Always Some: the closure above always returns a config.
-    Ok(published?.unwrap_or_else(|| shared.current().0))
+    let generation = published?.unwrap_or_else(|| shared.current().0);
+    if changed.is_empty() {
+        tracing::info!(
+            generation,
+            "reload: no listener, certificate, route or server changed"
+        );
+    }
+    for line in &changed {
+        tracing::info!(generation, "reload: {line}");
+    }
+    Ok(generation)
 }
 
 /// Starts the access log's writer, or points it at `log`'s target.
@@ -181,6 +194,20 @@ impl ServerHandle {
     /// binaries do so before `main`): writes and splices to a socket the
     /// peer closed raise it, and `splice` cannot be told not to.
     pub fn start(config: Config, opts: ServerOptions) -> io::Result<ServerHandle> {
+        Self::launch(config, opts, false)
+    }
+
+    /// `start` for an upgrade: listeners another process (the one being
+    /// replaced) already listens on are joined, and the kernel hands
+    /// every new connection to this process from then on, so that the
+    /// old one can be stopped without a connection waiting in its queues
+    /// when it closes them (such a connection would be reset). Until the
+    /// old sockets are gone the new connections all go to one worker.
+    pub fn start_alongside(config: Config, opts: ServerOptions) -> io::Result<ServerHandle> {
+        Self::launch(config, opts, true)
+    }
+
+    fn launch(config: Config, opts: ServerOptions, alongside: bool) -> io::Result<ServerHandle> {
         let threads = match opts.threads.unwrap_or(config.runtime.threads) {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -191,10 +218,16 @@ impl ServerHandle {
         let mut per_worker: Vec<Vec<NewListener>> = (0..threads).map(|_| Vec::new()).collect();
         let mut bound = Vec::new();
         for l in &config.listeners {
-            let sockets = bind_reuseport(l, threads)?;
+            let sockets = if alongside {
+                bind_alongside(l, threads)?
+            } else {
+                bind_reuseport(l, threads)?
+            };
             bound.push((l.name.clone(), sockets[0].local_addr()?));
+            // More sockets than workers only when joining a process that
+            // has more (`bind_alongside`): some workers then take two.
             for (w, socket) in sockets.into_iter().enumerate() {
-                per_worker[w].push(NewListener {
+                per_worker[w % threads].push(NewListener {
                     generation: 1,
                     id: l.id,
                     bind: l.bind,
@@ -299,15 +332,47 @@ impl ServerHandle {
         reload(&self.shared, config)
     }
 
-    /// Binds the admin listener (a plain socket: a second process cannot
-    /// share it) and hands it to worker 0, which serves it with the
-    /// proxy's engine; `POST /reload` re-reads `config_file`. Returns the
-    /// bound address.
+    /// Binds the admin listener and hands it to worker 0, which serves it
+    /// with the proxy's engine; `POST /reload` re-reads `config_file`.
+    /// Returns the bound address; fails when something listens there
+    /// already. The socket allows SO_REUSEPORT only so that an upgrade
+    /// can take it over (`take_over_admin`).
     pub fn start_admin(&self, bind: SocketAddr, config_file: PathBuf) -> io::Result<SocketAddr> {
-        let socket = std::net::TcpListener::bind(bind)?;
+        if bind.port() != 0 {
+            // SO_REUSEPORT would let it join another admin listener.
+            super::instance::probe_alone(bind)?;
+        }
+        self.serve_admin(bind_admin(bind)?, config_file)
+    }
+
+    /// Binds the admin listener on an address another process (the one
+    /// being upgraded) already listens on, and has the kernel hand every
+    /// new admin connection to this process from now on; the old process
+    /// keeps its socket but gets no more connections. The old sockets
+    /// must allow SO_REUSEPORT (`start_admin` binds them so).
+    pub fn take_over_admin(
+        &self,
+        bind: SocketAddr,
+        config_file: PathBuf,
+    ) -> io::Result<SocketAddr> {
+        // As in `bind_alongside`: the old process has one admin socket,
+        // ours is number 1 until it closes and then the only one left.
+        let before = super::instance::listening_count(bind);
+        let socket = bind_admin(bind)?;
+        if before > 0 {
+            crate::sys::steer_reuseport_group(&socket, before as u32)?;
+        }
+        self.serve_admin(socket, config_file)
+    }
+
+    fn serve_admin(
+        &self,
+        socket: std::net::TcpListener,
+        config_file: PathBuf,
+    ) -> io::Result<SocketAddr> {
         let addr = socket.local_addr()?;
-        if !bind.ip().is_loopback() {
-            tracing::warn!(%bind, "the admin listener has no authentication and is not on loopback");
+        if !addr.ip().is_loopback() {
+            tracing::warn!(bind = %addr, "the admin listener has no authentication and is not on loopback");
         }
         let shared = self.shared.clone();
         let hook: ReloadHook = Arc::new(move || reload_file(&shared, &config_file));
@@ -358,6 +423,49 @@ impl ServerHandle {
             sink.stop();
         }
     }
+}
+
+/// Binds a listener's sockets into the SO_REUSEPORT group of the process
+/// being upgraded, and steers every new connection to one of ours.
+///
+/// The group's sockets are numbered in the order they started listening,
+/// and a closed one is replaced by the group's last. With `n` old sockets
+/// followed by our `m`, numbers from `n` up stay ours while the old ones
+/// close, and the group shrinks to our `m` in the end. Steering to number
+/// `m` with `m >= n` therefore picks one of ours until the last old
+/// socket is gone; then `m` is past the end, and the kernel falls back to
+/// its usual hash over our sockets, so the program needs no removing.
+/// Hence at least as many sockets as the old process has.
+fn bind_alongside(l: &ListenerConfig, threads: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let before = if l.bind.port() == 0 {
+        0
+    } else {
+        super::instance::listening_count(l.bind)
+    };
+    let count = threads.max(before);
+    let sockets = bind_reuseport(l, count)?;
+    if before > 0 {
+        crate::sys::steer_reuseport_group(&sockets[0], count as u32).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "listener `{}`: cannot steer connections to {}: {e}",
+                    l.name, l.bind
+                ),
+            )
+        })?;
+    }
+    Ok(sockets)
+}
+
+/// The admin listener's socket: SO_REUSEPORT, so an upgrade can join it.
+fn bind_admin(bind: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(bind), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&bind.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
 }
 
 /// Binds `count` sockets to the same address with SO_REUSEPORT; with port
