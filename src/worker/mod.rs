@@ -157,8 +157,9 @@ async fn main(spec: WorkerSpec, driver: &'static str) {
     let _ = spec.ready.send(Ok(driver));
 
     ctx.drain.wait().await;
-    // The accept loops close their listeners as they end.
-    listen::stop_all(&ctx).await;
+    // The accept loops close their listeners as they end; the admin
+    // listener's stays until the drain is over.
+    listen::stop_serving(&ctx).await;
     let drain_timeout = ctx.snapshot().1.runtime.drain_timeout;
     let deadline = Instant::now() + drain_timeout;
     while ctx.active.get() > 0 && Instant::now() < deadline {
@@ -179,6 +180,7 @@ async fn main(spec: WorkerSpec, driver: &'static str) {
     // Close idle upstream connections (and any client connection parked
     // since: its drain guard holds the context), and give the runtime one
     // turn to submit the closes (on io_uring they are operations too).
+    listen::stop_all(&ctx).await;
     ctx.parking.clear();
     ctx.pool.borrow_mut().clear();
     monoio::time::sleep(Duration::from_millis(1)).await;
