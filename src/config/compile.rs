@@ -65,6 +65,7 @@ pub fn compile(table: &toml::Table, base: &Path) -> Result<Config, ConfigErrors>
             access_log,
             log,
             warnings,
+            source: Arc::new(table.clone()),
         })
     } else {
         Err(ConfigErrors(p.0))

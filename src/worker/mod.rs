@@ -209,6 +209,7 @@ async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Opti
         ctx.parking.expire(now);
         let exits = ctx.requests.exits.snapshot();
         ctx.shared.counters.publish(ctx.id, exits);
+        admin::publish_servers(&ctx);
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(20) {
             ctx.sweep_pool();
