@@ -177,10 +177,11 @@ async fn main(spec: WorkerSpec, driver: &'static str) {
             monoio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+    // The admin listener, kept for `/readyz`.
+    listen::stop_all(&ctx).await;
     // Close idle upstream connections (and any client connection parked
     // since: its drain guard holds the context), and give the runtime one
     // turn to submit the closes (on io_uring they are operations too).
-    listen::stop_all(&ctx).await;
     ctx.parking.clear();
     ctx.pool.borrow_mut().clear();
     monoio::time::sleep(Duration::from_millis(1)).await;
