@@ -57,6 +57,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// Publishes `config` as generation 1.
     pub fn new(config: Config, workers: usize, bound: Vec<(String, SocketAddr)>) -> Shared {
+        prepare_views(&config, workers);
         Shared {
             config: ArcSwap::from_pointee(Config {
                 generation: 1,
@@ -95,6 +96,7 @@ impl Shared {
             return Ok(None);
         };
         carry_health(&current, &mut config);
+        prepare_views(&config, self.workers);
         config.generation = current.generation + 1;
         let generation = config.generation;
         self.config.store(Arc::new(config));
@@ -179,6 +181,14 @@ fn carry_health(old: &Config, new: &mut Config) {
                 server.health = old_server.health.clone();
             }
         }
+    }
+}
+
+/// Makes room in each server's health for what the workers publish, here
+/// rather than on a worker's tick.
+fn prepare_views(config: &Config, workers: usize) {
+    for server in config.upstreams.iter().flat_map(|g| &g.servers) {
+        server.health.prepare_views(workers);
     }
 }
 

@@ -17,7 +17,8 @@ pub struct ServerHealth {
     admin: AtomicU8,
     /// The admin API's weight; 0: the configured one.
     weight: AtomicU32,
-    /// One entry per worker, written on its tick (made by the first).
+    /// One entry per worker, written on its tick (made when the snapshot
+    /// is published, so workers never allocate for it).
     views: OnceLock<Box<[WorkerView]>>,
 }
 
@@ -134,14 +135,15 @@ impl ServerHealth {
         self.set_weight_override(None);
     }
 
-    /// Worker `worker` (of `workers`) publishes what it knows.
-    pub fn publish_view(&self, worker: usize, workers: usize, in_flight: u32, ejected: bool) {
-        let views = self.views.get_or_init(|| {
-            (0..workers.max(worker + 1))
-                .map(|_| WorkerView::default())
-                .collect()
-        });
-        if let Some(v) = views.get(worker) {
+    /// Makes room for `workers` workers' views (once; before publishing).
+    pub fn prepare_views(&self, workers: usize) {
+        self.views
+            .get_or_init(|| (0..workers).map(|_| WorkerView::default()).collect());
+    }
+
+    /// Worker `worker` publishes what it knows (ignored without room).
+    pub fn publish_view(&self, worker: usize, in_flight: u32, ejected: bool) {
+        if let Some(v) = self.views.get().and_then(|views| views.get(worker)) {
             v.in_flight.store(in_flight, Ordering::Relaxed);
             v.ejected.store(ejected, Ordering::Relaxed);
         }
@@ -186,9 +188,11 @@ mod tests {
     #[test]
     fn views_sum_over_workers() {
         let h = ServerHealth::default();
+        h.publish_view(0, 3, false);
         assert_eq!(h.view(), ServerView::default());
-        h.publish_view(0, 2, 3, false);
-        h.publish_view(1, 2, 4, true);
+        h.prepare_views(2);
+        h.publish_view(0, 3, false);
+        h.publish_view(1, 4, true);
         assert_eq!(
             h.view(),
             ServerView {
@@ -196,8 +200,9 @@ mod tests {
                 ejected_on: 1
             }
         );
-        // A worker id past the first publisher's count is ignored.
-        h.publish_view(5, 6, 9, true);
+        // A worker without room is ignored.
+        h.prepare_views(6);
+        h.publish_view(5, 9, true);
         assert_eq!(h.view().in_flight, 7);
     }
 }

@@ -277,20 +277,15 @@ pub(in crate::worker) fn publish_servers(ctx: &WorkerCtx) {
         let published = ctx.with_group(generation, g, |state| {
             state.refresh(group);
             for (s, server) in state.servers.iter().zip(&group.servers) {
-                server.health.publish_view(
-                    ctx.id,
-                    ctx.shared.workers,
-                    s.in_flight,
-                    s.is_ejected(now),
-                );
+                server
+                    .health
+                    .publish_view(ctx.id, s.in_flight, s.is_ejected(now));
             }
         });
         if published.is_none() {
             // No request has been balanced on this snapshot yet.
             for server in &group.servers {
-                server
-                    .health
-                    .publish_view(ctx.id, ctx.shared.workers, 0, false);
+                server.health.publish_view(ctx.id, 0, false);
             }
         }
     }
@@ -399,9 +394,9 @@ mod tests {
             latency_sum: 0.5,
             latency_count: 10,
         }];
-        config.upstreams[0].servers[0]
-            .health
-            .publish_view(0, 2, 4, true);
+        let health = &config.upstreams[0].servers[0].health;
+        health.prepare_views(2);
+        health.publish_view(0, 4, true);
         let out = render(&config, &stats);
         assert!(out.contains(r#""server":"127.0.0.1:81","spec":"127.0.0.1:81","state":"ready","health":"unchecked","weight":1,"config_weight":1,"backup":false,"ejected_workers":1,"in_flight":4,"requests":10,"errors":1,"latency_mean_seconds":0.05}"#), "{out}");
         assert!(out.contains(r#""server":"127.0.0.1:82""#), "{out}");
