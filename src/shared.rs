@@ -1,6 +1,6 @@
 //! The state workers and the control threads share: the published config
-//! snapshot with its generation, the drain flag, and the listening sockets
-//! bound for workers to pick up. Publishing is serialised here; what to
+//! snapshot with its generation, the drain flag, which workers accept
+//! (readiness), and the listening sockets bound for workers to pick up. Publishing is serialised here; what to
 //! publish (reloads, DNS updates) is decided by the control plane.
 
 use std::net::SocketAddr;
@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::counters::WorkerCounters;
 use crate::observe::AccessSink;
 use crate::observe::metrics::WorkerMetrics;
+use crate::upstream::ServerConfig;
 
 /// The id of the admin listener (configured listeners have smaller ones).
 pub(crate) const ADMIN_LISTENER: u64 = u64::MAX;
@@ -63,11 +64,14 @@ pub(crate) struct Shared {
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     pub started: Instant,
+    /// Per worker: its listeners have accepted connections since start.
+    accepting: Box<[AtomicBool]>,
 }
 
 impl Shared {
     /// Publishes `config` as generation 1.
     pub fn new(config: Config, workers: usize, bound: Vec<(String, SocketAddr)>) -> Shared {
+        prepare_views(&config, workers);
         Shared {
             config: ArcSwap::from_pointee(Config {
                 generation: 1,
@@ -89,6 +93,7 @@ impl Shared {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             started: Instant::now(),
+            accepting: (0..workers).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
@@ -112,6 +117,7 @@ impl Shared {
             return Ok(None);
         };
         carry_health(&current, &mut config);
+        prepare_views(&config, self.workers);
         config.generation = current.generation + 1;
         let generation = config.generation;
         self.config.store(Arc::new(config));
@@ -153,6 +159,21 @@ impl Shared {
         self.admin_queued.store(true, Ordering::Release);
     }
 
+    /// Worker `worker` runs accept loops on its listeners.
+    pub fn mark_accepting(&self, worker: usize) {
+        if let Some(flag) = self.accepting.get(worker) {
+            flag.store(true, Ordering::Release);
+        }
+    }
+
+    /// Workers that have started accepting.
+    pub fn accepting(&self) -> usize {
+        self.accepting
+            .iter()
+            .filter(|f| f.load(Ordering::Acquire))
+            .count()
+    }
+
     /// Listener name → bound address.
     pub fn bound(&self) -> MutexGuard<'_, Vec<(String, SocketAddr)>> {
         self.bound.lock().unwrap_or_else(|p| p.into_inner())
@@ -160,7 +181,10 @@ impl Shared {
 }
 
 /// Servers that stay in a group across a new snapshot keep their health
-/// (what the checks found, and the requests counted against `max_conns`).
+/// (what the checks found, the requests counted against `max_conns`, what
+/// the workers published). What the admin API set for a server stays
+/// while the new snapshot leaves that server's settings as they were; a
+/// reload that changes them (a new weight, say) puts it back to those.
 fn carry_health(old: &Config, new: &mut Config) {
     for group in &mut new.upstreams {
         let Some(old_group) = old.upstreams.iter().find(|g| g.name == group.name) else {
@@ -172,8 +196,85 @@ fn carry_health(old: &Config, new: &mut Config) {
                     // No checks any more: nothing will bring it back up.
                     old_server.health.set_up(true);
                 }
+                if !same_settings(old_server, server) {
+                    old_server.health.clear_admin();
+                }
                 server.health = old_server.health.clone();
             }
         }
+    }
+}
+
+/// Makes room in each server's health for what the workers publish, here
+/// rather than on a worker's tick.
+fn prepare_views(config: &Config, workers: usize) {
+    for server in config.upstreams.iter().flat_map(|g| &g.servers) {
+        server.health.prepare_views(workers);
+    }
+}
+
+/// The settings of a server the admin API can override or that decide how
+/// it is picked.
+fn same_settings(a: &ServerConfig, b: &ServerConfig) -> bool {
+    a.weight == b.weight
+        && a.backup == b.backup
+        && a.max_conns == b.max_conns
+        && a.region == b.region
+        && a.host == b.host
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::AdminState;
+
+    fn config(weight: u32) -> Config {
+        Config::from_toml_str(&format!(
+            r#"
+            [[listeners]]
+            name = "main"
+            bind = "127.0.0.1:0"
+            [[routes]]
+            path_prefix = "/"
+            upstream = "web"
+            [upstreams.web]
+            servers = ["127.0.0.1:81", {{ addr = "127.0.0.1:82", weight = {weight} }}]
+            "#
+        ))
+        .unwrap()
+    }
+
+    fn admin_state(shared: &Shared, server: usize) -> (AdminState, Option<u32>) {
+        let health = &shared.current().1.upstreams[0].servers[server].health;
+        (health.admin_state(), health.weight_override())
+    }
+
+    #[test]
+    fn admin_settings_last_until_a_reload_changes_the_server() {
+        let shared = Shared::new(config(2), 1, Vec::new());
+        for s in &shared.current().1.upstreams[0].servers {
+            s.health.set_admin_state(AdminState::Drain);
+            s.health.set_weight_override(Some(5));
+        }
+        let publish = |c: Config| shared.publish(|_| Ok::<_, ()>(Some(c))).unwrap();
+        publish(config(2));
+        assert_eq!(admin_state(&shared, 0), (AdminState::Drain, Some(5)));
+        assert_eq!(admin_state(&shared, 1), (AdminState::Drain, Some(5)));
+        // The second server's weight changes: it is back to its config.
+        publish(config(3));
+        assert_eq!(admin_state(&shared, 0), (AdminState::Drain, Some(5)));
+        assert_eq!(admin_state(&shared, 1), (AdminState::Ready, None));
+    }
+
+    #[test]
+    fn readiness_counts_each_worker_once() {
+        let shared = Shared::new(config(1), 2, Vec::new());
+        assert_eq!(shared.accepting(), 0);
+        shared.mark_accepting(1);
+        shared.mark_accepting(1);
+        assert_eq!(shared.accepting(), 1);
+        shared.mark_accepting(0);
+        shared.mark_accepting(7);
+        assert_eq!(shared.accepting(), 2);
     }
 }

@@ -75,6 +75,7 @@ pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, C
             access_log,
             log,
             warnings,
+            source: Arc::new(table.clone()),
         })
     } else {
         Err(ConfigErrors(p.errors))

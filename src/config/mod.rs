@@ -152,6 +152,8 @@ pub struct Config {
     pub log: ProcessLog,
     /// Problems that do not stop the config (e.g. an expired certificate).
     pub warnings: Vec<String>,
+    /// The TOML it was compiled from (the admin API's `GET /config`).
+    pub source: Arc<toml::Table>,
 }
 
 impl Config {

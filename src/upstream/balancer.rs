@@ -4,12 +4,17 @@
 //! random; all skip servers that are down, ejected, at `max_conns` or
 //! already tried for the request, and use backup servers only when no
 //! primary is available. Counts (in flight, latency, failures) are the
-//! worker's own: no cross-core traffic per request.
+//! worker's own: no cross-core traffic per request. What the admin API
+//! set (drain, maintenance, a weight) is read from the server's shared
+//! health at each pick; a weight change on a hashed group rebuilds the
+//! worker's own Maglev table on its next tick.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::group::{Balance, UpstreamGroup};
+use super::maglev::Maglev;
 
 /// Per-worker state of one group.
 #[derive(Debug)]
@@ -21,6 +26,9 @@ pub struct GroupState {
     rotate: usize,
     /// Retries that may still be spent (see `UpstreamGroup::retry_budget`).
     retry_tokens: f64,
+    /// The hashed group's table rebuilt for the admin's weights, and the
+    /// weights it was built for (None: the config's table serves).
+    maglev: Option<(Vec<u32>, Arc<Maglev>)>,
 }
 
 /// One request's pick, the same for every set of servers `pick` tries.
@@ -71,7 +79,47 @@ impl GroupState {
             servers: vec![ServerState::default(); group.servers.len()],
             rotate: 0,
             retry_tokens: RETRY_TOKENS_MIN,
+            maglev: None,
         }
+        .refreshed(group)
+    }
+
+    fn refreshed(mut self, group: &UpstreamGroup) -> GroupState {
+        self.refresh(group);
+        self
+    }
+
+    /// Follows weights the admin API changed: a hashed group gets a table
+    /// built for them (the other balancers read weights at each pick).
+    /// Run on each tick.
+    pub fn refresh(&mut self, group: &UpstreamGroup) {
+        if group.maglev.is_none() {
+            return;
+        }
+        let overridden = group
+            .servers
+            .iter()
+            .any(|s| s.health.weight_override().is_some());
+        if !overridden {
+            self.maglev = None;
+            return;
+        }
+        let weights: Vec<u32> = (0..group.servers.len()).map(|i| weight(group, i)).collect();
+        if self.maglev.as_ref().is_some_and(|(w, _)| *w == weights) {
+            return;
+        }
+        // The same identities as the config's table, so keys of servers
+        // whose weight stayed mostly stay where they were.
+        let ids: Vec<(String, u32)> = group
+            .servers
+            .iter()
+            .zip(&weights)
+            .map(|(s, &w)| match s.backup {
+                true => (String::new(), 0),
+                false => (s.addr.to_string(), w),
+            })
+            .collect();
+        self.maglev = Some((weights, Arc::new(Maglev::new(&ids))));
     }
 
     /// Keeps what a previous generation learnt about servers still in the
@@ -100,7 +148,7 @@ impl GroupState {
     fn available(&self, group: &UpstreamGroup, i: usize, now: Instant) -> bool {
         let server = &group.servers[i];
         let state = &self.servers[i];
-        if !server.health.is_up() {
+        if !server.health.is_up() || !server.health.admin_ready() {
             return false;
         }
         if let Some(until) = state.ejected_until
@@ -186,9 +234,14 @@ impl GroupState {
         match &group.balance {
             Balance::RoundRobin => self.smooth_weighted(group, ok),
             Balance::Hash(_) if !backup => {
-                if let (Some(table), Some(mut h)) = (&group.maglev, hash) {
-                    // A busy or dead server's keys move to other servers,
-                    // each key consistently to the same one.
+                let table = self
+                    .maglev
+                    .as_ref()
+                    .map(|(_, t)| t)
+                    .or(group.maglev.as_ref());
+                if let (Some(table), Some(mut h)) = (table, hash) {
+                    // A busy, dead or drained server's keys move to other
+                    // servers, each key consistently to the same one.
                     for _ in 0..8 {
                         if let Some(i) = table.lookup(h)
                             && ok(self, i)
@@ -232,10 +285,7 @@ impl GroupState {
             u64::from(self.servers[a].in_flight),
             u64::from(self.servers[b].in_flight),
         );
-        let (wa, wb) = (
-            u64::from(group.servers[a].weight),
-            u64::from(group.servers[b].weight),
-        );
+        let (wa, wb) = (u64::from(weight(group, a)), u64::from(weight(group, b)));
         fa * wb < fb * wa
     }
 
@@ -249,7 +299,7 @@ impl GroupState {
         } else {
             1.0
         };
-        load * latency / f64::from(group.servers[i].weight)
+        load * latency / f64::from(weight(group, i))
     }
 
     fn smooth_weighted(
@@ -263,7 +313,7 @@ impl GroupState {
             if !ok(self, i) {
                 continue;
             }
-            let w = i64::from(group.servers[i].weight);
+            let w = i64::from(weight(group, i));
             self.current[i] += w;
             total += w;
             if best.is_none_or(|b| self.current[i] > self.current[b]) {
@@ -283,7 +333,7 @@ impl GroupState {
     ) -> Option<usize> {
         let total: u64 = (0..group.servers.len())
             .filter(|&i| ok(self, i))
-            .map(|i| u64::from(group.servers[i].weight))
+            .map(|i| u64::from(weight(group, i)))
             .sum();
         if total == 0 {
             return None;
@@ -293,7 +343,7 @@ impl GroupState {
             if !ok(self, i) {
                 continue;
             }
-            let w = u64::from(group.servers[i].weight);
+            let w = u64::from(weight(group, i));
             if r < w {
                 return Some(i);
             }
@@ -392,6 +442,12 @@ impl ServerState {
     }
 }
 
+/// Server `i`'s weight: the admin API's, else the configured one.
+fn weight(group: &UpstreamGroup, i: usize) -> u32 {
+    let server = &group.servers[i];
+    server.health.weight_override().unwrap_or(server.weight)
+}
+
 /// A small fast generator (xorshift64*) for random and p2c picks.
 #[derive(Debug)]
 pub struct Rng(u64);
@@ -428,4 +484,89 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     mix(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::upstream::AdminState;
+
+    fn group(balance: &str) -> UpstreamGroup {
+        let config = Config::from_toml_str(&format!(
+            r#"
+            [[listeners]]
+            name = "main"
+            bind = "127.0.0.1:0"
+            [[routes]]
+            path_prefix = "/"
+            upstream = "web"
+            [upstreams.web]
+            servers = ["127.0.0.1:81", "127.0.0.1:82", "127.0.0.1:83"]
+            {balance}
+            "#
+        ))
+        .unwrap();
+        config.upstreams[0].clone()
+    }
+
+    /// How many of `n` picks (each finished at once) each server got.
+    fn spread(state: &mut GroupState, group: &UpstreamGroup, n: usize, hash: bool) -> Vec<usize> {
+        let mut rng = Rng::new(7);
+        let mut counts = vec![0; group.servers.len()];
+        let now = Instant::now();
+        for k in 0..n {
+            let key = hash.then(|| mix(k as u64));
+            let i = state
+                .pick(group, key, &[], &[], &mut rng, now)
+                .expect("a server");
+            state.finish(group, i, Outcome::Neutral, now);
+            counts[i] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn drained_and_maintained_servers_get_no_picks() {
+        for balance in [
+            "",
+            r#"balance = "least_conn""#,
+            r#"balance = "p2c""#,
+            r#"balance = "random""#,
+            "balance = \"hash\"\nhash = { key = \"path\" }",
+        ] {
+            let group = group(balance);
+            let mut state = GroupState::new(&group);
+            group.servers[0].health.set_admin_state(AdminState::Drain);
+            group.servers[2]
+                .health
+                .set_admin_state(AdminState::Maintenance);
+            let counts = spread(&mut state, &group, 300, true);
+            assert_eq!(counts, [0, 300, 0], "{balance}");
+            group.servers[0].health.set_admin_state(AdminState::Ready);
+            let counts = spread(&mut state, &group, 300, true);
+            assert!(counts[0] > 50 && counts[2] == 0, "{balance}: {counts:?}");
+        }
+    }
+
+    #[test]
+    fn weight_overrides_shift_the_split() {
+        for balance in [
+            "",
+            r#"balance = "random""#,
+            "balance = \"hash\"\nhash = { key = \"path\" }",
+        ] {
+            let group = group(balance);
+            let mut state = GroupState::new(&group);
+            group.servers[1].health.set_weight_override(Some(8));
+            // A hashed group's table follows on the worker's tick.
+            state.refresh(&group);
+            let counts = spread(&mut state, &group, 1000, true);
+            assert!(counts[1] > 700, "{balance}: {counts:?}");
+            group.servers[1].health.set_weight_override(None);
+            state.refresh(&group);
+            let counts = spread(&mut state, &group, 1000, true);
+            assert!(counts[1] < 450, "{balance}: {counts:?}");
+        }
+    }
 }

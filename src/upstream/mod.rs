@@ -12,6 +12,6 @@ pub use balancer::{GroupState, Outcome, Rng, hash_bytes};
 pub use group::{
     Balance, HashKey, HealthCheck, Outlier, ServerConfig, ServerSpec, UpstreamGroup, UpstreamTls,
 };
-pub use health::ServerHealth;
+pub use health::{AdminState, ServerHealth, ServerView};
 pub use maglev::Maglev;
 pub use pool::{IdlePool, PoolKey};

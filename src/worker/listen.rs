@@ -1,7 +1,9 @@
 //! A worker's listening sockets: adopted from those the main thread binds
 //! (at start and on reloads that add listeners), each served by an accept
 //! loop, and stopped without leaking an accept when a reload removes the
-//! listener or the worker drains; and the socket options they carry
+//! listener or the worker drains (the admin listener last, so `/readyz`
+//! can say 503 all through a drain); readiness (the worker accepts on
+//! its listeners) for `/readyz`; and the socket options they carry
 //! (backlog, deferred accept, delayed ACKs), set at bind time and again
 //! when a reload changes them.
 
@@ -59,6 +61,9 @@ pub(crate) fn start(ctx: &Rc<WorkerCtx>, new: NewListener) -> std::io::Result<()
         stopped,
         done,
     });
+    if new.id != ADMIN_LISTENER {
+        ctx.shared.mark_accepting(ctx.id);
+    }
     Ok(())
 }
 
@@ -162,9 +167,24 @@ pub(crate) fn apply_options(socket: socket2::SockRef<'_>, l: &ListenerConfig) ->
     sys::set_tcp_defer_accept(&*socket, if l.defer_accept { 1 } else { 0 })
 }
 
+/// Stops every accept loop but the admin listener's (which answers
+/// `/readyz` with 503 while the drain lasts) and waits until their
+/// sockets are closed.
+pub(crate) async fn stop_serving(ctx: &Rc<WorkerCtx>) {
+    let (admin, serving) = std::mem::take(&mut *ctx.listeners.borrow_mut())
+        .into_iter()
+        .partition(|a| a.id == ADMIN_LISTENER);
+    *ctx.listeners.borrow_mut() = admin;
+    stop(serving).await;
+}
+
 /// Stops every accept loop and waits until their sockets are closed.
 pub(crate) async fn stop_all(ctx: &Rc<WorkerCtx>) {
     let all = std::mem::take(&mut *ctx.listeners.borrow_mut());
+    stop(all).await;
+}
+
+async fn stop(all: Vec<Accepting>) {
     let mut done = Vec::with_capacity(all.len());
     for a in all {
         a.stopped.set(true);

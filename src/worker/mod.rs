@@ -157,8 +157,9 @@ async fn main(spec: WorkerSpec, driver: &'static str) {
     let _ = spec.ready.send(Ok(driver));
 
     ctx.drain.wait().await;
-    // The accept loops close their listeners as they end.
-    listen::stop_all(&ctx).await;
+    // The accept loops close their listeners as they end; the admin
+    // listener's stays until the drain is over.
+    listen::stop_serving(&ctx).await;
     let drain_timeout = ctx.snapshot().1.runtime.drain_timeout;
     let deadline = Instant::now() + drain_timeout;
     while ctx.active.get() > 0 && Instant::now() < deadline {
@@ -176,6 +177,8 @@ async fn main(spec: WorkerSpec, driver: &'static str) {
             monoio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+    // The admin listener, kept for `/readyz`.
+    listen::stop_all(&ctx).await;
     // Close idle upstream connections (and any client connection parked
     // since: its drain guard holds the context), and give the runtime one
     // turn to submit the closes (on io_uring they are operations too).
@@ -212,6 +215,7 @@ async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Opti
         ctx.shared.counters.publish(ctx.id, exits);
         ctx.requests.flush(ctx.shared.access_log.get());
         observe::publish(&ctx, false);
+        admin::publish_servers(&ctx);
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(20) {
             ctx.sweep_pool();

@@ -80,7 +80,7 @@ fn plan_head<'c>(
     let close = !req.keep_alive || has_body || draining;
     if c.listener_id == ADMIN_LISTENER {
         c.record.exit = Exit::Fixed;
-        let endpoint = Endpoint::of(req.method, req.path);
+        let endpoint = Endpoint::of(&req, config);
         return Ok(Some(Planned {
             plan: Plan::Admin(endpoint, req.is_head()),
             head_len,
