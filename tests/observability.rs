@@ -133,9 +133,13 @@ fn send_traffic(proxy: &Proxy) -> usize {
     sent
 }
 
+/// A sample's name and its labels (sorted).
+type SampleKey = (String, Vec<(String, String)>);
+type Samples = HashMap<SampleKey, f64>;
+
 /// `/metrics` parsed by prometheus_client's parser: (name, labels) →
 /// value, one entry per sample.
-fn parse_metrics(text: &str) -> HashMap<(String, Vec<(String, String)>), f64> {
+fn parse_metrics(text: &str) -> Samples {
     const PARSE: &str = r#"
 import json, sys
 from prometheus_client.parser import text_string_to_metric_families
@@ -162,19 +166,28 @@ print(json.dumps(out))
         out.status.success(),
         "prometheus_client could not parse /metrics (is it installed? .ci/run installs it):\n{text}"
     );
-    let samples: Vec<(String, Vec<(String, String)>, f64)> =
-        serde_json::from_slice(&out.stdout).unwrap();
+    let samples: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     samples
         .into_iter()
-        .map(|(name, labels, value)| ((name, labels), value))
+        .map(|s| {
+            let name = s[0].as_str().unwrap().to_string();
+            let labels = s[1]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|kv| {
+                    (
+                        kv[0].as_str().unwrap().into(),
+                        kv[1].as_str().unwrap().into(),
+                    )
+                })
+                .collect();
+            ((name, labels), s[2].as_f64().unwrap())
+        })
         .collect()
 }
 
-fn sample(
-    m: &HashMap<(String, Vec<(String, String)>), f64>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
+fn sample(m: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
     let mut labels: Vec<(String, String)> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -787,7 +800,9 @@ fn sigusr1_reopens_the_access_log_under_load() {
         .spawn()
         .expect("ringress starts");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_until("ringress listening", TIMEOUT, || TcpStream::connect(addr).is_ok());
+    wait_until("ringress listening", TIMEOUT, || {
+        TcpStream::connect(addr).is_ok()
+    });
     const CLIENTS: usize = 4;
     const EACH: usize = 300;
     let loaders: Vec<_> = (0..CLIENTS)
@@ -810,7 +825,10 @@ fn sigusr1_reopens_the_access_log_under_load() {
     for l in loaders {
         l.join().unwrap();
     }
-    assert!(child.try_wait().unwrap().is_none(), "SIGUSR1 must not kill ringress");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGUSR1 must not kill ringress"
+    );
     // SIGTERM: the workers hand over their last lines and the writer
     // writes them before the process exits.
     let rc = Command::new("kill")
@@ -821,6 +839,11 @@ fn sigusr1_reopens_the_access_log_under_load() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     let (old, new) = (read_lines(&rotated), read_lines(&log));
-    assert!(!old.is_empty() && !new.is_empty(), "old {} new {}", old.len(), new.len());
+    assert!(
+        !old.is_empty() && !new.is_empty(),
+        "old {} new {}",
+        old.len(),
+        new.len()
+    );
     assert_eq!(old.len() + new.len(), CLIENTS * EACH);
 }
