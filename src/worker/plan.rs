@@ -117,9 +117,13 @@ fn note_request(c: &mut Client, config: &Config, req: &RequestHead<'_, '_>) {
         c.record.text.capture(req);
     }
     let trusted = !config.trusted_proxies.is_empty() && config.trusted_proxies.contains(peer);
-    let incoming = req
-        .header(b"x-request-id")
-        .filter(|id| trusted && valid_request_id(id));
+    // Only a trusted peer's id is kept: no search for anyone else's.
+    let incoming = if trusted {
+        req.header(b"x-request-id")
+            .filter(|id| valid_request_id(id))
+    } else {
+        None
+    };
     let generated = RequestId {
         seed: c.record.id_seed,
         seq: c.record.seq,
