@@ -371,8 +371,9 @@ impl ServerHandle {
         config_file: PathBuf,
     ) -> io::Result<SocketAddr> {
         let addr = socket.local_addr()?;
-        if !addr.ip().is_loopback() {
-            tracing::warn!(bind = %addr, "the admin listener has no authentication and is not on loopback");
+        let token = self.shared.current().1.admin.token.is_some();
+        if !addr.ip().is_loopback() && !token {
+            tracing::warn!(bind = %addr, "the admin listener has no token ([admin] token) and is not on loopback");
         }
         let shared = self.shared.clone();
         let hook: ReloadHook = Arc::new(move || reload_file(&shared, &config_file));
