@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use ringress::process_log::{self, LogSink};
@@ -204,6 +205,8 @@ fn main() -> ExitCode {
             _ => {
                 tracing::info!("draining");
                 server.shutdown();
+                // The workers' last lines, handed to the log's writer.
+                log.flush(Duration::from_secs(2));
                 tracing::info!("stopped");
                 return ExitCode::SUCCESS;
             }

@@ -1,12 +1,18 @@
 //! Where the process log (start-up, reloads, upstream failures) goes:
 //! stdout, stderr or a file that SIGUSR1 reopens after logrotate moved
-//! it. Only the control threads and rare worker events write here, so a
-//! lock around the file is fine; the request path never logs through it.
+//! it. Control threads write their lines themselves (a lock around the
+//! file is fine there); a worker's line is handed to a writer thread over
+//! a bounded channel and dropped when it is full, so a stalled stderr
+//! pipe or a slow disk never stops a worker.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
 
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -34,8 +40,26 @@ pub fn install(filter: &str, log: &ProcessLog) -> io::Result<LogSink> {
 /// The process log's destination; cheap to clone, all clones share the
 /// file.
 #[derive(Clone)]
-pub struct LogSink(Arc<Sink>);
+pub struct LogSink(Arc<Sink>, Arc<Handoff>);
 
+/// Worker threads' lines on their way to the writer thread.
+struct Handoff {
+    /// Started with the first worker line.
+    tx: OnceLock<Sender<Vec<u8>>>,
+    /// Lines handed over and not yet written.
+    pending: Arc<AtomicU64>,
+    dropped: AtomicU64,
+}
+
+/// Worker lines waiting at most (each is one line).
+const HANDOFF_LINES: usize = 1024;
+
+/// Whether the current thread is a worker (see `control::server`).
+fn on_worker() -> bool {
+    std::thread::current()
+        .name()
+        .is_some_and(|n| n.starts_with("ringress-w"))
+}
 enum Sink {
     Stdout,
     Stderr,
@@ -53,7 +77,60 @@ impl LogSink {
                 path: path.clone(),
             },
         };
-        Ok(LogSink(Arc::new(sink)))
+        let handoff = Handoff {
+            tx: OnceLock::new(),
+            pending: Arc::new(AtomicU64::new(0)),
+            dropped: AtomicU64::new(0),
+        };
+        Ok(LogSink(Arc::new(sink), Arc::new(handoff)))
+    }
+
+    /// The channel to the writer thread, started on first use.
+    fn handoff(&self) -> Option<&Sender<Vec<u8>>> {
+        if let Some(tx) = self.1.tx.get() {
+            return Some(tx);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(HANDOFF_LINES);
+        let sink = LogSink(self.0.clone(), self.1.clone());
+        let spawned = std::thread::Builder::new()
+            .name("ringress-log".into())
+            .spawn(move || sink.write_handed_over(rx));
+        match spawned {
+            Ok(_) => {
+                let _ = self.1.tx.set(tx);
+                self.1.tx.get()
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn write_handed_over(&self, rx: Receiver<Vec<u8>>) {
+        for line in rx {
+            let _ = self.direct().write_all(&line);
+            self.1.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Waits (up to `limit`) until the worker lines handed over so far are
+    /// written: before the process exits.
+    pub fn flush(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.1.pending.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Worker lines dropped because the writer thread was behind.
+    pub fn dropped(&self) -> u64 {
+        self.1.dropped.load(Ordering::Relaxed)
+    }
+
+    fn direct(&self) -> LineWriter<'_> {
+        match &*self.0 {
+            Sink::Stdout => LineWriter::Stdout(io::stdout()),
+            Sink::Stderr => LineWriter::Stderr(io::stderr()),
+            Sink::File { file, .. } => LineWriter::File(lock(file)),
+        }
     }
 
     /// Opens the file at its path again, so lines go to a new file after
@@ -106,6 +183,27 @@ pub enum LineWriter<'a> {
     Stdout(io::Stdout),
     Stderr(io::Stderr),
     File(MutexGuard<'a, File>),
+    /// A worker's line, handed to the writer thread when complete.
+    Worker(&'a LogSink, Vec<u8>),
+}
+
+impl Drop for LineWriter<'_> {
+    fn drop(&mut self) {
+        let LineWriter::Worker(sink, line) = self else {
+            return;
+        };
+        if line.is_empty() {
+            return;
+        }
+        let line = std::mem::take(line);
+        let handoff = &sink.1;
+        handoff.pending.fetch_add(1, Ordering::AcqRel);
+        let sent = sink.handoff().is_some_and(|tx| tx.try_send(line).is_ok());
+        if !sent {
+            handoff.pending.fetch_sub(1, Ordering::AcqRel);
+            handoff.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Write for LineWriter<'_> {
@@ -114,6 +212,10 @@ impl Write for LineWriter<'_> {
             LineWriter::Stdout(w) => w.write(buf),
             LineWriter::Stderr(w) => w.write(buf),
             LineWriter::File(f) => f.write(buf),
+            LineWriter::Worker(_, line) => {
+                line.extend_from_slice(buf);
+                Ok(buf.len())
+            }
         }
     }
 
@@ -122,6 +224,7 @@ impl Write for LineWriter<'_> {
             LineWriter::Stdout(w) => w.flush(),
             LineWriter::Stderr(w) => w.flush(),
             LineWriter::File(f) => f.flush(),
+            LineWriter::Worker(..) => Ok(()),
         }
     }
 }
@@ -130,11 +233,10 @@ impl<'a> MakeWriter<'a> for LogSink {
     type Writer = LineWriter<'a>;
 
     fn make_writer(&'a self) -> LineWriter<'a> {
-        match &*self.0 {
-            Sink::Stdout => LineWriter::Stdout(io::stdout()),
-            Sink::Stderr => LineWriter::Stderr(io::stderr()),
-            Sink::File { file, .. } => LineWriter::File(lock(file)),
+        if on_worker() {
+            return LineWriter::Worker(self, Vec::new());
         }
+        self.direct()
     }
 }
 
@@ -172,6 +274,33 @@ mod tests {
             std::fs::read_to_string(&path).ok().as_deref(),
             Some("three\n")
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn worker_lines_go_through_the_writer_thread() {
+        let dir = std::env::temp_dir().join(format!("ringress-wlog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("process.log");
+        let _ = std::fs::remove_file(&path);
+        let sink = LogSink::open(&LogTarget::File(path.clone())).expect("opens");
+        let worker_sink = sink.clone();
+        std::thread::Builder::new()
+            .name("ringress-w3".into())
+            .spawn(move || {
+                let mut w = worker_sink.make_writer();
+                assert!(matches!(w, LineWriter::Worker(..)));
+                w.write_all(b"from a worker\n").expect("buffers");
+            })
+            .expect("spawns")
+            .join()
+            .expect("joins");
+        sink.flush(Duration::from_secs(5));
+        assert_eq!(
+            std::fs::read_to_string(&path).ok().as_deref(),
+            Some("from a worker\n")
+        );
+        assert_eq!(sink.dropped(), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

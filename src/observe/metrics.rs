@@ -201,10 +201,16 @@ fn route_name(config: &Config, index: usize) -> &str {
 
 impl WorkerMetrics {
     /// Maps `config`'s positions to ids (once per generation).
+    #[inline(always)]
     fn positions(&mut self, config: &Config) {
-        if self.positions.generation == config.generation && config.generation != 0 {
-            return;
+        if self.positions.generation != config.generation || config.generation == 0 {
+            self.map_positions(config);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn map_positions(&mut self, config: &Config) {
         let mut p = Positions {
             generation: config.generation,
             ..Positions::default()

@@ -232,17 +232,31 @@ pub struct RequestId {
 
 impl RequestId {
     pub fn write(&self, out: &mut Vec<u8>) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut id = [0u8; 32];
-        for (word, digits) in [self.seed, self.seq]
-            .into_iter()
-            .zip(id.chunks_exact_mut(16))
-        {
-            for (i, d) in digits.iter_mut().enumerate() {
-                *d = HEX[((word >> ((15 - i) * 4)) & 0xf) as usize];
-            }
-        }
+        let (seed, seq) = id.split_at_mut(16);
+        hex16(self.seed, seed);
+        hex16(self.seq, seq);
         out.extend_from_slice(&id);
+    }
+}
+
+/// `word` as 16 lower-case hex digits, most significant first: each
+/// nibble spread into a byte of its own, then all eight of a half turned
+/// into digits at once (no table, no loop over digits).
+fn hex16(word: u64, out: &mut [u8]) {
+    for (half, chunk) in [(word >> 32) as u32, word as u32]
+        .into_iter()
+        .zip(out.chunks_exact_mut(8))
+    {
+        let mut x = u64::from(half);
+        x = ((x & 0xffff_0000) << 16) | (x & 0xffff);
+        x = ((x & 0x0000_ff00_0000_ff00) << 8) | (x & 0x0000_00ff_0000_00ff);
+        x = ((x & 0x00f0_00f0_00f0_00f0) << 4) | (x & 0x000f_000f_000f_000f);
+        // One nibble per byte, the most significant in the top byte:
+        // '0' + n for 0-9, 'a' + n - 10 for 10-15.
+        let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+        let digits = x + 0x3030_3030_3030_3030 + letters * u64::from(b'a' - b'0' - 10);
+        chunk.copy_from_slice(&digits.to_be_bytes());
     }
 }
 
@@ -280,6 +294,21 @@ mod tests {
         assert_eq!(render("$route@$listener"), "api@main");
         assert_eq!(render("$tls_version $sni"), "TLSv1.3 example.com");
         assert_eq!(render("$client_subject"), "CN=alice");
+    }
+
+    #[test]
+    fn hex_digits_of_every_nibble() {
+        for word in [
+            0u64,
+            u64::MAX,
+            0x0123_4567_89ab_cdef,
+            0xfedc_ba98_7654_3210,
+            1 << 63,
+        ] {
+            let mut out = [0u8; 16];
+            hex16(word, &mut out);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), format!("{word:016x}"));
+        }
     }
 
     #[test]
