@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use ringress::Config;
 use serde_json::Value;
 
 /// A directory of its own under the system temp dir, removed on drop.
@@ -846,4 +847,45 @@ fn sigusr1_reopens_the_access_log_under_load() {
         new.len()
     );
     assert_eq!(old.len() + new.len(), CLIENTS * EACH);
+}
+
+/// An access log path that cannot be opened (here: a directory) stops
+/// the start, and refuses a reload that asks for it, keeping the running
+/// config; the failed reload is counted.
+#[test]
+fn an_access_log_that_cannot_be_opened_is_refused() {
+    let up = Upstream::echo();
+    let dir = TempDir::new("unopenable");
+    let bad = format!("[access_log]\npath = \"{}\"\n", dir.0.display());
+    let config = Config::from_toml_str(&config(up.addr, &bad)).expect("valid text");
+    let started = ringress::ServerHandle::start(
+        config,
+        ringress::ServerOptions {
+            threads: Some(1),
+            pin: Some(false),
+            io: None,
+            release_memory: None,
+        },
+    );
+    let error = started.err().expect("refused").to_string();
+    assert!(error.contains("access_log.path"), "{error}");
+
+    let proxy = Proxy::start(&config(up.addr, ""));
+    let admin_addr = start_admin(&proxy, &dir);
+    let refused = proxy
+        .handle()
+        .reload(Config::from_toml_str(&config(up.addr, &bad)).unwrap())
+        .expect_err("reload refused");
+    assert!(refused.to_string().contains("access_log.path"), "{refused}");
+    assert_eq!(proxy.handle().generation(), 1);
+    assert_eq!(send(&proxy, &get("/fixed")), 200);
+    let m = parse_metrics(&admin(admin_addr, "/metrics").1);
+    assert_eq!(
+        sample(&m, "ringress_config_reloads_total", &[("result", "failed")]),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "ringress_config_reloads_total", &[("result", "ok")]),
+        0.0
+    );
 }

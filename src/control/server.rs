@@ -23,11 +23,20 @@ use crate::worker::{self, WorkerSpec};
 /// what changed, one line per kind of change.
 fn reload(shared: &Shared, config: Config) -> Result<u64, ConfigErrors> {
     let access_log = config.access_log.clone();
+    // The writer runs before the config that asks for it is published, so
+    // no request on it goes unlogged; a path that cannot be opened
+    // refuses the reload.
+    let ready = match &access_log {
+        Some(log) => start_access_log(shared, log),
+        None => Ok(()),
+    };
     let mut changed = Vec::new();
-    let published = shared.publish(|current| {
-        bind_added_listeners(shared, current, &config)?;
-        changed = super::changes(current, &config);
-        Ok(Some(config))
+    let published = ready.and_then(|()| {
+        shared.publish(|current| {
+            bind_added_listeners(shared, current, &config)?;
+            changed = super::changes(current, &config);
+            Ok(Some(config))
+        })
     });
     let counter = match published {
         Ok(_) => &shared.reloads_ok,
@@ -35,10 +44,9 @@ fn reload(shared: &Shared, config: Config) -> Result<u64, ConfigErrors> {
     };
     counter.fetch_add(1, Ordering::Relaxed);
     if published.is_ok()
-        && let Some(log) = access_log
-        && let Err(error) = follow_access_log(shared, &log)
+        && let (Some(log), Some(sink)) = (access_log, shared.access_log.get())
     {
-        tracing::error!(%error, "cannot start the access log writer");
+        sink.retarget(&log.target);
     }
     // Always Some: the closure above always returns a config.
     let generation = published?.unwrap_or_else(|| shared.current().0);
@@ -54,18 +62,25 @@ fn reload(shared: &Shared, config: Config) -> Result<u64, ConfigErrors> {
     Ok(generation)
 }
 
-/// Starts the access log's writer, or points it at `log`'s target.
-fn follow_access_log(shared: &Shared, log: &AccessLogConfig) -> io::Result<()> {
+/// Starts the access log's writer if none runs yet; checks that a new
+/// path can be opened.
+fn start_access_log(shared: &Shared, log: &AccessLogConfig) -> Result<(), ConfigErrors> {
+    let refuse = |e: io::Error| {
+        ConfigErrors(vec![ConfigError::new(
+            "access_log.path",
+            format!("cannot open {:?}: {e}", log.target),
+        )])
+    };
     match shared.access_log.get() {
-        Some(sink) => sink.retarget(&log.target),
+        Some(_) => AccessSink::check(&log.target).map_err(refuse),
         None => {
-            let sink = AccessSink::start(log.target.clone())?;
+            let sink = AccessSink::start(log.target.clone(), shared.workers).map_err(refuse)?;
             if let Err(sink) = shared.access_log.set(sink) {
                 sink.stop();
             }
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// The admin reload: reads, validates and publishes the config file, and
@@ -239,7 +254,7 @@ impl ServerHandle {
         let access_log = config.access_log.clone();
         let shared = Arc::new(Shared::new(config, threads, bound));
         if let Some(log) = access_log {
-            follow_access_log(&shared, &log)?;
+            start_access_log(&shared, &log).map_err(|e| io::Error::other(e.to_string()))?;
         }
         let cores = if pin {
             core_affinity::get_core_ids().unwrap_or_default()

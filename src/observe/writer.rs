@@ -17,8 +17,12 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::config::LogTarget;
 
-/// Buffers in flight to the writer, over all workers.
-const QUEUE: usize = 64;
+/// Buffers in flight to the writer per worker (each hands one over per
+/// tick at most, plus full ones): a writer may stall for a few ticks
+/// before anything is dropped.
+const QUEUE_PER_WORKER: usize = 16;
+/// At least this many, whatever the worker count.
+const QUEUE_MIN: usize = 64;
 /// A worker hands its buffer over once it holds this much.
 pub const FLUSH_AT: usize = 32 * 1024;
 /// How long shutdown waits for the writer to finish its queue.
@@ -47,14 +51,22 @@ pub struct AccessSink {
 impl AccessSink {
     /// Starts the writer thread for `target`. The file is opened by the
     /// thread (opening a FIFO waits for a reader).
-    pub fn start(target: LogTarget) -> io::Result<AccessSink> {
-        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
-        let (spare_tx, spare) = crossbeam_channel::bounded(QUEUE);
+    pub fn start(target: LogTarget, workers: usize) -> io::Result<AccessSink> {
+        let queue = (workers * QUEUE_PER_WORKER).max(QUEUE_MIN);
+        let (tx, rx) = crossbeam_channel::bounded(queue);
+        let (spare_tx, spare) = crossbeam_channel::bounded(queue);
+        // A file that cannot be opened is an error now, not lines lost
+        // later (a FIFO is opened by the writer: that waits for a reader).
+        let out = match &target {
+            LogTarget::File(path) if !is_fifo(path) => Some(open(&target)?),
+            _ => None,
+        };
         let reopen = Arc::new(AtomicBool::new(false));
         let write_failures = Arc::new(AtomicU64::new(0));
         let mut writer = Writer {
             target: target.clone(),
-            out: None,
+            out,
+            open_failed: false,
             reopen: reopen.clone(),
             write_failures: write_failures.clone(),
             spare: spare_tx,
@@ -72,6 +84,14 @@ impl AccessSink {
         })
     }
 
+    /// Whether `target` can be written to (a FIFO is taken on trust).
+    pub fn check(target: &LogTarget) -> io::Result<()> {
+        match target {
+            LogTarget::File(path) if !is_fifo(path) => open(target).map(drop),
+            _ => Ok(()),
+        }
+    }
+
     /// SIGUSR1: the file is reopened before the next write.
     pub fn reopen(&self) {
         self.reopen.store(true, Ordering::Release);
@@ -83,11 +103,17 @@ impl AccessSink {
         if *current == *target {
             return;
         }
-        *current = target.clone();
         // Sent in order with the lines, so none goes to the wrong file.
         // Never blocks the reload: with a full queue (a writer that is
-        // stuck) the change is lost with the lines around it.
-        let _ = self.tx.try_send(Msg::Retarget(target.clone()));
+        // stuck) the change waits for the next reload.
+        if self.tx.try_send(Msg::Retarget(target.clone())).is_ok() {
+            *current = target.clone();
+        } else {
+            tracing::error!(
+                ?target,
+                "the access log writer is stuck: its new path waits for the next reload"
+            );
+        }
     }
 
     /// Lines lost to write errors.
@@ -145,9 +171,16 @@ enum Out {
 struct Writer {
     target: LogTarget,
     out: Option<Out>,
+    /// Said once until an open succeeds again.
+    open_failed: bool,
     reopen: Arc<AtomicBool>,
     write_failures: Arc<AtomicU64>,
     spare: Sender<Vec<u8>>,
+}
+
+fn is_fifo(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
 }
 
 fn open(target: &LogTarget) -> io::Result<Out> {
@@ -178,8 +211,15 @@ impl Writer {
             }
         }
         // What is still queued was sent before the stop.
-        while let Ok(Msg::Lines(lines)) = rx.try_recv() {
-            self.write(&lines);
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Msg::Lines(lines) => self.write(&lines),
+                Msg::Retarget(target) => {
+                    self.target = target;
+                    self.out = None;
+                }
+                Msg::Stop => {}
+            }
         }
     }
 
@@ -189,10 +229,15 @@ impl Writer {
         }
         if self.out.is_none() {
             match open(&self.target) {
-                Ok(out) => self.out = Some(out),
-                Err(error) => {
-                    tracing::error!(%error, target = ?self.target, "cannot open the access log");
+                Ok(out) => {
+                    self.out = Some(out);
+                    self.open_failed = false;
                 }
+                Err(error) if !self.open_failed => {
+                    self.open_failed = true;
+                    tracing::error!(%error, target = ?self.target, "cannot open the access log: its lines are dropped and counted until it can be");
+                }
+                Err(_) => {}
             }
         }
         let written = match &mut self.out {
@@ -231,7 +276,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("access.log");
         let _ = std::fs::remove_file(&path);
-        let sink = AccessSink::start(LogTarget::File(path.clone())).unwrap();
+        let sink = AccessSink::start(LogTarget::File(path.clone()), 2).unwrap();
         let mut buf = b"one\ntwo\n".to_vec();
         assert_eq!(sink.hand_over(&mut buf), 0);
         assert!(buf.is_empty());
@@ -253,6 +298,12 @@ mod tests {
     }
 
     #[test]
+    fn a_file_that_cannot_be_opened_is_an_error_at_start() {
+        let path = std::env::temp_dir().join("ringress-no-such-dir/access.log");
+        assert!(AccessSink::start(LogTarget::File(path), 1).is_err());
+    }
+
+    #[test]
     fn a_writer_that_falls_behind_drops_and_counts() {
         // A FIFO nobody reads: the writer waits in open forever.
         let dir = std::env::temp_dir().join(format!("ringress-fifo-{}", std::process::id()));
@@ -263,10 +314,10 @@ mod tests {
         if !made.is_ok_and(|s| s.success()) {
             return;
         }
-        let sink = AccessSink::start(LogTarget::File(fifo)).unwrap();
+        let sink = AccessSink::start(LogTarget::File(fifo), 1).unwrap();
         let mut dropped = 0;
         let started = Instant::now();
-        for _ in 0..QUEUE + 10 {
+        for _ in 0..QUEUE_MIN + 10 {
             let mut buf = b"a\nb\n".to_vec();
             dropped += sink.hand_over(&mut buf);
         }
