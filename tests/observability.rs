@@ -857,9 +857,9 @@ fn an_access_log_that_cannot_be_opened_is_refused() {
     let up = Upstream::echo();
     let dir = TempDir::new("unopenable");
     let bad = format!("[access_log]\npath = \"{}\"\n", dir.0.display());
-    let config = Config::from_toml_str(&config(up.addr, &bad)).expect("valid text");
+    let parsed = Config::from_toml_str(&config(up.addr, &bad)).expect("valid text");
     let started = ringress::ServerHandle::start(
-        config,
+        parsed,
         ringress::ServerOptions {
             threads: Some(1),
             pin: Some(false),
