@@ -681,23 +681,28 @@ fn a_log_nobody_reads_never_holds_requests_up() {
 /// once, with how many were left out.
 #[test]
 fn upstream_failures_are_warned_once_per_burst() {
+    let up = Upstream::echo();
     let dir = TempDir::new("warn");
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let dead = dead_addr();
+    let (dead, dead2) = (dead_addr(), dead_addr());
     let config = dir.0.join("ringress.toml");
+    // "gone" has only a dead server; "mixed" a dead one beside a live
+    // one, whose requests all succeed through retries.
     std::fs::write(
         &config,
         format!(
             "[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:{port}\"\n\
              [upstreams.gone]\nservers = [\"{dead}\"]\n\
-             [[routes]]\nname = \"api\"\npath_prefix = \"/\"\nupstream = \"gone\"\n"
+             [upstreams.mixed]\nservers = [\"{dead2}\", \"{}\"]\nbalance = \"round_robin\"\n\
+             [[routes]]\nname = \"api\"\npath_prefix = \"/\"\nupstream = \"gone\"\n\
+             [[routes]]\nname = \"both\"\npath_prefix = \"/mixed\"\nupstream = \"mixed\"\n",
+            up.addr
         ),
     )
     .unwrap();
-    // The process log, wherever it goes by default.
     let stderr = dir.0.join("process.log");
     let file = std::fs::File::create(&stderr).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringress"))
@@ -733,33 +738,53 @@ fn upstream_failures_are_warned_once_per_burst() {
             "{raw}"
         );
     }
+    for i in 0..4 {
+        let raw = answered(&format!("/mixed/{i}")).unwrap();
+        assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    }
     let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    let attempts = |text: &str, server: SocketAddr| -> Vec<String> {
+        text.lines()
+            .filter(|l| {
+                l.contains("upstream attempt failed") && l.contains(&format!("server={server}"))
+            })
+            .map(str::to_string)
+            .collect()
+    };
     let deadline = Instant::now() + TIMEOUT;
-    while !log().contains("upstream request failed") {
+    while attempts(&log(), dead).is_empty() || attempts(&log(), dead2).is_empty() {
         assert!(Instant::now() < deadline, "no warning in:\n{}", log());
         std::thread::sleep(Duration::from_millis(10));
     }
     let _ = child.kill();
     let _ = child.wait();
     let text = log();
-    let warnings: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("upstream request failed"))
-        .collect();
-    // Six failures within a second: one line.
-    assert_eq!(warnings.len(), 1, "{text}");
-    let w = warnings[0];
-    for part in [
-        "WARN",
-        "worker=0",
-        "group=\"gone\"",
-        &format!("server={dead}"),
-        "route=\"api\"",
-        "cause=\"bad_gateway\"",
-        "status=502",
-    ] {
-        assert!(w.contains(part), "{part} missing in {w}");
+    // Many failures of one server within a second: one line each.
+    let (gone, mixed) = (attempts(&text, dead), attempts(&text, dead2));
+    assert_eq!((gone.len(), mixed.len()), (1, 1), "{text}");
+    for (w, group, route) in [(&gone[0], "gone", "api"), (&mixed[0], "mixed", "both")] {
+        for part in [
+            "WARN".to_string(),
+            "worker=0".into(),
+            format!("group=\"{group}\""),
+            format!("route=\"{route}\""),
+            "cause=\"connect_error\"".into(),
+            "error=\"bad_gateway\"".into(),
+        ] {
+            assert!(w.contains(&part), "{part} missing in {w}");
+        }
     }
+    // Once ejected, "gone" has no server left: said once for the group.
+    let none: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("no upstream server available"))
+        .collect();
+    assert!(none.len() <= 1, "{text}");
+    assert!(
+        none.iter()
+            .all(|l| l.contains("group=\"gone\"") && l.contains("cause=\"unavailable\"")),
+        "{text}"
+    );
     assert!(
         !text.contains('\x1b'),
         "no colour codes with NO_COLOR: {text}"

@@ -275,9 +275,17 @@ impl WorkerMetrics {
         }
     }
 
-    fn server(&mut self, config: &Config, group: usize, server: usize) -> Option<usize> {
+    /// The id of a server of `config` (the same across reloads while it
+    /// stays in its group).
+    pub fn server_id(&mut self, config: &Config, group: usize, server: usize) -> Option<usize> {
         self.positions(config);
         Some(*self.positions.servers.get(group)?.get(server)? as usize)
+    }
+
+    /// The id of a group of `config`.
+    pub fn group_id(&mut self, config: &Config, group: usize) -> Option<usize> {
+        self.positions(config);
+        self.positions.groups.get(group).map(|&g| g as usize)
     }
 
     /// Counts one upstream attempt.
@@ -288,7 +296,7 @@ impl WorkerMetrics {
         outcome: AttemptOutcome,
         took: Option<Duration>,
     ) {
-        if let Some(id) = self.server(config, group, server) {
+        if let Some(id) = self.server_id(config, group, server) {
             let s = &mut self.server_stats[id];
             s.outcomes[outcome as usize] += 1;
             if let Some(took) = took {

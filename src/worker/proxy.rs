@@ -300,11 +300,13 @@ fn go_again(
     c.discard_head();
     if failed.error.side != Side::Downstream {
         let connecting = !failed.reused && failed.error.retry == Retry::Unsent;
-        ctx.requests.metrics.borrow_mut().attempt(
+        let outcome = AttemptOutcome::of_error(failed.error.kind, connecting);
+        ctx.requests.attempt_failed(
             leg.config,
             (leg.ex.group, tries.server),
-            AttemptOutcome::of_error(failed.error.kind, connecting),
-            None,
+            leg.ex.route,
+            (&failed.error, outcome),
+            decision != Decision::FreshConnection,
         );
     }
     let addr = group.servers[tries.server].addr;

@@ -10,13 +10,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
-use crate::error::Side;
+use crate::error::{ProxyError, Side};
 use crate::observe::AccessSink;
 use crate::observe::access::{self, Context};
 use crate::observe::clock::LogClock;
-use crate::observe::metrics::{RequestFacts, WorkerMetrics};
+use crate::observe::metrics::{AttemptOutcome, RequestFacts, WorkerMetrics};
 use crate::observe::writer::FLUSH_AT;
 use crate::pipeline::{ExitCounts, Record};
+use crate::router::Action;
 
 /// At most one upstream-failure warning per this long per worker; the
 /// others are counted and said with the next one.
@@ -41,7 +42,9 @@ pub(crate) struct Requests {
     pub exits: ExitCounts,
     pub metrics: RefCell<WorkerMetrics>,
     lines: RefCell<Lines>,
-    warnings: Cell<(Option<Instant>, u64)>,
+    /// Per server (or group): when a failure was last said, and how many
+    /// since then were not.
+    warnings: RefCell<Vec<((bool, usize), Option<Instant>, u64)>>,
 }
 
 /// Access log lines not yet handed to the writer.
@@ -61,7 +64,7 @@ impl Requests {
             exits: ExitCounts::default(),
             metrics: RefCell::default(),
             lines: RefCell::default(),
-            warnings: Cell::new((None, 0)),
+            warnings: RefCell::default(),
         }
     }
 
@@ -131,8 +134,52 @@ impl Requests {
                 self.metrics.borrow_mut().log_lines_dropped += sink.hand_over(buf);
             }
         }
-        if record.cause.is_some_and(|c| c.side != Side::Downstream) {
-            self.warn_upstream(record, config);
+        // Failed attempts were said as they happened; a request that
+        // found no server to try is said here.
+        if record.upstream.is_none()
+            && let Some(cause) = record.cause.filter(|c| c.side != Side::Downstream)
+            && let Some(group) = route.and_then(|r| match r.action {
+                Action::Proxy { upstream, .. } => Some(upstream),
+                _ => None,
+            })
+        {
+            let route = route.map_or("-", |r| r.name.as_str());
+            self.warn(
+                config,
+                Failure::NoServer { group },
+                route,
+                cause.kind.name(),
+            );
+        }
+    }
+
+    /// Counts a failed upstream attempt and says it in the process log
+    /// (`warn`: unless the server is not at fault, e.g. a pooled
+    /// connection it had closed).
+    pub fn attempt_failed(
+        &self,
+        config: &Config,
+        (group, server): (usize, usize),
+        route: usize,
+        (error, outcome): (&ProxyError, AttemptOutcome),
+        warn: bool,
+    ) {
+        self.metrics
+            .borrow_mut()
+            .attempt(config, (group, server), outcome, None);
+        if warn && outcome != AttemptOutcome::RetryStatus {
+            let route = config
+                .routes
+                .routes
+                .get(route)
+                .map_or("-", |r| r.name.as_str());
+            let cause = AttemptOutcome::NAMES[outcome as usize];
+            let failure = Failure::Attempt {
+                group,
+                server,
+                error: error.kind.name(),
+            };
+            self.warn(config, failure, route, cause);
         }
     }
 
@@ -148,37 +195,78 @@ impl Requests {
     }
 
     /// An upstream failure, in the process log: at most one line per
-    /// `WARN_EVERY`, saying how many were left out before it.
-    fn warn_upstream(&self, record: &Record, config: &Config) {
-        let (last, skipped) = self.warnings.get();
+    /// `WARN_EVERY` per server (per group when no server was found),
+    /// saying how many were left out before it.
+    fn warn(&self, config: &Config, failure: Failure<'_>, route: &str, cause: &str) {
+        let key = match failure {
+            Failure::Attempt { group, server, .. } => {
+                self.metrics.borrow_mut().server_id(config, group, server)
+            }
+            Failure::NoServer { group } => self.metrics.borrow_mut().group_id(config, group),
+        };
+        let Some(key) = key else { return };
+        let key = (matches!(failure, Failure::NoServer { .. }), key);
         let now = Instant::now();
-        if last.is_some_and(|at| now.duration_since(at) < WARN_EVERY) {
-            self.warnings.set((last, skipped + 1));
+        let mut limits = self.warnings.borrow_mut();
+        let slot = match limits.iter_mut().position(|(k, _, _)| *k == key) {
+            Some(i) => &mut limits[i],
+            None => {
+                limits.push((key, None, 0));
+                let last = limits.len() - 1;
+                &mut limits[last]
+            }
+        };
+        if slot.1.is_some_and(|at| now.duration_since(at) < WARN_EVERY) {
+            slot.2 += 1;
             return;
         }
-        self.warnings.set((Some(now), 0));
-        let upstream = record.upstream;
-        let group = upstream
-            .and_then(|u| config.upstreams.get(u.group as usize))
-            .map_or("-", |g| g.name.as_str());
-        let server = upstream.map(|u| u.addr);
-        let route = record
-            .route
-            .and_then(|r| config.routes.routes.get(r))
-            .map_or("-", |r| r.name.as_str());
-        let cause = record.cause.map_or("-", |c| c.kind.name());
-        tracing::warn!(
-            worker = self.worker,
-            group,
-            server = %DisplayAddr(server),
-            route,
-            cause,
-            status = record.status,
-            retries = record.retries,
-            similar_before = skipped,
-            "upstream request failed"
-        );
+        let skipped = std::mem::take(&mut slot.2);
+        slot.1 = Some(now);
+        drop(limits);
+        match failure {
+            Failure::Attempt {
+                group,
+                server,
+                error,
+            } => {
+                let g = config.upstreams.get(group);
+                tracing::warn!(
+                    worker = self.worker,
+                    group = g.map_or("-", |g| g.name.as_str()),
+                    server = %DisplayAddr(g.and_then(|g| g.servers.get(server)).map(|s| s.addr)),
+                    route,
+                    cause,
+                    error,
+                    similar_before = skipped,
+                    "upstream attempt failed"
+                );
+            }
+            Failure::NoServer { group } => {
+                let g = config.upstreams.get(group);
+                tracing::warn!(
+                    worker = self.worker,
+                    group = g.map_or("-", |g| g.name.as_str()),
+                    route,
+                    cause,
+                    similar_before = skipped,
+                    "no upstream server available"
+                );
+            }
+        }
     }
+}
+
+/// What failed, for the process log.
+#[derive(Debug, Clone, Copy)]
+enum Failure<'a> {
+    Attempt {
+        group: usize,
+        server: usize,
+        error: &'a str,
+    },
+    NoServer {
+        group: usize,
+    },
 }
 
 struct DisplayAddr(Option<SocketAddr>);
