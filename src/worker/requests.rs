@@ -44,7 +44,7 @@ pub(crate) struct Requests {
     lines: RefCell<Lines>,
     /// Per server (or group): when a failure was last said, and how many
     /// since then were not.
-    warnings: RefCell<Vec<((bool, usize), Option<Instant>, u64)>>,
+    warnings: RefCell<Vec<WarnSlot>>,
 }
 
 /// Access log lines not yet handed to the writer.
@@ -255,6 +255,10 @@ impl Requests {
         }
     }
 }
+
+/// A server's (false, id) or group's (true, id) last warning and the
+/// failures not said since.
+type WarnSlot = ((bool, usize), Option<Instant>, u64);
 
 /// What failed, for the process log.
 #[derive(Debug, Clone, Copy)]
