@@ -553,6 +553,16 @@ fn request_ids_generated_kept_from_trusted_peers_and_returned() {
     let seen = up.last();
     assert_eq!(seen.header("x-request-id"), Some(id2.as_str()));
     assert_eq!(seen.header("traceparent"), Some(trace));
+    // Answers ringress makes itself carry one too: a fixed answer, no
+    // route, a dead upstream.
+    for (path, status) in [("/fixed", 200), ("/nowhere", 404), ("/dead", 502)] {
+        let resp = proxy.connect().request(&get(path));
+        assert_eq!(resp.status, status);
+        let id = resp
+            .header("x-request-id")
+            .unwrap_or_else(|| panic!("no id on {path}"));
+        assert_eq!(id.len(), 32, "{path}");
+    }
     drop(c);
     proxy.shutdown();
 
@@ -566,6 +576,12 @@ fn request_ids_generated_kept_from_trusted_peers_and_returned() {
     let resp = c.request(raw.as_bytes());
     assert_eq!(resp.header("x-request-id"), Some("edge-42"));
     assert_eq!(up.last().header("x-request-id"), Some("edge-42"));
+    // Unless it is not a usable id: replaced.
+    let raw = "GET /api/3 HTTP/1.1\r\nHost: x\r\nX-Request-Id: has space\r\n\r\n";
+    let resp = c.request(raw.as_bytes());
+    let replaced = resp.header("x-request-id").unwrap();
+    assert_eq!(replaced.len(), 32);
+    assert_eq!(up.last().header("x-request-id"), Some(replaced));
     drop(c);
     proxy.shutdown();
 
@@ -574,6 +590,13 @@ fn request_ids_generated_kept_from_trusted_peers_and_returned() {
     let resp = proxy.connect().request(&get("/api/4"));
     assert_eq!(resp.header("x-request-id"), None);
     assert_eq!(up.last().header("x-request-id"), None);
+    assert_eq!(
+        proxy
+            .connect()
+            .request(&get("/nowhere"))
+            .header("x-request-id"),
+        None
+    );
 }
 
 #[test]

@@ -22,7 +22,7 @@ mod vars;
 
 pub use headers::{HeaderEdits, Rendered};
 pub use record::{Exit, Record, UpstreamTry};
-pub use text::{MAX_REQUEST_ID, RequestText, WithRequestId, valid_request_id};
+pub use text::{MAX_REQUEST_ID, RequestText, WithRequestId, add_request_id, valid_request_id};
 pub use vars::{RequestId, Template, Var, Vars};
 
 use crate::error::ProxyError;

@@ -14,6 +14,9 @@ pub const MAX_REQUEST_ID: usize = 128;
 
 #[derive(Debug, Clone, Default)]
 pub struct RequestText {
+    /// The id goes back to the client on every answer (`[forwarding]
+    /// request_id`), generated ones included.
+    pub return_id: bool,
     buf: Vec<u8>,
     method: Range<u32>,
     target: Range<u32>,
@@ -34,6 +37,7 @@ pub fn valid_request_id(id: &[u8]) -> bool {
 
 impl RequestText {
     pub fn clear(&mut self) {
+        self.return_id = false;
         self.buf.clear();
         self.method = 0..0;
         self.target = 0..0;
@@ -102,6 +106,25 @@ impl RequestText {
     }
 }
 
+/// Adds `X-Request-Id: id` at the end of the head of the whole answer
+/// in `out` (head and body), for answers the proxy makes itself.
+pub fn add_request_id(out: &mut Vec<u8>, id: &[u8]) {
+    const NAME: &[u8] = b"X-Request-Id: ";
+    let Some(end) = memchr::memmem::find(out, b"\r\n\r\n") else {
+        return;
+    };
+    let at = end + 2;
+    let line = NAME.len() + id.len() + 2;
+    let len = out.len();
+    out.resize(len + line, 0);
+    out.copy_within(at..len, at + line);
+    let (name, rest) = out[at..at + line].split_at_mut(NAME.len());
+    name.copy_from_slice(NAME);
+    let (value, crlf) = rest.split_at_mut(id.len());
+    value.copy_from_slice(id);
+    crlf.copy_from_slice(b"\r\n");
+}
+
 /// Header edits with the request id added: any incoming `X-Request-Id`
 /// is dropped and ours written (`id` None: `inner` alone).
 pub struct WithRequestId<'a, E> {
@@ -149,6 +172,22 @@ mod tests {
         assert_eq!(t.method(), b"");
         assert_eq!(t.user_agent(), None);
         assert_eq!(t.request_id(), b"");
+    }
+
+    #[test]
+    fn request_ids_join_answers_at_the_end_of_their_head() {
+        let mut out = b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno".to_vec();
+        add_request_id(&mut out, b"abc");
+        assert_eq!(
+            out,
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\nX-Request-Id: abc\r\n\r\nno"
+        );
+        let mut head_only = b"HTTP/1.1 204 No Content\r\n\r\n".to_vec();
+        add_request_id(&mut head_only, b"x");
+        assert_eq!(
+            head_only,
+            b"HTTP/1.1 204 No Content\r\nX-Request-Id: x\r\n\r\n"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::relay::{BodyIn, Relay, RelayError};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::encode::{ConnectionDirective, FieldEdits, write_response_head_with};
 use crate::http::{Framing, ResponseHead, Version, answer};
-use crate::pipeline::{BodyPlan, Exit};
+use crate::pipeline::{BodyPlan, Exit, add_request_id};
 use crate::rt::buffer::{flush_vec, write_all, write_from_read_buf};
 use crate::rt::conn::Conn;
 
@@ -253,10 +253,15 @@ impl Downstream for Client {
         };
         self.record.status = status;
         match answer::prerendered(status, close) {
-            Some(bytes) => {
+            Some(bytes) if !self.record.text.return_id => {
                 self.record.bytes_out += bytes.len() as u64;
                 let sent = write_all(&mut self.stream, bytes, timeout).await.is_ok();
                 self.sent(sent)
+            }
+            Some(bytes) => {
+                self.out.clear();
+                self.out.extend_from_slice(bytes);
+                self.send_rendered(timeout).await
             }
             None => {
                 self.out.clear();
@@ -267,6 +272,10 @@ impl Downstream for Client {
     }
 
     async fn send_rendered(&mut self, timeout: Duration) -> bool {
+        let text = &self.record.text;
+        if text.return_id && !text.request_id().is_empty() {
+            add_request_id(&mut self.out, text.request_id());
+        }
         self.record.bytes_out += self.out.len() as u64;
         let sent = flush_vec(&mut self.stream, &mut self.out, timeout)
             .await

@@ -131,6 +131,7 @@ fn note_request(c: &mut Client, config: &Config, req: &RequestHead<'_, '_>) {
     c.record
         .text
         .set_request_id(incoming, |out| generated.write(out));
+    c.record.text.return_id = config.forwarding.request_id;
 }
 
 /// Routes the request and runs the route's request phase: the route's
