@@ -937,3 +937,67 @@ fn an_access_log_that_cannot_be_opened_is_refused() {
         0.0
     );
 }
+
+/// A WebSocket tunnel is logged once it closes, with the bytes that went
+/// through it and its whole duration.
+#[test]
+fn a_tunnel_is_logged_when_it_closes_with_its_bytes() {
+    use std::io::BufRead;
+    let up = Upstream::start(|r, w, up| {
+        if up.record(r).is_none() {
+            return;
+        }
+        let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        if w.write_all(head).is_err() {
+            return;
+        }
+        // Echo until the client closes.
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if w.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    });
+    let dir = TempDir::new("tunnel");
+    let log = dir.0.join("access.log");
+    let extra = format!(
+        "[access_log]\npath = \"{}\"\nformat = \"json\"\n",
+        log.display()
+    );
+    let proxy = Proxy::start(&config(up.addr, &extra));
+    let mut c = proxy.connect();
+    c.send(b"GET /api/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    let mut line = String::new();
+    let mut head = String::new();
+    while line != "\r\n" {
+        line.clear();
+        c.reader.read_line(&mut line).unwrap();
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let payload = [b'x'; 1000];
+    c.send(&payload);
+    let mut back = vec![0u8; payload.len()];
+    c.reader.read_exact(&mut back).unwrap();
+    assert_eq!(back, payload);
+    // Nothing logged while the tunnel is open.
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(read_lines(&log).is_empty());
+    drop(c);
+    proxy.shutdown();
+    let lines = read_lines(&log);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let v: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(v["status"], 101);
+    assert_eq!(v["exit"], "proxied");
+    assert!(v["bytes_in"].as_u64().unwrap() >= 1000 + 60, "{v}");
+    assert!(
+        v["bytes_out"].as_u64().unwrap() >= 1000 + head.len() as u64,
+        "{v}"
+    );
+}

@@ -191,8 +191,10 @@ async fn run(mut c: Client, ctx: Rc<WorkerCtx>, mut first: bool) {
         c.record.reset(started, config.generation, c.listener, seq);
         let end = serve_request(&mut c, &ctx, &config, started).await;
         // The logging phase: once per request, whatever its end (the
-        // admin listener's requests are neither logged nor counted).
-        if c.listener_id != ADMIN_LISTENER {
+        // admin listener's requests are neither logged nor counted; a
+        // tunnel's, once it closes).
+        let logged = c.listener_id != ADMIN_LISTENER;
+        if logged && !matches!(end, End::Tunnel(..)) {
             ctx.requests
                 .log(&c.record, &config, &c.facts(), ctx.shared.access_log.get());
         }
@@ -219,12 +221,35 @@ async fn run(mut c: Client, ctx: Rc<WorkerCtx>, mut first: bool) {
             End::Tunnel(upstream, idle) => {
                 // The tunnel needs none of the buffers.
                 c.recycle(&ctx);
-                let Client { stream, active, .. } = c;
-                tunnel::run(stream, upstream, idle).await;
+                let Client {
+                    stream,
+                    active,
+                    mut record,
+                    tls,
+                    version,
+                    ..
+                } = c;
+                let (sent, received) = tunnel::run(stream, upstream, idle).await;
+                record.bytes_in += sent;
+                record.bytes_out += received;
+                let facts = conn_facts(version, tls.as_deref());
+                ctx.requests
+                    .log(&record, &config, &facts, ctx.shared.access_log.get());
                 drop(active);
                 return;
             }
         }
+    }
+}
+
+fn conn_facts(version: Version, tls: Option<&TlsFacts>) -> ConnFacts<'_> {
+    ConnFacts {
+        proto: Some(match version {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }),
+        tls: tls.map(|t| t.version),
+        sni: tls.and_then(|t| t.sni.as_deref()),
     }
 }
 
@@ -658,20 +683,12 @@ impl Client {
         c
     }
 
-    /// The address the client connected to, as the socket says.
     /// What the access log shows of the connection.
     fn facts(&self) -> ConnFacts<'_> {
-        let tls = self.tls.as_deref();
-        ConnFacts {
-            proto: Some(match self.version {
-                Version::Http10 => "HTTP/1.0",
-                Version::Http11 => "HTTP/1.1",
-            }),
-            tls: tls.map(|t| t.version),
-            sni: tls.and_then(|t| t.sni.as_deref()),
-        }
+        conn_facts(self.version, self.tls.as_deref())
     }
 
+    /// The address the client connected to, as the socket says.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.stream.socket().local_addr().ok()
     }
