@@ -341,6 +341,14 @@ fn metrics_count_every_request_exactly_on_two_workers() {
         7.0
     );
 
+    // The scrapes' own connections are not counted: once the clients
+    // are gone, no connection is.
+    wait_until("no open client connection", TIMEOUT, || {
+        let m = parse_metrics(&admin(admin_addr, "/metrics").1);
+        sample(&m, "ringress_connections", &[("state", "active")]) == 0.0
+            && sample(&m, "ringress_connections", &[("state", "idle")]) == 0.0
+    });
+
     // The dashboard's JSON says the same.
     let (status, json) = admin(admin_addr, "/stats");
     assert_eq!(status, 200);

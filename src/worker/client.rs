@@ -138,7 +138,8 @@ pub(crate) async fn serve(
     listener_id: u64,
     ctx: Rc<WorkerCtx>,
 ) {
-    let active = ActiveGuard::new(ctx.clone(), socket.as_raw_fd());
+    let admin = listener_id == ADMIN_LISTENER;
+    let active = ActiveGuard::new(ctx.clone(), socket.as_raw_fd(), admin);
     // TCP_NODELAY is set on the listening socket (server.rs), and Linux
     // copies it to every accepted socket: no setsockopt per connection.
     let mut socket = socket;

@@ -39,6 +39,8 @@ pub(crate) struct WorkerCtx {
     /// Idle connections parked between requests.
     pub parking: Parking,
     pub active: Cell<usize>,
+    /// Of those, connections to the admin listener.
+    pub admin_open: Cell<usize>,
     pub buffers: RefCell<BufferPool>,
     /// Unused read cancellers of closed connections (making one costs two
     /// allocations, see `client::await_request`).
@@ -85,6 +87,7 @@ impl WorkerCtx {
             cancellers: RefCell::default(),
             parking: Parking::new()?,
             active: Cell::new(0),
+            admin_open: Cell::new(0),
             buffers: RefCell::new(BufferPool::default()),
             sockets: RefCell::new(Slab::new()),
             listeners: RefCell::new(Vec::new()),
@@ -220,13 +223,18 @@ impl WorkerCtx {
 pub(crate) struct ActiveGuard {
     ctx: Rc<WorkerCtx>,
     key: usize,
+    /// An admin connection (left out of the connection metrics).
+    admin: bool,
 }
 
 impl ActiveGuard {
-    pub fn new(ctx: Rc<WorkerCtx>, fd: RawFd) -> Self {
+    pub fn new(ctx: Rc<WorkerCtx>, fd: RawFd, admin: bool) -> Self {
         let key = ctx.sockets.borrow_mut().insert(fd);
         ctx.active.set(ctx.active.get() + 1);
-        ActiveGuard { ctx, key }
+        if admin {
+            ctx.admin_open.set(ctx.admin_open.get() + 1);
+        }
+        ActiveGuard { ctx, key, admin }
     }
 }
 
@@ -234,6 +242,9 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.ctx.sockets.borrow_mut().remove(self.key);
         self.ctx.active.set(self.ctx.active.get() - 1);
+        if self.admin {
+            self.ctx.admin_open.set(self.ctx.admin_open.get() - 1);
+        }
     }
 }
 

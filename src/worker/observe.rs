@@ -47,7 +47,10 @@ pub(crate) fn publish(ctx: &WorkerCtx, force: bool) {
         slot.clone_from(&metrics);
         let parked = ctx.parking.len() as u64;
         slot.idle_connections = parked;
-        slot.active_connections = (ctx.active.get() as u64).saturating_sub(parked);
+        // The admin listener's connections (this scrape's among them) are
+        // not the proxy's.
+        let open = ctx.active.get().saturating_sub(ctx.admin_open.get()) as u64;
+        slot.active_connections = open.saturating_sub(parked);
     }
     published.store(wanted, Ordering::Release);
 }
