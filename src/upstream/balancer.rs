@@ -104,10 +104,15 @@ impl GroupState {
             self.maglev = None;
             return;
         }
-        let weights: Vec<u32> = (0..group.servers.len()).map(|i| weight(group, i)).collect();
-        if self.maglev.as_ref().is_some_and(|(w, _)| *w == weights) {
+        // Checked in place: the tick allocates only when a weight changed.
+        let unchanged = self.maglev.as_ref().is_some_and(|(w, _)| {
+            w.len() == group.servers.len()
+                && w.iter().enumerate().all(|(i, &x)| x == weight(group, i))
+        });
+        if unchanged {
             return;
         }
+        let weights: Vec<u32> = (0..group.servers.len()).map(|i| weight(group, i)).collect();
         // The same identities as the config's table, so keys of servers
         // whose weight stayed mostly stay where they were.
         let ids: Vec<(String, u32)> = group

@@ -55,6 +55,8 @@ pub(crate) struct WorkerSpec {
 
 /// Runs a worker to completion on the current thread.
 pub(crate) fn run(spec: WorkerSpec) {
+    // Every line this worker logs names it (`worker{id=N}`).
+    let _span = tracing::info_span!("worker", id = spec.id).entered();
     let use_uring = match spec.io {
         IoMode::Epoll => false,
         IoMode::IoUring => true,
