@@ -1009,3 +1009,118 @@ fn a_tunnel_is_logged_when_it_closes_with_its_bytes() {
         "{v}"
     );
 }
+
+/// Timeouts on either side and clients that leave mid-head each get
+/// their line (408, 504, 499) and their count; a listener with
+/// `access_log = false` is counted but not logged.
+#[test]
+fn timeouts_and_gone_clients_are_logged_and_counted() {
+    // Reads the request and never answers.
+    let silent = Upstream::start(|r, _w, up| {
+        let _ = up.record(r);
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let dir = TempDir::new("timeouts");
+    let log = dir.0.join("access.log");
+    let toml = format!(
+        r#"
+[runtime]
+drain_timeout = "2s"
+[timeouts]
+client_head = "300ms"
+[access_log]
+path = "{}"
+format = "json"
+[[listeners]]
+name = "main"
+bind = "127.0.0.1:0"
+[[listeners]]
+name = "quiet"
+bind = "127.0.0.1:0"
+access_log = false
+[[routes]]
+name = "slow"
+path_prefix = "/"
+upstream = "silent"
+[upstreams.silent]
+servers = ["{}"]
+response_timeout = "300ms"
+retries = 0
+"#,
+        log.display(),
+        silent.addr
+    );
+    let proxy = Proxy::start(&toml);
+    let admin_addr = start_admin(&proxy, &dir);
+    // 504: the upstream never answers.
+    assert_eq!(send(&proxy, &get("/wait")), 504);
+    // 408: the head never ends.
+    let mut c = proxy.connect();
+    c.send(b"GET /partial HTTP/1.1\r\nHost: x\r\n");
+    assert_eq!(c.read_response().status, 408);
+    // 499: the client leaves mid-head.
+    let mut c = proxy.connect();
+    c.send(b"GET /gone HTTP/1.1\r\nHost: x\r\n");
+    drop(c);
+    // On the quiet listener: counted, not logged.
+    let quiet = proxy.handle().listener_addr("quiet").unwrap();
+    assert_eq!(Client::connect(quiet).request(&get("/q")).status, 504);
+    let requests = |m: &Samples, listener: &str, route: &str, code: &str| {
+        sample(
+            m,
+            "ringress_requests_total",
+            &[("listener", listener), ("route", route), ("code", code)],
+        )
+    };
+    // The server sees the client leave when it reads again.
+    let mut m = parse_metrics(&admin(admin_addr, "/metrics").1);
+    wait_until("the client that left is counted", TIMEOUT, || {
+        m = parse_metrics(&admin(admin_addr, "/metrics").1);
+        m.contains_key(&(
+            "ringress_requests_total".to_string(),
+            vec![
+                ("code".into(), "499".into()),
+                ("listener".into(), "main".into()),
+                ("route".into(), "".into()),
+            ],
+        ))
+    });
+    assert_eq!(requests(&m, "main", "", "499"), 1.0);
+    assert_eq!(requests(&m, "main", "slow", "504"), 1.0);
+    assert_eq!(requests(&m, "main", "", "408"), 1.0);
+    assert_eq!(requests(&m, "quiet", "slow", "504"), 1.0);
+    assert_eq!(
+        sample(
+            &m,
+            "ringress_rejections_total",
+            &[("reason", "gateway_timeout")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "ringress_rejections_total",
+            &[("reason", "client_timeout")]
+        ),
+        1.0
+    );
+    proxy.shutdown();
+    let lines: Vec<Value> = read_lines(&log)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    let by_status = |status: u64| {
+        lines
+            .iter()
+            .find(|v| v["status"] == status)
+            .unwrap_or_else(|| panic!("no {status} in {lines:#?}"))
+    };
+    assert_eq!(by_status(504)["exit"], "timeout");
+    assert_eq!(by_status(504)["reason"], "gateway_timeout");
+    assert_eq!(by_status(504)["listener"], "main");
+    assert_eq!(by_status(408)["exit"], "timeout");
+    assert_eq!(by_status(408)["reason"], "client_timeout");
+    assert_eq!(by_status(499)["exit"], "client_gone");
+}
