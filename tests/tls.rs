@@ -1755,3 +1755,65 @@ fn tls_variables_in_header_edits() {
     assert_eq!(plain.request(&get("/x")).status, 200);
     assert_eq!(up.last().header("x-tls"), Some("[||http|main|]"));
 }
+
+/// The access log shows a TLS request's version and server name, and the
+/// metrics count handshakes that worked and ones that failed.
+#[test]
+fn tls_requests_in_the_access_log_and_the_handshake_counts() {
+    let dir = Dir::new();
+    let ca = Ca::new("Log CA");
+    let cert = ca.server(&["log.test"]);
+    let other = Ca::new("Someone else's CA");
+    let up = Upstream::echo();
+    let log = dir.path("access.log");
+    let config = ConfigBuilder::new(up.addr)
+        .sections(&format!(
+            "[access_log]\npath = \"{log}\"\nformat = \"json\"\n{}",
+            https_listener(&format!("certs = [{}]", cert.write(&dir, "log")))
+        ))
+        .build();
+    let proxy = Proxy::start(&config);
+    let admin = proxy
+        .handle()
+        .start_admin("127.0.0.1:0".parse().unwrap(), dir.0.join("unused.toml"))
+        .expect("admin binds");
+    let mut c = TlsClient::connect(
+        proxy.addr,
+        &Arc::new(client_config(Some(&ca), tls13(), None)),
+        "log.test",
+    );
+    assert_eq!(
+        c.request(b"GET /t HTTP/1.1\r\nHost: log.test\r\n\r\n")
+            .status,
+        200
+    );
+    drop(c);
+    // A client that does not trust the certificate gives up.
+    let refused = handshake(
+        proxy.addr,
+        &Arc::new(client_config(Some(&other), tls13(), None)),
+        "log.test",
+    );
+    assert!(refused.is_err());
+    let metrics = || {
+        let mut s = TcpStream::connect(admin).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    wait_until("the failed handshake counted", TIMEOUT, || {
+        metrics().contains("ringress_tls_handshakes_total{result=\"failed\"} 1\n")
+    });
+    assert!(metrics().contains("ringress_tls_handshakes_total{result=\"ok\"} 1\n"));
+    proxy.shutdown();
+    let text = std::fs::read_to_string(&log).expect("the access log");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].contains(r#""tls":"TLSv1.3","sni":"log.test""#),
+        "{text}"
+    );
+    assert!(lines[0].contains(r#""listener":"https""#), "{text}");
+}
