@@ -13,8 +13,12 @@
 #                  default: one write(2) per request)
 # Each round runs wrk -t1 -c64 keep-alive for DURATION seconds against each
 # of them, in an order that rotates from round to round; the log files are
-# emptied before each run. Reports median req/s per proxy and the on/off
-# ratios. The cost of counting metrics itself (always on) is measured by
+# emptied before each run. Reports, per proxy, the median req/s and the
+# median CPU time per request (utime + stime of the proxy process over the
+# run, from /proc/PID/stat, divided by the requests wrk completed: on a
+# 2-core machine wrk and the backend share a core and may limit req/s, so
+# CPU per request is the steadier measure of what the log costs), and the
+# on/off ratios of both. The cost of counting metrics itself (always on) is measured by
 # ab.sh against the build before it: A=<commit before> B=<this build>.
 #
 # Knobs: ROUNDS [5] DURATION [8] BIN [target/release/ringress, built if
@@ -68,14 +72,20 @@ wait_http() { # port
     done
     die "nothing answers on $HOST:$1"
 }
+declare -A PID_OF=()
 ringress() { # name port extra-toml cpu
     local dir=$TMP/$1
     mkdir -p "$dir"
     printf '%s\n' "$3" >"$dir/ringress.toml"
     taskset -c "$4" "$BIN" --config "$dir/ringress.toml" --threads 1 --no-pin >"$dir/log" 2>&1 &
     PIDS+=($!)
+    PID_OF[$1]=$!
     wait_http "$2"
 }
+ticks() { # pid: utime + stime in clock ticks
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 ringress backend "$BACKEND" "[[listeners]]
 name = \"main\"
 bind = \"$HOST:$BACKEND\"
@@ -98,6 +108,7 @@ nginx_proxy() { # name port access-log-line
     cat >"$dir/nginx.conf" <<EOF
 $( ((EUID == 0)) && echo "user root;")
 daemon off;
+master_process off;
 worker_processes 1;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
@@ -119,6 +130,7 @@ http {
 EOF
     taskset -c "$PROXY_CPU" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/stdout" 2>&1 &
     PIDS+=($!)
+    PID_OF[$1]=$!
     wait_http "$2"
 }
 nginx_proxy nginx-off "$N_OFF" "access_log off;"
@@ -140,10 +152,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
         : >"$TMP/ringress-on/access.log" 2>/dev/null || true
         : >"$TMP/nginx-on/access.log" 2>/dev/null || true
         out=$TMP/$name-r$r.txt
+        k0=$(ticks "${PID_OF[$name]}")
         taskset -c "$WRK_CPU" wrk -t1 -c64 -d"${DURATION}s" "http://$HOST:${PORTS[$name]}/" >"$out" 2>&1 || die "wrk failed against $name"
+        k1=$(ticks "${PID_OF[$name]}")
         rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
-        log "round $r $name: $rps req/s"
-        echo "$name $rps" >>"$RESULTS"
+        done_requests=$(awk '/requests in/ {print $1}' "$out")
+        us=$(python3 -c "print(round(($k1 - $k0) / $CLK_TCK * 1e6 / $done_requests, 2))")
+        log "round $r $name: $rps req/s, $us CPU us/req"
+        echo "$name $rps $us" >>"$RESULTS"
         if [[ $name == ringress-on ]]; then
             # Lines of the run's last tick may still be on their way.
             sleep 0.3
@@ -156,19 +172,21 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 python3 - "$RESULTS" "$ROUNDS" "$DURATION" <<'EOF'
 import statistics, sys
-runs = {}
+runs, cpu = {}, {}
 for line in open(sys.argv[1]):
-    name, rps = line.split()
+    name, rps, us = line.split()
     runs.setdefault(name, []).append(float(rps))
+    cpu.setdefault(name, []).append(float(us))
 med = {k: statistics.median(v) for k, v in runs.items()}
+mcpu = {k: statistics.median(v) for k, v in cpu.items()}
 print(f"## observability-cost.sh: {sys.argv[2]} rounds x {sys.argv[3]} s, wrk -t1 -c64 keep-alive, one proxy worker\n")
-print("| proxy | median req/s | runs |")
-print("|---|---:|---|")
+print("| proxy | median req/s | median CPU µs/req | req/s runs |")
+print("|---|---:|---:|---|")
 for k in ("ringress-off", "ringress-on", "nginx-off", "nginx-on"):
-    print(f"| {k} | {med[k]:,.0f} | {', '.join(f'{x:,.0f}' for x in runs[k])} |")
-r = med["ringress-on"] / med["ringress-off"]
-n = med["nginx-on"] / med["nginx-off"]
-print(f"\nringress: access log + scrapes keep {r:.3f} of req/s (cost {100 * (1 - r):.1f} %)")
-print(f"nginx: access log keeps {n:.3f} of req/s (cost {100 * (1 - n):.1f} %)")
-print(f"ringress-on / nginx-on: {med['ringress-on'] / med['nginx-on']:.2f}x")
+    print(f"| {k} | {med[k]:,.0f} | {mcpu[k]:.2f} | {', '.join(f'{x:,.0f}' for x in runs[k])} |")
+for who, on, off in (("ringress (access log + scrapes)", "ringress-on", "ringress-off"), ("nginx (access log)", "nginx-on", "nginx-off")):
+    r = med[on] / med[off]
+    c = mcpu[on] / mcpu[off]
+    print(f"\n{who}: req/s on/off {r:.3f}, CPU per request on/off {c:.3f} (+{100 * (c - 1):.1f} %)")
+print(f"\nringress-on / nginx-on: req/s {med['ringress-on'] / med['nginx-on']:.2f}x, CPU per request {mcpu['ringress-on'] / mcpu['nginx-on']:.2f}x")
 EOF
