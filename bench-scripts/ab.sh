@@ -56,6 +56,9 @@
 #   PROXY_CPU / BACKEND_CPU / WRK_CPU   CPU placement (cpu-placement.sh)
 #   BIN_CACHE [/tmp/ringress-ab-bin]  BUILD_TARGET [/tmp/ringress-ab-target]
 #   WORKTREE_PREFIX [/tmp/ringress-ab]  BUILD_TIMEOUT [3600] seconds per build
+#   A_EXTRA_TOML / B_EXTRA_TOML  appended to that build's config, with @DIR@
+#                      replaced by its temp dir (e.g. B with an [access_log]
+#                      and A without: the log's cost with one binary)
 #   CSV_OUT            also write every run's row (ab_report.py's CSV) here
 #   KEEP_TMP=1         keep the temp dir (configs, logs, raw wrk outputs)
 set -euo pipefail
@@ -401,6 +404,10 @@ servers = ["$HOST:$BACKEND_PORT"]
 [upstreams.fast]
 servers = ["$HOST:$FAST_PORT"]
 EOF
+    local extra_var=${name}_EXTRA_TOML
+    if [[ -n ${!extra_var:-} ]]; then
+        printf '%s\n' "${!extra_var}" | sed "s|@DIR@|$dir|g" >>"$dir/ringress.toml"
+    fi
     log "proxy $name on $HOST:${PORT[$name]} (cpu $PROXY_CPU)"
     taskset -c "$PROXY_CPU" "${!bin_var}" --config "$dir/ringress.toml" --threads 1 >>"$dir/ringress.log" 2>&1 &
     PROXY_PID[$name]=$!

@@ -255,16 +255,37 @@ pub fn write_content_length(out: &mut Vec<u8>, n: u64) {
 pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
+            // Up to 15 bytes built on the stack, then one copy.
+            let mut text = [0u8; 15];
+            let mut len = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    text[len] = b'.';
+                    len += 1;
                 }
-                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+                len += write_octet(&mut text[len..], octet);
             }
+            out.extend_from_slice(&text[..len]);
         }
         IpAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
         }
+    }
+}
+
+/// An octet's decimal digits at the start of `out` (room for 3); how
+/// many.
+fn write_octet(out: &mut [u8], n: u8) -> usize {
+    let (h, t, u) = (n / 100, n / 10 % 10, n % 10);
+    if h > 0 {
+        out[..3].copy_from_slice(&[b'0' + h, b'0' + t, b'0' + u]);
+        3
+    } else if t > 0 {
+        out[..2].copy_from_slice(&[b'0' + t, b'0' + u]);
+        2
+    } else {
+        out[0] = b'0' + u;
+        1
     }
 }
 
@@ -357,6 +378,9 @@ mod tests {
             "255.255.255.255",
             "10.1.22.133",
             "192.0.2.9",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.100.9.200",
             "::1",
             "2001:db8::1",
             "::ffff:1.2.3.4",

@@ -18,6 +18,8 @@ pub const CLIENT_CLOSED: u16 = 499;
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     pub now: SystemTime,
+    /// From the request's first byte to now.
+    pub duration: std::time::Duration,
     /// The route's name; None when no route matched.
     pub route: Option<&'a str>,
     pub listener: &'a str,
@@ -124,6 +126,18 @@ fn string_or_null(out: &mut Vec<u8>, v: Option<&[u8]>) {
     }
 }
 
+/// A value known to need no escape, quoted.
+fn raw_or_null(out: &mut Vec<u8>, v: Option<&[u8]>) {
+    match v {
+        Some(v) => {
+            out.push(b'"');
+            out.extend_from_slice(v);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
 fn json(out: &mut Vec<u8>, clock: &mut LogClock, r: &Record, cx: &Context<'_>) {
     // Room for a typical line: the pieces below then never grow it.
     out.reserve(768);
@@ -136,7 +150,8 @@ fn json(out: &mut Vec<u8>, clock: &mut LogClock, r: &Record, cx: &Context<'_>) {
     out.push(b'"');
     let parsed = !r.text.method().is_empty();
     key(out, b",\"method\":");
-    string_or_null(out, parsed.then(|| r.text.method()));
+    // A method is a token (no quote, backslash or control byte).
+    raw_or_null(out, parsed.then(|| r.text.method()));
     key(out, b",\"target\":");
     string_or_null(out, parsed.then(|| r.text.target()));
     key(out, b",\"proto\":");
@@ -148,7 +163,7 @@ fn json(out: &mut Vec<u8>, clock: &mut LogClock, r: &Record, cx: &Context<'_>) {
     key(out, b",\"bytes_out\":");
     num(out, r.bytes_out);
     key(out, b",\"duration_ms\":");
-    millis(out, r.start.elapsed());
+    millis(out, cx.duration);
     key(out, b",\"upstream\":");
     match cx.upstream {
         Some(addr) => {
@@ -178,8 +193,9 @@ fn json(out: &mut Vec<u8>, clock: &mut LogClock, r: &Record, cx: &Context<'_>) {
     key(out, b",\"referer\":");
     string_or_null(out, r.text.referer());
     key(out, b",\"request_id\":");
+    // Ours are hex; a peer's passed `valid_request_id`.
     let id = r.text.request_id();
-    string_or_null(out, (!id.is_empty()).then_some(id));
+    raw_or_null(out, (!id.is_empty()).then_some(id));
     key(out, b",\"generation\":");
     num(out, r.generation);
     key(out, b",\"retries\":");
@@ -195,12 +211,9 @@ fn json(out: &mut Vec<u8>, clock: &mut LogClock, r: &Record, cx: &Context<'_>) {
 /// points of the same value (Latin-1), so every line stays valid JSON.
 pub fn json_string(out: &mut Vec<u8>, v: &[u8]) {
     out.push(b'"');
-    // Most values need no escape: one pass that the compiler vectorises,
-    // then one copy.
-    let plain = v.iter().fold(true, |ok, &b| {
-        ok & (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\')
-    });
-    if plain {
+    // Most values need no escape: checked eight bytes at a time, then
+    // copied whole.
+    if plain(v) {
         out.extend_from_slice(v);
         out.push(b'"');
         return;
@@ -219,6 +232,31 @@ pub fn json_string(out: &mut Vec<u8>, v: &[u8]) {
         }
     }
     out.push(b'"');
+}
+
+/// Whether `v` is printable ASCII without `"` or a backslash (nothing
+/// to escape).
+fn plain(v: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte of `x` equal to 0 sets its high bit in `zero(x)`.
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut chunks = v.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // Bytes below 0x20; at or above 0x7f; '"'; the backslash.
+        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        let high = (x.wrapping_add(ONES) | x) & HIGH;
+        if control | high | zero(x ^ (ONES * 0x22)) | zero(x ^ (ONES * 0x5c)) != 0 {
+            return false;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 fn unicode_escape(out: &mut Vec<u8>, b: u8) {
@@ -257,6 +295,7 @@ mod tests {
     fn cx() -> Context<'static> {
         Context {
             now: UNIX_EPOCH + Duration::from_millis(1_796_600_308_123),
+            duration: Duration::from_micros(2345),
             route: Some("api"),
             listener: "main",
             proto: Some("HTTP/1.1"),
@@ -319,6 +358,21 @@ mod tests {
         r.fail(ProxyError::downstream(ErrorKind::ClientGone));
         r.status = 0;
         assert_eq!(logged_status(&r), CLIENT_CLOSED);
+    }
+
+    #[test]
+    fn plain_finds_every_byte_that_needs_an_escape() {
+        for len in [1, 7, 8, 9, 16, 23] {
+            for pos in 0..len {
+                for b in 0..=255u8 {
+                    let mut v = vec![b'a'; len];
+                    v[pos] = b;
+                    let expect = (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
+                    assert_eq!(plain(&v), expect, "byte {b:#x} at {pos} of {len}");
+                }
+            }
+        }
+        assert!(plain(b""));
     }
 
     #[test]

@@ -97,6 +97,7 @@ impl Requests {
             chain.log(record);
         }
         let status = access::logged_status(record);
+        let duration = record.start.elapsed();
         let rejection = record
             .cause
             .map(|c| c.kind)
@@ -107,7 +108,7 @@ impl Requests {
                 listener: record.listener,
                 route: record.route,
                 status,
-                duration: record.start.elapsed(),
+                duration,
                 bytes_in: record.bytes_in,
                 bytes_out: record.bytes_out,
                 rejection,
@@ -120,6 +121,7 @@ impl Requests {
         {
             let cx = Context {
                 now: SystemTime::now(),
+                duration,
                 route: route.map(|r| r.name.as_str()),
                 listener: listener.map_or("", |l| l.name.as_str()),
                 proto: conn.proto,
