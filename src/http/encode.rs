@@ -255,17 +255,17 @@ pub fn write_content_length(out: &mut Vec<u8>, n: u64) {
 pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
-            // Up to 15 bytes built on the stack, then one copy.
-            let mut text = [0u8; 15];
+            // Each octet's digits (and a dot after them) stored whole into
+            // a stack buffer, then one copy: no per-digit work.
+            let mut text = [0u8; 20];
             let mut len = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text[len] = b'.';
-                    len += 1;
-                }
-                len += write_octet(&mut text[len..], octet);
+            for octet in v4.octets() {
+                let (digits, n) = OCTETS[octet as usize];
+                text[len..len + 4].copy_from_slice(&digits);
+                len += n as usize;
             }
-            out.extend_from_slice(&text[..len]);
+            // Without the last octet's dot.
+            out.extend_from_slice(&text[..len - 1]);
         }
         IpAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
@@ -273,20 +273,25 @@ pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
-/// An octet's decimal digits at the start of `out` (room for 3); how
-/// many.
-fn write_octet(out: &mut [u8], n: u8) -> usize {
-    let (h, t, u) = (n / 100, n / 10 % 10, n % 10);
-    if h > 0 {
-        out[..3].copy_from_slice(&[b'0' + h, b'0' + t, b'0' + u]);
-        3
-    } else if t > 0 {
-        out[..2].copy_from_slice(&[b'0' + t, b'0' + u]);
-        2
-    } else {
-        out[0] = b'0' + u;
-        1
+/// Every octet's decimal digits followed by a dot, and how many bytes
+/// that is.
+static OCTETS: [([u8; 4], u8); 256] = octets();
+
+const fn octets() -> [([u8; 4], u8); 256] {
+    let mut table = [([0u8; 4], 0u8); 256];
+    let mut n = 0;
+    while n < 256 {
+        let (h, t, u) = ((n / 100) as u8, (n / 10 % 10) as u8, (n % 10) as u8);
+        table[n] = if n >= 100 {
+            ([b'0' + h, b'0' + t, b'0' + u, b'.'], 4)
+        } else if n >= 10 {
+            ([b'0' + t, b'0' + u, b'.', 0], 3)
+        } else {
+            ([b'0' + u, b'.', 0, 0], 2)
+        };
+        n += 1;
     }
+    table
 }
 
 pub fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

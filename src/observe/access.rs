@@ -143,9 +143,7 @@ fn json(out: &mut Vec<u8>, clock: &mut LogClock, r: &Record, cx: &Context<'_>) {
     out.reserve(768);
     out.extend_from_slice(b"{\"time\":\"");
     clock.write_rfc3339(cx.now, out);
-    out.push(b'"');
-    key(out, b",\"client\":");
-    out.push(b'"');
+    key(out, b"\",\"client\":\"");
     write_ip(out, r.client_ip);
     out.push(b'"');
     let parsed = !r.text.method().is_empty();
@@ -155,7 +153,8 @@ fn json(out: &mut Vec<u8>, clock: &mut LogClock, r: &Record, cx: &Context<'_>) {
     key(out, b",\"target\":");
     string_or_null(out, parsed.then(|| r.text.target()));
     key(out, b",\"proto\":");
-    string_or_null(out, cx.proto.filter(|_| parsed).map(str::as_bytes));
+    // The values from here on that are our own names need no escape.
+    raw_or_null(out, cx.proto.filter(|_| parsed).map(str::as_bytes));
     key(out, b",\"status\":");
     num(out, logged_status(r));
     key(out, b",\"bytes_in\":");
@@ -185,7 +184,7 @@ fn json(out: &mut Vec<u8>, clock: &mut LogClock, r: &Record, cx: &Context<'_>) {
     key(out, b",\"listener\":");
     json_string(out, cx.listener.as_bytes());
     key(out, b",\"tls\":");
-    string_or_null(out, cx.tls.map(str::as_bytes));
+    raw_or_null(out, cx.tls.map(str::as_bytes));
     key(out, b",\"sni\":");
     string_or_null(out, cx.sni);
     key(out, b",\"user_agent\":");
@@ -201,9 +200,9 @@ fn json(out: &mut Vec<u8>, clock: &mut LogClock, r: &Record, cx: &Context<'_>) {
     key(out, b",\"retries\":");
     num(out, r.retries);
     key(out, b",\"exit\":");
-    json_string(out, r.exit.name().as_bytes());
+    raw_or_null(out, Some(r.exit.name().as_bytes()));
     key(out, b",\"reason\":");
-    string_or_null(out, r.cause.map(|c| c.kind.name().as_bytes()));
+    raw_or_null(out, r.cause.map(|c| c.kind.name().as_bytes()));
     out.push(b'}');
 }
 
