@@ -40,6 +40,8 @@
 #                     bytes); browser: 12 headers, 621 bytes (a browser's
 #                     user-agent and accept, cookie, referer, sec-fetch-*)
 #   MODES    [keep-alive close]
+#   NGINX_ACCESS_LOG [off]  the reference nginx's access_log line, e.g.
+#                     "@TMP@/nginx.log combined" to count its log's cost
 #   EXTRA_TOML []     appended to ringress's config, with @TMP@ replaced by
 #                     the temp dir (e.g. an [access_log] writing there)
 #   BACKEND_PORT [19090]  PORT [19091]
@@ -190,6 +192,7 @@ upstream = "backend"
 EOF
 printf '%s\n' "${EXTRA_TOML:-}" | sed "s|@TMP@|$TMP|g" >>"$TMP/ringress.toml"
 
+NGINX_ACCESS_LOG=${NGINX_ACCESS_LOG//@TMP@/$TMP}
 # The reference proxies, one worker each, with compare.sh's reuse settings
 # (nginx: upstream keepalive 1024, HTTP/1.1, Connection ""; HAProxy:
 # http-reuse always) but not its connection limits, which only matter for
@@ -203,7 +206,7 @@ pid $TMP/nginx-proxy/nginx.pid;
 error_log $TMP/nginx-proxy/error.log;
 events { worker_connections 4096; }
 http {
-    access_log off;
+    access_log ${NGINX_ACCESS_LOG:-off};
     keepalive_requests 1000000;
     upstream backend {
         server $HOST:$BACKEND_PORT;

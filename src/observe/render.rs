@@ -162,7 +162,14 @@ fn histogram(out: &mut String, name: &str, labels: &[(&str, &str)], h: &Histogra
 /// The Prometheus text exposition (format 0.0.4).
 pub fn prometheus(t: &Totals, config: &Config, p: &Process) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    let o = &mut out;
+    requests(&mut out, t);
+    upstreams(&mut out, t, config);
+    process(&mut out, t, p);
+    out
+}
+
+/// Requests by listener, route and status, and their durations.
+fn requests(o: &mut String, t: &Totals) {
     help(
         o,
         "ringress_requests_total",
@@ -192,6 +199,10 @@ pub fn prometheus(t: &Totals, config: &Config, p: &Process) -> String {
             h,
         );
     }
+}
+
+/// Upstream attempts, response times, health and connections.
+fn upstreams(o: &mut String, t: &Totals, config: &Config) {
     help(
         o,
         "ringress_upstream_requests_total",
@@ -264,6 +275,11 @@ pub fn prometheus(t: &Totals, config: &Config, p: &Process) -> String {
             reused,
         );
     }
+}
+
+/// Client connections, bytes, rejections, handshakes, the config and the
+/// log.
+fn process(o: &mut String, t: &Totals, p: &Process) {
     help(
         o,
         "ringress_connections",
@@ -347,7 +363,6 @@ pub fn prometheus(t: &Totals, config: &Config, p: &Process) -> String {
         &[],
         t.log_lines_dropped + p.log_write_failures,
     );
-    out
 }
 
 fn json_histogram(out: &mut String, h: &Histogram) {
