@@ -148,9 +148,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let server = match start(&cli, config) {
+        Ok(server) => server,
+        Err(code) => return code,
+    };
+    serve_signals(&mut signals, server, &log, &cli)
+}
+
+/// Starts the workers (alongside a running process with `--upgrade`)
+/// and the admin listener.
+fn start(cli: &Cli, config: Config) -> Result<ServerHandle, ExitCode> {
     if let Err(refusal) = check_alone(&config, cli.upgrade) {
         eprintln!("ringress: {refusal}");
-        return ExitCode::from(1);
+        return Err(ExitCode::from(1));
     }
     let admin = config.admin.bind;
     let listeners: Vec<String> = config
@@ -173,7 +183,7 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ringress: {e}");
-            return ExitCode::from(1);
+            return Err(ExitCode::from(1));
         }
     };
     tracing::info!(
@@ -194,14 +204,25 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("ringress: cannot start the admin listener on {bind}: {e}");
                 server.shutdown();
-                return ExitCode::from(1);
+                return Err(ExitCode::from(1));
             }
         }
     }
+    Ok(server)
+}
+
+/// Reloads on SIGHUP, reopens the logs on SIGUSR1, drains and exits on
+/// SIGTERM or SIGINT.
+fn serve_signals(
+    signals: &mut Signals,
+    server: ServerHandle,
+    log: &LogSink,
+    cli: &Cli,
+) -> ExitCode {
     for signal in signals.forever() {
         match signal {
             SIGHUP => reload(&server, &cli.config),
-            SIGUSR1 => reopen_logs(&server, &log),
+            SIGUSR1 => reopen_logs(&server, log),
             _ => {
                 tracing::info!("draining");
                 server.shutdown();
