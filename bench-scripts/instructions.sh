@@ -192,6 +192,7 @@ upstream = "backend"
 EOF
 printf '%s\n' "${EXTRA_TOML:-}" | sed "s|@TMP@|$TMP|g" >>"$TMP/ringress.toml"
 
+NGINX_ACCESS_LOG=${NGINX_ACCESS_LOG:-off}
 NGINX_ACCESS_LOG=${NGINX_ACCESS_LOG//@TMP@/$TMP}
 # The reference proxies, one worker each, with compare.sh's reuse settings
 # (nginx: upstream keepalive 1024, HTTP/1.1, Connection ""; HAProxy:
@@ -206,7 +207,7 @@ pid $TMP/nginx-proxy/nginx.pid;
 error_log $TMP/nginx-proxy/error.log;
 events { worker_connections 4096; }
 http {
-    access_log ${NGINX_ACCESS_LOG:-off};
+    access_log $NGINX_ACCESS_LOG;
     keepalive_requests 1000000;
     upstream backend {
         server $HOST:$BACKEND_PORT;
