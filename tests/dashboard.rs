@@ -70,6 +70,7 @@ fn dashboard_in_headless_chromium() {
 
     let up = Upstream::echo();
     let config = ConfigBuilder::new(up.addr)
+        .sections("[admin]\ntoken = \"dash-secret\"\n")
         .sections("[[routes]]\nname = \"api\"\npath_prefix = \"/api/\"\nupstream = \"backend\"\n")
         .build();
     let dir = TempDir::new("dashboard");
@@ -81,11 +82,13 @@ fn dashboard_in_headless_chromium() {
         .start_admin("127.0.0.1:0".parse().unwrap(), config_file)
         .expect("admin listener binds");
 
-    // The admin side serves the page and the JSON it polls.
-    let (status, page) = admin_get(admin, "/");
+    // The admin side serves the page (to anyone: it holds no data) and
+    // the JSON it polls (with the token only).
+    let (status, page) = admin_get(admin, "/", None);
     assert_eq!(status, 200, "GET / on the admin listener: {page}");
     assert_eq!(page, PAGE, "GET / serves assets/dashboard.html");
-    let (status, stats) = admin_get(admin, "/stats");
+    assert_eq!(admin_get(admin, "/stats", None).0, 401);
+    let (status, stats) = admin_get(admin, "/stats", Some("dash-secret"));
     assert_eq!(status, 200, "GET /stats on the admin listener: {stats}");
     assert!(stats.contains("\"time_ms\""), "/stats: {stats}");
 
@@ -116,7 +119,8 @@ fn dashboard_in_headless_chromium() {
     };
 
     let mut browser = Browser::launch(&chromium, &dir.0.join("profile"));
-    browser.open(&format!("http://{admin}/"));
+    // The token rides in the fragment, which the page sends with its polls.
+    browser.open(&format!("http://{admin}/#token=dash-secret"));
 
     // The first poll that saw traffic.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -162,10 +166,11 @@ fn dashboard_in_headless_chromium() {
 }
 
 /// One admin request (the listener closes after each answer).
-fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+fn admin_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect to admin");
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: admin.test\r\n\r\n").unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(s, "GET {path} HTTP/1.1\r\nHost: admin.test\r\n{auth}\r\n").unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("an admin answer");
     let raw = String::from_utf8(raw).expect("a UTF-8 answer");

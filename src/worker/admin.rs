@@ -72,12 +72,17 @@ pub(super) enum Endpoint {
 
 impl Endpoint {
     pub fn of(req: &RequestHead<'_, '_>, config: &Config) -> Endpoint {
+        let endpoint = Self::route(req.method, req.path, req.framing);
+        // The dashboard page holds no data (a browser cannot send a
+        // token for it); it sends the token from its URL fragment with
+        // each poll of /stats.
         if let Some(token) = &config.admin.token
+            && endpoint != Endpoint::Dashboard
             && !auth::bearer_matches(token, req.header(b"authorization"))
         {
             return Endpoint::Unauthorized;
         }
-        Self::route(req.method, req.path, req.framing)
+        endpoint
     }
 
     fn route(method: &[u8], path: &[u8], framing: Framing) -> Endpoint {
