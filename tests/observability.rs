@@ -1124,3 +1124,32 @@ retries = 0
     assert_eq!(by_status(408)["reason"], "client_timeout");
     assert_eq!(by_status(499)["exit"], "client_gone");
 }
+
+/// A client that sends a CRLF after a request body (some do) has not
+/// started a request: no head timeout runs, nothing is logged or counted,
+/// and its next request is served on the same connection.
+#[test]
+fn a_crlf_after_a_body_starts_no_request() {
+    let up = Upstream::echo();
+    let dir = TempDir::new("crlf");
+    let log = dir.0.join("access.log");
+    let extra = format!(
+        "[timeouts]\nclient_head = \"200ms\"\n[access_log]\npath = \"{}\"\nformat = \"json\"\n",
+        log.display()
+    );
+    let proxy = Proxy::start(&config(up.addr, &extra));
+    let mut c = proxy.connect();
+    let resp = c.request(b"POST /api/p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\r\n");
+    assert_eq!(resp.status, 200);
+    // Longer than the head timeout: the CRLF alone must not run into it.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.request(&get("/fixed")).status, 200);
+    drop(c);
+    proxy.shutdown();
+    let lines = read_lines(&log);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(
+        lines.iter().all(|l| l.contains(r#""status":200"#)),
+        "{lines:#?}"
+    );
+}

@@ -161,6 +161,7 @@ pub(crate) async fn serve(
 /// was served yet).
 async fn run(mut c: Client, ctx: Rc<WorkerCtx>, mut first: bool) {
     loop {
+        skip_empty_lines(&mut c.inbuf);
         if c.inbuf.is_empty() {
             c.park_buffers(&ctx);
             match await_request(&mut c, &ctx, first).await {
@@ -252,6 +253,22 @@ fn conn_facts(version: Version, tls: Option<&TlsFacts>) -> ConnFacts<'_> {
         tls: tls.map(|t| t.version),
         sni: tls.and_then(|t| t.sni.as_deref()),
     }
+}
+
+/// Empty lines before a request (some clients send a CRLF after a
+/// request body) are ignored, as RFC 9112 section 2.2 allows: they do not
+/// start a request, its head timeout or its log line. At most two, so a
+/// client sending nothing but empty lines still runs into the head
+/// timeout.
+fn skip_empty_lines(inbuf: &mut ReadBuf) {
+    let bytes = inbuf.bytes();
+    let n = match bytes {
+        [b'\r', b'\n', b'\r', b'\n', ..] => 4,
+        [b'\r', b'\n', ..] | [b'\n', b'\n', ..] => 2,
+        [b'\n', ..] => 1,
+        _ => 0,
+    };
+    inbuf.consume(n);
 }
 
 /// How a request left its connection.
