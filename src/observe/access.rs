@@ -219,18 +219,46 @@ pub fn json_string(out: &mut Vec<u8>, v: &[u8]) {
     }
     let utf8 = std::str::from_utf8(v).is_ok();
     for &b in v {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0..0x20 | 0x7f => unicode_escape(out, b),
-            0x80.. if !utf8 => unicode_escape(out, b),
-            _ => out.push(b),
+        match escape(b) {
+            Some((e, n)) => out.extend_from_slice(&e[..n]),
+            None if b >= 0x80 && !utf8 => out.extend_from_slice(&unicode_escape(b)),
+            None => out.push(b),
         }
     }
     out.push(b'"');
+}
+
+/// A JSON string of text already known to be UTF-8, into a `String`
+/// (the admin answers and the dashboard's JSON), escaped as
+/// `json_string` escapes.
+pub fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        // Escapes are only ever for ASCII bytes, so `i` is a char boundary.
+        if let Some((e, n)) = escape(b) {
+            out.push_str(&s[run..i]);
+            e[..n].iter().for_each(|&c| out.push(char::from(c)));
+            run = i + 1;
+        }
+    }
+    out.push_str(&s[run..]);
+    out.push('"');
+}
+
+/// How an ASCII byte is written inside a JSON string when not as itself
+/// (bytes and length).
+fn escape(b: u8) -> Option<([u8; 6], usize)> {
+    let short = |c: u8| Some(([b'\\', c, 0, 0, 0, 0], 2));
+    match b {
+        b'"' => short(b'"'),
+        b'\\' => short(b'\\'),
+        b'\n' => short(b'n'),
+        b'\r' => short(b'r'),
+        b'\t' => short(b't'),
+        0..0x20 | 0x7f => Some((unicode_escape(b), 6)),
+        _ => None,
+    }
 }
 
 /// Whether `v` is printable ASCII without `"` or a backslash (nothing
@@ -258,11 +286,17 @@ fn plain(v: &[u8]) -> bool {
         .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
-fn unicode_escape(out: &mut Vec<u8>, b: u8) {
+/// `\u00XX` for byte `b`.
+fn unicode_escape(b: u8) -> [u8; 6] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.extend_from_slice(b"\\u00");
-    out.push(HEX[(b >> 4) as usize]);
-    out.push(HEX[(b & 15) as usize]);
+    [
+        b'\\',
+        b'u',
+        b'0',
+        b'0',
+        HEX[(b >> 4) as usize],
+        HEX[(b & 15) as usize],
+    ]
 }
 
 #[cfg(test)]
@@ -372,6 +406,17 @@ mod tests {
             }
         }
         assert!(plain(b""));
+    }
+
+    #[test]
+    fn text_and_bytes_are_escaped_alike() {
+        for text in ["plain", "a\"b\\c\n\u{1}\u{7f}", "é and \t"] {
+            let mut bytes = Vec::new();
+            json_string(&mut bytes, text.as_bytes());
+            let mut out = String::new();
+            json_str(&mut out, text);
+            assert_eq!(out.as_bytes(), bytes, "{text:?}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::access::json_string;
+use super::access::json_str;
 use super::metrics::{AttemptOutcome, BOUNDS, Handshake, Histogram, WorkerMetrics};
 use crate::config::Config;
 use crate::error::ErrorKind;
@@ -386,12 +386,6 @@ fn json_histogram(out: &mut String, h: &Histogram) {
         h.sum_ns as f64 / 1e9,
         h.count()
     );
-}
-
-fn json_str(out: &mut String, s: &str) {
-    let mut bytes = Vec::with_capacity(s.len() + 2);
-    json_string(&mut bytes, s.as_bytes());
-    out.push_str(&String::from_utf8_lossy(&bytes));
 }
 
 fn json_status(out: &mut String, classes: &[u64; 5]) {

@@ -9,21 +9,7 @@ const REDACTED: &str = "<redacted>";
 
 /// Appends `s` as a JSON string.
 pub(super) fn string(out: &mut String, s: &str) {
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    crate::observe::access::json_str(out, s);
 }
 
 /// Appends a float; JSON has no NaN or infinity, so those are `null`.
