@@ -112,11 +112,15 @@ fn plan_head<'c>(
 /// trusted peer, else generated.
 fn note_request(c: &mut Client, config: &Config, req: &RequestHead<'_, '_>) {
     let peer = c.peer.ip();
-    c.record.client_ip = real_client_ip(peer, req, config);
+    let trusted = !config.trusted_proxies.is_empty() && config.trusted_proxies.contains(peer);
+    c.record.client_ip = if trusted {
+        forwarded_client_ip(peer, req, config)
+    } else {
+        peer
+    };
     if config.access_log.is_some() {
         c.record.text.capture(req);
     }
-    let trusted = !config.trusted_proxies.is_empty() && config.trusted_proxies.contains(peer);
     // Only a trusted peer's id is kept: no search for anyone else's.
     let incoming = if trusted {
         req.header(b"x-request-id")
@@ -316,14 +320,11 @@ pub(super) fn vars<'a>(
     }
 }
 
-/// The client's address for balancing and geo: the peer's, unless the
-/// peer is a trusted proxy; then the right-most X-Forwarded-For entry
-/// that is not a trusted proxy (entries further left could be forged by
-/// the client), as nginx's `real_ip_recursive on` does.
-fn real_client_ip(peer: IpAddr, req: &RequestHead<'_, '_>, config: &Config) -> IpAddr {
-    if config.trusted_proxies.is_empty() || !config.trusted_proxies.contains(peer) {
-        return peer;
-    }
+/// The client's address for balancing, geo and the log when the peer is
+/// a trusted proxy: the right-most X-Forwarded-For entry that is not a
+/// trusted proxy (entries further left could be forged by the client),
+/// as nginx's `real_ip_recursive on` does.
+fn forwarded_client_ip(peer: IpAddr, req: &RequestHead<'_, '_>, config: &Config) -> IpAddr {
     let mut client = peer;
     let entries = req
         .headers
