@@ -96,6 +96,46 @@ fn start_admin(proxy: &Proxy, dir: &TempDir) -> SocketAddr {
         .expect("admin binds")
 }
 
+/// `[access_log]` writing JSON lines to `path`.
+fn json_log(path: &Path) -> String {
+    format!(
+        "[access_log]\npath = \"{}\"\nformat = \"json\"\n",
+        path.display()
+    )
+}
+
+/// The real binary with `threads` workers on a config of one listener
+/// (on a port that was free) and `body`, written into `dir`; its stdout
+/// and stderr go to `output` (or nowhere). The listener's address.
+fn spawn_binary(
+    dir: &TempDir,
+    body: &str,
+    threads: &str,
+    output: Option<&Path>,
+) -> (std::process::Child, SocketAddr) {
+    let addr = dead_addr();
+    let config = dir.0.join("ringress.toml");
+    let toml = format!("[[listeners]]\nname = \"main\"\nbind = \"{addr}\"\n{body}");
+    std::fs::write(&config, toml).unwrap();
+    let (stdout, stderr) = match output {
+        Some(path) => {
+            let file = std::fs::File::create(path).unwrap();
+            (file.try_clone().unwrap().into(), file.into())
+        }
+        None => (std::process::Stdio::null(), std::process::Stdio::null()),
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_ringress"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--no-pin", "--threads", threads, "--log", "warn"])
+        .env("NO_COLOR", "1")
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("ringress starts");
+    (child, addr)
+}
+
 /// Each request on a new connection, so both workers get some.
 fn send(proxy: &Proxy, raw: &[u8]) -> u16 {
     let mut c = proxy.connect();
@@ -389,10 +429,7 @@ fn json_access_log_has_a_line_with_every_field_per_request() {
     let up = Upstream::echo();
     let dir = TempDir::new("json");
     let log = dir.0.join("access.log");
-    let extra = format!(
-        "[access_log]\npath = \"{}\"\nformat = \"json\"\n",
-        log.display()
-    );
+    let extra = json_log(&log);
     let proxy = Proxy::start(&config(up.addr, &extra));
     let admin_addr = start_admin(&proxy, &dir);
     let sent = send_traffic(&proxy);
@@ -613,10 +650,7 @@ fn reopen_under_load_loses_no_line() {
     let dir = TempDir::new("reopen");
     let log = dir.0.join("access.log");
     let rotated = dir.0.join("access.log.1");
-    let extra = format!(
-        "[access_log]\npath = \"{}\"\nformat = \"json\"\n",
-        log.display()
-    );
+    let extra = json_log(&log);
     let proxy = Proxy::start(&config(up.addr, &extra));
     let addr = proxy.addr;
     const CLIENTS: usize = 4;
@@ -674,10 +708,7 @@ fn a_log_nobody_reads_never_holds_requests_up() {
         .status()
         .expect("mkfifo runs");
     assert!(made.success());
-    let extra = format!(
-        "[access_log]\npath = \"{}\"\nformat = \"json\"\n",
-        fifo.display()
-    );
+    let extra = json_log(&fifo);
     let proxy = Proxy::start(&config(up.addr, &extra));
     let admin_addr = start_admin(&proxy, &dir);
     let started = Instant::now();
@@ -714,38 +745,18 @@ fn a_log_nobody_reads_never_holds_requests_up() {
 fn upstream_failures_are_warned_once_per_burst() {
     let up = Upstream::echo();
     let dir = TempDir::new("warn");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let (dead, dead2) = (dead_addr(), dead_addr());
-    let config = dir.0.join("ringress.toml");
     // "gone" has only a dead server; "mixed" a dead one beside a live
     // one, whose requests all succeed through retries.
-    std::fs::write(
-        &config,
-        format!(
-            "[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:{port}\"\n\
-             [upstreams.gone]\nservers = [\"{dead}\"]\n\
-             [upstreams.mixed]\nservers = [\"{dead2}\", \"{}\"]\nbalance = \"round_robin\"\n\
-             [[routes]]\nname = \"api\"\npath_prefix = \"/\"\nupstream = \"gone\"\n\
-             [[routes]]\nname = \"both\"\npath_prefix = \"/mixed\"\nupstream = \"mixed\"\n",
-            up.addr
-        ),
-    )
-    .unwrap();
+    let body = format!(
+        "[upstreams.gone]\nservers = [\"{dead}\"]\n\
+         [upstreams.mixed]\nservers = [\"{dead2}\", \"{}\"]\nbalance = \"round_robin\"\n\
+         [[routes]]\nname = \"api\"\npath_prefix = \"/\"\nupstream = \"gone\"\n\
+         [[routes]]\nname = \"both\"\npath_prefix = \"/mixed\"\nupstream = \"mixed\"\n",
+        up.addr
+    );
     let stderr = dir.0.join("process.log");
-    let file = std::fs::File::create(&stderr).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringress"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--no-pin", "--threads", "1", "--log", "warn"])
-        .env("NO_COLOR", "1")
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .expect("ringress starts");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (mut child, addr) = spawn_binary(&dir, &body, "1", Some(&stderr));
     let answered = |path: &str| {
         let mut s = TcpStream::connect(addr).ok()?;
         s.set_read_timeout(Some(TIMEOUT)).ok()?;
@@ -829,34 +840,14 @@ fn upstream_failures_are_warned_once_per_burst() {
 fn sigusr1_reopens_the_access_log_under_load() {
     let up = Upstream::echo();
     let dir = TempDir::new("usr1");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let log = dir.0.join("access.log");
     let rotated = dir.0.join("access.log.1");
-    let config = dir.0.join("ringress.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:{port}\"\n\
-             [access_log]\npath = \"{}\"\nformat = \"json\"\n\
-             [upstreams.app]\nservers = [\"{}\"]\n\
-             [[routes]]\npath_prefix = \"/\"\nupstream = \"app\"\n",
-            log.display(),
-            up.addr
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringress"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--no-pin", "--threads", "2", "--log", "warn"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("ringress starts");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let body = format!(
+        "{}[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\npath_prefix = \"/\"\nupstream = \"app\"\n",
+        json_log(&log),
+        up.addr
+    );
+    let (mut child, addr) = spawn_binary(&dir, &body, "2", None);
     wait_until("ringress listening", TIMEOUT, || {
         TcpStream::connect(addr).is_ok()
     });
@@ -973,10 +964,7 @@ fn a_tunnel_is_logged_when_it_closes_with_its_bytes() {
     });
     let dir = TempDir::new("tunnel");
     let log = dir.0.join("access.log");
-    let extra = format!(
-        "[access_log]\npath = \"{}\"\nformat = \"json\"\n",
-        log.display()
-    );
+    let extra = json_log(&log);
     let proxy = Proxy::start(&config(up.addr, &extra));
     let mut c = proxy.connect();
     c.send(b"GET /api/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
@@ -1133,10 +1121,7 @@ fn a_crlf_after_a_body_starts_no_request() {
     let up = Upstream::echo();
     let dir = TempDir::new("crlf");
     let log = dir.0.join("access.log");
-    let extra = format!(
-        "[timeouts]\nclient_head = \"200ms\"\n[access_log]\npath = \"{}\"\nformat = \"json\"\n",
-        log.display()
-    );
+    let extra = format!("[timeouts]\nclient_head = \"200ms\"\n{}", json_log(&log));
     let proxy = Proxy::start(&config(up.addr, &extra));
     let mut c = proxy.connect();
     let resp = c.request(b"POST /api/p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\r\n");
