@@ -127,18 +127,24 @@ impl AccessSink {
         if buf.is_empty() {
             return 0;
         }
-        let mut next = self.spare.try_recv().unwrap_or_default();
-        // Room for a full buffer and the line that passes the mark, so a
-        // reused buffer never grows on the request path.
-        next.reserve(2 * FLUSH_AT);
-        match self.tx.try_send(Msg::Lines(std::mem::replace(buf, next))) {
-            Ok(()) => 0,
-            Err(TrySendError::Full(Msg::Lines(lines)))
-            | Err(TrySendError::Disconnected(Msg::Lines(lines))) => {
+        // The buffer goes whole; an empty Vec (no allocation) holds its
+        // place until it is known whether it was taken.
+        match self.tx.try_send(Msg::Lines(std::mem::take(buf))) {
+            Ok(()) => {
+                let mut next = self.spare.try_recv().unwrap_or_default();
+                // Room for a full buffer and the line that passes the mark,
+                // so a reused buffer never grows on the request path.
+                next.reserve(2 * FLUSH_AT);
+                *buf = next;
+                0
+            }
+            Err(TrySendError::Full(Msg::Lines(mut lines)))
+            | Err(TrySendError::Disconnected(Msg::Lines(mut lines))) => {
                 let dropped = memchr::memchr_iter(b'\n', &lines).count() as u64;
-                // Keep the larger buffer for the next lines.
+                // The same buffer takes the next lines: nothing is
+                // allocated while the writer is behind.
+                lines.clear();
                 *buf = lines;
-                buf.clear();
                 dropped
             }
             Err(_) => 0,
