@@ -10,6 +10,10 @@
 #![deny(unsafe_code)]
 
 #[forbid(unsafe_code)]
+pub mod cache;
+#[forbid(unsafe_code)]
+pub mod compress;
+#[forbid(unsafe_code)]
 pub mod config;
 #[forbid(unsafe_code)]
 mod control;
