@@ -6,3 +6,5 @@
 pub mod date;
 pub mod policy;
 pub mod store;
+pub mod object;
+pub mod zone;

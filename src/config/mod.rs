@@ -2,6 +2,7 @@
 //! snapshot. Reading goes raw TOML → checked values (every problem listed
 //! with its key path) → the compiled `Config` the workers use.
 
+mod cache;
 mod compile;
 mod locate;
 mod observe;
@@ -20,6 +21,7 @@ use std::time::Duration;
 pub use observe::{
     AccessFormat, AccessLogConfig, AdminConfig, LogTarget, ProcessFormat, ProcessLog,
 };
+pub use cache::{CacheZone, ZoneSlot};
 pub use units::{parse_duration, parse_size};
 pub use upstream::{expand, resolve_spec, servers_changed};
 pub use walk::{ConfigError, ConfigErrors};
@@ -140,6 +142,8 @@ pub struct Config {
     pub routes: RouteTable,
     /// Each route's filter chain (same positions as `routes`).
     pub chains: Vec<Chain>,
+    /// `[cache.NAME]` zones, in file order.
+    pub caches: Vec<CacheZone>,
     pub upstreams: Vec<UpstreamGroup>,
     /// Every listener's `client_subject_header`: stripped from requests on
     /// all listeners, so a plain listener cannot be used to forge one.

@@ -26,10 +26,12 @@ pub enum Exit {
     Timeout,
     /// The client went away, or broke off, before it had its answer.
     ClientGone,
+    /// Answered from the cache.
+    Cached,
 }
 
 impl Exit {
-    pub const ALL: [Exit; 7] = [
+    pub const ALL: [Exit; 8] = [
         Exit::Proxied,
         Exit::Fixed,
         Exit::Redirect,
@@ -37,6 +39,7 @@ impl Exit {
         Exit::UpstreamFailed,
         Exit::Timeout,
         Exit::ClientGone,
+        Exit::Cached,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -48,6 +51,7 @@ impl Exit {
             Exit::UpstreamFailed => "upstream_failed",
             Exit::Timeout => "timeout",
             Exit::ClientGone => "client_gone",
+            Exit::Cached => "cached",
         }
     }
 

@@ -3,7 +3,9 @@
 //! shares nothing with other workers but the config snapshot and flags.
 
 mod admin;
+mod cache;
 mod client;
+mod coding;
 mod connect;
 mod ctx;
 mod downstream;
@@ -17,6 +19,7 @@ mod relay;
 mod requests;
 mod response;
 mod retry;
+mod transform;
 mod tunnel;
 
 use std::rc::Rc;
