@@ -4,6 +4,7 @@
 //! `Cache-Status` (RFC 9211) and the cache key. Pure: borrowed bytes in,
 //! values or bytes appended to the caller's buffer out; nothing allocates.
 
+use crate::cache::date::parse_http_date;
 use crate::http::fields::trim_ows;
 
 /// RFC 9111 1.2.2: a delta-seconds too large to represent is taken as 2^31.
@@ -264,6 +265,384 @@ fn stale_window(before: Option<u32>, now: Option<u32>) -> Option<u32> {
     }
 }
 
+/// The fields a response's `Vary` lines name (RFC 9110 12.5.5).
+#[derive(Debug, Clone, Copy)]
+pub enum Vary<'a> {
+    None,
+    /// `Vary: *` on any line: no later request can be matched to it.
+    Star,
+    /// The response head; [`Vary::names`] walks the names it varies on.
+    Fields(&'a [httparse::Header<'a>]),
+}
+
+impl<'a> Vary<'a> {
+    pub fn from_headers(headers: &'a [httparse::Header<'a>]) -> Vary<'a> {
+        let mut names = vary_names(headers).peekable();
+        if names.peek().is_none() {
+            Vary::None
+        } else if names.any(|n| n == b"*") {
+            Vary::Star
+        } else {
+            Vary::Fields(headers)
+        }
+    }
+
+    pub fn is_star(&self) -> bool {
+        matches!(self, Vary::Star)
+    }
+
+    /// The varied field names as sent (compare them ignoring ASCII case);
+    /// nothing for `None` and `Star`.
+    pub fn names(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        let headers: &'a [httparse::Header<'a>] = match self {
+            Vary::Fields(h) => h,
+            Vary::None | Vary::Star => &[],
+        };
+        vary_names(headers)
+    }
+}
+
+/// Every member of every `Vary` line, trimmed, empty members skipped.
+pub fn vary_names<'a>(headers: &'a [httparse::Header<'a>]) -> impl Iterator<Item = &'a [u8]> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("vary"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .map(trim_ows)
+        .filter(|n| !n.is_empty())
+}
+
+/// What the store decision and the stored entry need from a response head.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseFacts<'a> {
+    pub status: u16,
+    pub control: ResponseControl,
+    pub date: Option<u64>,
+    /// Expires present: Some(Some(t)) valid, Some(None) invalid (= already
+    /// expired, RFC 9111 5.3).
+    pub expires: Option<Option<u64>>,
+    pub age: Option<u64>,
+    pub last_modified: Option<u64>,
+    pub etag: Option<&'a [u8]>,
+    pub vary: Vary<'a>,
+    pub set_cookie: bool,
+    pub content_encoding: Option<&'a [u8]>,
+}
+
+impl<'a> ResponseFacts<'a> {
+    /// Reads a parsed head. The facts borrow `headers` (the `Vary` names
+    /// are walked from it later), so they live no longer than that array.
+    /// Repeated singleton fields: the first valid one counts.
+    pub fn from_headers(status: u16, headers: &'a [httparse::Header<'a>]) -> ResponseFacts<'a> {
+        let cache_control = headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("cache-control"))
+            .map(|h| h.value);
+        let mut facts = ResponseFacts {
+            status,
+            control: ResponseControl::parse(cache_control),
+            date: None,
+            expires: None,
+            age: None,
+            last_modified: None,
+            etag: None,
+            vary: Vary::from_headers(headers),
+            set_cookie: false,
+            content_encoding: None,
+        };
+        headers.iter().for_each(|h| facts.note(h.name, h.value));
+        facts
+    }
+
+    fn note(&mut self, name: &str, value: &'a [u8]) {
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if is("date") {
+            self.date = self.date.or_else(|| parse_http_date(value));
+        } else if is("expires") {
+            self.expires = self.expires.or(Some(parse_http_date(value)));
+        } else if is("age") {
+            self.age = self.age.or_else(|| age_value(value));
+        } else if is("last-modified") {
+            self.last_modified = self.last_modified.or_else(|| parse_http_date(value));
+        } else if is("etag") {
+            self.etag = self.etag.or(Some(trim_ows(value)));
+        } else if is("set-cookie") {
+            self.set_cookie = true;
+        } else if is("content-encoding") {
+            self.content_encoding = self.content_encoding.or(Some(trim_ows(value)));
+        }
+    }
+}
+
+/// RFC 9111 5.1: the first member of a list-valued Age is used, and an
+/// invalid one is ignored.
+fn age_value(v: &[u8]) -> Option<u64> {
+    let first = v.split(|&b| b == b',').next().unwrap_or_default();
+    delta_seconds(trim_ows(first)).map(u64::from)
+}
+
+/// A cache zone's configured policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZonePolicy<'a> {
+    /// Freshness for heuristically cacheable responses without explicit
+    /// freshness; None turns heuristic freshness off.
+    pub default_ttl: Option<u32>,
+    /// Per-status freshness, used only when the upstream gave none.
+    pub ttl: &'a [(u16, u32)],
+    pub store_set_cookie: bool,
+}
+
+/// What the store decision needs from the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestFacts {
+    /// GET; HEAD is never stored (it has no body to store).
+    pub method_get: bool,
+    pub control: RequestControl,
+    pub authorization: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Store(Lifetime),
+    Skip(NotStored),
+}
+
+/// How long a stored response is fresh and what may happen after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    pub fresh: u32,
+    pub stale_while_revalidate: u32,
+    pub stale_if_error: u32,
+    /// must-revalidate, proxy-revalidate or s-maxage (which implies
+    /// proxy-revalidate, RFC 9111 5.2.2.10): never served stale.
+    pub must_revalidate: bool,
+    /// Stored, but every use is revalidated first.
+    pub no_cache: bool,
+}
+
+/// Why a response was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStored {
+    Method,
+    Status,
+    RequestNoStore,
+    NoStore,
+    Private,
+    Authorization,
+    SetCookie,
+    VaryStar,
+    NoFreshness,
+}
+
+impl NotStored {
+    /// A token for the `detail` parameter of `Cache-Status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotStored::Method => "method",
+            NotStored::Status => "status",
+            NotStored::RequestNoStore => "request-no-store",
+            NotStored::NoStore => "no-store",
+            NotStored::Private => "private",
+            NotStored::Authorization => "authorization",
+            NotStored::SetCookie => "set-cookie",
+            NotStored::VaryStar => "vary-star",
+            NotStored::NoFreshness => "no-freshness",
+        }
+    }
+}
+
+/// RFC 9111 section 3 for a shared cache. `response_time` stands in for a
+/// missing Date when Expires is turned into a lifetime.
+///
+/// A lifetime of 0 without validators is still `Store`: whether such an
+/// entry is worth keeping (only for collapsing, or not at all) is the
+/// caller's choice, which sees the validators in the facts.
+pub fn storable(
+    req: &RequestFacts,
+    resp: &ResponseFacts<'_>,
+    zone: &ZonePolicy<'_>,
+    response_time: u64,
+) -> Verdict {
+    if let Some(why) = refusal(req, resp, zone) {
+        return Verdict::Skip(why);
+    }
+    match freshness_lifetime(resp, zone, response_time) {
+        Some(fresh) => Verdict::Store(lifetime(&resp.control, fresh)),
+        None => Verdict::Skip(NotStored::NoFreshness),
+    }
+}
+
+fn refusal(
+    req: &RequestFacts,
+    resp: &ResponseFacts<'_>,
+    zone: &ZonePolicy<'_>,
+) -> Option<NotStored> {
+    let c = &resp.control;
+    // RFC 9111 3.5: these three say the response is meant for sharing.
+    let shareable = c.public || c.s_maxage.is_some() || c.must_revalidate;
+    let why = if !req.method_get {
+        NotStored::Method
+    } else if !storable_status(resp.status) {
+        NotStored::Status
+    } else if req.control.no_store {
+        NotStored::RequestNoStore
+    } else if c.no_store {
+        NotStored::NoStore
+    } else if c.private {
+        NotStored::Private
+    } else if req.authorization && !shareable {
+        NotStored::Authorization
+    } else if resp.set_cookie && !zone.store_set_cookie {
+        NotStored::SetCookie
+    } else if resp.vary.is_star() {
+        NotStored::VaryStar
+    } else {
+        return None;
+    };
+    Some(why)
+}
+
+/// Final statuses whose meaning this cache understands. 206 is left out
+/// (ranges are not stored here) and so is 304 (it updates an entry).
+fn storable_status(status: u16) -> bool {
+    matches!(
+        status,
+        200..=205 | 300..=303 | 307 | 308 | 400..=417 | 421..=426 | 428 | 429 | 431 | 451
+            | 500..=505 | 511
+    )
+}
+
+/// RFC 9110 15.1.
+fn heuristically_cacheable(status: u16) -> bool {
+    matches!(
+        status,
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// RFC 9111 4.2.1, then configuration. The zone's per-status `ttl`
+/// applies only when the upstream sent no explicit freshness, as nginx's
+/// `proxy_cache_valid` does: an origin that says `max-age` is obeyed.
+fn freshness_lifetime(
+    resp: &ResponseFacts<'_>,
+    zone: &ZonePolicy<'_>,
+    response_time: u64,
+) -> Option<u32> {
+    explicit_freshness(resp, response_time).or_else(|| configured_freshness(resp, zone))
+}
+
+fn explicit_freshness(resp: &ResponseFacts<'_>, response_time: u64) -> Option<u32> {
+    let c = &resp.control;
+    let from_expires = |e: Option<u64>| {
+        let date = resp.date.unwrap_or(response_time);
+        // An invalid Expires means "already expired" (RFC 9111 5.3).
+        e.map_or(0, |t| {
+            t.saturating_sub(date).min(u64::from(DELTA_MAX)) as u32
+        })
+    };
+    c.s_maxage
+        .or(c.max_age)
+        .or_else(|| resp.expires.map(from_expires))
+}
+
+/// Heuristic freshness is off unless the zone sets `default_ttl`; `public`
+/// makes any status eligible (RFC 9111 4.2.2).
+fn configured_freshness(resp: &ResponseFacts<'_>, zone: &ZonePolicy<'_>) -> Option<u32> {
+    if let Some(&(_, ttl)) = zone.ttl.iter().find(|(s, _)| *s == resp.status) {
+        return Some(ttl);
+    }
+    let eligible = heuristically_cacheable(resp.status) || resp.control.public;
+    zone.default_ttl.filter(|_| eligible)
+}
+
+fn lifetime(c: &ResponseControl, fresh: u32) -> Lifetime {
+    Lifetime {
+        fresh,
+        stale_while_revalidate: c.stale_while_revalidate.unwrap_or(0),
+        stale_if_error: c.stale_if_error.unwrap_or(0),
+        must_revalidate: c.must_revalidate || c.proxy_revalidate || c.s_maxage.is_some(),
+        no_cache: c.no_cache,
+    }
+}
+
+/// corrected_initial_age (RFC 9111 4.2.3). A Date ahead of our clock
+/// counts as no apparent age rather than a negative one.
+pub fn initial_age(resp: &ResponseFacts<'_>, request_time: u64, response_time: u64) -> u64 {
+    let apparent = resp.date.map_or(0, |d| response_time.saturating_sub(d));
+    let delay = response_time.saturating_sub(request_time);
+    let corrected = resp.age.unwrap_or(0).saturating_add(delay);
+    apparent.max(corrected)
+}
+
+/// current_age (RFC 9111 4.2.3); a clock that stepped back adds nothing.
+pub fn current_age(initial_age: u64, response_time: u64, now: u64) -> u64 {
+    initial_age.saturating_add(now.saturating_sub(response_time))
+}
+
+/// How a stored response may be used for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    Fresh,
+    /// Stale but within stale-while-revalidate: serve it and refresh in
+    /// the background.
+    StaleWhileRevalidate,
+    /// Must go to the upstream (validators may be used). `if_error`: the
+    /// entry may be served if the upstream fails (stale-if-error window,
+    /// request max-stale, or the entry is still fresh).
+    Revalidate {
+        if_error: bool,
+    },
+}
+
+/// RFC 9111 4.2 and 5.2 for one request. `only-if-cached` is left to the
+/// caller: anything but `Fresh` or `StaleWhileRevalidate` then becomes 504.
+pub fn judge(age: u64, life: &Lifetime, req: &RequestControl) -> Use {
+    let fresh = u64::from(life.fresh);
+    let revalidate = Use::Revalidate {
+        if_error: may_serve_on_error(age, life, req),
+    };
+    if life.no_cache || req.no_cache || req.max_age.is_some_and(|m| age > u64::from(m)) {
+        return revalidate;
+    }
+    if age < fresh {
+        let left = fresh - age;
+        return if req.min_fresh.is_none_or(|m| left >= u64::from(m)) {
+            Use::Fresh
+        } else {
+            revalidate
+        };
+    }
+    // Stale from here. A client asking for min-fresh wants freshness, not
+    // a stale answer it might otherwise tolerate.
+    if life.must_revalidate || req.min_fresh.is_some() {
+        return revalidate;
+    }
+    let over = age - fresh;
+    if req.max_stale.is_some_and(|m| over <= u64::from(m)) {
+        Use::Fresh
+    } else if over < u64::from(life.stale_while_revalidate) {
+        Use::StaleWhileRevalidate
+    } else {
+        revalidate
+    }
+}
+
+/// RFC 9111 4.2.4 and RFC 5861 4: a failed upstream may be papered over
+/// with the entry unless a directive forbids serving it unvalidated. The
+/// stale-if-error window starts when the entry became stale.
+fn may_serve_on_error(age: u64, life: &Lifetime, req: &RequestControl) -> bool {
+    if life.no_cache {
+        return false;
+    }
+    let Some(over) = age.checked_sub(u64::from(life.fresh)) else {
+        return true;
+    };
+    // must-revalidate speaks of stale entries only: a fresh one may stand in.
+    let in_window = over < u64::from(life.stale_if_error);
+    let tolerated = req.max_stale.is_some_and(|m| over <= u64::from(m));
+    !life.must_revalidate && (in_window || tolerated)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,6 +859,424 @@ mod tests {
         ];
         for (cc, want) in cases {
             assert_eq!(resp(cc), *want, "{cc:?}");
+        }
+    }
+
+    const T0: u64 = 1_700_000_000;
+
+    /// A response head as (name, value) pairs.
+    type Fields<'a> = &'a [(&'a str, &'a str)];
+
+    fn heads<'h>(fields: &[(&'h str, &'h str)]) -> Vec<httparse::Header<'h>> {
+        fields
+            .iter()
+            .map(|&(name, value)| httparse::Header {
+                name,
+                value: value.as_bytes(),
+            })
+            .collect()
+    }
+
+    const GET: RequestFacts = RequestFacts {
+        method_get: true,
+        control: RequestControl {
+            no_store: false,
+            no_cache: false,
+            max_age: None,
+            max_stale: None,
+            min_fresh: None,
+            only_if_cached: false,
+        },
+        authorization: false,
+    };
+    const ZONE: ZonePolicy<'static> = ZonePolicy {
+        default_ttl: None,
+        ttl: &[],
+        store_set_cookie: false,
+    };
+
+    fn fresh_for(fresh: u32) -> Verdict {
+        Verdict::Store(Lifetime {
+            fresh,
+            stale_while_revalidate: 0,
+            stale_if_error: 0,
+            must_revalidate: false,
+            no_cache: false,
+        })
+    }
+
+    fn verdict(
+        req: &RequestFacts,
+        status: u16,
+        fields: &[(&str, &str)],
+        zone: &ZonePolicy<'_>,
+    ) -> Verdict {
+        let h = heads(fields);
+        storable(req, &ResponseFacts::from_headers(status, &h), zone, T0)
+    }
+
+    #[test]
+    fn facts_from_a_head() {
+        let h = heads(&[
+            ("cache-control", "max-age=60"),
+            ("Cache-Control", "public"),
+            ("Date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("Date", "Mon, 07 Nov 1994 08:49:37 GMT"),
+            ("EXPIRES", "0"),
+            ("Age", " 12, 30"),
+            ("Last-Modified", "Sat, 05 Nov 1994 08:49:37 GMT"),
+            ("ETag", " W/\"x\" "),
+            ("Vary", "Accept-Encoding, ,accept-language"),
+            ("vary", "Origin"),
+            ("Set-Cookie", "a=b"),
+            ("Content-Encoding", "gzip"),
+        ]);
+        let f = ResponseFacts::from_headers(200, &h);
+        assert_eq!(
+            f.control,
+            ResponseControl {
+                max_age: Some(60),
+                public: true,
+                ..Default::default()
+            }
+        );
+        assert_eq!(f.date, Some(784_111_777));
+        assert_eq!(f.expires, Some(None));
+        assert_eq!(f.age, Some(12));
+        assert_eq!(f.last_modified, Some(784_111_777 - 86_400));
+        assert_eq!(f.etag, Some(&b"W/\"x\""[..]));
+        assert!(f.set_cookie);
+        assert_eq!(f.content_encoding, Some(&b"gzip"[..]));
+        let names: Vec<&[u8]> = f.vary.names().collect();
+        assert_eq!(
+            names,
+            [&b"Accept-Encoding"[..], b"accept-language", b"Origin"]
+        );
+        assert!(!f.vary.is_star());
+    }
+
+    #[test]
+    fn facts_ignore_bad_values_and_spot_vary_star() {
+        let h = heads(&[
+            ("Age", "-5"),
+            ("Date", "yesterday"),
+            ("Vary", "Accept"),
+            ("Vary", " * "),
+        ]);
+        let f = ResponseFacts::from_headers(200, &h);
+        assert_eq!((f.age, f.date, f.expires), (None, None, None));
+        assert!(f.vary.is_star());
+        assert_eq!(f.vary.names().count(), 0);
+        assert_eq!(vary_names(&h).count(), 2);
+        let none = heads(&[("Vary", " , ")]);
+        assert!(matches!(
+            ResponseFacts::from_headers(200, &none).vary,
+            Vary::None
+        ));
+    }
+
+    #[test]
+    fn refusals_in_rfc_9111_section_3() {
+        let head = GET;
+        let post = RequestFacts {
+            method_get: false,
+            ..GET
+        };
+        let nostore_req = RequestFacts {
+            control: RequestControl {
+                no_store: true,
+                ..Default::default()
+            },
+            ..GET
+        };
+        let ok: &[(&str, &str)] = &[("Cache-Control", "max-age=60")];
+        let cases: &[(&RequestFacts, u16, Fields<'_>, NotStored)] = &[
+            (&post, 200, ok, NotStored::Method),
+            (&head, 206, ok, NotStored::Status),
+            (&head, 304, ok, NotStored::Status),
+            (&head, 101, ok, NotStored::Status),
+            (&head, 299, ok, NotStored::Status),
+            (&nostore_req, 200, ok, NotStored::RequestNoStore),
+            (
+                &head,
+                200,
+                &[("Cache-Control", "max-age=60, no-store")],
+                NotStored::NoStore,
+            ),
+            (
+                &head,
+                200,
+                &[("Cache-Control", "max-age=60, private")],
+                NotStored::Private,
+            ),
+            (
+                &head,
+                200,
+                &[("Cache-Control", "private=\"x\", public")],
+                NotStored::Private,
+            ),
+            (
+                &head,
+                200,
+                &[("Cache-Control", "max-age=60"), ("Set-Cookie", "a=b")],
+                NotStored::SetCookie,
+            ),
+            (
+                &head,
+                200,
+                &[("Cache-Control", "max-age=60"), ("Vary", "*")],
+                NotStored::VaryStar,
+            ),
+            (&head, 200, &[], NotStored::NoFreshness),
+        ];
+        for (req, status, fields, why) in cases {
+            assert_eq!(
+                verdict(req, *status, fields, &ZONE),
+                Verdict::Skip(*why),
+                "{status} {fields:?}"
+            );
+        }
+        let spoken = verdict(
+            &GET,
+            500,
+            &[("Cache-Control", "max-age=60, no-cache")],
+            &ZONE,
+        );
+        let Verdict::Store(life) = spoken else {
+            panic!("{spoken:?}")
+        };
+        assert!(life.no_cache);
+    }
+
+    #[test]
+    fn authorization_needs_a_shared_cache_directive() {
+        let auth = RequestFacts {
+            authorization: true,
+            ..GET
+        };
+        let cases: &[(&str, Verdict)] = &[
+            ("max-age=60", Verdict::Skip(NotStored::Authorization)),
+            (
+                "max-age=60, proxy-revalidate",
+                Verdict::Skip(NotStored::Authorization),
+            ),
+            ("max-age=60, public", fresh_for(60)),
+            (
+                "s-maxage=30, max-age=60",
+                Verdict::Store(Lifetime {
+                    must_revalidate: true,
+                    ..lifetime_of(30)
+                }),
+            ),
+            (
+                "max-age=60, must-revalidate",
+                Verdict::Store(Lifetime {
+                    must_revalidate: true,
+                    ..lifetime_of(60)
+                }),
+            ),
+        ];
+        for &(cc, want) in cases {
+            assert_eq!(
+                verdict(&auth, 200, &[("Cache-Control", cc)], &ZONE),
+                want,
+                "{cc}"
+            );
+        }
+    }
+
+    fn lifetime_of(fresh: u32) -> Lifetime {
+        let Verdict::Store(l) = fresh_for(fresh) else {
+            unreachable!()
+        };
+        l
+    }
+
+    #[test]
+    fn set_cookie_stored_only_when_the_zone_allows() {
+        let zone = ZonePolicy {
+            store_set_cookie: true,
+            ..ZONE
+        };
+        let fields = [("Cache-Control", "max-age=5"), ("Set-Cookie", "a=b")];
+        assert_eq!(verdict(&GET, 200, &fields, &zone), fresh_for(5));
+        let vary = [("Cache-Control", "max-age=5"), ("Vary", "Accept-Encoding")];
+        assert_eq!(verdict(&GET, 200, &vary, &ZONE), fresh_for(5));
+    }
+
+    #[test]
+    fn explicit_freshness_order() {
+        let date = "Tue, 14 Nov 2023 22:13:20 GMT"; // T0
+        let in_100 = "Tue, 14 Nov 2023 22:15:00 GMT";
+        let past = "Tue, 14 Nov 2023 22:00:00 GMT";
+        let cases: &[(&[(&str, &str)], u32)] = &[
+            (&[("Cache-Control", "max-age=60")], 60),
+            (&[("Cache-Control", "max-age=60, s-maxage=0")], 0),
+            (
+                &[
+                    ("Cache-Control", "max-age=60"),
+                    ("Expires", in_100),
+                    ("Date", date),
+                ],
+                60,
+            ),
+            (&[("Expires", in_100), ("Date", date)], 100),
+            (&[("Expires", in_100)], 100),
+            (&[("Expires", in_100), ("Date", past)], 900),
+            (&[("Expires", past), ("Date", date)], 0),
+            (&[("Expires", "0"), ("Date", date)], 0),
+            (&[("Cache-Control", "max-age=zzz")], 0),
+        ];
+        for (fields, fresh) in cases {
+            let got = verdict(&GET, 200, fields, &ZONE);
+            let Verdict::Store(life) = got else {
+                panic!("{fields:?}: {got:?}")
+            };
+            assert_eq!(life.fresh, *fresh, "{fields:?}");
+        }
+        let s_max = verdict(&GET, 200, &[("Cache-Control", "s-maxage=7")], &ZONE);
+        assert_eq!(
+            s_max,
+            Verdict::Store(Lifetime {
+                must_revalidate: true,
+                ..lifetime_of(7)
+            })
+        );
+    }
+
+    #[test]
+    fn heuristic_and_configured_freshness() {
+        let on = ZonePolicy {
+            default_ttl: Some(10),
+            ..ZONE
+        };
+        let per_status = ZonePolicy {
+            default_ttl: Some(10),
+            ttl: &[(302, 60), (200, 600), (500, 1)],
+            ..ZONE
+        };
+        let no_fresh = Verdict::Skip(NotStored::NoFreshness);
+        let explicit: &[(&str, &str)] = &[("Cache-Control", "max-age=5")];
+        let public: &[(&str, &str)] = &[("Cache-Control", "public")];
+        let cases: &[(&ZonePolicy<'_>, u16, Fields<'_>, Verdict)] = &[
+            (&ZONE, 200, &[], no_fresh),
+            (&on, 200, &[], fresh_for(10)),
+            (&on, 404, &[], fresh_for(10)),
+            (&on, 302, &[], no_fresh),
+            (&on, 307, &[], no_fresh),
+            (&on, 500, &[], no_fresh),
+            (&on, 302, public, fresh_for(10)),
+            (&per_status, 302, &[], fresh_for(60)),
+            (&per_status, 500, &[], fresh_for(1)),
+            (&per_status, 200, &[], fresh_for(600)),
+            (&per_status, 200, explicit, fresh_for(5)),
+            (&per_status, 404, &[], fresh_for(10)),
+            (&on, 302, explicit, fresh_for(5)),
+            (&ZONE, 500, explicit, fresh_for(5)),
+            (&ZONE, 200, &[("Cache-Control", "no-cache")], no_fresh),
+        ];
+        for (zone, status, fields, want) in cases {
+            assert_eq!(
+                verdict(&GET, *status, fields, zone),
+                *want,
+                "{status} {fields:?} {zone:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn stale_windows_are_carried() {
+        let fields = [(
+            "Cache-Control",
+            "max-age=1, stale-while-revalidate=2, stale-if-error=3",
+        )];
+        let want = Lifetime {
+            stale_while_revalidate: 2,
+            stale_if_error: 3,
+            ..lifetime_of(1)
+        };
+        assert_eq!(verdict(&GET, 200, &fields, &ZONE), Verdict::Store(want));
+    }
+
+    #[test]
+    fn age_calculation() {
+        let at = |date: Option<u64>, age: Option<u64>| {
+            let h = heads(&[]);
+            let mut f = ResponseFacts::from_headers(200, &h);
+            f.date = date;
+            f.age = age;
+            initial_age(&f, 100, 102)
+        };
+        // apparent_age = 102 - 95; corrected_age_value = Age + 2 (delay)
+        assert_eq!(at(Some(95), None), 7);
+        assert_eq!(at(Some(95), Some(3)), 7);
+        assert_eq!(at(Some(95), Some(10)), 12);
+        assert_eq!(at(Some(200), None), 2); // Date from a fast clock
+        assert_eq!(at(None, Some(4)), 6);
+        assert_eq!(at(None, Some(u64::MAX)), u64::MAX);
+        assert_eq!(current_age(7, 102, 112), 17);
+        assert_eq!(current_age(7, 102, 90), 7);
+    }
+
+    #[test]
+    fn judge_each_directive() {
+        let plain = lifetime_of(60);
+        let windows = Lifetime {
+            stale_while_revalidate: 10,
+            stale_if_error: 100,
+            ..plain
+        };
+        let strict = Lifetime {
+            must_revalidate: true,
+            ..windows
+        };
+        let always = Lifetime {
+            no_cache: true,
+            ..windows
+        };
+        let none = RequestControl::default();
+        let r = |f: fn(&mut RequestControl)| {
+            let mut c = RequestControl::default();
+            f(&mut c);
+            c
+        };
+        let no_cache = r(|c| c.no_cache = true);
+        let max_age_0 = r(|c| c.max_age = Some(0));
+        let max_age_30 = r(|c| c.max_age = Some(30));
+        let min_fresh = r(|c| c.min_fresh = Some(20));
+        let max_stale = r(|c| c.max_stale = Some(5));
+        let any_stale = r(|c| c.max_stale = Some(u32::MAX));
+        let reval = |if_error| Use::Revalidate { if_error };
+        let cases: &[(u64, &Lifetime, &RequestControl, Use)] = &[
+            (0, &plain, &none, Use::Fresh),
+            (59, &plain, &none, Use::Fresh),
+            (60, &plain, &none, reval(false)),
+            (59, &plain, &no_cache, reval(true)),
+            (1, &plain, &max_age_0, reval(true)),
+            (0, &plain, &max_age_0, Use::Fresh),
+            (30, &plain, &max_age_30, Use::Fresh),
+            (31, &plain, &max_age_30, reval(true)),
+            (40, &plain, &min_fresh, Use::Fresh),
+            (41, &plain, &min_fresh, reval(true)),
+            (65, &plain, &max_stale, Use::Fresh),
+            (66, &plain, &max_stale, reval(false)),
+            (1_000_000, &plain, &any_stale, Use::Fresh),
+            (65, &strict, &max_stale, reval(false)),
+            (60, &windows, &none, Use::StaleWhileRevalidate),
+            (69, &windows, &none, Use::StaleWhileRevalidate),
+            (70, &windows, &none, reval(true)),
+            (159, &windows, &none, reval(true)),
+            (160, &windows, &none, reval(false)),
+            (65, &windows, &min_fresh, reval(true)),
+            (65, &windows, &max_age_0, reval(true)),
+            (60, &strict, &none, reval(false)),
+            (10, &strict, &none, Use::Fresh),
+            (10, &strict, &no_cache, reval(true)),
+            (10, &always, &no_cache, reval(false)),
+            (10, &always, &none, reval(false)),
+        ];
+        for (i, (age, life, req, want)) in cases.iter().enumerate() {
+            assert_eq!(judge(*age, life, req), *want, "case {i}: age {age}");
         }
     }
 }
