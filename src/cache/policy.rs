@@ -643,6 +643,317 @@ fn may_serve_on_error(age: u64, life: &Lifetime, req: &RequestControl) -> bool {
     !life.must_revalidate && (in_window || tolerated)
 }
 
+/// Weak comparison (RFC 9110 8.8.3.2) of `etag` against an If-None-Match
+/// value: `*`, or a list of entity-tags. Tags may contain commas, so the
+/// list is walked tag by tag; a malformed rest matches nothing.
+pub fn etag_matches_weak(list: &[u8], etag: &[u8]) -> bool {
+    let list = trim_ows(list);
+    if list == b"*" {
+        return true;
+    }
+    let want = opaque_tag(trim_ows(etag));
+    let mut rest = list;
+    loop {
+        rest = skip_separators(rest);
+        let Some((tag, after)) = next_entity_tag(rest) else {
+            return false;
+        };
+        if opaque_tag(tag) == want {
+            return true;
+        }
+        rest = after;
+    }
+}
+
+fn opaque_tag(tag: &[u8]) -> &[u8] {
+    tag.strip_prefix(b"W/").unwrap_or(tag)
+}
+
+fn skip_separators(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|&b| !matches!(b, b' ' | b'\t' | b','))
+        .unwrap_or(s.len());
+    &s[start..]
+}
+
+/// The entity-tag at the start of `s` (with any `W/`) and what follows.
+fn next_entity_tag(s: &[u8]) -> Option<(&[u8], &[u8])> {
+    let prefix = if s.starts_with(b"W/") { 2 } else { 0 };
+    let body = s.get(prefix..)?.strip_prefix(b"\"")?;
+    let close = body.iter().position(|&b| b == b'"')?;
+    let end = prefix + close + 2;
+    Some((&s[..end], &s[end..]))
+}
+
+/// Whether a GET for a stored response is answered 304 (RFC 9110 13.2.2):
+/// If-None-Match decides alone when present (13.1.3 says If-Modified-Since
+/// is then ignored); otherwise a valid If-Modified-Since at or after
+/// Last-Modified. Several If-None-Match lines may be joined with commas
+/// by the caller, or checked one by one with the answers or-ed.
+pub fn not_modified(
+    if_none_match: Option<&[u8]>,
+    if_modified_since: Option<&[u8]>,
+    etag: Option<&[u8]>,
+    last_modified: Option<u64>,
+) -> bool {
+    if let Some(list) = if_none_match {
+        // `*` matches any stored representation, even one without an ETag.
+        return match etag {
+            Some(tag) => etag_matches_weak(list, tag),
+            None => trim_ows(list) == b"*",
+        };
+    }
+    match (if_modified_since.and_then(parse_http_date), last_modified) {
+        (Some(since), Some(modified)) => modified <= since,
+        _ => false,
+    }
+}
+
+/// The `fwd` parameter of `Cache-Status` (RFC 9211 2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fwd {
+    /// The cache was configured not to handle this request.
+    Bypass,
+    /// The request method is not cacheable.
+    Method,
+    /// Nothing stored for this key (`uri-miss`).
+    Uri,
+    /// Something stored for this key, but Vary did not match.
+    VaryMiss,
+    /// Not in cache, reason unspecified.
+    Miss,
+    /// Request directives forced it.
+    Request,
+    /// A stored response was stale and went for validation.
+    Stale,
+    /// Only part of the response was stored.
+    Partial,
+}
+
+impl Fwd {
+    fn token(self) -> &'static [u8] {
+        match self {
+            Fwd::Bypass => b"bypass",
+            Fwd::Method => b"method",
+            Fwd::Uri => b"uri-miss",
+            Fwd::VaryMiss => b"vary-miss",
+            Fwd::Miss => b"miss",
+            Fwd::Request => b"request",
+            Fwd::Stale => b"stale",
+            Fwd::Partial => b"partial",
+        }
+    }
+}
+
+/// How this cache handled one request, for `Cache-Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served fresh from the cache; `ttl` is the freshness left.
+    Hit { ttl: i64 },
+    /// Served stale (stale-while-revalidate or max-stale). RFC 9211 marks
+    /// staleness by a negative ttl only, so `ttl` is written negative
+    /// whichever sign the caller passes.
+    StaleHit { ttl: i64 },
+    /// Served stale because the upstream failed; as `StaleHit`, plus
+    /// `detail=stale-if-error`.
+    StaleIfError { ttl: i64 },
+    Forward {
+        fwd: Fwd,
+        /// `fwd-status`: the upstream's status (e.g. 304 after validation).
+        status: Option<u16>,
+        stored: bool,
+        collapsed: bool,
+        /// e.g. a [`NotStored::as_str`] token.
+        detail: Option<&'static str>,
+    },
+}
+
+/// The bounds of a structured-field Integer (RFC 8941 3.3.1).
+const SF_INTEGER_MAX: i64 = 999_999_999_999_999;
+
+/// Appends a whole `Cache-Status` field line, e.g.
+/// `Cache-Status: ringress; hit; ttl=12\r\n`. The cache name and detail
+/// go out as tokens when they are valid ones, else as quoted strings.
+pub fn write_cache_status(out: &mut Vec<u8>, cache_name: &str, s: &CacheStatus) {
+    out.extend_from_slice(b"Cache-Status: ");
+    push_sf_item(out, cache_name.as_bytes());
+    match *s {
+        CacheStatus::Hit { ttl } => push_hit(out, ttl),
+        CacheStatus::StaleHit { ttl } => push_hit(out, ttl.saturating_abs().saturating_neg()),
+        CacheStatus::StaleIfError { ttl } => {
+            push_hit(out, ttl.saturating_abs().saturating_neg());
+            out.extend_from_slice(b"; detail=stale-if-error");
+        }
+        CacheStatus::Forward {
+            fwd,
+            status,
+            stored,
+            collapsed,
+            detail,
+        } => {
+            push_forward(out, fwd, status, stored, collapsed, detail);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_hit(out: &mut Vec<u8>, ttl: i64) {
+    out.extend_from_slice(b"; hit; ttl=");
+    let ttl = ttl.clamp(-SF_INTEGER_MAX, SF_INTEGER_MAX);
+    out.extend_from_slice(itoa::Buffer::new().format(ttl).as_bytes());
+}
+
+fn push_forward(
+    out: &mut Vec<u8>,
+    fwd: Fwd,
+    status: Option<u16>,
+    stored: bool,
+    collapsed: bool,
+    detail: Option<&str>,
+) {
+    out.extend_from_slice(b"; fwd=");
+    out.extend_from_slice(fwd.token());
+    if let Some(status) = status {
+        out.extend_from_slice(b"; fwd-status=");
+        out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    }
+    // Booleans are written only when true: `stored` alone means ?1.
+    if stored {
+        out.extend_from_slice(b"; stored");
+    }
+    if collapsed {
+        out.extend_from_slice(b"; collapsed");
+    }
+    if let Some(detail) = detail {
+        out.extend_from_slice(b"; detail=");
+        push_sf_item(out, detail.as_bytes());
+    }
+}
+
+/// A structured-field Token when `v` is one, else a String; bytes a
+/// String cannot carry (controls, non-ASCII) are dropped.
+fn push_sf_item(out: &mut Vec<u8>, v: &[u8]) {
+    if is_sf_token(v) {
+        out.extend_from_slice(v);
+        return;
+    }
+    out.push(b'"');
+    for &b in v.iter().filter(|b| (b' '..=b'~').contains(*b)) {
+        if b == b'"' || b == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+/// RFC 8941 3.3.4: ( ALPHA / "*" ) *( tchar / ":" / "/" ).
+fn is_sf_token(v: &[u8]) -> bool {
+    let Some((&first, rest)) = v.split_first() else {
+        return false;
+    };
+    (first.is_ascii_alphabetic() || first == b'*')
+        && rest
+            .iter()
+            .all(|&b| crate::http::fields::is_tchar(b) || b == b':' || b == b'/')
+}
+
+/// Separates the key's parts; no part can hold a raw one (they are
+/// percent-encoded), so two different requests never share a key.
+const KEY_SEP: u8 = b'\n';
+
+/// Appends the cache key: scheme, host (lowercased, default port dropped)
+/// and path (percent-encoding normalised, RFC 3986 6.2.2.2), each ended by
+/// `\n`, then `?query` as sent when there is one. Dot segments and `%2F`
+/// are left alone: the router has normalised what it routes on.
+pub fn write_key(out: &mut Vec<u8>, tls: bool, host: &[u8], path: &[u8], query: &[u8]) {
+    out.extend_from_slice(if tls { b"https" } else { b"http" });
+    out.push(KEY_SEP);
+    for &b in without_default_port(host, tls) {
+        push_key_byte(out, b.to_ascii_lowercase());
+    }
+    out.push(KEY_SEP);
+    push_key_path(out, path);
+    if !query.is_empty() {
+        out.push(b'?');
+        query.iter().for_each(|&b| push_key_byte(out, b));
+    }
+}
+
+fn without_default_port(host: &[u8], tls: bool) -> &[u8] {
+    let port: &[u8] = if tls { b":443" } else { b":80" };
+    let host = host.strip_suffix(port).unwrap_or(host);
+    // An empty port means the default too (RFC 3986 6.2.3).
+    host.strip_suffix(b":").unwrap_or(host)
+}
+
+fn push_key_byte(out: &mut Vec<u8>, b: u8) {
+    if b == KEY_SEP {
+        out.extend_from_slice(b"%0A");
+    } else {
+        out.push(b);
+    }
+}
+
+/// `%7e` and `~` name the same resource, `%2f` and `%2F` too; `/` and
+/// `%2F` do not, so only unreserved characters are decoded. A raw `?`
+/// is encoded so a path can never pass for a path plus query.
+fn push_key_path(out: &mut Vec<u8>, path: &[u8]) {
+    let mut i = 0;
+    while let Some(&b) = path.get(i) {
+        let decoded = match b {
+            b'%' => path.get(i + 1..i + 3).and_then(hex_byte),
+            _ => None,
+        };
+        match decoded {
+            Some(v) if is_unreserved(v) => out.push(v),
+            Some(v) => push_percent(out, v),
+            None if b == b'?' => out.extend_from_slice(b"%3F"),
+            None => push_key_byte(out, b),
+        }
+        i += if decoded.is_some() { 3 } else { 1 };
+    }
+}
+
+fn hex_byte(pair: &[u8]) -> Option<u8> {
+    let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    match pair {
+        [hi, lo] => Some(digit(*hi)? << 4 | digit(*lo)?),
+        _ => None,
+    }
+}
+
+fn push_percent(out: &mut Vec<u8>, v: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.extend_from_slice(&[b'%', HEX[usize::from(v >> 4)], HEX[usize::from(v & 15)]]);
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// A fixed-seed 64-bit hash of a cache key. It picks the core that owns
+/// the key, so it must agree across threads and runs: no random seed.
+/// FxHash-style word mixing, then the MurmurHash3 finaliser so the low
+/// bits (taken modulo the core count) depend on every input bit.
+pub fn key_hash(key: &[u8]) -> u64 {
+    const SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
+    let step = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(SPREAD);
+    let mut chunks = key.chunks_exact(8);
+    let mut h = (&mut chunks).fold(key.len() as u64, |h, c| step(h, le_word(c)));
+    h = step(h, le_word(chunks.remainder()));
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+fn le_word(bytes: &[u8]) -> u64 {
+    bytes.iter().rev().fold(0, |w, &b| w << 8 | u64::from(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1279,4 +1590,275 @@ mod tests {
             assert_eq!(judge(*age, life, req), *want, "case {i}: age {age}");
         }
     }
+
+    #[test]
+    fn weak_etag_comparison() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("\"a\"", "\"a\"", true),
+            ("W/\"a\"", "\"a\"", true),
+            ("\"a\"", "W/\"a\"", true),
+            ("W/\"a\"", "W/\"a\"", true),
+            ("\"b\", W/\"a\"", "\"a\"", true),
+            (" \"b\" ,, \"a\" ", "\"a\"", true),
+            ("\"x,y\", \"a\"", "\"a\"", true),
+            ("\"x,y\"", "\"x,y\"", true),
+            ("\"a\"", "\"A\"", false),
+            ("\"b\"", "\"a\"", false),
+            ("*", "\"a\"", true),
+            (" * ", "W/\"a\"", true),
+            ("a", "a", false),
+            ("\"a", "\"a\"", false),
+            ("junk, \"a\"", "\"a\"", false),
+            ("w/\"a\"", "\"a\"", false),
+            ("", "\"a\"", false),
+            ("\"\"", "\"\"", true),
+            ("\"a\"", "", false),
+        ];
+        for &(list, etag, want) in cases {
+            assert_eq!(
+                etag_matches_weak(list.as_bytes(), etag.as_bytes()),
+                want,
+                "{list} vs {etag}"
+            );
+        }
+    }
+
+    #[test]
+    fn conditional_requests() {
+        let lm = Some(784_111_777);
+        let at_lm = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let before = "Sat, 05 Nov 1994 08:49:37 GMT";
+        let after = "Mon, 07 Nov 1994 08:49:37 GMT";
+        let tag = Some(&b"\"v1\""[..]);
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a [u8]>,
+            Option<u64>,
+            bool,
+        );
+        let cases: &[Case<'_>] = &[
+            (Some("\"v1\""), None, tag, lm, true),
+            (Some("W/\"v1\""), Some(before), tag, lm, true),
+            (Some("\"v2\""), Some(after), tag, lm, false),
+            (Some("*"), None, None, None, true),
+            (Some("\"v1\""), None, None, lm, false),
+            (None, Some(at_lm), tag, lm, true),
+            (None, Some(after), tag, lm, true),
+            (None, Some(before), tag, lm, false),
+            (None, Some("not a date"), tag, lm, false),
+            (None, Some(after), tag, None, false),
+            (None, None, tag, lm, false),
+        ];
+        for &(inm, ims, etag, last_modified, want) in cases {
+            let got = not_modified(
+                inm.map(str::as_bytes),
+                ims.map(str::as_bytes),
+                etag,
+                last_modified,
+            );
+            assert_eq!(got, want, "{inm:?} {ims:?} {etag:?} {last_modified:?}");
+        }
+    }
+
+    fn status_line(name: &str, s: CacheStatus) -> String {
+        let mut out = b"x".to_vec();
+        write_cache_status(&mut out, name, &s);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    #[test]
+    fn cache_status_strings() {
+        let fwd = |fwd, status, stored, collapsed, detail| CacheStatus::Forward {
+            fwd,
+            status,
+            stored,
+            collapsed,
+            detail,
+        };
+        let cases: &[(CacheStatus, &str)] = &[
+            (CacheStatus::Hit { ttl: 57 }, "ringress; hit; ttl=57"),
+            (CacheStatus::Hit { ttl: 0 }, "ringress; hit; ttl=0"),
+            (CacheStatus::StaleHit { ttl: -3 }, "ringress; hit; ttl=-3"),
+            (CacheStatus::StaleHit { ttl: 3 }, "ringress; hit; ttl=-3"),
+            (
+                CacheStatus::StaleHit { ttl: i64::MIN },
+                "ringress; hit; ttl=-999999999999999",
+            ),
+            (
+                CacheStatus::StaleIfError { ttl: -40 },
+                "ringress; hit; ttl=-40; detail=stale-if-error",
+            ),
+            (
+                fwd(Fwd::Miss, None, true, false, None),
+                "ringress; fwd=miss; stored",
+            ),
+            (
+                fwd(Fwd::Stale, Some(304), true, false, None),
+                "ringress; fwd=stale; fwd-status=304; stored",
+            ),
+            (
+                fwd(Fwd::Miss, None, false, true, None),
+                "ringress; fwd=miss; collapsed",
+            ),
+            (
+                fwd(
+                    Fwd::Uri,
+                    Some(200),
+                    false,
+                    false,
+                    Some(NotStored::NoStore.as_str()),
+                ),
+                "ringress; fwd=uri-miss; fwd-status=200; detail=no-store",
+            ),
+            (
+                fwd(Fwd::Uri, None, true, true, None),
+                "ringress; fwd=uri-miss; stored; collapsed",
+            ),
+            (
+                fwd(Fwd::VaryMiss, None, false, false, None),
+                "ringress; fwd=vary-miss",
+            ),
+            (
+                fwd(Fwd::Request, None, false, false, None),
+                "ringress; fwd=request",
+            ),
+            (
+                fwd(Fwd::Bypass, None, false, false, None),
+                "ringress; fwd=bypass",
+            ),
+            (
+                fwd(Fwd::Method, None, false, false, None),
+                "ringress; fwd=method",
+            ),
+            (
+                fwd(Fwd::Partial, None, false, false, None),
+                "ringress; fwd=partial",
+            ),
+            (
+                fwd(Fwd::Miss, None, false, false, Some("not a \"token\"")),
+                "ringress; fwd=miss; detail=\"not a \\\"token\\\"\"",
+            ),
+        ];
+        for &(s, want) in cases {
+            assert_eq!(
+                status_line("ringress", s),
+                format!("xCache-Status: {want}\r\n")
+            );
+        }
+        let named = status_line("Edge Cache\u{7}", CacheStatus::Hit { ttl: 1 });
+        assert_eq!(named, "xCache-Status: \"Edge Cache\"; hit; ttl=1\r\n");
+        let odd = status_line("1cache", CacheStatus::Hit { ttl: 1 });
+        assert_eq!(odd, "xCache-Status: \"1cache\"; hit; ttl=1\r\n");
+    }
+
+    #[test]
+    fn every_not_stored_reason_is_a_token() {
+        use NotStored::*;
+        let all = [
+            Method,
+            Status,
+            RequestNoStore,
+            NoStore,
+            Private,
+            Authorization,
+            SetCookie,
+            VaryStar,
+            NoFreshness,
+        ];
+        for why in all {
+            assert!(is_sf_token(why.as_str().as_bytes()), "{why:?}");
+        }
+    }
+
+    fn key(tls: bool, host: &str, path: &str, query: &str) -> String {
+        let mut out = Vec::new();
+        write_key(
+            &mut out,
+            tls,
+            host.as_bytes(),
+            path.as_bytes(),
+            query.as_bytes(),
+        );
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    #[test]
+    fn key_normalisation() {
+        let cases: &[(bool, &str, &str, &str, &str)] = &[
+            (false, "Example.COM", "/a", "", "http\nexample.com\n/a"),
+            (
+                true,
+                "example.com",
+                "/a",
+                "b=1&C=%7e",
+                "https\nexample.com\n/a?b=1&C=%7e",
+            ),
+            (false, "example.com:80", "/", "", "http\nexample.com\n/"),
+            (true, "example.com:443", "/", "", "https\nexample.com\n/"),
+            (true, "example.com:80", "/", "", "https\nexample.com:80\n/"),
+            (
+                false,
+                "example.com:443",
+                "/",
+                "",
+                "http\nexample.com:443\n/",
+            ),
+            (
+                false,
+                "example.com:8080",
+                "/",
+                "",
+                "http\nexample.com:8080\n/",
+            ),
+            (false, "example.com:", "/", "", "http\nexample.com\n/"),
+            (false, "[::1]:80", "/", "", "http\n[::1]\n/"),
+            (false, "h", "/%7e%41%2d%5F%2e", "", "http\nh\n/~A-_."),
+            (
+                false,
+                "h",
+                "/%2f%2F%3a%20%c3%a9",
+                "",
+                "http\nh\n/%2F%2F%3A%20%C3%A9",
+            ),
+            (false, "h", "/a/../b/./c", "", "http\nh\n/a/../b/./c"),
+            (false, "h", "/%zz%4", "", "http\nh\n/%zz%4"),
+            (false, "h", "/%", "", "http\nh\n/%"),
+            (false, "h", "/a?b", "", "http\nh\n/a%3Fb"),
+            (false, "h\nx", "/\n", "\n", "http\nh%0Ax\n/%0A?%0A"),
+        ];
+        for &(tls, host, path, query, want) in cases {
+            assert_eq!(key(tls, host, path, query), want, "{host} {path} {query}");
+        }
+        assert_ne!(key(false, "h", "/a?b", ""), key(false, "h", "/a", "b"));
+        assert_eq!(key(false, "h", "/%7E", ""), key(false, "H:80", "/~", ""));
+    }
+
+    #[test]
+    fn key_hash_is_fixed_and_spreads() {
+        // Pinned: owner cores must not move between runs or builds.
+        assert_eq!(key_hash(b""), key_hash(b""));
+        assert_eq!(key_hash(b"http\nexample.com\n/"), PINNED_HASH);
+        assert_ne!(key_hash(b"a"), key_hash(b"a\0"));
+        assert_ne!(key_hash(b"ab"), key_hash(b"ba"));
+        let mut buckets = [0u32; 8];
+        let mut k = Vec::new();
+        for i in 0..8000 {
+            k.clear();
+            write_key(
+                &mut k,
+                false,
+                b"example.com",
+                format!("/item/{i}").as_bytes(),
+                b"",
+            );
+            buckets[(key_hash(&k) % 8) as usize] += 1;
+        }
+        assert!(
+            buckets.iter().all(|&n| (850..1150).contains(&n)),
+            "{buckets:?}"
+        );
+    }
+
+    const PINNED_HASH: u64 = 7_340_934_504_623_373_038;
 }
