@@ -4,5 +4,6 @@
 //! plane (`worker::cache`) calls it.
 
 pub mod date;
+mod evict;
 pub mod policy;
 pub mod store;
