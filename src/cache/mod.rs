@@ -4,6 +4,7 @@
 //! plane (`worker::cache`) calls it.
 
 pub mod date;
+mod evict;
 pub mod policy;
 pub mod store;
 pub mod object;
