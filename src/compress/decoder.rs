@@ -132,3 +132,111 @@ impl Decoder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::compress::Encoder;
+    use crate::compress::encoder::tests::{ALL, page};
+
+    fn encode(alg: Algorithm, body: &[u8]) -> Vec<u8> {
+        let mut enc = Encoder::new(alg, None);
+        let mut out = Vec::new();
+        enc.write(body, &mut out).unwrap();
+        enc.finish(&mut out).unwrap();
+        out
+    }
+
+    /// Drives `dec` the way the contract says, checking the per-call bound.
+    fn decode_in_pieces(dec: &mut Decoder, coded: &[u8], piece: usize) -> io::Result<Vec<u8>> {
+        let mut plain = Vec::new();
+        for mut rest in coded.chunks(piece) {
+            loop {
+                let mut out = Vec::new();
+                let step = dec.write(rest, &mut out)?;
+                assert!(out.len() <= DECODE_CHUNK);
+                plain.extend_from_slice(&out);
+                rest = &rest[step.consumed..];
+                if rest.is_empty() && !step.out_full {
+                    break;
+                }
+            }
+        }
+        dec.finish()?;
+        Ok(plain)
+    }
+
+    #[test]
+    fn round_trip_in_pieces_and_reuse() {
+        let body = page(200_000);
+        for alg in ALL {
+            let coded = encode(alg, &body);
+            let mut dec = Decoder::new(alg, 1 << 20);
+            for piece in [7, 100, 64 * 1024] {
+                assert_eq!(
+                    decode_in_pieces(&mut dec, &coded, piece).unwrap(),
+                    body,
+                    "{alg:?} {piece}"
+                );
+                dec.reset();
+            }
+        }
+    }
+
+    #[test]
+    fn gzip_header_with_name_and_extra_from_another_encoder() {
+        let body = page(3_000);
+        let mut enc = flate2::GzBuilder::new()
+            .filename("index.html")
+            .extra(vec![1, 2, 3])
+            .comment("made elsewhere")
+            .write(Vec::new(), flate2::Compression::best());
+        enc.write_all(&body).unwrap();
+        let coded = enc.finish().unwrap();
+        let mut dec = Decoder::new(Algorithm::Gzip, 1 << 20);
+        assert_eq!(decode_in_pieces(&mut dec, &coded, 3).unwrap(), body);
+    }
+
+    #[test]
+    fn bomb_guard_stops_at_max_out() {
+        let zeros = vec![0u8; 4 << 20];
+        for alg in ALL {
+            let coded = encode(alg, &zeros);
+            assert!(coded.len() < 64 * 1024, "{alg:?}: {}", coded.len());
+            let mut dec = Decoder::new(alg, 1 << 20);
+            let err = decode_in_pieces(&mut dec, &coded, 4096).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{alg:?}");
+            let mut exact = Decoder::new(alg, zeros.len() as u64);
+            assert_eq!(
+                decode_in_pieces(&mut exact, &coded, 4096).unwrap().len(),
+                zeros.len()
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_and_corrupt_streams_fail() {
+        let body = page(20_000);
+        for alg in ALL {
+            let coded = encode(alg, &body);
+            let mut dec = Decoder::new(alg, 1 << 20);
+            let err = decode_in_pieces(&mut dec, &coded[..coded.len() - 3], 500).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{alg:?}");
+            let mut garbage = coded.clone();
+            garbage.extend_from_slice(b"trailing");
+            dec.reset();
+            assert!(
+                decode_in_pieces(&mut dec, &garbage, 500).is_err(),
+                "{alg:?}"
+            );
+        }
+        let mut flipped = encode(Algorithm::Gzip, &body);
+        let n = flipped.len();
+        flipped[n - 6] ^= 1;
+        let err = decode_in_pieces(&mut Decoder::new(Algorithm::Gzip, 1 << 20), &flipped, 500)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}
