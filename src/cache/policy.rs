@@ -531,6 +531,19 @@ fn freshness_lifetime(
     explicit_freshness(resp, response_time).or_else(|| configured_freshness(resp, zone))
 }
 
+/// The lifetime a response gives itself (`s-maxage`, `max-age`,
+/// `Expires`), if it gives one: what a 304 to a revalidation renews a
+/// stored response with.
+pub fn explicit_lifetime(resp: &ResponseFacts<'_>, response_time: u64) -> Option<Lifetime> {
+    explicit_freshness(resp, response_time).map(|fresh| lifetime(&resp.control, fresh))
+}
+
+/// Whether an entry of this age may answer a request whose upstream
+/// failed (RFC 9111 4.2.4, RFC 5861 4).
+pub fn usable_on_error(age: u64, life: &Lifetime, req: &RequestControl) -> bool {
+    may_serve_on_error(age, life, req)
+}
+
 fn explicit_freshness(resp: &ResponseFacts<'_>, response_time: u64) -> Option<u32> {
     let c = &resp.control;
     let from_expires = |e: Option<u64>| {
@@ -711,9 +724,10 @@ pub fn not_modified(
 }
 
 /// The `fwd` parameter of `Cache-Status` (RFC 9211 2.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fwd {
     /// The cache was configured not to handle this request.
+    #[default]
     Bypass,
     /// The request method is not cacheable.
     Method,

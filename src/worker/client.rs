@@ -17,7 +17,6 @@ use super::admin;
 use super::cache::{self, CacheReq};
 use super::ctx::{ActiveGuard, Snapshot, WorkerCtx};
 use super::downstream::Downstream;
-use super::drain::Drain;
 use super::parking::Parked;
 use super::plan::{Plan, Planned, plan};
 use super::proxy::{self, Next};

@@ -60,7 +60,6 @@ fn has_token(list: &[u8], token: &[u8]) -> bool {
 pub(crate) struct CodingEdits {
     pub drop_etag: bool,
     pub drop_vary: bool,
-    pub drop_length: bool,
 }
 
 /// Writes the compressed head's lines: `coding` None means the body goes
@@ -84,7 +83,6 @@ pub(crate) fn head_lines(
     let mut edits = CodingEdits {
         drop_etag: false,
         drop_vary: false,
-        drop_length: coding.is_some(),
     };
     if !vary_has_it {
         // Merged into one line with the upstream's own fields.

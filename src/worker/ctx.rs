@@ -60,7 +60,7 @@ pub(crate) struct WorkerCtx {
     pub cache_refs: RefCell<LocalRefs>,
     /// Compressors kept for the next response (making one allocates its
     /// window and tables).
-    pub encoders: RefCell<Vec<Encoder>>,
+    pub encoders: RefCell<Vec<(Option<u32>, Encoder)>>,
 }
 
 struct Balancers {
@@ -115,18 +115,19 @@ impl WorkerCtx {
         let mut kept = self.encoders.borrow_mut();
         match kept
             .iter()
-            .position(|e| e.algorithm() == alg && e.level() == level)
+            .position(|(l, e)| e.algorithm() == alg && *l == level)
         {
-            Some(i) => kept.swap_remove(i),
+            Some(i) => kept.swap_remove(i).1,
             None => Encoder::new(alg, level),
         }
     }
 
-    /// Keeps a compressor for a later response (a few per worker).
-    pub fn give_encoder(&self, encoder: Encoder) {
+    /// Keeps a compressor made for `level` for a later response (a few
+    /// per worker).
+    pub fn give_encoder(&self, level: Option<u32>, encoder: Encoder) {
         let mut kept = self.encoders.borrow_mut();
         if kept.len() < MAX_KEPT_ENCODERS {
-            kept.push(encoder);
+            kept.push((level, encoder));
         }
     }
 

@@ -224,6 +224,9 @@ async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Opti
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(20) {
             ctx.sweep_pool();
+            // Objects evicted or purged in their zone are freed once no
+            // worker refers to them.
+            ctx.cache_refs.borrow_mut().sweep();
             let trimmed = ctx.buffers.borrow_mut().trim();
             if let Some(release) = release_memory {
                 release(false);

@@ -272,11 +272,7 @@ fn from_cache<'c>(
             let now = cache::now_secs();
             let ttl = i64::from(object.object.life.fresh) - object.object.age(now) as i64;
             let status = if refresh {
-                c.cache.refresh = true;
-                CacheStatus::StaleHit {
-                    ttl,
-                    detail: "stale-while-revalidate",
-                }
+                CacheStatus::StaleHit { ttl }
             } else {
                 CacheStatus::Hit { ttl }
             };

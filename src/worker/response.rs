@@ -52,7 +52,7 @@ pub(super) async fn respond(
     retry_status: bool,
 ) -> Result<Done, ProxyError> {
     let plan = read_head(c, leg, upstream, closing, retry_status).await?;
-    if let Some(object) = plan.refreshed {
+    if let Some(object) = plan.refreshed.clone() {
         return answer_refreshed(c, leg, upstream, object, &plan).await;
     }
     c.record.status = plan.status;
@@ -81,14 +81,13 @@ pub(super) async fn respond(
         Some(input) => {
             let limits = limits(leg, leg.config.runtime.splice);
             let rule = leg.config.chains.get(leg.ex.route).and_then(|ch| ch.compress());
-            let mut encoder = plan
-                .compress
-                .map(|alg| leg.ctx.take_encoder(alg, rule.and_then(|r| r.level)));
+            let level = rule.and_then(|r| r.level);
+            let mut encoder = plan.compress.map(|alg| leg.ctx.take_encoder(alg, level));
             let relayed = c
                 .relay_response(upstream, input, plan.carry, plan.body, limits, encoder.as_mut())
                 .await;
             if let Some(e) = encoder {
-                leg.ctx.give_encoder(e);
+                leg.ctx.give_encoder(level, e);
             }
             relayed
         }

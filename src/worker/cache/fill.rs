@@ -200,14 +200,7 @@ fn refresh(
         fields.extend_from_slice(trim_ows(h.value));
         fields.extend_from_slice(b"\r\n");
     }
-    let explicit = facts.control.max_age.is_some()
-        || facts.control.s_maxage.is_some()
-        || facts.expires.is_some();
-    let life = if explicit {
-        policy::lifetime_of(facts, now)
-    } else {
-        old.life
-    };
+    let life = policy::explicit_lifetime(facts, now).unwrap_or(old.life);
     let object = Arc::new(Object::new(ObjectParts {
         status: old.status,
         reason: old.reason.clone(),

@@ -69,10 +69,7 @@ pub(crate) async fn serve_stale_on_error(
     }
     c.record.fail(*error);
     let ttl = i64::from(stale.object.life.fresh) - age as i64;
-    let status = CacheStatus::StaleHit {
-        ttl,
-        detail: "stale-if-error",
-    };
+    let status = CacheStatus::StaleIfError { ttl };
     Some(serve(c, config, &stale, status, close).await)
 }
 
@@ -116,9 +113,9 @@ fn render(
         out.extend_from_slice(b"\r\n");
     }
     let edits = chain.edits_heads().then(|| {
-        let values = vars(c, config, route, c.record.client_ip, &c.host_buf);
         let mut lines = std::mem::take(&mut c.rewrite_buf);
         lines.clear();
+        let values = vars(c, config, route, c.record.client_ip, &c.host_buf);
         chain.response(&values).0.append(&mut lines);
         lines
     });
