@@ -198,7 +198,9 @@ fn other_methods_go_upstream() {
     let proxy = cached(&origin, "");
     assert_eq!(cache_status(&fetch(&proxy, "/m")), STORED);
     for n in 1..=2 {
-        let post = request(&proxy, "POST", "/m", "Content-Length: 3\r\n\r\nabc");
+        let post = proxy
+            .connect()
+            .request(b"POST /m HTTP/1.1\r\nHost: test.local\r\nContent-Length: 3\r\n\r\nabc");
         assert_eq!(post.status, 200);
         assert_eq!(post.body_str(), "POST /m 3");
         let posts = origin

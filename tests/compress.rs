@@ -203,6 +203,7 @@ fn answers_that_are_not_compressed_pass_byte_identical() {
             "/octets" => typed("application/octet-stream"),
             "/untyped" => Reply::ok(sent_big.clone()),
             "/no-transform" => typed("text/plain").header("Cache-Control", "no-transform"),
+            "/control" => typed("text/plain"),
             _ => typed("nope/nope"),
         }
     });
@@ -210,6 +211,8 @@ fn answers_that_are_not_compressed_pass_byte_identical() {
     let all = "Accept-Encoding: gzip, br, zstd\r\n";
     let mut c = proxy.connect();
 
+    // The route does compress: only what follows is left alone.
+    assert_compressed(&get_on(&mut c, "/control", all), "zstd", &big);
     let r = get_on(&mut c, "/encoded", all);
     assert_eq!(r.header("content-encoding"), Some("gzip"), "{}", r.raw_head);
     assert_eq!(
@@ -259,6 +262,7 @@ fn no_content_and_not_modified_are_untouched() {
             ..Reply::new(204, "")
         }
         .header("Content-Type", "text/plain"),
+        "/200" => text(text_body(1024)),
         _ => Reply::not_modified()
             .header("Content-Type", "text/plain")
             .header("ETag", "\"abc\""),
@@ -277,8 +281,10 @@ fn no_content_and_not_modified_are_untouched() {
     assert_eq!(same.status, 304);
     assert_eq!(same.header("content-encoding"), None, "{}", same.raw_head);
     assert_eq!(same.header("transfer-encoding"), None, "{}", same.raw_head);
-    // Both without a body: the connection still frames the next answer.
-    assert_eq!(get_on(&mut c, "/204", "").status, 204);
+    // Both without a body: the next answer is framed on its own, and it
+    // shows the route does compress.
+    let control = get_on(&mut c, "/200", "Accept-Encoding: gzip\r\n");
+    assert_compressed(&control, "gzip", &text_body(1024));
 }
 
 #[test]
