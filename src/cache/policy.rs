@@ -614,7 +614,10 @@ pub fn judge(age: u64, life: &Lifetime, req: &RequestControl) -> Use {
     let revalidate = Use::Revalidate {
         if_error: may_serve_on_error(age, life, req),
     };
-    if life.no_cache || req.no_cache || req.max_age.is_some_and(|m| age > u64::from(m)) {
+    // `max-age=0` is how browsers ask for a reload: revalidate even an
+    // entry stored this second, as other shared caches do.
+    let too_old = req.max_age.is_some_and(|m| m == 0 || age > u64::from(m));
+    if life.no_cache || req.no_cache || too_old {
         return revalidate;
     }
     if age < fresh {
@@ -765,9 +768,10 @@ impl Fwd {
 pub enum CacheStatus {
     /// Served fresh from the cache; `ttl` is the freshness left.
     Hit { ttl: i64 },
-    /// Served stale (stale-while-revalidate or max-stale). RFC 9211 marks
-    /// staleness by a negative ttl only, so `ttl` is written negative
-    /// whichever sign the caller passes.
+    /// Served stale within stale-while-revalidate (a refresh follows).
+    /// RFC 9211 marks staleness by a negative ttl, so `ttl` is written
+    /// negative whichever sign the caller passes, with
+    /// `detail=stale-while-revalidate`.
     StaleHit { ttl: i64 },
     /// Served stale because the upstream failed; as `StaleHit`, plus
     /// `detail=stale-if-error`.
@@ -794,7 +798,10 @@ pub fn write_cache_status(out: &mut Vec<u8>, cache_name: &str, s: &CacheStatus) 
     push_sf_item(out, cache_name.as_bytes());
     match *s {
         CacheStatus::Hit { ttl } => push_hit(out, ttl),
-        CacheStatus::StaleHit { ttl } => push_hit(out, ttl.saturating_abs().saturating_neg()),
+        CacheStatus::StaleHit { ttl } => {
+            push_hit(out, ttl.saturating_abs().saturating_neg());
+            out.extend_from_slice(b"; detail=stale-while-revalidate");
+        }
         CacheStatus::StaleIfError { ttl } => {
             push_hit(out, ttl.saturating_abs().saturating_neg());
             out.extend_from_slice(b"; detail=stale-if-error");
@@ -1578,7 +1585,7 @@ mod tests {
             (60, &plain, &none, reval(false)),
             (59, &plain, &no_cache, reval(true)),
             (1, &plain, &max_age_0, reval(true)),
-            (0, &plain, &max_age_0, Use::Fresh),
+            (0, &plain, &max_age_0, reval(true)),
             (30, &plain, &max_age_30, Use::Fresh),
             (31, &plain, &max_age_30, reval(true)),
             (40, &plain, &min_fresh, Use::Fresh),
@@ -1693,11 +1700,17 @@ mod tests {
         let cases: &[(CacheStatus, &str)] = &[
             (CacheStatus::Hit { ttl: 57 }, "ringress; hit; ttl=57"),
             (CacheStatus::Hit { ttl: 0 }, "ringress; hit; ttl=0"),
-            (CacheStatus::StaleHit { ttl: -3 }, "ringress; hit; ttl=-3"),
-            (CacheStatus::StaleHit { ttl: 3 }, "ringress; hit; ttl=-3"),
+            (
+                CacheStatus::StaleHit { ttl: -3 },
+                "ringress; hit; ttl=-3; detail=stale-while-revalidate",
+            ),
+            (
+                CacheStatus::StaleHit { ttl: 3 },
+                "ringress; hit; ttl=-3; detail=stale-while-revalidate",
+            ),
             (
                 CacheStatus::StaleHit { ttl: i64::MIN },
-                "ringress; hit; ttl=-999999999999999",
+                "ringress; hit; ttl=-999999999999999; detail=stale-while-revalidate",
             ),
             (
                 CacheStatus::StaleIfError { ttl: -40 },

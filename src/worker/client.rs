@@ -314,13 +314,17 @@ async fn serve_request(
         Plan::Proxy(exchange) => {
             // Stale within stale-while-revalidate: the client is answered
             // first, then the exchange refreshes the object unseen.
-            if let Some((object, status)) = c.cache.serve_first.take()
-                && !cache::serve(c, config, &object, status, !exchange.keep_alive).await
-            {
-                return End::Close {
-                    linger: false,
-                    quiet: false,
-                };
+            if let Some((object, status)) = c.cache.serve_first.take() {
+                // `out` holds the upstream head: the answer uses the spare.
+                std::mem::swap(&mut c.out, &mut c.spare);
+                let sent = cache::serve(c, config, &object, status, !exchange.keep_alive).await;
+                std::mem::swap(&mut c.out, &mut c.spare);
+                if !sent {
+                    return End::Close {
+                        linger: false,
+                        quiet: false,
+                    };
+                }
             }
             let end = match proxy::run(c, ctx, config, exchange).await {
                 Next::KeepAlive => End::KeepAlive,

@@ -283,17 +283,26 @@ fn from_cache<'c>(
                     close,
                 });
             }
-            // Served at once; the exchange below refreshes it afterwards.
+            // Served at once; the exchange below refreshes it afterwards,
+            // with its validators (a 304 renews it).
+            c.cache.stale = Some(object.clone());
+            c.cache.fwd = crate::cache::policy::Fwd::Stale;
             c.cache.serve_first = Some((object, status));
             c.cache.background = true;
             None
         }
         Decision::Wait(rx) => Some(Plan::CacheWait(rx)),
         Decision::Forward => None,
-        Decision::Unsatisfiable => Some(Plan::Error {
-            error: ProxyError::downstream(ErrorKind::NotCached),
-            close,
-        }),
+        Decision::Unsatisfiable => {
+            let error = ProxyError::downstream(ErrorKind::NotCached);
+            c.record.fail(error);
+            c.record.exit = Exit::Cached;
+            c.record.status = 504;
+            c.out.clear();
+            crate::http::answer::render_answer(&mut c.out, 504, close);
+            cache::add_status_line(&mut c.out, "only-if-cached");
+            Some(Plan::Rendered { close })
+        }
     }
 }
 

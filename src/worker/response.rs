@@ -55,6 +55,20 @@ pub(super) async fn respond(
     if let Some(object) = plan.refreshed.clone() {
         return answer_refreshed(c, leg, upstream, object, &plan).await;
     }
+    if plan.status >= 500 && plan.kind == HeadKind::Final && cache::stale_usable(c) {
+        // stale-if-error: the stored object instead of the upstream's error.
+        c.discard_head();
+        c.upbuf.consume(c.upbuf.len());
+        let e = ProxyError::upstream(ErrorKind::UpstreamStatus(plan.status));
+        let close = !plan.carry.keep_alive;
+        let sent = cache::serve_stale_on_error(c, leg.config, &e, close).await == Some(true);
+        return Ok(Done::Response {
+            client_keep: sent && !close,
+            reusable: false,
+            linger: false,
+            quiet: sent,
+        });
+    }
     c.record.status = plan.status;
     let chain = leg.config.chains.get(leg.ex.route).unwrap_or(&NO_FILTERS);
     chain.upstream_response(plan.status, &mut c.record);
@@ -108,10 +122,6 @@ pub(super) async fn respond(
             ErrorKind::BadGateway
         };
         return Err(ProxyError::upstream(kind));
-    }
-    if relayed.is_ok() {
-        // The body is complete: a response being stored becomes an object.
-        cache::finish_body(&mut c.cache, leg.config);
     }
     // Anything after the body is a protocol error on that connection.
     let reusable = relayed.is_ok() && plan.upstream_reusable && c.upbuf.is_empty();
@@ -330,7 +340,7 @@ fn response_work(c: &mut Client, leg: &Leg<'_>, resp: &ResponseHead<'_, '_>) -> 
             HeadOutcome::Refreshed(object) => work.refreshed = Some(object),
         }
         if resp.framing == Framing::Empty && c.cache.pending.is_some() {
-            cache::store_empty(&mut c.cache, leg.config);
+            cache::store_empty(&mut c.cache);
         }
     }
     c.cache.lines = lines;

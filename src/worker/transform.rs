@@ -71,6 +71,7 @@ pub(crate) async fn relay(
             if chunked {
                 c.out.extend_from_slice(LAST_CHUNK);
             }
+            fill::finish_body(&mut c.cache);
             break flush(c, limits).await;
         }
         if let Err(e) = flush(c, limits).await {

@@ -10,6 +10,7 @@ use crate::worker::cache;
 pub(super) fn purge(config: &Config, query: &[u8]) -> (u16, String) {
     let mut zone = None;
     let mut target = None;
+    let query = query.strip_prefix(b"?").unwrap_or(query);
     for pair in query.split(|&b| b == b'&') {
         let (name, value) = match pair.iter().position(|&b| b == b'=') {
             Some(i) => (&pair[..i], &pair[i + 1..]),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::super::coding::CodingEdits;
 use super::{CacheReq, LocalObject, now_secs, request_value, zone_of};
 use crate::cache::object::{Object, ObjectParts};
+use crate::cache::zone::Zone;
 use crate::cache::policy::{
     self, CacheStatus, Fwd, Lifetime, RequestFacts, ResponseFacts, Verdict, ZonePolicy,
 };
@@ -33,6 +34,8 @@ pub(crate) struct Pending {
     life: Lifetime,
     /// The zone's largest object.
     pub max_body: u64,
+    /// Where it goes.
+    zone: Arc<Zone>,
 }
 
 /// What the upstream's head means for the cache.
@@ -76,10 +79,16 @@ pub(crate) fn on_response_head(
     let verdict = policy::storable(&request, &facts, &zone, now);
     let stored = match verdict {
         Verdict::Store(life) if fits(resp, zone_config.max_object) => {
-            let initial_age = policy::initial_age(&facts, c.request_time, now);
-            c.pending = Some(pending(c, resp, &facts, coding, life, (now, initial_age)));
-            c.pending.as_mut().map(|p| p.max_body = zone_config.max_object);
-            true
+            match zone_of(config, c.zone) {
+                Some(zone) => {
+                    let initial_age = policy::initial_age(&facts, c.request_time, now);
+                    let mut p = pending(c, resp, &facts, coding, life, (now, initial_age), zone);
+                    p.max_body = zone_config.max_object;
+                    c.pending = Some(p);
+                    true
+                }
+                None => false,
+            }
         }
         _ => false,
     };
@@ -112,6 +121,7 @@ fn pending(
     coding: Option<(&CodingEdits, &[u8])>,
     life: Lifetime,
     (now, initial_age): (u64, u64),
+    zone: &Arc<Zone>,
 ) -> Pending {
     let mut fields = Vec::with_capacity(resp.head_len);
     for h in resp.headers {
@@ -160,6 +170,7 @@ fn pending(
         initial_age,
         life,
         max_body: u64::MAX,
+        zone: zone.clone(),
     }
 }
 
@@ -240,8 +251,10 @@ pub(crate) fn keep(c: &mut CacheReq, data: &[u8]) {
     c.body.extend_from_slice(data);
 }
 
-/// The body is complete: the object is stored and the waiters woken.
-pub(crate) fn finish_body(c: &mut CacheReq, config: &Config) {
+/// The body is complete: the object is stored and the waiters woken —
+/// before the body's last bytes are written, so a request the client
+/// sends once it has them finds the object.
+pub(crate) fn finish_body(c: &mut CacheReq) {
     let Some(p) = c.pending.take() else {
         return;
     };
@@ -258,9 +271,7 @@ pub(crate) fn finish_body(c: &mut CacheReq, config: &Config) {
         initial_age: p.initial_age,
         life: p.life,
     }));
-    let Some(zone) = zone_of(config, c.zone) else {
-        return;
-    };
+    let zone = p.zone;
     if c.filling {
         c.filling = false;
         zone.complete(c.hash, &c.key, Some(object));
@@ -270,7 +281,7 @@ pub(crate) fn finish_body(c: &mut CacheReq, config: &Config) {
 }
 
 /// A stored response without a body (204, HEAD-less 304s are not stored).
-pub(crate) fn store_empty(c: &mut CacheReq, config: &Config) {
+pub(crate) fn store_empty(c: &mut CacheReq) {
     c.body.clear();
-    finish_body(c, config);
+    finish_body(c);
 }

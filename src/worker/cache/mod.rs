@@ -14,10 +14,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub(crate) use fill::{Pending, finish_body, on_response_head, store_empty};
+pub(crate) use fill::{Pending, on_response_head, store_empty};
 pub(crate) use local::{LocalObject, LocalRefs};
 pub(crate) use purge::{purge, purge_request};
-pub(crate) use serve::{serve, serve_stale_on_error};
+pub(crate) use serve::{add_status_line, serve, serve_stale_on_error, stale_usable};
 
 use crate::cache::object::Object;
 use crate::cache::policy::{self, CacheStatus, Fwd, RequestControl, Use};
@@ -133,7 +133,8 @@ pub(crate) fn prepare(
     c.is_head = req.is_head();
     c.varies_on_coding = compresses;
     c.key.clear();
-    policy::write_key(&mut c.key, tls, req.host, norm_path, req.query);
+    let query = req.query.strip_prefix(b"?").unwrap_or(req.query);
+    policy::write_key(&mut c.key, tls, req.host, norm_path, query);
     for part in &rule.key {
         add_key_part(&mut c.key, part, req);
     }
@@ -232,6 +233,8 @@ pub(crate) fn lookup(c: &mut CacheReq, ctx: &WorkerCtx, zone: &Arc<Zone>) -> Dec
             }
             Use::StaleWhileRevalidate => {
                 let refresh = zone.begin_refresh(c.hash, &c.key);
+                // The refresh completes the fetch it registered.
+                c.filling = refresh;
                 return Decision::Hit {
                     object: local,
                     refresh,

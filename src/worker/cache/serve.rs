@@ -58,19 +58,24 @@ pub(crate) async fn serve_stale_on_error(
     error: &ProxyError,
     close: bool,
 ) -> Option<bool> {
+    if error.side == crate::error::Side::Downstream || !stale_usable(c) {
+        return None;
+    }
     let stale = c.cache.stale.clone()?;
-    if error.side == crate::error::Side::Downstream || !stale.object.is_alive() {
-        return None;
-    }
-    let now = now_secs();
-    let age = stale.object.age(now);
-    if !policy::usable_on_error(age, &stale.object.life, &c.cache.control) {
-        return None;
-    }
     c.record.fail(*error);
+    let age = stale.object.age(now_secs());
     let ttl = i64::from(stale.object.life.fresh) - age as i64;
     let status = CacheStatus::StaleIfError { ttl };
     Some(serve(c, config, &stale, status, close).await)
+}
+
+/// Whether the object kept for this request may stand in for a failed
+/// upstream (its stale-if-error window, the request's directives).
+pub(crate) fn stale_usable(c: &Client) -> bool {
+    c.cache.stale.as_ref().is_some_and(|s| {
+        let age = s.object.age(now_secs());
+        s.object.is_alive() && policy::usable_on_error(age, &s.object.life, &c.cache.control)
+    })
 }
 
 fn has_body(status: u16) -> bool {
@@ -163,4 +168,23 @@ fn drop_on_304(name: &[u8]) -> bool {
     ]
     .iter()
     .any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// Puts a `Cache-Status` line into an answer rendered whole (a request
+/// the cache refused), with `detail`.
+pub(crate) fn add_status_line(out: &mut Vec<u8>, detail: &'static str) {
+    let Some(end) = memchr::memmem::find(out, b"\r\n\r\n") else {
+        return;
+    };
+    let mut line = Vec::with_capacity(64);
+    let status = CacheStatus::Forward {
+        fwd: crate::cache::policy::Fwd::Miss,
+        status: None,
+        stored: false,
+        collapsed: false,
+        detail: Some(detail),
+    };
+    policy::write_cache_status(&mut line, CACHE_NAME, &status);
+    let at = end + 2;
+    out.splice(at..at, line);
 }
