@@ -5,7 +5,7 @@
 
 pub mod date;
 mod evict;
+pub mod object;
 pub mod policy;
 pub mod store;
-pub mod object;
 pub mod zone;

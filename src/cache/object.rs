@@ -13,6 +13,9 @@ use super::store::Weigh;
 /// its key and the store's bookkeeping).
 const OVERHEAD: usize = 256;
 
+/// A field a response varies on and the request's value of it.
+pub type VaryValue = (Box<[u8]>, Box<[u8]>);
+
 /// One stored response.
 #[derive(Debug)]
 pub struct Object {
@@ -26,7 +29,7 @@ pub struct Object {
     pub body: Arc<Vec<u8>>,
     /// The request's values of the fields the response varies on: lower-
     /// case name, value (`accept-encoding` holds the negotiated coding).
-    pub vary: Box<[(Box<[u8]>, Box<[u8]>)]>,
+    pub vary: Box<[VaryValue]>,
     pub etag: Option<Box<[u8]>>,
     pub last_modified: Option<u64>,
     /// Unix seconds the response arrived.
@@ -94,7 +97,7 @@ pub struct ObjectParts {
     pub reason: Box<[u8]>,
     pub fields: Box<[u8]>,
     pub body: Arc<Vec<u8>>,
-    pub vary: Box<[(Box<[u8]>, Box<[u8]>)]>,
+    pub vary: Box<[VaryValue]>,
     pub etag: Option<Box<[u8]>>,
     pub last_modified: Option<u64>,
     pub response_time: u64,
@@ -119,7 +122,6 @@ impl Variants {
             self.list.push(object);
         }
     }
-
 }
 
 /// Variants leave the store only when evicted, purged or replaced:

@@ -101,12 +101,20 @@ pub(super) fn cache_rule(
             }
         },
         None => {
-            p.add(c.key_path("zone"), "is required: the [cache.NAME] zone to use");
+            p.add(
+                c.key_path("zone"),
+                "is required: the [cache.NAME] zone to use",
+            );
             None
         }
     };
     let mut key = Vec::new();
-    for (i, part) in c.strings(p, "key").unwrap_or_default().into_iter().enumerate() {
+    for (i, part) in c
+        .strings(p, "key")
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
         match key_part(part) {
             Ok(k) => key.push(k),
             Err(m) => p.add(format!("{}[{i}]", c.key_path("key")), m),

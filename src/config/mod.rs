@@ -18,10 +18,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use cache::{CacheZone, ZoneSlot};
 pub use observe::{
     AccessFormat, AccessLogConfig, AdminConfig, LogTarget, ProcessFormat, ProcessLog,
 };
-pub use cache::{CacheZone, ZoneSlot};
 pub use units::{parse_duration, parse_size};
 pub use upstream::{expand, resolve_spec, servers_changed};
 pub use walk::{ConfigError, ConfigErrors};

@@ -24,7 +24,13 @@ pub(super) fn routes(
     let mut chains = Vec::new();
     each_table(root, p, "routes", |t, p| {
         let index = out.len();
-        if let Some((r, chain)) = route(t, p, index, (listeners, upstreams, zones), default_body_limit) {
+        if let Some((r, chain)) = route(
+            t,
+            p,
+            index,
+            (listeners, upstreams, zones),
+            default_body_limit,
+        ) {
             out.push(r);
             chains.push(chain);
         }

@@ -32,7 +32,8 @@ pub(crate) fn compressible(rule: &CompressRule, resp: &ResponseHead<'_, '_>) -> 
     for h in resp.headers {
         let name = h.name.as_bytes();
         let value = trim_ows(h.value);
-        if name.eq_ignore_ascii_case(b"content-encoding") && !value.eq_ignore_ascii_case(b"identity")
+        if name.eq_ignore_ascii_case(b"content-encoding")
+            && !value.eq_ignore_ascii_case(b"identity")
         {
             return false;
         }
@@ -74,10 +75,9 @@ pub(crate) fn head_lines(
     for h in resp.headers {
         if h.name.eq_ignore_ascii_case("vary") {
             vary_any = true;
-            vary_has_it |= h
-                .value
-                .split(|&b| b == b',')
-                .any(|t| trim_ows(t).eq_ignore_ascii_case(b"accept-encoding") || trim_ows(t) == b"*");
+            vary_has_it |= h.value.split(|&b| b == b',').any(|t| {
+                trim_ows(t).eq_ignore_ascii_case(b"accept-encoding") || trim_ows(t) == b"*"
+            });
         }
     }
     let mut edits = CodingEdits {
@@ -88,7 +88,11 @@ pub(crate) fn head_lines(
         // Merged into one line with the upstream's own fields.
         edits.drop_vary = vary_any;
         lines.extend_from_slice(b"Vary: ");
-        for h in resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("vary")) {
+        for h in resp
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("vary"))
+        {
             lines.extend_from_slice(trim_ows(h.value));
             lines.extend_from_slice(b", ");
         }

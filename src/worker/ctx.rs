@@ -11,10 +11,10 @@ use std::time::Instant;
 
 use slab::Slab;
 
+use super::cache::LocalRefs;
 use super::drain::Drain;
 use super::listen::Accepting;
 use super::parking::Parking;
-use super::cache::LocalRefs;
 use super::requests::Requests;
 use crate::compress::{Algorithm, Encoder};
 use crate::config::Config;

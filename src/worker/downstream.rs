@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use super::client::Client;
 use super::relay::{BodyIn, Relay, RelayError};
+use crate::compress::Encoder;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::encode::{ConnectionDirective, FieldEdits, write_response_head_with};
 use crate::http::{Framing, ResponseHead, Version, answer};
-use crate::compress::Encoder;
 use crate::pipeline::{BodyPlan, Exit, add_request_id};
 use crate::rt::buffer::{flush_vec, write_all, write_from_read_buf};
 use crate::rt::conn::Conn;

@@ -251,7 +251,13 @@ fn from_cache<'c>(
     let tls = c.stream.is_tls();
     cache::prepare(&mut c.cache, rule, req, norm_path, tls, compress.is_some());
     if req.method == b"PURGE" {
-        let status = cache::purge_request(config, rule.zone, c.record.client_ip, c.cache.hash, &c.cache.key);
+        let status = cache::purge_request(
+            config,
+            rule.zone,
+            c.record.client_ip,
+            c.cache.hash,
+            &c.cache.key,
+        );
         c.cache.on = false;
         c.record.exit = Exit::Fixed;
         c.record.status = status;

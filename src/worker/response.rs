@@ -6,8 +6,8 @@
 use std::io;
 use std::rc::Rc;
 
-use super::cache::{self, LocalObject};
 use super::cache::fill::HeadOutcome;
+use super::cache::{self, LocalObject};
 use super::coding::{self, CodingEdits, ResponseEdits};
 use crate::cache::policy::CacheStatus;
 use crate::compress::Algorithm;
@@ -94,11 +94,22 @@ pub(super) async fn respond(
             }),
         Some(input) => {
             let limits = limits(leg, leg.config.runtime.splice);
-            let rule = leg.config.chains.get(leg.ex.route).and_then(|ch| ch.compress());
+            let rule = leg
+                .config
+                .chains
+                .get(leg.ex.route)
+                .and_then(|ch| ch.compress());
             let level = rule.and_then(|r| r.level);
             let mut encoder = plan.compress.map(|alg| leg.ctx.take_encoder(alg, level));
             let relayed = c
-                .relay_response(upstream, input, plan.carry, plan.body, limits, encoder.as_mut())
+                .relay_response(
+                    upstream,
+                    input,
+                    plan.carry,
+                    plan.body,
+                    limits,
+                    encoder.as_mut(),
+                )
                 .await;
             if let Some(e) = encoder {
                 leg.ctx.give_encoder(level, e);

@@ -45,11 +45,13 @@ pub(crate) async fn relay(
         let data: &[u8] = match encoder.as_deref_mut() {
             Some(e) => {
                 let r = if done {
-                    e.write(&plain, &mut coded).and_then(|()| e.finish(&mut coded))
+                    e.write(&plain, &mut coded)
+                        .and_then(|()| e.finish(&mut coded))
                 } else if plain.is_empty() {
                     Ok(())
                 } else {
-                    e.write(&plain, &mut coded).and_then(|()| e.flush(&mut coded))
+                    e.write(&plain, &mut coded)
+                        .and_then(|()| e.flush(&mut coded))
                 };
                 if r.is_err() {
                     break Err(RelayError::Invalid);
@@ -77,7 +79,11 @@ pub(crate) async fn relay(
         if let Err(e) = flush(c, limits).await {
             break Err(e);
         }
-        match c.upbuf.fill(upstream, READ_CHUNK, limits.read_timeout).await {
+        match c
+            .upbuf
+            .fill(upstream, READ_CHUNK, limits.read_timeout)
+            .await
+        {
             Ok(0) if matches!(input, BodyIn::UntilClose) => input = BodyIn::Length(0),
             Ok(0) => break Err(RelayError::Source),
             Ok(_) => {}
@@ -90,7 +96,9 @@ pub(crate) async fn relay(
     c.cache.plain = plain;
     c.cache.coded = coded;
     c.out.clear();
-    result.map(|()| sent).map_err(|error| BodyFailure { error, sent: true })
+    result
+        .map(|()| sent)
+        .map_err(|error| BodyFailure { error, sent: true })
 }
 
 async fn flush(c: &mut Client, limits: BodyLimits) -> Result<(), RelayError> {
@@ -109,7 +117,11 @@ async fn flush(c: &mut Client, limits: BodyLimits) -> Result<(), RelayError> {
 
 /// Moves the buffered body bytes into `plain`; true when the body is
 /// complete.
-fn take_buffered(input: &mut BodyIn, c: &mut Client, plain: &mut Vec<u8>) -> Result<bool, RelayError> {
+fn take_buffered(
+    input: &mut BodyIn,
+    c: &mut Client,
+    plain: &mut Vec<u8>,
+) -> Result<bool, RelayError> {
     match input {
         BodyIn::Length(left) => {
             let n = (*left).min(c.upbuf.len() as u64) as usize;

@@ -48,16 +48,14 @@ fn percent_decode(s: &[u8]) -> Vec<u8> {
     while i < s.len() {
         let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
         match s[i] {
-            b'%' if i + 2 < s.len() => {
-                match (hex(s[i + 1]), hex(s[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < s.len() => match (hex(s[i + 1]), hex(s[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             b => out.push(b),
         }
@@ -72,7 +70,10 @@ mod tests {
 
     #[test]
     fn decodes_escapes() {
-        assert_eq!(percent_decode(b"http%3A%2F%2Fh%2Fa%3Fq%3D1"), b"http://h/a?q=1");
+        assert_eq!(
+            percent_decode(b"http%3A%2F%2Fh%2Fa%3Fq%3D1"),
+            b"http://h/a?q=1"
+        );
         assert_eq!(percent_decode(b"a%2"), b"a%2");
         assert_eq!(percent_decode(b"a%zz"), b"a%zz");
     }

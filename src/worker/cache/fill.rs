@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use super::super::coding::CodingEdits;
 use super::{CacheReq, LocalObject, now_secs, request_value, zone_of};
-use crate::cache::object::{Object, ObjectParts};
-use crate::cache::zone::Zone;
+use crate::cache::object::{Object, ObjectParts, VaryValue};
 use crate::cache::policy::{
     self, CacheStatus, Fwd, Lifetime, RequestFacts, ResponseFacts, Verdict, ZonePolicy,
 };
+use crate::cache::zone::Zone;
 use crate::config::Config;
 use crate::http::ResponseHead;
 use crate::http::fields::{is_hop_by_hop, trim_ows};
@@ -26,7 +26,7 @@ pub(crate) struct Pending {
     status: u16,
     reason: Box<[u8]>,
     fields: Vec<u8>,
-    vary: Vec<(Box<[u8]>, Box<[u8]>)>,
+    vary: Vec<VaryValue>,
     etag: Option<Box<[u8]>>,
     last_modified: Option<u64>,
     response_time: u64,
@@ -148,12 +148,15 @@ fn pending(
     let mut vary = Vec::new();
     for name in policy::vary_names(resp.headers) {
         let name = name.to_ascii_lowercase();
-        if !vary.iter().any(|(n, _): &(Box<[u8]>, Box<[u8]>)| &n[..] == &name[..]) {
+        if !vary.iter().any(|(n, _): &VaryValue| n[..] == name[..]) {
             let value = request_value(c, &name).into();
             vary.push((name.into_boxed_slice(), value));
         }
     }
-    if c.varies_on_coding && !vary.iter().any(|(n, _)| &n[..] == b"accept-encoding") && coding.is_some() {
+    if c.varies_on_coding
+        && !vary.iter().any(|(n, _)| &n[..] == b"accept-encoding")
+        && coding.is_some()
+    {
         vary.push((
             b"accept-encoding"[..].into(),
             request_value(c, b"accept-encoding").into(),
@@ -164,7 +167,9 @@ fn pending(
         reason: resp.reason.into(),
         fields,
         vary,
-        etag: facts.etag.map(|e| weak_if(coding.is_some_and(|(e, _)| e.drop_etag), e)),
+        etag: facts
+            .etag
+            .map(|e| weak_if(coding.is_some_and(|(e, _)| e.drop_etag), e)),
         last_modified: facts.last_modified,
         response_time: now,
         initial_age,
@@ -193,11 +198,20 @@ fn refresh(
     now: u64,
 ) -> HeadOutcome {
     let old = &stale.object;
-    const UPDATED: [&[u8]; 5] = [b"cache-control", b"expires", b"date", b"etag", b"last-modified"];
+    const UPDATED: [&[u8]; 5] = [
+        b"cache-control",
+        b"expires",
+        b"date",
+        b"etag",
+        b"last-modified",
+    ];
     let mut fields = Vec::with_capacity(old.fields.len());
     let updated = |name: &[u8]| {
         UPDATED.iter().any(|u| u.eq_ignore_ascii_case(name))
-            && resp.headers.iter().any(|h| h.name.as_bytes().eq_ignore_ascii_case(name))
+            && resp
+                .headers
+                .iter()
+                .any(|h| h.name.as_bytes().eq_ignore_ascii_case(name))
     };
     for line in old.fields.split_inclusive(|&b| b == b'\n') {
         let name = line.split(|&b| b == b':').next().unwrap_or(b"");

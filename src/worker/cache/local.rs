@@ -23,7 +23,9 @@ const REPORTED_USES: u8 = 3;
 /// One object as this worker holds it.
 pub(crate) struct LocalObject {
     pub object: Arc<Object>,
-    /// The body, for writes (an `Rc` clone per write, not an `Arc` one).
+    /// The body, for writes: an `Rc` clone per write counts on this core,
+    /// where an `Arc` clone would write a line every worker reads.
+    #[allow(clippy::redundant_allocation)]
     pub body: Rc<Arc<Vec<u8>>>,
     uses: Cell<u8>,
 }
@@ -83,15 +85,17 @@ impl LocalRefs {
             return None;
         }
         entry.objects.retain(|o| o.object.is_alive());
-        entry
-            .objects
-            .iter()
-            .find(|o| accepts(&o.object))
-            .cloned()
+        entry.objects.iter().find(|o| accepts(&o.object)).cloned()
     }
 
     /// Keeps a reference to `object` found in its shard.
-    pub fn add(&mut self, zone: usize, hash: u64, key: &[u8], object: Arc<Object>) -> Rc<LocalObject> {
+    pub fn add(
+        &mut self,
+        zone: usize,
+        hash: u64,
+        key: &[u8],
+        object: Arc<Object>,
+    ) -> Rc<LocalObject> {
         let local = Rc::new(LocalObject::new(object));
         let fresh = !self.entries.contains_key(&hash);
         let entry = self.entries.entry(hash).or_insert_with(|| Entry {
@@ -105,7 +109,9 @@ impl LocalRefs {
             entry.key = key.into();
             entry.objects.clear();
         }
-        entry.objects.retain(|o| o.object.is_alive() && o.object.vary != local.object.vary);
+        entry
+            .objects
+            .retain(|o| o.object.is_alive() && o.object.vary != local.object.vary);
         entry.objects.push(local.clone());
         if fresh {
             self.order.push_back(hash);

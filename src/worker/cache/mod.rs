@@ -264,7 +264,9 @@ fn miss(c: &mut CacheReq, zone: &Zone) -> Decision {
         c.filling = matches!(zone.lookup(c.hash, &c.key, true, |_| false), Lookup::Fill);
         return Decision::Forward;
     }
-    match zone.lookup(c.hash, &c.key, true, |o| o.matches(|name| request_value(c, name))) {
+    match zone.lookup(c.hash, &c.key, true, |o| {
+        o.matches(|name| request_value(c, name))
+    }) {
         Lookup::Wait(rx) => Decision::Wait(rx),
         Lookup::Fill => {
             c.filling = true;

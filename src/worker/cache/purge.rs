@@ -10,7 +10,13 @@ use crate::cache::policy;
 use crate::config::Config;
 
 /// `PURGE` of the prepared key: the status to answer with.
-pub(crate) fn purge_request(config: &Config, zone: usize, client: IpAddr, hash: u64, key: &[u8]) -> u16 {
+pub(crate) fn purge_request(
+    config: &Config,
+    zone: usize,
+    client: IpAddr,
+    hash: u64,
+    key: &[u8],
+) -> u16 {
     let Some(z) = config.caches.get(zone) else {
         return 404;
     };
@@ -25,7 +31,12 @@ pub(crate) fn purge_request(config: &Config, zone: usize, client: IpAddr, hash: 
 
 /// The admin purge: `key` or `prefix` given as a URL
 /// (`http://host/path?query`), in one zone or all. How many keys went.
-pub(crate) fn purge(config: &Config, zone: Option<&str>, url: &[u8], prefix: bool) -> Result<usize, &'static str> {
+pub(crate) fn purge(
+    config: &Config,
+    zone: Option<&str>,
+    url: &[u8],
+    prefix: bool,
+) -> Result<usize, &'static str> {
     let (tls, host, path, query) = split_url(url).ok_or("not a URL: give http://host/path")?;
     let mut key = Vec::new();
     let norm = match crate::http::path::normalize(path, &mut Vec::new()) {
@@ -40,7 +51,11 @@ pub(crate) fn purge(config: &Config, zone: Option<&str>, url: &[u8], prefix: boo
         }
     }
     let mut purged = 0;
-    for z in config.caches.iter().filter(|z| zone.is_none_or(|n| n == z.name)) {
+    for z in config
+        .caches
+        .iter()
+        .filter(|z| zone.is_none_or(|n| n == z.name))
+    {
         let Some(store) = z.store.get() else {
             continue;
         };
@@ -53,8 +68,11 @@ pub(crate) fn purge(config: &Config, zone: Option<&str>, url: &[u8], prefix: boo
     Ok(purged)
 }
 
-/// `scheme://host/path?query` → (tls, host, path, query).
-fn split_url(url: &[u8]) -> Option<(bool, &[u8], &[u8], &[u8])> {
+/// A URL's parts: whether it is https, host, path, query.
+type UrlParts<'a> = (bool, &'a [u8], &'a [u8], &'a [u8]);
+
+/// `scheme://host/path?query` → its parts.
+fn split_url(url: &[u8]) -> Option<UrlParts<'_>> {
     let (tls, rest) = if let Some(r) = url.strip_prefix(b"http://") {
         (false, r)
     } else {

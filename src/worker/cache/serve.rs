@@ -35,7 +35,11 @@ pub(crate) async fn serve(
     let body = &object.body;
     let timeout = config.timeouts.io;
     c.record.exit = Exit::Cached;
-    c.record.status = if not_modified { 304 } else { object.object.status };
+    c.record.status = if not_modified {
+        304
+    } else {
+        object.object.status
+    };
     if head_only || body.len() <= COPY_BODY {
         if !head_only {
             c.out.extend_from_slice(body.as_slice());
@@ -46,7 +50,10 @@ pub(crate) async fn serve(
     }
     c.record.bytes_out += (c.out.len() + body.len()) as u64;
     let head = flush_vec(&mut c.stream, &mut c.out, timeout).await.is_ok();
-    let sent = head && write_all(&mut c.stream, body.clone(), timeout).await.is_ok();
+    let sent = head
+        && write_all(&mut c.stream, body.clone(), timeout)
+            .await
+            .is_ok();
     c.sent(sent)
 }
 
@@ -127,7 +134,7 @@ fn render(
     let prerendered = edits.as_ref().map(|lines| chain.response_with(lines));
     for line in o.fields.split_inclusive(|&b| b == b'\n') {
         let name = line.split(|&b| b == b':').next().unwrap_or(b"");
-        if !prerendered.drops(name) && !(not_modified && drop_on_304(name)) {
+        if !(prerendered.drops(name) || (not_modified && drop_on_304(name))) {
             out.extend_from_slice(line);
         }
     }
