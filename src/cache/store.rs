@@ -34,8 +34,9 @@ const MAX_FREQ: u8 = 3;
 
 /// Uses an entry needs while in the small queue to be moved to the main one
 /// instead of evicted. The paper's pseudocode says "more than once" (2), its
-/// authors' later write-up uses 1; the bench measured both (see the comment
-/// in `evict_small`).
+/// authors' later write-up uses 1. In `benches/cache_eviction.rs` the two
+/// were within 0.1 point of request hit ratio over the whole run in all six
+/// cases (Zipf 0.9/1.1, budgets 1/5/10 %); 1 is the simpler rule to explain.
 const PROMOTE_AT: u8 = 1;
 
 /// The small queue's share of the budget, in tenths (the paper's 10 %).
