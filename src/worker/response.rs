@@ -56,18 +56,7 @@ pub(super) async fn respond(
         return answer_refreshed(c, leg, upstream, object, &plan).await;
     }
     if plan.status >= 500 && plan.kind == HeadKind::Final && cache::stale_usable(c) {
-        // stale-if-error: the stored object instead of the upstream's error.
-        c.discard_head();
-        c.upbuf.consume(c.upbuf.len());
-        let e = ProxyError::upstream(ErrorKind::UpstreamStatus(plan.status));
-        let close = !plan.carry.keep_alive;
-        let sent = cache::serve_stale_on_error(c, leg.config, &e, close).await == Some(true);
-        return Ok(Done::Response {
-            client_keep: sent && !close,
-            reusable: false,
-            linger: false,
-            quiet: sent,
-        });
+        return Ok(answer_stale(c, leg, &plan).await);
     }
     c.record.status = plan.status;
     if c.cache.result != CacheResult::None {
@@ -359,6 +348,22 @@ fn response_work(c: &mut Client, leg: &Leg<'_>, resp: &ResponseHead<'_, '_>) -> 
     }
     c.cache.lines = lines;
     work
+}
+
+/// stale-if-error on an upstream's 5xx: the stored object instead (the
+/// upstream's body is left unread, so its connection is not reused).
+async fn answer_stale(c: &mut Client, leg: &Leg<'_>, plan: &ResponsePlan) -> Done {
+    c.discard_head();
+    c.upbuf.consume(c.upbuf.len());
+    let e = ProxyError::upstream(ErrorKind::UpstreamStatus(plan.status));
+    let close = !plan.carry.keep_alive;
+    let sent = cache::serve_stale_on_error(c, leg.config, &e, close).await == Some(true);
+    Done::Response {
+        client_keep: sent && !close,
+        reusable: false,
+        linger: false,
+        quiet: sent,
+    }
 }
 
 /// The upstream confirmed the stored object (304): the client gets it
