@@ -9,7 +9,7 @@ use std::rc::Rc;
 use super::cache::fill::HeadOutcome;
 use super::cache::{self, LocalObject};
 use super::coding::{self, CodingEdits, ResponseEdits};
-use crate::cache::policy::CacheStatus;
+use crate::cache::policy::{self, CacheStatus, Fwd};
 use crate::compress::Algorithm;
 
 use super::client::Client;
@@ -345,6 +345,16 @@ fn response_work(c: &mut Client, leg: &Leg<'_>, resp: &ResponseHead<'_, '_>) -> 
         if resp.framing == Framing::Empty && c.cache.pending.is_some() {
             cache::store_empty(&mut c.cache);
         }
+    } else if chain.cache().is_some() {
+        // A method the cache does not take (RFC 9211 `fwd=method`).
+        let status = CacheStatus::Forward {
+            fwd: Fwd::Method,
+            status: None,
+            stored: false,
+            collapsed: false,
+            detail: None,
+        };
+        policy::write_cache_status(&mut lines, cache::CACHE_NAME, &status);
     }
     c.cache.lines = lines;
     work
