@@ -22,7 +22,7 @@ mod text;
 mod vars;
 
 pub use headers::{HeaderEdits, Rendered};
-pub use record::{Exit, Record, UpstreamTry};
+pub use record::{CacheResult, Exit, Record, UpstreamTry};
 pub use rules::{CacheRule, CompressRule, DEFAULT_TYPES, KeyPart};
 pub use text::{MAX_REQUEST_ID, RequestText, WithRequestId, add_request_id, valid_request_id};
 pub use vars::{RequestId, Template, Var, Vars};

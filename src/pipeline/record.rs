@@ -68,6 +68,63 @@ impl Exit {
     }
 }
 
+/// What the cache did for a request (`$upstream_cache_status` in nginx
+/// terms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheResult {
+    /// The route does not cache.
+    #[default]
+    None,
+    /// Answered from a fresh stored response.
+    Hit,
+    /// Answered stale within stale-while-revalidate; a refresh followed.
+    Updating,
+    /// Answered stale because the upstream failed (stale-if-error).
+    Stale,
+    /// Nothing stored: fetched.
+    Miss,
+    /// Stored but stale: fetched whole.
+    Expired,
+    /// Stored but stale: the upstream confirmed it (304).
+    Revalidated,
+    /// A caching route, but not a request the cache takes (method).
+    Bypass,
+}
+
+impl CacheResult {
+    /// Every result but `None`, in label order.
+    pub const COUNTED: [CacheResult; 7] = [
+        CacheResult::Hit,
+        CacheResult::Updating,
+        CacheResult::Stale,
+        CacheResult::Miss,
+        CacheResult::Expired,
+        CacheResult::Revalidated,
+        CacheResult::Bypass,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            CacheResult::None => "",
+            CacheResult::Hit => "hit",
+            CacheResult::Updating => "updating",
+            CacheResult::Stale => "stale",
+            CacheResult::Miss => "miss",
+            CacheResult::Expired => "expired",
+            CacheResult::Revalidated => "revalidated",
+            CacheResult::Bypass => "bypass",
+        }
+    }
+
+    /// Position in `COUNTED` (None for `None`).
+    pub const fn counted(self) -> Option<usize> {
+        match self {
+            CacheResult::None => None,
+            r => Some(r as usize - 1),
+        }
+    }
+}
+
 /// The upstream server that answered (or failed last).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamTry {
@@ -104,6 +161,8 @@ pub struct Record {
     /// Attempts after the first (other servers, or a fresh connection).
     pub retries: u8,
     pub exit: Exit,
+    /// What the cache did.
+    pub cache: CacheResult,
     /// What failed, when something did.
     pub cause: Option<ProxyError>,
     /// This request's number on the worker (for `$request_id`).
@@ -131,6 +190,7 @@ impl Record {
             upstream_time: None,
             retries: 0,
             exit: Exit::ClientGone,
+            cache: CacheResult::None,
             cause: None,
             seq: 0,
             id_seed,
@@ -154,6 +214,7 @@ impl Record {
         self.upstream_time = None;
         self.retries = 0;
         self.exit = Exit::ClientGone;
+        self.cache = CacheResult::None;
         self.cause = None;
         self.seq = seq;
     }

@@ -18,7 +18,7 @@ use crate::config::{Balance, Config, HashKey};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::encode::{UpstreamRequest, write_request_head};
 use crate::http::{Framing, RequestHead, empty_headers, parse_request, path};
-use crate::pipeline::{Exit, NO_FILTERS, RequestId, Vars, WithRequestId, valid_request_id};
+use crate::pipeline::{CacheResult, Exit, NO_FILTERS, RequestId, Vars, WithRequestId, valid_request_id};
 use crate::router::{Action, PathRewrite, RouteQuery};
 use crate::shared::ADMIN_LISTENER;
 use crate::upstream::hash_bytes;
@@ -266,6 +266,7 @@ fn from_cache<'c>(
         return Some(Plan::Rendered { close });
     }
     if !c.cache.on {
+        c.record.cache = CacheResult::Bypass;
         return None;
     }
     let zone = cache::zone_of(config, rule.zone)?;
@@ -283,6 +284,7 @@ fn from_cache<'c>(
                 CacheStatus::Hit { ttl }
             };
             if !refresh {
+                c.record.cache = CacheResult::Hit;
                 return Some(Plan::Cached {
                     object,
                     status,
@@ -295,6 +297,7 @@ fn from_cache<'c>(
             c.cache.fwd = crate::cache::policy::Fwd::Stale;
             c.cache.serve_first = Some((object, status));
             c.cache.background = true;
+            c.record.cache = CacheResult::Updating;
             None
         }
         Decision::Wait(rx) => Some(Plan::CacheWait(rx)),
@@ -303,6 +306,7 @@ fn from_cache<'c>(
             let error = ProxyError::downstream(ErrorKind::NotCached);
             c.record.fail(error);
             c.record.exit = Exit::Cached;
+            c.record.cache = CacheResult::Miss;
             c.record.status = 504;
             c.out.clear();
             crate::http::answer::render_answer(&mut c.out, 504, close);

@@ -21,7 +21,7 @@ use crate::error::{ErrorKind, ProxyError, Retry};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::encode::FieldEdits;
 use crate::http::{Framing, ResponseHead, empty_headers, parse_response};
-use crate::pipeline::{BodyPlan, NO_FILTERS, WithRequestId};
+use crate::pipeline::{BodyPlan, CacheResult, NO_FILTERS, WithRequestId};
 use crate::rt::conn::Conn;
 
 /// What a response head decided.
@@ -70,6 +70,9 @@ pub(super) async fn respond(
         });
     }
     c.record.status = plan.status;
+    if c.cache.result != CacheResult::None {
+        c.record.cache = c.cache.result;
+    }
     let chain = leg.config.chains.get(leg.ex.route).unwrap_or(&NO_FILTERS);
     chain.upstream_response(plan.status, &mut c.record);
     if plan.kind == HeadKind::Switching {
@@ -381,6 +384,7 @@ async fn answer_refreshed(
     let sent = if c.cache.background {
         true
     } else {
+        c.record.cache = CacheResult::Revalidated;
         cache::serve(c, leg.config, &object, status, close).await
     };
     Ok(Done::Response {

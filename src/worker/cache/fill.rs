@@ -17,7 +17,7 @@ use crate::cache::zone::Zone;
 use crate::config::Config;
 use crate::http::ResponseHead;
 use crate::http::fields::{is_hop_by_hop, trim_ows};
-use crate::pipeline::CacheRule;
+use crate::pipeline::{CacheResult, CacheRule};
 
 use super::serve::CACHE_NAME;
 
@@ -65,6 +65,13 @@ pub(crate) fn on_response_head(
         && let Some(stale) = c.stale.take()
     {
         return refresh(c, config, &stale, &facts, resp, now);
+    }
+    if !c.background {
+        c.result = if c.stale.is_some() {
+            CacheResult::Expired
+        } else {
+            CacheResult::Miss
+        };
     }
     let request = RequestFacts {
         method_get: !c.is_head,

@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::http::RequestHead;
 use crate::http::encode::FieldEdits;
 use crate::http::fields::trim_ows;
-use crate::pipeline::{CacheRule, KeyPart};
+use crate::pipeline::{CacheResult, CacheRule, KeyPart};
 
 use super::ctx::WorkerCtx;
 
@@ -68,6 +68,8 @@ pub(crate) struct CacheReq {
     pub background: bool,
     /// A stale object to answer with before that exchange.
     pub serve_first: Option<(Rc<LocalObject>, CacheStatus)>,
+    /// What the response head made of the request, for its record.
+    pub result: CacheResult,
     /// Header lines the response work adds (`Cache-Status`, coding).
     pub lines: Vec<u8>,
     /// The body relay's pieces: as read, and compressed.
@@ -79,6 +81,7 @@ impl CacheReq {
     /// Back to "no cache" for the next request, keeping the buffers.
     fn reset(&mut self) {
         self.on = false;
+        self.result = CacheResult::None;
         self.filling = false;
         self.waited = false;
         self.background = false;

@@ -70,6 +70,7 @@ pub(crate) async fn serve_stale_on_error(
     }
     let stale = c.cache.stale.clone()?;
     c.record.fail(*error);
+    c.record.cache = crate::pipeline::CacheResult::Stale;
     let age = stale.object.age(now_secs());
     let ttl = i64::from(stale.object.life.fresh) - age as i64;
     let status = CacheStatus::StaleIfError { ttl };
