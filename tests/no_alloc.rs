@@ -156,6 +156,9 @@ response_headers = { set = { "X-Route" = "$route" } }
     let proxy = Proxy::start_with(&config, 1, ringress::IoMode::Auto);
     let mut c = proxy.connect();
     let (large, edited) = (get("/large"), get("/edited/x"));
+    // The first of each is a miss that fills the cache.
+    assert_eq!(c.request(&large).body.len(), LARGE.len());
+    assert_eq!(c.request(&edited).status, 200);
     let round = |c: &mut Client| {
         let r = c.request(&large);
         assert_eq!(r.body.len(), LARGE.len());
@@ -182,7 +185,7 @@ fn warm_compressed_responses() {
         .build();
     let proxy = Proxy::start_with(&config, 1, ringress::IoMode::Auto);
     let mut c = proxy.connect();
-    let requests: Vec<Vec<u8>> = ["gzip", "zstd", "br"]
+    let requests: Vec<Vec<u8>> = ["gzip", "zstd"]
         .iter()
         .map(|coding| {
             format!("GET /page HTTP/1.1\r\nHost: test.local\r\nAccept-Encoding: {coding}\r\n\r\n")
@@ -190,7 +193,7 @@ fn warm_compressed_responses() {
         })
         .collect();
     let round = |c: &mut Client| {
-        for (req, coding) in requests.iter().zip(["gzip", "zstd", "br"]) {
+        for (req, coding) in requests.iter().zip(["gzip", "zstd"]) {
             let r = c.request(req);
             assert_eq!(r.header("content-encoding"), Some(coding));
         }
