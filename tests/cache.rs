@@ -284,7 +284,11 @@ fn a_request_with_no_store_is_not_stored() {
     let proxy = cached(&origin, "");
     let r = fetch_with(&proxy, "/ask", "Cache-Control: no-store\r\n");
     assert_eq!(r.status, 200);
-    assert_eq!(cache_status(&r), "ringress; fwd=miss; detail=no-store");
+    // The request's directive, told apart from the response's `no-store`.
+    assert_eq!(
+        cache_status(&r),
+        "ringress; fwd=miss; detail=request-no-store"
+    );
     assert_eq!(cache_status(&fetch(&proxy, "/ask")), STORED);
     assert_eq!(origin.count("/ask"), 2);
 }
@@ -761,7 +765,12 @@ fn objects_over_max_object_stream_whole_and_are_not_stored() {
             }
             let status = cache_status(&r);
             assert!(status.starts_with("ringress; fwd=miss"), "{path}: {status}");
-            assert!(!status.contains("stored"), "{path}: {status}");
+            // A length says "too large" up front; a chunked body is only
+            // found too large on the way, after its head said `stored`:
+            // the next request going upstream shows it was let go.
+            if path == "/length" {
+                assert_eq!(status, "ringress; fwd=miss; detail=too-large");
+            }
             assert_eq!(origin.count(path), n, "{path}");
         }
     }
