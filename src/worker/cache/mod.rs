@@ -75,11 +75,20 @@ pub(crate) struct CacheReq {
     /// The body relay's pieces: as read, and compressed.
     pub plain: Vec<u8>,
     pub coded: Vec<u8>,
+    /// Something was set for this request (routes without response work
+    /// skip the reset).
+    touched: bool,
 }
 
 impl CacheReq {
+    /// Marks the request as one with response work to reset after it.
+    pub fn touch(&mut self) {
+        self.touched = true;
+    }
+
     /// Back to "no cache" for the next request, keeping the buffers.
     fn reset(&mut self) {
+        self.touched = false;
         self.on = false;
         self.result = CacheResult::None;
         self.filling = false;
@@ -297,7 +306,11 @@ fn closed_receiver() -> futures_channel::oneshot::Receiver<()> {
 
 /// Ends the request's part in the cache (its logging phase): a fill that
 /// did not store anything releases its waiters.
+#[inline]
 pub(crate) fn end_request(c: &mut CacheReq, config: &Config) {
+    if !c.touched {
+        return;
+    }
     if c.filling {
         c.filling = false;
         if let Some(zone) = zone_of(config, c.zone) {
