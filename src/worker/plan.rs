@@ -282,7 +282,7 @@ fn from_cache<'c>(
     c.cache.request_time = cache::now_secs();
     match cache::lookup(&mut c.cache, ctx, zone) {
         Decision::Hit { object, refresh } => {
-            let now = cache::now_secs();
+            let now = c.cache.request_time;
             let ttl = i64::from(object.object.life.fresh) - object.object.age(now) as i64;
             let status = if refresh {
                 CacheStatus::StaleHit { ttl }

@@ -303,8 +303,7 @@ fn plan_head(
     c.cache.lines = work_lines;
     let mut plan = plan(&resp, kind, carry, body);
     if !chain.is_empty() {
-        let transform =
-            work.compress.is_some() || c.cache.pending.is_some() || c.cache.background;
+        let transform = work.compress.is_some() || c.cache.pending.is_some() || c.cache.background;
         if transform {
             plan.body = BodyPlan::Transform;
         }
