@@ -22,6 +22,9 @@ fn main() {
     }
     let cases = [
         (Algorithm::Gzip, None),
+        (Algorithm::Gzip, Some(2)),
+        (Algorithm::Gzip, Some(3)),
+        (Algorithm::Gzip, Some(4)),
         (Algorithm::Gzip, Some(6)),
         (Algorithm::Brotli, None),
         (Algorithm::Brotli, Some(5)),
