@@ -7,6 +7,7 @@ use super::Algorithm;
 use super::brotli::BrotliEncoder;
 use super::gzip::GzipEncoder;
 use super::level_range;
+use super::whole::WholeGzip;
 use super::zstd::ZstdEncoder;
 
 /// Like nginx's default `gzip_comp_level 1`.
@@ -22,6 +23,10 @@ const ZSTD_WINDOW_LOG: u32 = 18;
 pub struct Encoder {
     alg: Algorithm,
     inner: Inner,
+    /// gzip only: the level, and libdeflate for small whole bodies (made
+    /// on first use).
+    level: u32,
+    whole: Option<WholeGzip>,
 }
 
 enum Inner {
@@ -41,14 +46,35 @@ impl Encoder {
     pub fn new(alg: Algorithm, level: Option<u32>) -> Encoder {
         let range = level_range(alg);
         let level = |default: u32| level.unwrap_or(default).clamp(*range.start(), *range.end());
+        let gzip_level = level(GZIP_LEVEL);
         let inner = match alg {
-            Algorithm::Gzip => Inner::Gzip(GzipEncoder::new(level(GZIP_LEVEL))),
+            Algorithm::Gzip => Inner::Gzip(GzipEncoder::new(gzip_level)),
             Algorithm::Brotli => {
                 Inner::Brotli(BrotliEncoder::new(level(BROTLI_QUALITY), BROTLI_LGWIN))
             }
             Algorithm::Zstd => Inner::Zstd(ZstdEncoder::new(level(ZSTD_LEVEL), ZSTD_WINDOW_LOG)),
         };
-        Encoder { alg, inner }
+        Encoder {
+            alg,
+            inner,
+            level: gzip_level,
+            whole: None,
+        }
+    }
+
+    /// Whether a body known whole and at most `WHOLE_MAX` long is better
+    /// compressed in one call (`compress_whole`) than streamed.
+    pub fn one_shot(&self) -> bool {
+        self.alg == Algorithm::Gzip
+    }
+
+    /// Compresses a whole body in one call, appending it to `out`; the
+    /// stream state is left alone.
+    pub fn compress_whole(&mut self, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        let level = self.level;
+        self.whole
+            .get_or_insert_with(|| WholeGzip::new(level))
+            .compress(input, out)
     }
 
     pub fn algorithm(&self) -> Algorithm {

@@ -12,6 +12,7 @@ mod encoder;
 mod gzip;
 mod negotiate;
 mod types;
+mod whole;
 mod zstd;
 
 use std::ops::RangeInclusive;
@@ -20,6 +21,7 @@ pub use decoder::{DECODE_CHUNK, Decoded, Decoder};
 pub use encoder::Encoder;
 pub use negotiate::negotiate;
 pub use types::{TypePattern, type_matches};
+pub use whole::WHOLE_MAX;
 
 /// A content coding the proxy can produce or undo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

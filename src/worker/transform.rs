@@ -9,7 +9,7 @@ use super::cache::fill;
 use super::client::Client;
 use super::downstream::{BodyFailure, BodyLimits, Carry};
 use super::relay::{BodyIn, RelayError};
-use crate::compress::Encoder;
+use crate::compress::{Encoder, WHOLE_MAX};
 use crate::http::Framing;
 use crate::http::chunked::{LAST_CHUNK, encode_chunk};
 use crate::rt::buffer::flush_vec;
@@ -31,24 +31,38 @@ pub(crate) async fn relay(
     let chunked = carry.framing == Framing::Chunked;
     let mut plain = std::mem::take(&mut c.cache.plain);
     let mut coded = std::mem::take(&mut c.cache.coded);
-    if let Some(e) = encoder.as_deref_mut() {
-        e.reset();
-    }
     // A length-framed body is coming whole: the coder's blocks are cut
     // where it chooses (a sync flush per read cut a 20 KB page into three
     // blocks: bigger output and three block set-ups). A chunked or
     // close-delimited body may be a stream whose pieces must not wait, so
     // each read is flushed through.
     let stream = !matches!(input, BodyIn::Length(_));
+    // A small body of known length is gathered and gzipped in one call.
+    let whole = encoder.as_ref().is_some_and(|e| e.one_shot())
+        && matches!(input, BodyIn::Length(n) if n <= WHOLE_MAX);
+    if let Some(e) = encoder.as_deref_mut()
+        && !whole
+    {
+        e.reset();
+    }
     let mut sent = 0u64;
+    plain.clear();
     let result = loop {
-        plain.clear();
+        if !whole {
+            plain.clear();
+        }
         coded.clear();
         let done = match take_buffered(&mut input, c, &mut plain) {
             Ok(done) => done,
             Err(e) => break Err(e),
         };
         let data: &[u8] = match encoder.as_deref_mut() {
+            Some(e) if whole => {
+                if done && e.compress_whole(&plain, &mut coded).is_err() {
+                    break Err(RelayError::Invalid);
+                }
+                &coded
+            }
             Some(e) => {
                 let r = if done {
                     e.write(&plain, &mut coded)
@@ -84,7 +98,8 @@ pub(crate) async fn relay(
             fill::finish_body(&mut c.cache);
             break flush(c, limits).await;
         }
-        if let Err(e) = flush(c, limits).await {
+        // The head waits for a gathered body, to go out with it.
+        if !whole && let Err(e) = flush(c, limits).await {
             break Err(e);
         }
         match c
