@@ -138,19 +138,22 @@ class Summarize(unittest.TestCase):
         self.assertTrue(ratios[("ringress", "nginx")]["met"])
         self.assertAlmostEqual(ratios[("ringress", "varnish")]["ratio"], 1.5)
         self.assertEqual(ratios[("ringress", "varnish")]["goal"], 1.0)
+        self.assertAlmostEqual(ratios[("ringress", "varnish")]["cpu_ratio"], 1.0)
         self.assertTrue(all(h["ok"] for h in s["hit_checks"]))
 
     def test_goal_missed_and_missing_ringress(self):
-        recs = [run("hit-64k", "nginx", 1, 100), run("hit-64k", "ringress", 1, 140),
+        recs = [run("hit-64k", "nginx", 1, 100, us=30), run("hit-64k", "ringress", 1, 140, us=20),
                 run("hit-64k", "varnish", 1, 100)]
         ratios = {(r["scenario"], r["baseline"]): r for r in vs_report.summarize(recs, "cache")["ratios"]}
         self.assertFalse(ratios[("hit-64k", "nginx")]["met"])
+        # Fewer req/s than the goal, but 1.5 x less CPU per request.
+        self.assertAlmostEqual(ratios[("hit-64k", "nginx")]["cpu_ratio"], 1.5)
         self.assertTrue(ratios[("hit-64k", "varnish")]["met"])
         # Only the nginx and varnish halves: the goals are listed, unmet is unknown.
         recs = [run("hit-small", "nginx", 1, 100), run("hit-small", "varnish", 1, 120)]
         s = vs_report.summarize(recs, "cache")
         self.assertEqual({r["ratio"] for r in s["ratios"]}, {None})
-        self.assertIn("| hit-small | ringress / nginx | n/a | ≥ 1.5 | n/a |", vs_report.render(s, "cache", {}))
+        self.assertIn("| hit-small | ringress / nginx | n/a | ≥ 1.5 | n/a | n/a |", vs_report.render(s, "cache", {}))
 
     def test_origin_requests_in_a_hit_run_fail_the_hit_check(self):
         recs = [run("hit-small", "nginx", 1, 100, origin=3), run("hit-small", "nginx", 2, 100)]

@@ -235,6 +235,8 @@ start_origin() {
     head -c "$LARGE_BYTES" /dev/zero | tr '\0' 'x' >"$dir/www${LARGE_PATH}"
     "${REPORT[@]}" html "$PAGE_BYTES" >"$dir/www${PAGE_PATH}"
     cp "$dir/www${PAGE_PATH}" "$dir/www${PASS_PAGE_PATH}"
+    mkdir -p "$dir/www/pass-level1"
+    cp "$dir/www${PAGE_PATH}" "$dir/www/pass-level1${PAGE_PATH}"
     {
         nginx_main "$dir" "$BACKEND_CPU"
         cat <<EOF
@@ -349,6 +351,20 @@ EOF
     wait_http "$1" "$2" "$SMALL_PATH" $! "$dir/ringress.log"
 }
 
+stop_server() { # name: stop it and forget it
+    local pid=${SERVER_PID[$1]} p keep=()
+    stop_pid "$pid"
+    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    PIDS=(${keep[@]+"${keep[@]}"})
+    unset "SERVER_PID[$1]" "SERVER_PORT[$1]"
+}
+# wire_bytes NAME PATH: the body size NAME sends for PATH with
+# Accept-Encoding: gzip (as sent: compressed when it compresses).
+wire_bytes() {
+    curl -fsS -o /dev/null --max-time 5 -H "Accept-Encoding: gzip" -w '%{size_download}' \
+        "http://$HOST:${SERVER_PORT[$1]}$2" || die "$1: GET $2 failed"
+}
+
 # ---------------------------------------------------------------------------
 # Measuring.
 # ---------------------------------------------------------------------------
@@ -417,12 +433,21 @@ report() {
     cat "$RESULTS_DIR/$BENCH-vs.txt"
     log "wrote $RESULTS_DIR/$BENCH-vs.txt and $BENCH-vs.json"
 }
+ringress_version() {
+    if [[ $SKIP_RINGRESS == 1 ]]; then
+        echo "ringress skipped"
+    elif [[ $RINGRESS_BIN == "$REPO_ROOT/target/release/ringress" ]]; then
+        echo "ringress built from $(git -C "$REPO_ROOT" rev-parse --short HEAD)$([[ -n $(git -C "$REPO_ROOT" status --porcelain -- src Cargo.toml Cargo.lock) ]] && echo ' + uncommitted changes')"
+    else
+        echo "ringress binary $RINGRESS_BIN (sha256 $(sha256sum "$RINGRESS_BIN" | cut -c1-12))"
+    fi
+}
 meta_common() { # the lines every report starts with
     printf '%s\n' \
         "load=wrk -t1 -c$CONNS -d${DURATION}s keep-alive, ${WARMUP}s warm-up per proxy and scenario, $ROUNDS rounds, proxy order rotated each round" \
         "cpus=proxy under test on CPU $PROXY_CPU (one worker/thread pool, whole process pinned); origin nginx on CPU $BACKEND_CPU; wrk on CPU $WRK_CPU; $(nproc) CPUs" \
         "cpu_us_per_req=utime+stime of the proxy's whole process tree over the run / requests completed" \
-        "versions=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //'); $( ((NEED_VARNISH)) && "$VARNISHD" -V 2>&1 | grep -o 'varnish-[0-9.]*' | head -n1 | sed 's/$/; /')$([[ $SKIP_RINGRESS == 1 ]] && echo 'ringress skipped' || echo "ringress $(git -C "$REPO_ROOT" rev-parse --short HEAD)")" \
+        "versions=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //'); $( ((NEED_VARNISH)) && "$VARNISHD" -V 2>&1 | grep -o 'varnish-[0-9.]*' | head -n1 | sed 's/$/; /')$(ringress_version)" \
         "loadavg=$LOADAVG_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (anything else running on the machine weighs on the numbers)" \
         "date=$(date -u +%Y-%m-%dT%H:%MZ)"
 }
