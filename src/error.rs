@@ -45,11 +45,14 @@ pub enum ErrorKind {
     UpstreamStatus(u16),
     /// The client went away: close quietly.
     ClientGone,
+    /// `Cache-Control: only-if-cached` and nothing usable stored
+    /// (RFC 9111 5.2.1.7: 504).
+    NotCached,
 }
 
 impl ErrorKind {
     /// Every kind's name, by `index` (metrics labels, log reasons).
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "bad_request",
         "head_too_large",
         "uri_too_long",
@@ -64,6 +67,7 @@ impl ErrorKind {
         "unavailable",
         "upstream_status",
         "client_gone",
+        "not_cached",
     ];
 
     pub const fn index(self) -> usize {
@@ -82,6 +86,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => 11,
             ErrorKind::UpstreamStatus(_) => 12,
             ErrorKind::ClientGone => 13,
+            ErrorKind::NotCached => 14,
         }
     }
 
@@ -152,7 +157,7 @@ impl ProxyError {
             ErrorKind::ClientTimeout => 408,
             ErrorKind::NoRoute => 404,
             ErrorKind::BadGateway => 502,
-            ErrorKind::GatewayTimeout => 504,
+            ErrorKind::GatewayTimeout | ErrorKind::NotCached => 504,
             ErrorKind::Unavailable => 503,
             ErrorKind::UpstreamStatus(status) => status,
             ErrorKind::ClientGone => return None,

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+use crate::cache::zone::Zone;
 use crate::config::Config;
 use crate::counters::WorkerCounters;
 use crate::observe::AccessSink;
@@ -72,6 +73,7 @@ impl Shared {
     /// Publishes `config` as generation 1.
     pub fn new(config: Config, workers: usize, bound: Vec<(String, SocketAddr)>) -> Shared {
         prepare_views(&config, workers);
+        prepare_caches(None, &config, workers);
         Shared {
             config: ArcSwap::from_pointee(Config {
                 generation: 1,
@@ -118,6 +120,7 @@ impl Shared {
         };
         carry_health(&current, &mut config);
         prepare_views(&config, self.workers);
+        prepare_caches(Some(&current), &config, self.workers);
         config.generation = current.generation + 1;
         let generation = config.generation;
         self.config.store(Arc::new(config));
@@ -210,6 +213,31 @@ fn carry_health(old: &Config, new: &mut Config) {
 fn prepare_views(config: &Config, workers: usize) {
     for server in config.upstreams.iter().flat_map(|g| &g.servers) {
         server.health.prepare_views(workers);
+    }
+}
+
+/// Gives each cache zone its storage: the running config's zone of the
+/// same name (resized, so its objects survive the reload), else a new one
+/// with a shard per worker.
+fn prepare_caches(old: Option<&Config>, config: &Config, workers: usize) {
+    for zone in &config.caches {
+        let running = old
+            .and_then(|o| o.caches.iter().find(|z| z.name == zone.name))
+            .and_then(|z| z.store.get());
+        let store = match running {
+            Some(store) => {
+                store.resize(zone.max_size, zone.max_object);
+                store.clone()
+            }
+            None => Arc::new(Zone::new(
+                &zone.name,
+                zone.max_size,
+                zone.max_object,
+                workers,
+            )),
+        };
+        // Already set when this config was published before.
+        let _ = zone.store.0.set(store);
     }
 }
 

@@ -4,5 +4,8 @@
 //! plane (`worker::cache`) calls it.
 
 pub mod date;
+mod evict;
+pub mod object;
 pub mod policy;
 pub mod store;
+pub mod zone;

@@ -2,6 +2,7 @@
 //! snapshot. Reading goes raw TOML → checked values (every problem listed
 //! with its key path) → the compiled `Config` the workers use.
 
+mod cache;
 mod compile;
 mod locate;
 mod observe;
@@ -17,6 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use cache::{CacheZone, ZoneSlot};
 pub use observe::{
     AccessFormat, AccessLogConfig, AdminConfig, LogTarget, ProcessFormat, ProcessLog,
 };
@@ -140,6 +142,8 @@ pub struct Config {
     pub routes: RouteTable,
     /// Each route's filter chain (same positions as `routes`).
     pub chains: Vec<Chain>,
+    /// `[cache.NAME]` zones, in file order.
+    pub caches: Vec<CacheZone>,
     pub upstreams: Vec<UpstreamGroup>,
     /// Every listener's `client_subject_header`: stripped from requests on
     /// all listeners, so a plain listener cannot be used to forge one.

@@ -3,6 +3,7 @@
 //! names in the file, so a listener or group with a problem of its own is
 //! not reported again by every route naming it.
 
+use super::cache::CacheZone;
 use super::compile::each_table;
 use super::suggest::did_you_mean;
 use super::walk::{Problems, TableReader};
@@ -17,12 +18,19 @@ pub(super) fn routes(
     listeners: &[String],
     upstreams: &[String],
     default_body_limit: u64,
+    zones: &[CacheZone],
 ) -> (RouteTable, Vec<Chain>) {
     let mut out = Vec::new();
     let mut chains = Vec::new();
     each_table(root, p, "routes", |t, p| {
         let index = out.len();
-        if let Some((r, chain)) = route(t, p, index, listeners, upstreams, default_body_limit) {
+        if let Some((r, chain)) = route(
+            t,
+            p,
+            index,
+            (listeners, upstreams, zones),
+            default_body_limit,
+        ) {
             out.push(r);
             chains.push(chain);
         }
@@ -34,8 +42,7 @@ fn route(
     t: &mut TableReader<'_>,
     p: &mut Problems,
     index: usize,
-    listeners: &[String],
-    upstreams: &[String],
+    (listeners, upstreams, zones): (&[String], &[String], &[CacheZone]),
     default_body_limit: u64,
 ) -> Option<(Route, Chain)> {
     let name = t
@@ -125,7 +132,7 @@ fn route(
             value: None,
         });
     }
-    let chain = chain(t, p);
+    let chain = chain(t, p, zones);
 
     let max_body_size = t.size(p, "max_body_size").unwrap_or(default_body_limit);
     let access_log = t.bool(p, "access_log").unwrap_or(true);
@@ -148,8 +155,14 @@ fn route(
 
 /// The route's filter chain, in phase order: the request's header edits,
 /// then the response's.
-fn chain(t: &mut TableReader<'_>, p: &mut Problems) -> Chain {
+fn chain(t: &mut TableReader<'_>, p: &mut Problems, zones: &[CacheZone]) -> Chain {
     let mut filters = Vec::new();
+    if let Some(rule) = super::cache::cache_rule(t, p, zones) {
+        filters.push(Filter::Cache(rule));
+    }
+    if let Some(rule) = super::cache::compress_rule(t, p) {
+        filters.push(Filter::Compress(rule));
+    }
     let request = header_edits(t, p, "request_headers");
     if !request.is_empty() {
         filters.push(Filter::RequestHeaders(request));

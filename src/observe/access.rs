@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use super::clock::LogClock;
 use crate::config::AccessFormat;
 use crate::http::encode::write_ip;
-use crate::pipeline::{Exit, Record};
+use crate::pipeline::{CacheResult, Exit, Record};
 
 /// The status logged for a request the client left before it had one
 /// (nginx's 499).
@@ -203,6 +203,10 @@ fn json(out: &mut Vec<u8>, clock: &mut LogClock, r: &Record, cx: &Context<'_>) {
     raw_or_null(out, Some(r.exit.name().as_bytes()));
     key(out, b",\"reason\":");
     raw_or_null(out, r.cause.map(|c| c.kind.name().as_bytes()));
+    if r.cache != CacheResult::None {
+        key(out, b",\"cache\":");
+        raw_or_null(out, Some(r.cache.name().as_bytes()));
+    }
     out.push(b'}');
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::ErrorKind;
+use crate::pipeline::CacheResult;
 
 /// Upper bounds of the latency buckets, in seconds (the last bucket,
 /// +Inf, is implied).
@@ -136,6 +137,8 @@ pub struct RouteStats {
     /// (listener id, status, count); a handful per route.
     pub codes: Vec<(u32, u16, u64)>,
     pub duration: Histogram,
+    /// Requests by cache result (`CacheResult::counted`).
+    pub cache: [u64; CacheResult::COUNTED.len()],
 }
 
 #[derive(Debug, Clone, Default)]
@@ -268,6 +271,9 @@ impl WorkerMetrics {
             None => stats.codes.push((listener, req.status, 1)),
         }
         stats.duration.observe(req.duration);
+        if let Some(i) = req.cache.counted() {
+            stats.cache[i] += 1;
+        }
         self.bytes_in += req.bytes_in;
         self.bytes_out += req.bytes_out;
         if let Some(kind) = req.rejection {
@@ -334,6 +340,7 @@ pub struct RequestFacts {
     pub bytes_out: u64,
     /// The cause of a generated 4xx/5xx answer.
     pub rejection: Option<ErrorKind>,
+    pub cache: CacheResult,
 }
 
 #[cfg(test)]

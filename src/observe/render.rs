@@ -9,6 +9,7 @@ use super::access::json_str;
 use super::metrics::{AttemptOutcome, BOUNDS, Handshake, Histogram, WorkerMetrics};
 use crate::config::Config;
 use crate::error::ErrorKind;
+use crate::pipeline::CacheResult;
 
 /// What the control side adds to the workers' counts.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +47,8 @@ pub struct Totals {
     pub requests: BTreeMap<(String, String, u16), u64>,
     /// route → durations.
     pub durations: BTreeMap<String, Histogram>,
+    /// route → requests by cache result.
+    pub cache: BTreeMap<String, [u64; CacheResult::COUNTED.len()]>,
     /// (group, server address) → attempts.
     pub servers: BTreeMap<(String, String), UpstreamTotals>,
     /// group → [new, reused] connections.
@@ -69,6 +72,12 @@ pub fn merge<'a>(workers: impl IntoIterator<Item = &'a WorkerMetrics>) -> Totals
                 *t.requests
                     .entry((listener, route.to_string(), code))
                     .or_default() += n;
+            }
+            if stats.cache.iter().any(|&n| n > 0) {
+                let e = t.cache.entry(route.to_string()).or_default();
+                for (a, b) in e.iter_mut().zip(&stats.cache) {
+                    *a += b;
+                }
             }
             if stats.duration.count() > 0 {
                 t.durations
@@ -163,6 +172,7 @@ fn histogram(out: &mut String, name: &str, labels: &[(&str, &str)], h: &Histogra
 pub fn prometheus(t: &Totals, config: &Config, p: &Process) -> String {
     let mut out = String::with_capacity(16 * 1024);
     requests(&mut out, t);
+    cache(&mut out, t, config);
     upstreams(&mut out, t, config);
     process(&mut out, t, p);
     out
@@ -198,6 +208,53 @@ fn requests(o: &mut String, t: &Totals) {
             &[("route", route)],
             h,
         );
+    }
+}
+
+/// Cache results by route; each zone's size, objects and evictions.
+fn cache(o: &mut String, t: &Totals, config: &Config) {
+    if config.caches.is_empty() && t.cache.is_empty() {
+        return;
+    }
+    help(
+        o,
+        "ringress_cache_requests_total",
+        "counter",
+        "Requests on caching routes, by what the cache did (hit, updating, stale, miss, expired, revalidated, bypass).",
+    );
+    for (route, counts) in &t.cache {
+        for (result, n) in CacheResult::COUNTED.iter().zip(counts) {
+            sample(
+                o,
+                "ringress_cache_requests_total",
+                &[("route", route), ("result", result.name())],
+                n,
+            );
+        }
+    }
+    let zones: Vec<_> = config
+        .caches
+        .iter()
+        .filter_map(|z| Some((z.name.as_str(), z.store.get()?, z.max_size)))
+        .collect();
+    let gauges: [(&str, &str, &str); 4] = [
+        ("ringress_cache_bytes", "gauge", "Bytes stored in the zone (heads, bodies, keys)."),
+        ("ringress_cache_max_bytes", "gauge", "The zone's max_size."),
+        ("ringress_cache_objects", "gauge", "Keys stored in the zone."),
+        ("ringress_cache_evictions_total", "counter", "Keys evicted to make room."),
+    ];
+    for (i, (name, kind, text)) in gauges.iter().enumerate() {
+        help(o, name, kind, text);
+        for (zone, store, max) in &zones {
+            let (bytes, objects) = store.usage();
+            let value = match i {
+                0 => bytes as u64,
+                1 => *max,
+                2 => objects as u64,
+                _ => store.evictions(),
+            };
+            sample(o, name, &[("zone", zone)], value);
+        }
     }
 }
 

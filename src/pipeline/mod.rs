@@ -17,11 +17,13 @@
 
 mod headers;
 mod record;
+mod rules;
 mod text;
 mod vars;
 
 pub use headers::{HeaderEdits, Rendered};
-pub use record::{Exit, Record, UpstreamTry};
+pub use record::{CacheResult, Exit, Record, UpstreamTry};
+pub use rules::{CacheRule, CompressRule, DEFAULT_TYPES, KeyPart};
 pub use text::{MAX_REQUEST_ID, RequestText, WithRequestId, add_request_id, valid_request_id};
 pub use vars::{RequestId, Template, Var, Vars};
 
@@ -35,6 +37,12 @@ pub enum Filter {
     RequestHeaders(HeaderEdits),
     /// `response_headers`: edits to the head sent to the client.
     ResponseHeaders(HeaderEdits),
+    /// `cache`: answers from a zone after routing (a hit), stores
+    /// responses (upstream-response phase), fills while relaying.
+    Cache(CacheRule),
+    /// `compress`: picks a coding per request and chooses the body plan
+    /// in the response phase.
+    Compress(CompressRule),
 }
 
 /// How a response body reaches the client.
@@ -44,6 +52,9 @@ pub enum BodyPlan {
     /// or postpone.
     #[default]
     Identity,
+    /// Piece by piece through the response work: decoded from its
+    /// framing, compressed and/or copied into a cache fill, re-framed.
+    Transform,
 }
 
 /// A route's compiled filters, in configured order.
@@ -66,11 +77,37 @@ impl Chain {
         self.filters.is_empty()
     }
 
+    /// The route's cache rule, if it caches.
+    pub fn cache(&self) -> Option<&CacheRule> {
+        self.filters.iter().find_map(|f| match f {
+            Filter::Cache(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    /// The route's compression rule, if it compresses.
+    pub fn compress(&self) -> Option<&CompressRule> {
+        self.filters.iter().find_map(|f| match f {
+            Filter::Compress(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    /// Whether the chain edits heads (the header filters).
+    pub fn edits_heads(&self) -> bool {
+        self.filters
+            .iter()
+            .any(|f| matches!(f, Filter::RequestHeaders(_) | Filter::ResponseHeaders(_)))
+    }
+
     /// Phase 1: may end the request with an answer.
     pub fn request(&self, _record: &mut Record) -> Result<(), ProxyError> {
         for filter in self.filters.iter() {
             match filter {
-                Filter::RequestHeaders(_) | Filter::ResponseHeaders(_) => {}
+                Filter::RequestHeaders(_)
+                | Filter::ResponseHeaders(_)
+                | Filter::Cache(_)
+                | Filter::Compress(_) => {}
             }
         }
         Ok(())

@@ -26,10 +26,12 @@ pub enum Exit {
     Timeout,
     /// The client went away, or broke off, before it had its answer.
     ClientGone,
+    /// Answered from the cache.
+    Cached,
 }
 
 impl Exit {
-    pub const ALL: [Exit; 7] = [
+    pub const ALL: [Exit; 8] = [
         Exit::Proxied,
         Exit::Fixed,
         Exit::Redirect,
@@ -37,6 +39,7 @@ impl Exit {
         Exit::UpstreamFailed,
         Exit::Timeout,
         Exit::ClientGone,
+        Exit::Cached,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -48,6 +51,7 @@ impl Exit {
             Exit::UpstreamFailed => "upstream_failed",
             Exit::Timeout => "timeout",
             Exit::ClientGone => "client_gone",
+            Exit::Cached => "cached",
         }
     }
 
@@ -60,6 +64,63 @@ impl Exit {
             (None, _) => Exit::ClientGone,
             (_, crate::error::Side::Downstream) => Exit::Rejected,
             _ => Exit::UpstreamFailed,
+        }
+    }
+}
+
+/// What the cache did for a request (`$upstream_cache_status` in nginx
+/// terms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheResult {
+    /// The route does not cache.
+    #[default]
+    None,
+    /// Answered from a fresh stored response.
+    Hit,
+    /// Answered stale within stale-while-revalidate; a refresh followed.
+    Updating,
+    /// Answered stale because the upstream failed (stale-if-error).
+    Stale,
+    /// Nothing stored: fetched.
+    Miss,
+    /// Stored but stale: fetched whole.
+    Expired,
+    /// Stored but stale: the upstream confirmed it (304).
+    Revalidated,
+    /// A caching route, but not a request the cache takes (method).
+    Bypass,
+}
+
+impl CacheResult {
+    /// Every result but `None`, in label order.
+    pub const COUNTED: [CacheResult; 7] = [
+        CacheResult::Hit,
+        CacheResult::Updating,
+        CacheResult::Stale,
+        CacheResult::Miss,
+        CacheResult::Expired,
+        CacheResult::Revalidated,
+        CacheResult::Bypass,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            CacheResult::None => "",
+            CacheResult::Hit => "hit",
+            CacheResult::Updating => "updating",
+            CacheResult::Stale => "stale",
+            CacheResult::Miss => "miss",
+            CacheResult::Expired => "expired",
+            CacheResult::Revalidated => "revalidated",
+            CacheResult::Bypass => "bypass",
+        }
+    }
+
+    /// Position in `COUNTED` (None for `None`).
+    pub const fn counted(self) -> Option<usize> {
+        match self {
+            CacheResult::None => None,
+            r => Some(r as usize - 1),
         }
     }
 }
@@ -100,6 +161,8 @@ pub struct Record {
     /// Attempts after the first (other servers, or a fresh connection).
     pub retries: u8,
     pub exit: Exit,
+    /// What the cache did.
+    pub cache: CacheResult,
     /// What failed, when something did.
     pub cause: Option<ProxyError>,
     /// This request's number on the worker (for `$request_id`).
@@ -127,6 +190,7 @@ impl Record {
             upstream_time: None,
             retries: 0,
             exit: Exit::ClientGone,
+            cache: CacheResult::None,
             cause: None,
             seq: 0,
             id_seed,
@@ -150,6 +214,7 @@ impl Record {
         self.upstream_time = None;
         self.retries = 0;
         self.exit = Exit::ClientGone;
+        self.cache = CacheResult::None;
         self.cause = None;
         self.seq = seq;
     }

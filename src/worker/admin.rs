@@ -7,6 +7,7 @@
 //! worker goes on serving. Each answer closes its connection.
 
 mod auth;
+mod cache;
 mod json;
 mod servers;
 
@@ -63,6 +64,9 @@ pub(super) enum Endpoint {
         /// The body's length; None when not sent with Content-Length.
         body: Option<u64>,
     },
+    /// `POST /cache/purge?key=URL` or `?prefix=URL` (optional `zone=`):
+    /// the query string.
+    CachePurge(Box<[u8]>),
     /// A token is configured and the request lacks it.
     Unauthorized,
     /// A known path with the wrong method: the ones it allows.
@@ -72,7 +76,11 @@ pub(super) enum Endpoint {
 
 impl Endpoint {
     pub fn of(req: &RequestHead<'_, '_>, config: &Config) -> Endpoint {
-        let endpoint = Self::route(req.method, req.path, req.framing);
+        let endpoint = match req.path {
+            b"/cache/purge" if req.method == b"POST" => Endpoint::CachePurge(req.query.into()),
+            b"/cache/purge" => Endpoint::WrongMethod(POST),
+            path => Self::route(req.method, path, req.framing),
+        };
         // The dashboard page holds no data (a browser cannot send a
         // token for it); it sends the token from its URL fragment with
         // each poll of /stats.
@@ -209,6 +217,11 @@ pub(super) async fn serve(
             }
             Err(reply) => reply,
         },
+        Endpoint::CachePurge(query) => {
+            let (status, body) = cache::purge(&ctx.snapshot().1, &query);
+            let media = if status == 200 { JSON } else { TEXT };
+            Reply::new(status, media, body)
+        }
         Endpoint::Unauthorized => {
             Reply::text(401, "unauthorized\n").with_header("WWW-Authenticate: Bearer")
         }

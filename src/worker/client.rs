@@ -14,9 +14,9 @@ use monoio::io::Canceller;
 use monoio::net::TcpStream;
 
 use super::admin;
+use super::cache::{self, CacheReq};
 use super::ctx::{ActiveGuard, Snapshot, WorkerCtx};
 use super::downstream::Downstream;
-use super::drain::Drain;
 use super::parking::Parked;
 use super::plan::{Plan, Planned, plan};
 use super::proxy::{self, Next};
@@ -69,6 +69,8 @@ pub(crate) struct Client {
     pub host_buf: Vec<u8>,
     /// What happened to the current request.
     pub record: Record,
+    /// The response work of the current request: cache and compression.
+    pub cache: Box<CacheReq>,
     /// The current request's HTTP version (decides the response's framing).
     pub version: Version,
     /// Counts the connection as open, and lets a drain shut it down.
@@ -200,6 +202,7 @@ async fn run(mut c: Client, ctx: Rc<WorkerCtx>, mut first: bool) {
             ctx.requests
                 .log(&c.record, &config, &c.facts(), ctx.shared.access_log.get());
         }
+        cache::end_request(&mut c.cache, &config);
         match end {
             End::KeepAlive => {}
             End::Close { linger, quiet } => {
@@ -295,14 +298,34 @@ async fn serve_request(
     config: &Snapshot,
     started: Instant,
 ) -> End {
-    let Some(planned) = next_request(c, &ctx.drain, config, started).await else {
-        return End::Gone;
+    let planned = loop {
+        let Some(planned) = next_request(c, ctx, config, started).await else {
+            return End::Gone;
+        };
+        let Plan::CacheWait(rx) = planned.plan else {
+            break planned;
+        };
+        cache::wait_for_fill(&mut c.cache, rx).await;
     };
     let write_timeout = config.timeouts.io;
     // The answers below never read a body, so it is unread if there is one.
     let linger = planned.has_body;
     let (sent, close) = match planned.plan {
         Plan::Proxy(exchange) => {
+            // Stale within stale-while-revalidate: the client is answered
+            // first, then the exchange refreshes the object unseen.
+            if let Some((object, status)) = c.cache.serve_first.take() {
+                // `out` holds the upstream head: the answer uses the spare.
+                std::mem::swap(&mut c.out, &mut c.spare);
+                let sent = cache::serve(c, config, &object, status, !exchange.keep_alive).await;
+                std::mem::swap(&mut c.out, &mut c.spare);
+                if !sent {
+                    return End::Close {
+                        linger: false,
+                        quiet: false,
+                    };
+                }
+            }
             let end = match proxy::run(c, ctx, config, exchange).await {
                 Next::KeepAlive => End::KeepAlive,
                 Next::Close => End::Close {
@@ -341,6 +364,16 @@ async fn serve_request(
             c.inbuf.consume(planned.head_len);
             (c.answer(error, close, write_timeout).await, close)
         }
+        Plan::Cached {
+            object,
+            status,
+            close,
+        } => {
+            c.inbuf.consume(planned.head_len);
+            (cache::serve(c, config, &object, status, close).await, close)
+        }
+        // Taken by the loop above.
+        Plan::CacheWait(_) => (false, true),
         Plan::Admin(endpoint, head) => {
             c.inbuf.consume(planned.head_len);
             // Each admin answer ends its connection, as tools expect.
@@ -736,6 +769,7 @@ impl Client {
             path_buf: Vec::new(),
             rewrite_buf: Vec::new(),
             host_buf: Vec::new(),
+            cache: Box::default(),
             record: Record::new(addrs.0, ctx.requests.seed(), ctx.requests.epoch()),
             version: Version::Http11,
             active,
@@ -778,7 +812,7 @@ pub(crate) async fn wake_parked(ctx: Rc<WorkerCtx>, watcher: monoio::net::UnixSt
 /// that ends it); the record says which.
 async fn next_request<'c>(
     c: &mut Client,
-    drain: &Drain,
+    ctx: &WorkerCtx,
     config: &'c Config,
     started: Instant,
 ) -> Option<Planned<'c>> {
@@ -786,7 +820,7 @@ async fn next_request<'c>(
     let mut try_parse = true;
     loop {
         let planned = if try_parse {
-            plan(c, config, drain.is_draining())
+            plan(c, ctx, config, ctx.drain.is_draining())
         } else {
             Ok(None)
         };

@@ -11,10 +11,12 @@ use std::time::Instant;
 
 use slab::Slab;
 
+use super::cache::LocalRefs;
 use super::drain::Drain;
 use super::listen::Accepting;
 use super::parking::Parking;
 use super::requests::Requests;
+use crate::compress::{Algorithm, Encoder};
 use crate::config::Config;
 use crate::rt::buffer::BufferPool;
 use crate::rt::conn::Conn;
@@ -27,6 +29,10 @@ use crate::upstream::{GroupState, IdlePool, Outcome, Rng};
 /// its reference count between cores.
 #[allow(clippy::redundant_allocation)]
 pub(crate) type Snapshot = Rc<Arc<Config>>;
+
+/// Compressors kept per worker: one per response being compressed at
+/// once is made, and this many survive for the next ones.
+const MAX_KEPT_ENCODERS: usize = 8;
 
 pub(crate) struct WorkerCtx {
     pub id: usize,
@@ -50,6 +56,11 @@ pub(crate) struct WorkerCtx {
     pub listeners: RefCell<Vec<Accepting>>,
     /// Request numbering and the logging phase's counts.
     pub requests: Requests,
+    /// References to cached objects: the lock-free hit path.
+    pub cache_refs: RefCell<LocalRefs>,
+    /// Compressors kept for the next response (making one allocates its
+    /// window and tables).
+    pub encoders: RefCell<Vec<(Option<u32>, Encoder)>>,
 }
 
 struct Balancers {
@@ -92,11 +103,34 @@ impl WorkerCtx {
             sockets: RefCell::new(Slab::new()),
             listeners: RefCell::new(Vec::new()),
             requests: Requests::new(id, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            cache_refs: RefCell::default(),
+            encoders: RefCell::default(),
         })
     }
 
     /// The current snapshot and its generation; a request keeps the one it
     /// started with, so a reload never changes a request in flight.
+    /// A compressor for `alg` at `level`, kept or new.
+    pub fn take_encoder(&self, alg: Algorithm, level: Option<u32>) -> Encoder {
+        let mut kept = self.encoders.borrow_mut();
+        match kept
+            .iter()
+            .position(|(l, e)| e.algorithm() == alg && *l == level)
+        {
+            Some(i) => kept.swap_remove(i).1,
+            None => Encoder::new(alg, level),
+        }
+    }
+
+    /// Keeps a compressor made for `level` for a later response (a few
+    /// per worker).
+    pub fn give_encoder(&self, level: Option<u32>, encoder: Encoder) {
+        let mut kept = self.encoders.borrow_mut();
+        if kept.len() < MAX_KEPT_ENCODERS {
+            kept.push((level, encoder));
+        }
+    }
+
     pub fn snapshot(&self) -> (u64, Snapshot) {
         let published = self.shared.generation.load(Ordering::Acquire);
         if published != self.generation.get() {

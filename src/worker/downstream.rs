@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::client::Client;
 use super::relay::{BodyIn, Relay, RelayError};
+use crate::compress::Encoder;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::encode::{ConnectionDirective, FieldEdits, write_response_head_with};
 use crate::http::{Framing, ResponseHead, Version, answer};
@@ -35,6 +36,9 @@ pub(crate) struct Head<'a, 'h, 'b> {
     pub kind: HeadKind,
     /// The connection should end after this response.
     pub close: bool,
+    /// The body's length changes (compression): no length, chunked or
+    /// close-delimited instead.
+    pub reframe: bool,
     /// Add a `Via` field.
     pub via: bool,
     /// A whole `Strict-Transport-Security` line replacing the upstream's.
@@ -94,6 +98,7 @@ pub(crate) trait Downstream {
         carry: Carry,
         plan: BodyPlan,
         limits: BodyLimits,
+        encoder: Option<&mut Encoder>,
     ) -> Result<(), BodyFailure>;
     /// `100 Continue` before the request body is read, if the client
     /// still waits for it.
@@ -125,7 +130,11 @@ impl Downstream for Client {
             HeadKind::Interim => (Framing::Empty, false, ConnectionDirective::Default),
             HeadKind::Switching => (Framing::Empty, false, ConnectionDirective::Upgrade),
             HeadKind::Final => {
-                let framing = match resp.framing {
+                let upstream = match resp.framing {
+                    Framing::Length(_) | Framing::Empty if head.reframe => Framing::Chunked,
+                    other => other,
+                };
+                let framing = match upstream {
                     Framing::Chunked | Framing::Close if client_11 => Framing::Chunked,
                     Framing::Chunked | Framing::Close => Framing::Close,
                     other => other,
@@ -197,7 +206,13 @@ impl Downstream for Client {
         carry: Carry,
         plan: BodyPlan,
         limits: BodyLimits,
+        encoder: Option<&mut Encoder>,
     ) -> Result<(), BodyFailure> {
+        if plan == BodyPlan::Transform {
+            return super::transform::relay(self, upstream, input, carry, encoder, limits)
+                .await
+                .map(|_| ());
+        }
         let head = self.out.len() as u64;
         // Only the identity plan passes bytes through untouched, so only
         // it may splice or hold a small head back.
@@ -286,7 +301,7 @@ impl Downstream for Client {
 
 impl Client {
     /// Notes in the record that an answer did not reach the client.
-    fn sent(&mut self, sent: bool) -> bool {
+    pub(crate) fn sent(&mut self, sent: bool) -> bool {
         if !sent {
             self.record.exit = Exit::ClientGone;
         }

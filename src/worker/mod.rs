@@ -3,7 +3,9 @@
 //! shares nothing with other workers but the config snapshot and flags.
 
 mod admin;
+mod cache;
 mod client;
+mod coding;
 mod connect;
 mod ctx;
 mod downstream;
@@ -17,6 +19,7 @@ mod relay;
 mod requests;
 mod response;
 mod retry;
+mod transform;
 mod tunnel;
 
 use std::rc::Rc;
@@ -221,6 +224,9 @@ async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Opti
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(20) {
             ctx.sweep_pool();
+            // Objects evicted or purged in their zone are freed once no
+            // worker refers to them.
+            ctx.cache_refs.borrow_mut().sweep();
             let trimmed = ctx.buffers.borrow_mut().trim();
             if let Some(release) = release_memory {
                 release(false);

@@ -5,14 +5,20 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use std::rc::Rc;
+
 use super::admin::Endpoint;
+use super::cache::{self, Decision, LocalObject};
 use super::client::Client;
+use super::coding;
+use super::ctx::WorkerCtx;
 use super::proxy::Exchange;
+use crate::cache::policy::CacheStatus;
 use crate::config::{Balance, Config, HashKey};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::encode::{UpstreamRequest, write_request_head};
 use crate::http::{Framing, RequestHead, empty_headers, parse_request, path};
-use crate::pipeline::{Exit, NO_FILTERS, RequestId, Vars, WithRequestId, valid_request_id};
+use crate::pipeline::{CacheResult, Exit, NO_FILTERS, RequestId, Vars, WithRequestId, valid_request_id};
 use crate::router::{Action, PathRewrite, RouteQuery};
 use crate::shared::ADMIN_LISTENER;
 use crate::upstream::hash_bytes;
@@ -36,6 +42,15 @@ pub(super) enum Plan<'c> {
         error: ProxyError,
         close: bool,
     },
+    /// An answer from the cache.
+    Cached {
+        object: Rc<LocalObject>,
+        status: CacheStatus,
+        close: bool,
+    },
+    /// Another request is fetching what this one asks for: wait for it,
+    /// then plan again.
+    CacheWait(futures_channel::oneshot::Receiver<()>),
 }
 
 /// A plan with the head's length and whether a body follows it.
@@ -50,19 +65,21 @@ pub(super) struct Planned<'c> {
 /// the proxy makes itself say `Connection: close`.
 pub(super) fn plan<'c>(
     c: &mut Client,
+    ctx: &WorkerCtx,
     config: &'c Config,
     draining: bool,
 ) -> Result<Option<Planned<'c>>, ProxyError> {
     // Taken out while the head borrows it, so the rest of the connection
     // can be written.
     let inbuf = std::mem::take(&mut c.inbuf);
-    let planned = plan_head(c, inbuf.bytes(), config, draining);
+    let planned = plan_head(c, ctx, inbuf.bytes(), config, draining);
     c.inbuf = inbuf;
     planned
 }
 
 fn plan_head<'c>(
     c: &mut Client,
+    ctx: &WorkerCtx,
     bytes: &[u8],
     config: &'c Config,
     draining: bool,
@@ -95,7 +112,7 @@ fn plan_head<'c>(
     // like any other bad head.
     let plan = path::normalize(req.path, &mut path_buf).map(|norm_path| {
         match route(c, config, &req, norm_path) {
-            Ok(route) => act(c, config, &req, norm_path, route, close),
+            Ok(route) => act(c, ctx, config, &req, (norm_path, route), close),
             Err(error) => Plan::Error { error, close },
         }
     });
@@ -177,10 +194,10 @@ fn route(
 /// Carries out the route's action.
 fn act<'c>(
     c: &mut Client,
+    ctx: &WorkerCtx,
     config: &'c Config,
     req: &RequestHead<'_, '_>,
-    norm_path: &[u8],
-    route: usize,
+    (norm_path, route): (&[u8], usize),
     close: bool,
 ) -> Plan<'c> {
     match &config.routes.routes[route].action {
@@ -201,6 +218,9 @@ fn act<'c>(
             Plan::Rendered { close }
         }
         Action::Proxy { upstream, rewrite } => {
+            if let Some(plan) = from_cache(c, ctx, config, req, (norm_path, route), close) {
+                return plan;
+            }
             match proxy(c, config, req, norm_path, route, (*upstream, rewrite)) {
                 Some(exchange) => Plan::Proxy(exchange),
                 // The compiled config names only groups it has.
@@ -209,6 +229,89 @@ fn act<'c>(
                     close,
                 },
             }
+        }
+    }
+}
+
+/// The route's response work before anything goes upstream: the coding
+/// to compress with, and on a caching route the look-up, which may
+/// answer (a hit, a purge), or make the request wait for another's fetch.
+fn from_cache<'c>(
+    c: &mut Client,
+    ctx: &WorkerCtx,
+    config: &Config,
+    req: &RequestHead<'_, '_>,
+    (norm_path, route): (&[u8], usize),
+    close: bool,
+) -> Option<Plan<'c>> {
+    let chain = config.chains.get(route)?;
+    let compress = chain.compress();
+    c.cache.coding = compress.and_then(|rule| coding::negotiated(rule, req));
+    let rule = chain.cache()?;
+    let tls = c.stream.is_tls();
+    cache::prepare(&mut c.cache, rule, req, norm_path, tls, compress.is_some());
+    if req.method == b"PURGE" {
+        let status = cache::purge_request(
+            config,
+            rule.zone,
+            c.record.client_ip,
+            c.cache.hash,
+            &c.cache.key,
+        );
+        c.cache.on = false;
+        c.record.exit = Exit::Fixed;
+        c.record.status = status;
+        c.out.clear();
+        crate::http::answer::render_answer(&mut c.out, status, close);
+        return Some(Plan::Rendered { close });
+    }
+    if !c.cache.on {
+        c.record.cache = CacheResult::Bypass;
+        return None;
+    }
+    let zone = cache::zone_of(config, rule.zone)?;
+    // The answer's variables need the host once the head is gone.
+    c.host_buf.clear();
+    c.host_buf.extend_from_slice(req.host);
+    c.cache.request_time = cache::now_secs();
+    match cache::lookup(&mut c.cache, ctx, zone) {
+        Decision::Hit { object, refresh } => {
+            let now = cache::now_secs();
+            let ttl = i64::from(object.object.life.fresh) - object.object.age(now) as i64;
+            let status = if refresh {
+                CacheStatus::StaleHit { ttl }
+            } else {
+                CacheStatus::Hit { ttl }
+            };
+            if !refresh {
+                c.record.cache = CacheResult::Hit;
+                return Some(Plan::Cached {
+                    object,
+                    status,
+                    close,
+                });
+            }
+            // Served at once; the exchange below refreshes it afterwards,
+            // with its validators (a 304 renews it).
+            c.cache.stale = Some(object.clone());
+            c.cache.fwd = crate::cache::policy::Fwd::Stale;
+            c.cache.serve_first = Some((object, status));
+            c.cache.background = true;
+            c.record.cache = CacheResult::Updating;
+            None
+        }
+        Decision::Wait(rx) => Some(Plan::CacheWait(rx)),
+        Decision::Forward => None,
+        Decision::Unsatisfiable => {
+            let error = ProxyError::downstream(ErrorKind::NotCached);
+            c.record.fail(error);
+            c.record.exit = Exit::Cached;
+            c.record.cache = CacheResult::Miss;
+            c.record.status = 504;
+            c.out.clear();
+            crate::http::answer::render_answer(&mut c.out, 504, close);
+            cache::add_status_line(&mut c.out, "only-if-cached");
+            Some(Plan::Rendered { close })
         }
     }
 }
@@ -267,7 +370,7 @@ fn proxy(
                     .forwarding
                     .request_id
                     .then(|| c.record.text.request_id()),
-                inner: &edits,
+                inner: &cache::UpstreamEdits::of(&c.cache, &edits),
             },
         },
         &config.forwarding,

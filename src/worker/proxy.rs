@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use super::cache;
 use super::client::Client;
 use super::connect::{acquire, pool_key};
 use super::ctx::{Snapshot, WorkerCtx};
@@ -350,7 +351,15 @@ fn go_again(
 async fn give_up(c: &mut Client, leg: &Leg<'_>, e: ProxyError, replayable: bool) -> Next {
     let (close, linger) = retry::after_answer(&e, leg.ex.keep_alive, replayable);
     c.discard_head();
-    let sent = c.answer(e, close, leg.config.timeouts.io).await;
+    let sent = if c.cache.background {
+        // A failed refresh: the client was answered from the cache.
+        c.record.fail(e);
+        true
+    } else if let Some(sent) = cache::serve_stale_on_error(c, leg.config, &e, close).await {
+        sent
+    } else {
+        c.answer(e, close, leg.config.timeouts.io).await
+    };
     match (sent, close, linger) {
         (true, false, _) => Next::KeepAlive,
         (true, true, true) => Next::CloseLinger,

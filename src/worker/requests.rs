@@ -112,6 +112,7 @@ impl Requests {
                 bytes_in: record.bytes_in,
                 bytes_out: record.bytes_out,
                 rejection,
+                cache: record.cache,
             },
         );
         let listener = config.listeners.get(record.listener);

@@ -4,6 +4,13 @@
 //! they go on the wire.
 
 use std::io;
+use std::rc::Rc;
+
+use super::cache::fill::HeadOutcome;
+use super::cache::{self, LocalObject};
+use super::coding::{self, CodingEdits, ResponseEdits};
+use crate::cache::policy::CacheStatus;
+use crate::compress::Algorithm;
 
 use super::client::Client;
 use super::downstream::{BodyFailure, BodyLimits, Carry, Downstream, Head, HeadKind};
@@ -14,7 +21,7 @@ use crate::error::{ErrorKind, ProxyError, Retry};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::encode::FieldEdits;
 use crate::http::{Framing, ResponseHead, empty_headers, parse_response};
-use crate::pipeline::{BodyPlan, NO_FILTERS, WithRequestId};
+use crate::pipeline::{BodyPlan, CacheResult, NO_FILTERS, WithRequestId};
 use crate::rt::conn::Conn;
 
 /// What a response head decided.
@@ -26,6 +33,10 @@ struct ResponsePlan {
     upstream_reusable: bool,
     status: u16,
     body: BodyPlan,
+    /// Compress the body with this coding.
+    compress: Option<Algorithm>,
+    /// A 304 to the cache's revalidation: answer from this object.
+    refreshed: Option<Rc<LocalObject>>,
 }
 
 /// Reads the response head(s), hands them and the body to the client
@@ -41,7 +52,27 @@ pub(super) async fn respond(
     retry_status: bool,
 ) -> Result<Done, ProxyError> {
     let plan = read_head(c, leg, upstream, closing, retry_status).await?;
+    if let Some(object) = plan.refreshed.clone() {
+        return answer_refreshed(c, leg, upstream, object, &plan).await;
+    }
+    if plan.status >= 500 && plan.kind == HeadKind::Final && cache::stale_usable(c) {
+        // stale-if-error: the stored object instead of the upstream's error.
+        c.discard_head();
+        c.upbuf.consume(c.upbuf.len());
+        let e = ProxyError::upstream(ErrorKind::UpstreamStatus(plan.status));
+        let close = !plan.carry.keep_alive;
+        let sent = cache::serve_stale_on_error(c, leg.config, &e, close).await == Some(true);
+        return Ok(Done::Response {
+            client_keep: sent && !close,
+            reusable: false,
+            linger: false,
+            quiet: sent,
+        });
+    }
     c.record.status = plan.status;
+    if c.cache.result != CacheResult::None {
+        c.record.cache = c.cache.result;
+    }
     let chain = leg.config.chains.get(leg.ex.route).unwrap_or(&NO_FILTERS);
     chain.upstream_response(plan.status, &mut c.record);
     if plan.kind == HeadKind::Switching {
@@ -52,6 +83,11 @@ pub(super) async fn respond(
     // Awaited here rather than in a helper: each async layer on the
     // request path costs its state machine per request.
     let relayed = match body_input(plan.framing) {
+        // A background refresh: the client has its answer already.
+        None if c.cache.background => {
+            c.discard_head();
+            Ok(())
+        }
         None => c
             .send_head(leg.config.timeouts.io)
             .await
@@ -61,8 +97,27 @@ pub(super) async fn respond(
             }),
         Some(input) => {
             let limits = limits(leg, leg.config.runtime.splice);
-            c.relay_response(upstream, input, plan.carry, plan.body, limits)
-                .await
+            let rule = leg
+                .config
+                .chains
+                .get(leg.ex.route)
+                .and_then(|ch| ch.compress());
+            let level = rule.and_then(|r| r.level);
+            let mut encoder = plan.compress.map(|alg| leg.ctx.take_encoder(alg, level));
+            let relayed = c
+                .relay_response(
+                    upstream,
+                    input,
+                    plan.carry,
+                    plan.body,
+                    limits,
+                    encoder.as_mut(),
+                )
+                .await;
+            if let Some(e) = encoder {
+                leg.ctx.give_encoder(level, e);
+            }
+            relayed
         }
     };
     if let Err(BodyFailure {
@@ -118,7 +173,9 @@ async fn read_head(
                 }
                 return Ok(plan);
             }
-            c.send_head(leg.config.timeouts.io).await?;
+            if !c.cache.background {
+                c.send_head(leg.config.timeouts.io).await?;
+            }
             got_any = true;
             continue;
         }
@@ -224,15 +281,27 @@ fn plan_head(
         .get(c.listener)
         .and_then(|l| l.tls.as_ref())
         .and_then(|t| t.hsts.as_deref());
+    let work = if kind == HeadKind::Final && !chain.is_empty() {
+        response_work(c, leg, &resp)
+    } else {
+        Work::default()
+    };
     let head = Head {
         resp: &resp,
         kind,
         close: closing || !ex.keep_alive,
+        reframe: work.compress.is_some(),
         via: config.forwarding.via,
         hsts,
     };
     // A route without filters edits nothing: skip the per-field checks.
     let edits = (!chain.is_empty()).then(|| chain.response_with(&lines));
+    let work_lines = std::mem::take(&mut c.cache.lines);
+    let edits = ResponseEdits {
+        inner: &edits,
+        coding: work.coding.as_ref(),
+        lines: &work_lines,
+    };
     // Taken out while the head is rendered, so the id can be borrowed.
     let text = std::mem::take(&mut c.record.text);
     let edits = WithRequestId {
@@ -242,7 +311,88 @@ fn plan_head(
     let carry = c.render_head(&head, &edits);
     c.record.text = text;
     c.rewrite_buf = lines;
-    Ok(Some((plan(&resp, kind, carry, body), resp.head_len)))
+    c.cache.lines = work_lines;
+    let transform = work.compress.is_some() || c.cache.pending.is_some() || c.cache.background;
+    let mut plan = plan(&resp, kind, carry, body);
+    if transform {
+        plan.body = BodyPlan::Transform;
+    }
+    plan.compress = work.compress;
+    plan.refreshed = work.refreshed;
+    Ok(Some((plan, resp.head_len)))
+}
+
+/// What the route's response work decided for a final head.
+#[derive(Default)]
+struct Work {
+    coding: Option<CodingEdits>,
+    compress: Option<Algorithm>,
+    refreshed: Option<Rc<LocalObject>>,
+}
+
+/// The compression and cache filters on a final head: the coding (and
+/// its head edits), whether the response is stored, and `Cache-Status`,
+/// with their lines in `c.cache.lines`.
+fn response_work(c: &mut Client, leg: &Leg<'_>, resp: &ResponseHead<'_, '_>) -> Work {
+    let chain = leg.config.chains.get(leg.ex.route).unwrap_or(&NO_FILTERS);
+    let mut work = Work::default();
+    let mut lines = std::mem::take(&mut c.cache.lines);
+    lines.clear();
+    if let Some(rule) = chain.compress()
+        && coding::compressible(rule, resp)
+    {
+        work.compress = c.cache.coding;
+        work.coding = Some(coding::head_lines(resp, work.compress, &mut lines));
+    }
+    if let Some(rule) = chain.cache()
+        && c.cache.on
+    {
+        let coding_lines = lines.clone();
+        let coding = work.coding.as_ref().map(|e| (e, &coding_lines[..]));
+        match cache::on_response_head(&mut c.cache, leg.config, rule, resp, coding, &mut lines) {
+            HeadOutcome::Relay => {}
+            HeadOutcome::Refreshed(object) => work.refreshed = Some(object),
+        }
+        if resp.framing == Framing::Empty && c.cache.pending.is_some() {
+            cache::store_empty(&mut c.cache);
+        }
+    }
+    c.cache.lines = lines;
+    work
+}
+
+/// The upstream confirmed the stored object (304): the client gets it
+/// from the cache, with its own conditional answered.
+async fn answer_refreshed(
+    c: &mut Client,
+    leg: &Leg<'_>,
+    _upstream: &mut Conn,
+    object: Rc<LocalObject>,
+    plan: &ResponsePlan,
+) -> Result<Done, ProxyError> {
+    c.discard_head();
+    let close = !plan.carry.keep_alive;
+    let status = CacheStatus::Forward {
+        fwd: c.cache.fwd,
+        status: Some(304),
+        stored: true,
+        collapsed: false,
+        detail: None,
+    };
+    let reusable = plan.upstream_reusable && c.upbuf.is_empty();
+    c.upbuf.consume(c.upbuf.len());
+    let sent = if c.cache.background {
+        true
+    } else {
+        c.record.cache = CacheResult::Revalidated;
+        cache::serve(c, leg.config, &object, status, close).await
+    };
+    Ok(Done::Response {
+        client_keep: sent && !close,
+        reusable,
+        linger: false,
+        quiet: sent,
+    })
 }
 
 fn plan(resp: &ResponseHead<'_, '_>, kind: HeadKind, carry: Carry, body: BodyPlan) -> ResponsePlan {
@@ -257,5 +407,7 @@ fn plan(resp: &ResponseHead<'_, '_>, kind: HeadKind, carry: Carry, body: BodyPla
         upstream_reusable: kind == HeadKind::Final && resp.reusable,
         status: resp.status,
         body,
+        compress: None,
+        refreshed: None,
     }
 }

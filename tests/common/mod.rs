@@ -3,6 +3,8 @@
 //! HTTP/1.1 client that reads exactly one response at a time.
 #![allow(dead_code)]
 
+pub mod cache_upstream;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

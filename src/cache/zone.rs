@@ -1,0 +1,217 @@
+//! A cache zone, shared by every worker: one shard per worker, each a
+//! store with its own lock. A key belongs to the shard its hash picks, so
+//! an object is fetched once and stored once per process whichever
+//! worker asks. Workers look here only when their own reference table
+//! (`worker::cache`) misses; hits on the worker side take no lock.
+//! Concurrent misses of one key collapse: the first asker fills it, the
+//! others wait for the fill to complete.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures_channel::oneshot;
+
+use super::object::{Object, Variants};
+use super::store::Store;
+
+/// What a look-up found.
+pub enum Lookup {
+    /// A stored variant that the request accepts.
+    Found(Arc<Object>),
+    /// Nothing usable and nobody fetching it: the asker fetches it and
+    /// must call `complete` (see `FillGuard` on the worker side).
+    Fill,
+    /// Another request is fetching it: wait, then look again.
+    Wait(oneshot::Receiver<()>),
+}
+
+pub struct Zone {
+    pub name: Box<str>,
+    shards: Box<[Mutex<Shard>]>,
+    /// The largest object stored, in bytes (changes with a reload).
+    max_object: AtomicU64,
+}
+
+struct Shard {
+    store: Store<Variants>,
+    /// Keys being fetched, with the requests waiting for them.
+    fills: Vec<Fill>,
+}
+
+struct Fill {
+    hash: u64,
+    key: Box<[u8]>,
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Zone {
+    pub fn new(name: &str, max_bytes: u64, max_object: u64, shards: usize) -> Zone {
+        let shards = shards.max(1);
+        let each = shard_budget(max_bytes, shards);
+        Zone {
+            name: name.into(),
+            shards: (0..shards)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        store: Store::new(each),
+                        fills: Vec::new(),
+                    })
+                })
+                .collect(),
+            max_object: AtomicU64::new(max_object),
+        }
+    }
+
+    /// A reload's new sizes (evicts down to a smaller budget).
+    pub fn resize(&self, max_bytes: u64, max_object: u64) {
+        self.max_object.store(max_object, Ordering::Relaxed);
+        let each = shard_budget(max_bytes, self.shards.len());
+        for shard in self.shards.iter() {
+            lock(shard).store.set_max_bytes(each);
+        }
+    }
+
+    pub fn max_object(&self) -> u64 {
+        self.max_object.load(Ordering::Relaxed)
+    }
+
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
+        let i = (hash % self.shards.len() as u64) as usize;
+        lock(&self.shards[i])
+    }
+
+    /// Looks a key up; `accepts` picks a variant. With `fill`, a miss
+    /// that nobody is fetching makes the asker the one that fetches.
+    pub fn lookup(
+        &self,
+        hash: u64,
+        key: &[u8],
+        fill: bool,
+        accepts: impl Fn(&Object) -> bool,
+    ) -> Lookup {
+        let mut shard = self.shard(hash);
+        if let Some(found) = shard
+            .store
+            .get(hash, key)
+            .and_then(|v| v.list.iter().find(|o| accepts(o)).cloned())
+        {
+            return Lookup::Found(found);
+        }
+        if let Some(f) = shard.fill_mut(hash, key) {
+            let (tx, rx) = oneshot::channel();
+            f.waiters.push(tx);
+            return Lookup::Wait(rx);
+        }
+        if fill {
+            shard.fills.push(Fill {
+                hash,
+                key: key.into(),
+                waiters: Vec::new(),
+            });
+        }
+        Lookup::Fill
+    }
+
+    /// Marks a key as being fetched by a background refresh; false when
+    /// another fetch of it is already under way.
+    pub fn begin_refresh(&self, hash: u64, key: &[u8]) -> bool {
+        let mut shard = self.shard(hash);
+        if shard.fill_mut(hash, key).is_some() {
+            return false;
+        }
+        shard.fills.push(Fill {
+            hash,
+            key: key.into(),
+            waiters: Vec::new(),
+        });
+        true
+    }
+
+    /// Ends a fetch: stores `object` (if any) and wakes the requests that
+    /// waited for it. Waiters look again, so one that needs another
+    /// variant fetches that one itself.
+    pub fn complete(&self, hash: u64, key: &[u8], object: Option<Arc<Object>>) {
+        let mut shard = self.shard(hash);
+        if let Some(object) = object {
+            shard.put(hash, key, object, self.max_object());
+        }
+        if let Some(i) = shard
+            .fills
+            .iter()
+            .position(|f| f.hash == hash && &f.key[..] == key)
+        {
+            // Dropping the senders wakes the receivers.
+            shard.fills.swap_remove(i);
+        }
+    }
+
+    /// Stores `object` outside a fill (a revalidation's refreshed copy).
+    pub fn put(&self, hash: u64, key: &[u8], object: Arc<Object>) {
+        self.shard(hash).put(hash, key, object, self.max_object());
+    }
+
+    /// Counts a use seen by a worker's reference table, for eviction.
+    pub fn touch(&self, hash: u64, key: &[u8]) {
+        let _ = self.shard(hash).store.get(hash, key);
+    }
+
+    /// Removes one key with all its variants; whether it was there.
+    pub fn purge(&self, hash: u64, key: &[u8]) -> bool {
+        self.shard(hash).store.remove(hash, key).is_some()
+    }
+
+    /// Removes every key starting with `prefix`; how many.
+    pub fn purge_prefix(&self, prefix: &[u8]) -> usize {
+        self.shards
+            .iter()
+            .map(|s| lock(s).store.purge_prefix(prefix))
+            .sum()
+    }
+
+    /// Stored bytes and objects' keys, over all shards.
+    pub fn usage(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(b, n), s| {
+            let s = lock(s);
+            (b + s.store.bytes(), n + s.store.len())
+        })
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.shards.iter().map(|s| lock(s).store.evictions()).sum()
+    }
+}
+
+impl Shard {
+    fn fill_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut Fill> {
+        self.fills
+            .iter_mut()
+            .find(|f| f.hash == hash && &f.key[..] == key)
+    }
+
+    fn put(&mut self, hash: u64, key: &[u8], object: Arc<Object>, max_object: u64) {
+        if object.body.len() as u64 > max_object {
+            return;
+        }
+        match self.store.get_mut(hash, key) {
+            Some(variants) => {
+                variants.put(object);
+                self.store.reweigh(hash, key);
+            }
+            None => {
+                let mut variants = Variants::default();
+                variants.put(object);
+                let _ = self.store.insert(hash, key, variants);
+            }
+        }
+    }
+}
+
+fn shard_budget(max_bytes: u64, shards: usize) -> usize {
+    usize::try_from(max_bytes / shards as u64).unwrap_or(usize::MAX)
+}
+
+/// A poisoned shard is still consistent (no operation panics halfway
+/// through an update that matters), so its data is used as is.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,147 @@
+//! The response body relay for every plan but plain identity: each piece
+//! read from the upstream is decoded from its framing, compressed when
+//! the plan says so, copied for the cache when the response is being
+//! stored, and written to the client as a chunk (or raw, for a length or
+//! close-delimited body) at once — so a slow stream is never held back
+//! and memory stays bounded by one read.
+
+use super::cache::fill;
+use super::client::Client;
+use super::downstream::{BodyFailure, BodyLimits, Carry};
+use super::relay::{BodyIn, RelayError};
+use crate::compress::Encoder;
+use crate::http::Framing;
+use crate::http::chunked::{LAST_CHUNK, encode_chunk};
+use crate::rt::buffer::flush_vec;
+use crate::rt::conn::Conn;
+
+/// Room asked for on each read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Relays the body with the head already in `c.out`. `encoder`: compress
+/// with it (it is reset before use).
+pub(crate) async fn relay(
+    c: &mut Client,
+    upstream: &mut Conn,
+    mut input: BodyIn,
+    carry: Carry,
+    mut encoder: Option<&mut Encoder>,
+    limits: BodyLimits,
+) -> Result<u64, BodyFailure> {
+    let chunked = carry.framing == Framing::Chunked;
+    let mut plain = std::mem::take(&mut c.cache.plain);
+    let mut coded = std::mem::take(&mut c.cache.coded);
+    if let Some(e) = encoder.as_deref_mut() {
+        e.reset();
+    }
+    let mut sent = 0u64;
+    let result = loop {
+        plain.clear();
+        coded.clear();
+        let done = match take_buffered(&mut input, c, &mut plain) {
+            Ok(done) => done,
+            Err(e) => break Err(e),
+        };
+        let data: &[u8] = match encoder.as_deref_mut() {
+            Some(e) => {
+                let r = if done {
+                    e.write(&plain, &mut coded)
+                        .and_then(|()| e.finish(&mut coded))
+                } else if plain.is_empty() {
+                    Ok(())
+                } else {
+                    e.write(&plain, &mut coded)
+                        .and_then(|()| e.flush(&mut coded))
+                };
+                if r.is_err() {
+                    break Err(RelayError::Invalid);
+                }
+                &coded
+            }
+            None => &plain,
+        };
+        fill::keep(&mut c.cache, data);
+        sent += data.len() as u64;
+        if !data.is_empty() {
+            if chunked {
+                encode_chunk(&mut c.out, data);
+            } else {
+                c.out.extend_from_slice(data);
+            }
+        }
+        if done {
+            if chunked {
+                c.out.extend_from_slice(LAST_CHUNK);
+            }
+            fill::finish_body(&mut c.cache);
+            break flush(c, limits).await;
+        }
+        if let Err(e) = flush(c, limits).await {
+            break Err(e);
+        }
+        match c
+            .upbuf
+            .fill(upstream, READ_CHUNK, limits.read_timeout)
+            .await
+        {
+            Ok(0) if matches!(input, BodyIn::UntilClose) => input = BodyIn::Length(0),
+            Ok(0) => break Err(RelayError::Source),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                break Err(RelayError::SourceTimedOut);
+            }
+            Err(_) => break Err(RelayError::Source),
+        }
+    };
+    c.cache.plain = plain;
+    c.cache.coded = coded;
+    c.out.clear();
+    result
+        .map(|()| sent)
+        .map_err(|error| BodyFailure { error, sent: true })
+}
+
+async fn flush(c: &mut Client, limits: BodyLimits) -> Result<(), RelayError> {
+    // A background refresh: the client has its answer already.
+    if c.cache.background {
+        c.out.clear();
+    }
+    if c.out.is_empty() {
+        return Ok(());
+    }
+    c.record.bytes_out += c.out.len() as u64;
+    flush_vec(&mut c.stream, &mut c.out, limits.write_timeout)
+        .await
+        .map_err(|_| RelayError::Dest)
+}
+
+/// Moves the buffered body bytes into `plain`; true when the body is
+/// complete.
+fn take_buffered(
+    input: &mut BodyIn,
+    c: &mut Client,
+    plain: &mut Vec<u8>,
+) -> Result<bool, RelayError> {
+    match input {
+        BodyIn::Length(left) => {
+            let n = (*left).min(c.upbuf.len() as u64) as usize;
+            plain.extend_from_slice(&c.upbuf.bytes()[..n]);
+            c.upbuf.consume(n);
+            *left -= n as u64;
+            Ok(*left == 0)
+        }
+        BodyIn::Chunked(decoder) => {
+            let used = decoder
+                .decode(c.upbuf.bytes(), |data| plain.extend_from_slice(data))
+                .map_err(|_| RelayError::Invalid)?;
+            c.upbuf.consume(used);
+            Ok(decoder.is_done())
+        }
+        BodyIn::UntilClose => {
+            let n = c.upbuf.len();
+            plain.extend_from_slice(c.upbuf.bytes());
+            c.upbuf.consume(n);
+            Ok(false)
+        }
+    }
+}
