@@ -210,6 +210,13 @@ class ProbeAndMain(unittest.TestCase):
             # 5 s of CPU over 574296 requests.
             self.assertEqual(doc["records"][0]["proxy_cpu_us_per_req"], round(5e6 / 574296, 3))
             self.assertAlmostEqual(doc["summary"]["ratios"][0]["ratio"], 1.0)
+            # 57,422.7 req/s × 8.706 µs: the core was about half busy.
+            self.assertAlmostEqual(doc["summary"]["cells"][0]["proxy_core_busy_pct_median"], 50.0, delta=0.1)
+            # The report again from the results file alone.
+            again = os.path.join(d, "again.json")
+            self.assertEqual(vs_report.main(["report", out, "--bench", "cache", "--json", again]), 0)
+            with open(again) as f:
+                self.assertEqual(json.load(f), doc)
 
     def test_record_rejects_a_failed_wrk(self):
         with tempfile.TemporaryDirectory() as d:
