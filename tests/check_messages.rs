@@ -368,3 +368,36 @@ fn warnings_reach_the_loaded_config() {
         ["line 4: upstreams.spare: no route uses this upstream"]
     );
 }
+
+#[test]
+fn cache_and_compress_mistakes_are_each_reported_with_their_key() {
+    check(
+        r#"[cache.main]
+max_size = "1MiB"
+max_object = "2MiB"
+purge_from = ["10.0.0.0/33"]
+
+[[listeners]]
+name = "main"
+bind = "127.0.0.1:0"
+
+[upstreams.app]
+servers = ["127.0.0.1:9"]
+
+[[routes]]
+name = "cached"
+upstream = "app"
+cache = { zone = "mian", key = ["query:x"], ttl = { 99 = "1s" } }
+compress = { algorithms = ["gzip", "lz4"], level = 12 }
+"#,
+    )
+    .rejected_with(&[
+        "line 3: cache.main.max_object: is larger than max_size",
+        "line 4: cache.main.purge_from[0]: `10.0.0.0/33`: prefix length must be 0..=32",
+        r#"line 16: routes[0] "cached".cache.zone: no [cache.mian] zone"#,
+        r#"line 16: routes[0] "cached".cache.key[0]: `query:x` is not a key addition: use `header:NAME` or `cookie:NAME`"#,
+        r#"line 16: routes[0] "cached".cache.ttl.99: is not a final status code (200-599)"#,
+        r#"line 17: routes[0] "cached".compress.algorithms[1]: `lz4` is not one of "zstd", "br", "gzip""#,
+        r#"line 17: routes[0] "cached".compress.level: 12 is outside gzip's levels 1-9"#,
+    ]);
+}

@@ -56,20 +56,25 @@ fn vary(r: &Response) -> Vec<String> {
     tokens
 }
 
-/// Checks `r` is `original` compressed with `encoding` and framed for an
-/// HTTP/1.1 client.
+/// Checks `r` is `original` compressed with `encoding` and framed as a
+/// stream compressed on the way to an HTTP/1.1 client.
 fn assert_compressed(r: &Response, encoding: &str, original: &[u8]) {
-    assert_eq!(r.status, 200, "{}", r.raw_head);
-    assert_eq!(
-        r.header("content-encoding"),
-        Some(encoding),
-        "{}",
-        r.raw_head
-    );
     assert_eq!(r.header("content-length"), None, "{}", r.raw_head);
     assert_eq!(
         r.header("transfer-encoding"),
         Some("chunked"),
+        "{}",
+        r.raw_head
+    );
+    assert_encoded(r, encoding, original);
+}
+
+/// Checks `r` is `original` compressed with `encoding`, however framed.
+fn assert_encoded(r: &Response, encoding: &str, original: &[u8]) {
+    assert_eq!(r.status, 200, "{}", r.raw_head);
+    assert_eq!(
+        r.header("content-encoding"),
+        Some(encoding),
         "{}",
         r.raw_head
     );
@@ -436,9 +441,10 @@ fn a_cached_route_serves_each_encoding_from_the_cache() {
     let fetched = origin.count("/c");
     assert!((1..=2).contains(&fetched), "{fetched} fetches");
 
+    // A stored encoding is whole, so a hit may give its length.
     for round in 0..3 {
         let zipped = fetch(&proxy, "/c", gzip);
-        assert_compressed(&zipped, "gzip", &body);
+        assert_encoded(&zipped, "gzip", &body);
         let plain = fetch(&proxy, "/c", "");
         assert_identity(&plain, &body);
         for r in [&zipped, &plain] {

@@ -112,6 +112,98 @@ fn warm_requests_do_not_allocate() {
     warm_header_edit_requests();
     warm_own_answers();
     warm_logged_requests();
+    warm_cache_hits();
+    warm_compressed_responses();
+}
+
+/// An upstream answering every request with `body`, cacheable for an
+/// hour, as HTML.
+fn html_upstream(body: &'static [u8]) -> Upstream {
+    Upstream::start(move |r, w, up| {
+        use std::io::Write;
+        while up.record(r).is_some() {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=3600\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            if w.write_all(head.as_bytes()).is_err() || w.write_all(body).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Cache hits, a small body (copied behind the head) and a large one
+/// (written from the shared object), with and without header edits.
+fn warm_cache_hits() {
+    static LARGE: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+    let up = html_upstream(&LARGE);
+    let config = ConfigBuilder::new(up.addr)
+        .route(r#"cache = { zone = "main" }"#)
+        .sections(
+            r#"
+[cache.main]
+max_size = "16MiB"
+
+[[routes]]
+path_prefix = "/edited"
+upstream = "backend"
+cache = { zone = "main" }
+response_headers = { set = { "X-Route" = "$route" } }
+"#,
+        )
+        .build();
+    let proxy = Proxy::start_with(&config, 1, ringress::IoMode::Auto);
+    let mut c = proxy.connect();
+    let (large, edited) = (get("/large"), get("/edited/x"));
+    // The first of each is a miss that fills the cache.
+    assert_eq!(c.request(&large).body.len(), LARGE.len());
+    assert_eq!(c.request(&edited).status, 200);
+    let round = |c: &mut Client| {
+        let r = c.request(&large);
+        assert_eq!(r.body.len(), LARGE.len());
+        assert!(r.header("cache-status").is_some_and(|s| s.contains("hit")));
+        let r = c.request(&edited);
+        assert!(r.header("x-route").is_some());
+    };
+    for _ in 0..100 {
+        round(&mut c);
+    }
+    assert_no_worker_allocs(300, "cache hits", || {
+        round(&mut c);
+    });
+    assert_eq!(up.requests().len(), 2, "one fetch per key");
+}
+
+/// Responses compressed on the way (a kept encoder per worker, the relay's
+/// reused buffers).
+fn warm_compressed_responses() {
+    static PAGE: [u8; 20 * 1024] = [b'a'; 20 * 1024];
+    let up = html_upstream(&PAGE);
+    let config = ConfigBuilder::new(up.addr)
+        .route(r#"compress = { algorithms = ["gzip", "zstd", "br"] }"#)
+        .build();
+    let proxy = Proxy::start_with(&config, 1, ringress::IoMode::Auto);
+    let mut c = proxy.connect();
+    let requests: Vec<Vec<u8>> = ["gzip", "zstd"]
+        .iter()
+        .map(|coding| {
+            format!("GET /page HTTP/1.1\r\nHost: test.local\r\nAccept-Encoding: {coding}\r\n\r\n")
+                .into_bytes()
+        })
+        .collect();
+    let round = |c: &mut Client| {
+        for (req, coding) in requests.iter().zip(["gzip", "zstd"]) {
+            let r = c.request(req);
+            assert_eq!(r.header("content-encoding"), Some(coding));
+        }
+    };
+    for _ in 0..50 {
+        round(&mut c);
+    }
+    assert_no_worker_allocs(100, "compressed responses", || {
+        round(&mut c);
+    });
 }
 
 fn warm_keep_alive_requests() {

@@ -33,6 +33,11 @@ enum Inner {
 impl Encoder {
     /// `level` out of [`level_range`] is clamped into it; `None` takes the
     /// default: gzip 1, brotli 4 (window 2^18), zstd 3 (window 2^18).
+    ///
+    /// Resident memory per live stream at the defaults (benches/compress.rs,
+    /// zlib-rs build, after a 20 KB / 1 MiB body): gzip 291 / 312 KiB,
+    /// brotli 159 KiB / 3.0 MiB (its block buffers grow with the body despite
+    /// the 256 KiB window), zstd 743 KiB / 1.2 MiB.
     pub fn new(alg: Algorithm, level: Option<u32>) -> Encoder {
         let range = level_range(alg);
         let level = |default: u32| level.unwrap_or(default).clamp(*range.start(), *range.end());

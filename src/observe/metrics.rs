@@ -395,6 +395,7 @@ mod tests {
             bytes_in: 10,
             bytes_out: 20,
             rejection: None,
+            cache: CacheResult::None,
         };
         let mut m = WorkerMetrics::default();
         m.request(&c1, &facts(0));

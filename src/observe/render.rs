@@ -238,10 +238,22 @@ fn cache(o: &mut String, t: &Totals, config: &Config) {
         .filter_map(|z| Some((z.name.as_str(), z.store.get()?, z.max_size)))
         .collect();
     let gauges: [(&str, &str, &str); 4] = [
-        ("ringress_cache_bytes", "gauge", "Bytes stored in the zone (heads, bodies, keys)."),
+        (
+            "ringress_cache_bytes",
+            "gauge",
+            "Bytes stored in the zone (heads, bodies, keys).",
+        ),
         ("ringress_cache_max_bytes", "gauge", "The zone's max_size."),
-        ("ringress_cache_objects", "gauge", "Keys stored in the zone."),
-        ("ringress_cache_evictions_total", "counter", "Keys evicted to make room."),
+        (
+            "ringress_cache_objects",
+            "gauge",
+            "Keys stored in the zone.",
+        ),
+        (
+            "ringress_cache_evictions_total",
+            "counter",
+            "Keys evicted to make room.",
+        ),
     ];
     for (i, (name, kind, text)) in gauges.iter().enumerate() {
         help(o, name, kind, text);

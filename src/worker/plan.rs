@@ -18,7 +18,9 @@ use crate::config::{Balance, Config, HashKey};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::encode::{UpstreamRequest, write_request_head};
 use crate::http::{Framing, RequestHead, empty_headers, parse_request, path};
-use crate::pipeline::{CacheResult, Exit, NO_FILTERS, RequestId, Vars, WithRequestId, valid_request_id};
+use crate::pipeline::{
+    CacheResult, Exit, NO_FILTERS, RequestId, Vars, WithRequestId, valid_request_id,
+};
 use crate::router::{Action, PathRewrite, RouteQuery};
 use crate::shared::ADMIN_LISTENER;
 use crate::upstream::hash_bytes;

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use super::cache::fill::HeadOutcome;
 use super::cache::{self, LocalObject};
 use super::coding::{self, CodingEdits, ResponseEdits};
-use crate::cache::policy::CacheStatus;
+use crate::cache::policy::{self, CacheStatus, Fwd};
 use crate::compress::Algorithm;
 
 use super::client::Client;
@@ -56,18 +56,7 @@ pub(super) async fn respond(
         return answer_refreshed(c, leg, upstream, object, &plan).await;
     }
     if plan.status >= 500 && plan.kind == HeadKind::Final && cache::stale_usable(c) {
-        // stale-if-error: the stored object instead of the upstream's error.
-        c.discard_head();
-        c.upbuf.consume(c.upbuf.len());
-        let e = ProxyError::upstream(ErrorKind::UpstreamStatus(plan.status));
-        let close = !plan.carry.keep_alive;
-        let sent = cache::serve_stale_on_error(c, leg.config, &e, close).await == Some(true);
-        return Ok(Done::Response {
-            client_keep: sent && !close,
-            reusable: false,
-            linger: false,
-            quiet: sent,
-        });
+        return Ok(answer_stale(c, leg, &plan).await);
     }
     c.record.status = plan.status;
     if c.cache.result != CacheResult::None {
@@ -356,9 +345,35 @@ fn response_work(c: &mut Client, leg: &Leg<'_>, resp: &ResponseHead<'_, '_>) -> 
         if resp.framing == Framing::Empty && c.cache.pending.is_some() {
             cache::store_empty(&mut c.cache);
         }
+    } else if chain.cache().is_some() {
+        // A method the cache does not take (RFC 9211 `fwd=method`).
+        let status = CacheStatus::Forward {
+            fwd: Fwd::Method,
+            status: None,
+            stored: false,
+            collapsed: false,
+            detail: None,
+        };
+        policy::write_cache_status(&mut lines, cache::CACHE_NAME, &status);
     }
     c.cache.lines = lines;
     work
+}
+
+/// stale-if-error on an upstream's 5xx: the stored object instead (the
+/// upstream's body is left unread, so its connection is not reused).
+async fn answer_stale(c: &mut Client, leg: &Leg<'_>, plan: &ResponsePlan) -> Done {
+    c.discard_head();
+    c.upbuf.consume(c.upbuf.len());
+    let e = ProxyError::upstream(ErrorKind::UpstreamStatus(plan.status));
+    let close = !plan.carry.keep_alive;
+    let sent = cache::serve_stale_on_error(c, leg.config, &e, close).await == Some(true);
+    Done::Response {
+        client_keep: sent && !close,
+        reusable: false,
+        linger: false,
+        quiet: sent,
+    }
 }
 
 /// The upstream confirmed the stored object (304): the client gets it

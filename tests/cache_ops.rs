@@ -1,0 +1,123 @@
+//! The cache as an operator meets it: its objects survive a reload that
+//! keeps the zone, a renamed zone starts empty, and every request on a
+//! caching route shows what the cache did in `/metrics` and in the JSON
+//! access log.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use common::*;
+
+/// An upstream answering every request with its target, fresh for an
+/// hour.
+fn cacheable() -> Upstream {
+    Upstream::start(|r, w, up| {
+        while let Some(req) = up.record(r) {
+            let body = req.target.clone();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=3600\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            if w.write_all(head.as_bytes()).is_err() || w.write_all(body.as_bytes()).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+fn config(up: SocketAddr, zone: &str, extra: &str) -> String {
+    ConfigBuilder::new(up)
+        .route(&format!(
+            "cache = {{ zone = \"{zone}\" }}\nname = \"cached\""
+        ))
+        .sections(&format!("[cache.{zone}]\nmax_size = \"8MiB\"\n{extra}"))
+        .build()
+}
+
+fn cache_status(proxy: &Proxy, path: &str) -> String {
+    let r = proxy.connect().request(&get(path));
+    assert_eq!(r.status, 200);
+    r.header("cache-status").unwrap_or("").to_string()
+}
+
+#[test]
+fn a_reload_keeps_the_zone_and_its_objects_and_a_new_name_starts_empty() {
+    let up = cacheable();
+    let proxy = Proxy::start(&config(up.addr, "main", ""));
+    assert_eq!(cache_status(&proxy, "/a"), "ringress; fwd=miss; stored");
+    assert!(cache_status(&proxy, "/a").starts_with("ringress; hit"));
+
+    proxy.reload(&config(up.addr, "main", "max_object = \"1MiB\""));
+    assert!(cache_status(&proxy, "/a").starts_with("ringress; hit"));
+    assert_eq!(up.requests().len(), 1, "the object survived the reload");
+
+    proxy.reload(&config(up.addr, "other", ""));
+    assert_eq!(cache_status(&proxy, "/a"), "ringress; fwd=miss; stored");
+    assert_eq!(up.requests().len(), 2);
+}
+
+fn admin_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to admin");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("an admin answer");
+    raw
+}
+
+#[test]
+fn metrics_and_the_access_log_say_what_the_cache_did() {
+    let up = cacheable();
+    let dir = std::env::temp_dir().join(format!("ringress-cache-ops-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let toml = ConfigBuilder::new(up.addr)
+        .route("cache = { zone = \"main\" }\nname = \"cached\"")
+        .sections(&format!(
+            "[cache.main]\nmax_size = \"8MiB\"\n\n[access_log]\npath = \"{}\"\nformat = \"json\"\n",
+            log.display()
+        ))
+        .build();
+    let proxy = Proxy::start(&toml);
+    let admin = proxy
+        .handle()
+        .start_admin("127.0.0.1:0".parse().unwrap(), dir.join("unused.toml"))
+        .expect("admin binds");
+    cache_status(&proxy, "/m");
+    for _ in 0..3 {
+        cache_status(&proxy, "/m");
+    }
+    let post = b"POST /m HTTP/1.1\r\nHost: test.local\r\nContent-Length: 0\r\n\r\n";
+    let r = proxy.connect().request(post);
+    assert_eq!(r.header("cache-status"), Some("ringress; fwd=method"));
+
+    let metrics = admin_get(admin, "/metrics");
+    for (result, n) in [("hit", 3), ("miss", 1), ("bypass", 1)] {
+        let line =
+            format!("ringress_cache_requests_total{{route=\"cached\",result=\"{result}\"}} {n}\n");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("ringress_cache_objects{zone=\"main\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ringress_cache_max_bytes{zone=\"main\"} 8388608\n"));
+
+    drop(proxy);
+    let text = std::fs::read_to_string(&log).unwrap();
+    // Each worker hands its lines over on its own: sorted, not in order.
+    let mut caches: Vec<&str> = text
+        .lines()
+        .map(|l| {
+            l.split("\"cache\":\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("-")
+        })
+        .collect();
+    caches.sort();
+    assert_eq!(caches, ["bypass", "hit", "hit", "hit", "miss"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
