@@ -246,10 +246,14 @@ fn from_cache<'c>(
     (norm_path, route): (&[u8], usize),
     close: bool,
 ) -> Option<Plan<'c>> {
-    let chain = config.chains.get(route)?;
+    let chain = config.chains.get(route).filter(|ch| !ch.is_empty())?;
     let compress = chain.compress();
-    c.cache.coding = compress.and_then(|rule| coding::negotiated(rule, req));
+    if let Some(rule) = compress {
+        c.cache.touch();
+        c.cache.coding = coding::negotiated(rule, req);
+    }
     let rule = chain.cache()?;
+    c.cache.touch();
     let tls = c.stream.is_tls();
     cache::prepare(&mut c.cache, rule, req, norm_path, tls, compress.is_some());
     if req.method == b"PURGE" {
@@ -278,7 +282,7 @@ fn from_cache<'c>(
     c.cache.request_time = cache::now_secs();
     match cache::lookup(&mut c.cache, ctx, zone) {
         Decision::Hit { object, refresh } => {
-            let now = cache::now_secs();
+            let now = c.cache.request_time;
             let ttl = i64::from(object.object.life.fresh) - object.object.age(now) as i64;
             let status = if refresh {
                 CacheStatus::StaleHit { ttl }

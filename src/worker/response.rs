@@ -284,13 +284,13 @@ fn plan_head(
         hsts,
     };
     // A route without filters edits nothing: skip the per-field checks.
-    let edits = (!chain.is_empty()).then(|| chain.response_with(&lines));
+    let prerendered = chain.response_with(&lines);
     let work_lines = std::mem::take(&mut c.cache.lines);
-    let edits = ResponseEdits {
-        inner: &edits,
+    let edits = (!chain.is_empty()).then(|| ResponseEdits {
+        inner: &prerendered,
         coding: work.coding.as_ref(),
         lines: &work_lines,
-    };
+    });
     // Taken out while the head is rendered, so the id can be borrowed.
     let text = std::mem::take(&mut c.record.text);
     let edits = WithRequestId {
@@ -301,13 +301,15 @@ fn plan_head(
     c.record.text = text;
     c.rewrite_buf = lines;
     c.cache.lines = work_lines;
-    let transform = work.compress.is_some() || c.cache.pending.is_some() || c.cache.background;
     let mut plan = plan(&resp, kind, carry, body);
-    if transform {
-        plan.body = BodyPlan::Transform;
+    if !chain.is_empty() {
+        let transform = work.compress.is_some() || c.cache.pending.is_some() || c.cache.background;
+        if transform {
+            plan.body = BodyPlan::Transform;
+        }
+        plan.compress = work.compress;
+        plan.refreshed = work.refreshed;
     }
-    plan.compress = work.compress;
-    plan.refreshed = work.refreshed;
     Ok(Some((plan, resp.head_len)))
 }
 

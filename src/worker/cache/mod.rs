@@ -45,6 +45,10 @@ pub(crate) struct CacheReq {
     /// The request's header lines (`Name: value\r\n`), for the values a
     /// response varies on once the head is gone.
     pub fields: Vec<u8>,
+    /// Where the request's `If-None-Match` and `If-Modified-Since` values
+    /// are in `fields`.
+    pub if_none_match: Option<(u32, u32)>,
+    pub if_modified_since: Option<(u32, u32)>,
     /// The coding negotiated for this request on a compressing route.
     pub coding: Option<Algorithm>,
     /// The route compresses: stored responses vary on the coding
@@ -61,7 +65,7 @@ pub(crate) struct CacheReq {
     /// The response to store once its body is complete.
     pub pending: Option<Pending>,
     pub body: Vec<u8>,
-    /// Unix seconds the request was sent.
+    /// Unix seconds the request was sent (and looked up).
     pub request_time: u64,
     /// Served stale within stale-while-revalidate: the exchange that
     /// follows refreshes the object, and the client sees none of it.
@@ -75,11 +79,20 @@ pub(crate) struct CacheReq {
     /// The body relay's pieces: as read, and compressed.
     pub plain: Vec<u8>,
     pub coded: Vec<u8>,
+    /// Something was set for this request (routes without response work
+    /// skip the reset).
+    touched: bool,
 }
 
 impl CacheReq {
+    /// Marks the request as one with response work to reset after it.
+    pub fn touch(&mut self) {
+        self.touched = true;
+    }
+
     /// Back to "no cache" for the next request, keeping the buffers.
     fn reset(&mut self) {
+        self.touched = false;
         self.on = false;
         self.result = CacheResult::None;
         self.filling = false;
@@ -156,11 +169,23 @@ pub(crate) fn prepare(
     c.control = RequestControl::parse(values(b"cache-control"), values(b"pragma"));
     c.authorization = req.header(b"authorization").is_some();
     c.fields.clear();
+    c.if_none_match = None;
+    c.if_modified_since = None;
     for h in req.headers {
         c.fields.extend_from_slice(h.name.as_bytes());
         c.fields.extend_from_slice(b": ");
+        let start = c.fields.len();
         c.fields.extend_from_slice(trim_ows(h.value));
+        let value = (start as u32, c.fields.len() as u32);
         c.fields.extend_from_slice(b"\r\n");
+        // The client's validators, found once here rather than searched
+        // for on every hit.
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"if-none-match") && c.if_none_match.is_none() {
+            c.if_none_match = Some(value);
+        } else if name.eq_ignore_ascii_case(b"if-modified-since") {
+            c.if_modified_since = Some(value);
+        }
     }
     c.fwd = Fwd::Miss;
 }
@@ -196,6 +221,13 @@ pub(crate) fn request_value<'a>(c: &'a CacheReq, name: &[u8]) -> &'a [u8] {
     field_value(&c.fields, name).unwrap_or(b"")
 }
 
+impl CacheReq {
+    /// A value noted by `prepare`.
+    pub fn noted(&self, at: Option<(u32, u32)>) -> Option<&[u8]> {
+        at.and_then(|(a, b)| self.fields.get(a as usize..b as usize))
+    }
+}
+
 /// The first value of `name` in header lines.
 pub(crate) fn field_value<'a>(fields: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     fields.split(|&b| b == b'\n').find_map(|line| {
@@ -210,7 +242,7 @@ pub(crate) fn field_value<'a>(fields: &'a [u8], name: &[u8]) -> Option<&'a [u8]>
 /// lock), then in the key's shard.
 pub(crate) fn lookup(c: &mut CacheReq, ctx: &WorkerCtx, zone: &Arc<Zone>) -> Decision {
     let zid = local::zone_id(zone);
-    let now = now_secs();
+    let now = c.request_time;
     let found = {
         let accepts = |o: &Object| o.matches(|name| request_value(c, name));
         let mut refs = ctx.cache_refs.borrow_mut();
@@ -297,7 +329,11 @@ fn closed_receiver() -> futures_channel::oneshot::Receiver<()> {
 
 /// Ends the request's part in the cache (its logging phase): a fill that
 /// did not store anything releases its waiters.
+#[inline]
 pub(crate) fn end_request(c: &mut CacheReq, config: &Config) {
+    if !c.touched {
+        return;
+    }
     if c.filling {
         c.filling = false;
         if let Some(zone) = zone_of(config, c.zone) {

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use super::super::client::Client;
 use super::super::plan::vars;
-use super::{LocalObject, field_value, now_secs};
+use super::{LocalObject, now_secs};
 use crate::cache::policy::{self, CacheStatus};
 use crate::config::Config;
 use crate::error::ProxyError;
@@ -96,8 +96,8 @@ fn client_has_it(c: &Client, object: &LocalObject) -> bool {
     if o.status != 200 {
         return false;
     }
-    let inm = field_value(&c.cache.fields, b"if-none-match");
-    let ims = field_value(&c.cache.fields, b"if-modified-since");
+    let inm = c.cache.noted(c.cache.if_none_match);
+    let ims = c.cache.noted(c.cache.if_modified_since);
     (inm.is_some() || ims.is_some())
         && policy::not_modified(inm, ims, o.etag.as_deref(), o.last_modified)
 }
@@ -133,10 +133,15 @@ fn render(
         lines
     });
     let prerendered = edits.as_ref().map(|lines| chain.response_with(lines));
-    for line in o.fields.split_inclusive(|&b| b == b'\n') {
-        let name = line.split(|&b| b == b':').next().unwrap_or(b"");
-        if !(prerendered.drops(name) || (not_modified && drop_on_304(name))) {
-            out.extend_from_slice(line);
+    if prerendered.is_none() && !not_modified {
+        // Nothing to leave out: the stored lines in one copy.
+        out.extend_from_slice(&o.fields);
+    } else {
+        for line in o.fields.split_inclusive(|&b| b == b'\n') {
+            let name = line.split(|&b| b == b':').next().unwrap_or(b"");
+            if !(prerendered.drops(name) || (not_modified && drop_on_304(name))) {
+                out.extend_from_slice(line);
+            }
         }
     }
     out.extend_from_slice(b"Age: ");
