@@ -56,30 +56,16 @@ pub(crate) async fn relay(
             Ok(done) => done,
             Err(e) => break Err(e),
         };
+        let how = Coding {
+            whole,
+            stream,
+            done,
+        };
         let data: &[u8] = match encoder.as_deref_mut() {
-            Some(e) if whole => {
-                if done && e.compress_whole(&plain, &mut coded).is_err() {
-                    break Err(RelayError::Invalid);
-                }
-                &coded
-            }
-            Some(e) => {
-                let r = if done {
-                    e.write(&plain, &mut coded)
-                        .and_then(|()| e.finish(&mut coded))
-                } else if plain.is_empty() {
-                    Ok(())
-                } else if stream {
-                    e.write(&plain, &mut coded)
-                        .and_then(|()| e.flush(&mut coded))
-                } else {
-                    e.write(&plain, &mut coded)
-                };
-                if r.is_err() {
-                    break Err(RelayError::Invalid);
-                }
-                &coded
-            }
+            Some(e) => match encode(e, how, &plain, &mut coded) {
+                Ok(()) => &coded,
+                Err(error) => break Err(error),
+            },
             None => &plain,
         };
         fill::keep(&mut c.cache, data);
@@ -102,11 +88,11 @@ pub(crate) async fn relay(
         if !whole && let Err(e) = flush(c, limits).await {
             break Err(e);
         }
-        match c
+        let read = c
             .upbuf
             .fill(upstream, READ_CHUNK, limits.read_timeout)
-            .await
-        {
+            .await;
+        match read {
             Ok(0) if matches!(input, BodyIn::UntilClose) => input = BodyIn::Length(0),
             Ok(0) => break Err(RelayError::Source),
             Ok(_) => {}
@@ -122,6 +108,42 @@ pub(crate) async fn relay(
     result
         .map(|()| sent)
         .map_err(|error| BodyFailure { error, sent: true })
+}
+
+/// How the pieces of one body are coded.
+#[derive(Clone, Copy)]
+struct Coding {
+    /// Gathered whole, coded in one call at the end.
+    whole: bool,
+    /// Each piece flushed through (a body that may be a stream).
+    stream: bool,
+    /// This is the last piece.
+    done: bool,
+}
+
+/// Codes one piece read (`plain`) into `coded`.
+fn encode(
+    e: &mut Encoder,
+    how: Coding,
+    plain: &[u8],
+    coded: &mut Vec<u8>,
+) -> Result<(), RelayError> {
+    let r = if how.whole {
+        if how.done {
+            e.compress_whole(plain, coded)
+        } else {
+            Ok(())
+        }
+    } else if how.done {
+        e.write(plain, coded).and_then(|()| e.finish(coded))
+    } else if plain.is_empty() {
+        Ok(())
+    } else if how.stream {
+        e.write(plain, coded).and_then(|()| e.flush(coded))
+    } else {
+        e.write(plain, coded)
+    };
+    r.map_err(|_| RelayError::Invalid)
 }
 
 async fn flush(c: &mut Client, limits: BodyLimits) -> Result<(), RelayError> {
