@@ -121,3 +121,81 @@ fn metrics_and_the_access_log_say_what_the_cache_did() {
     assert_eq!(caches, ["bypass", "hit", "hit", "hit", "miss"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Concurrent misses collapse into one fetch; but once a key's response
+/// said it cannot be stored, the next requests for it go upstream side by
+/// side instead of queueing behind one another (hit-for-miss), until a
+/// storable answer comes.
+#[test]
+fn a_key_that_cannot_be_stored_is_not_queued_behind_one_fetch() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::{Duration, Instant};
+
+    const TOGETHER: usize = 4;
+    let in_flight = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let served = Arc::new(AtomicUsize::new(0));
+    let storable = Arc::new(AtomicBool::new(false));
+    let (flight, count, store) = (in_flight.clone(), served.clone(), storable.clone());
+    let up = Upstream::start(move |r, w, up| {
+        while up.record(r).is_some() {
+            let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+            // After the first, each answer waits (at most 3 s) until
+            // TOGETHER requests are at the origin at once.
+            let body = if first || store.load(Ordering::SeqCst) {
+                "alone"
+            } else {
+                let (lock, cv) = &*flight;
+                let mut n = lock.lock().unwrap();
+                *n += 1;
+                cv.notify_all();
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while *n < TOGETHER && Instant::now() < deadline {
+                    n = cv.wait_timeout(n, Duration::from_millis(50)).unwrap().0;
+                }
+                if *n >= TOGETHER { "together" } else { "queued" }
+            };
+            let control = if store.load(Ordering::SeqCst) {
+                "max-age=60"
+            } else {
+                "private"
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nCache-Control: {control}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            if w.write_all(head.as_bytes()).is_err() || w.write_all(body.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let proxy = Proxy::start(&config(up.addr, "main", ""));
+    let first = proxy.connect().request(&get("/me"));
+    assert_eq!(
+        first.header("cache-status"),
+        Some("ringress; fwd=miss; detail=private")
+    );
+
+    let bodies: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..TOGETHER)
+            .map(|_| s.spawn(|| proxy.connect().request(&get("/me")).body_str()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        bodies,
+        vec!["together"; TOGETHER],
+        "all at the origin at once"
+    );
+
+    // A storable answer ends the pass: stored, then a hit.
+    storable.store(true, Ordering::SeqCst);
+    let r = proxy.connect().request(&get("/me"));
+    assert_eq!(r.header("cache-status"), Some("ringress; fwd=miss; stored"));
+    let hit = proxy.connect().request(&get("/me"));
+    assert!(
+        hit.header("cache-status")
+            .is_some_and(|s| s.starts_with("ringress; hit"))
+    );
+    assert_eq!(served.load(Ordering::SeqCst), TOGETHER + 2);
+}

@@ -6,6 +6,7 @@
 //! Concurrent misses of one key collapse: the first asker fills it, the
 //! others wait for the fill to complete.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,7 +24,18 @@ pub enum Lookup {
     Fill,
     /// Another request is fetching it: wait, then look again.
     Wait(oneshot::Receiver<()>),
+    /// The last fetch of this key could not be stored (private, no-store,
+    /// ...): go upstream at once, without waiting for one another
+    /// (Varnish's hit-for-miss). A storable answer clears it.
+    Pass,
 }
+
+/// How long a key whose response could not be stored is fetched without
+/// collapsing (Varnish's hit-for-miss lasts 120 s).
+pub const PASS_SECS: u64 = 120;
+
+/// Keys remembered as passing, per shard at most (oldest forgotten first).
+const MAX_PASSES: usize = 4096;
 
 pub struct Zone {
     pub name: Box<str>,
@@ -36,6 +48,10 @@ struct Shard {
     store: Store<Variants>,
     /// Keys being fetched, with the requests waiting for them.
     fills: Vec<Fill>,
+    /// Keys whose last response could not be stored, by hash: the key and
+    /// the unix second until which it passes; `pass_order` bounds them.
+    passes: HashMap<u64, (Box<[u8]>, u64)>,
+    pass_order: VecDeque<u64>,
 }
 
 struct Fill {
@@ -55,6 +71,8 @@ impl Zone {
                     Mutex::new(Shard {
                         store: Store::new(each),
                         fills: Vec::new(),
+                        passes: HashMap::new(),
+                        pass_order: VecDeque::new(),
                     })
                 })
                 .collect(),
@@ -84,8 +102,7 @@ impl Zone {
     /// that nobody is fetching makes the asker the one that fetches.
     pub fn lookup(
         &self,
-        hash: u64,
-        key: &[u8],
+        (hash, key, now): (u64, &[u8], u64),
         fill: bool,
         accepts: impl Fn(&Object) -> bool,
     ) -> Lookup {
@@ -101,6 +118,9 @@ impl Zone {
             let (tx, rx) = oneshot::channel();
             f.waiters.push(tx);
             return Lookup::Wait(rx);
+        }
+        if fill && shard.passes(hash, key, now) {
+            return Lookup::Pass;
         }
         if fill {
             shard.fills.push(Fill {
@@ -129,11 +149,20 @@ impl Zone {
 
     /// Ends a fetch: stores `object` (if any) and wakes the requests that
     /// waited for it. Waiters look again, so one that needs another
-    /// variant fetches that one itself.
-    pub fn complete(&self, hash: u64, key: &[u8], object: Option<Arc<Object>>) {
+    /// variant fetches that one itself. `pass_until`: the response could
+    /// not be stored, so the key passes until then.
+    pub fn complete(
+        &self,
+        hash: u64,
+        key: &[u8],
+        object: Option<Arc<Object>>,
+        pass_until: Option<u64>,
+    ) {
         let mut shard = self.shard(hash);
         if let Some(object) = object {
             shard.put(hash, key, object, self.max_object());
+        } else if let Some(until) = pass_until {
+            shard.pass(hash, key, until);
         }
         if let Some(i) = shard
             .fills
@@ -182,6 +211,38 @@ impl Zone {
 }
 
 impl Shard {
+    /// Whether `key` passes at `now` (an expired mark is dropped).
+    fn passes(&mut self, hash: u64, key: &[u8], now: u64) -> bool {
+        match self.passes.get(&hash) {
+            Some((k, until)) if &k[..] == key && *until > now => true,
+            Some((k, _)) if &k[..] == key => {
+                self.passes.remove(&hash);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn pass(&mut self, hash: u64, key: &[u8], until: u64) {
+        if self.passes.insert(hash, (key.into(), until)).is_none() {
+            self.pass_order.push_back(hash);
+        }
+        while self.passes.len() > MAX_PASSES || self.pass_order.len() > 2 * MAX_PASSES {
+            match self.pass_order.pop_front() {
+                Some(h) => {
+                    self.passes.remove(&h);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn unpass(&mut self, hash: u64, key: &[u8]) {
+        if self.passes.get(&hash).is_some_and(|(k, _)| &k[..] == key) {
+            self.passes.remove(&hash);
+        }
+    }
+
     fn fill_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut Fill> {
         self.fills
             .iter_mut()
@@ -192,6 +253,7 @@ impl Shard {
         if object.body.len() as u64 > max_object {
             return;
         }
+        self.unpass(hash, key);
         match self.store.get_mut(hash, key) {
             Some(variants) => {
                 variants.put(object);

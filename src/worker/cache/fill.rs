@@ -11,7 +11,7 @@ use super::super::coding::CodingEdits;
 use super::{CacheReq, LocalObject, now_secs, request_value, zone_of};
 use crate::cache::object::{Object, ObjectParts, VaryValue};
 use crate::cache::policy::{
-    self, CacheStatus, Fwd, Lifetime, RequestFacts, ResponseFacts, Verdict, ZonePolicy,
+    self, CacheStatus, Fwd, Lifetime, NotStored, RequestFacts, ResponseFacts, Verdict, ZonePolicy,
 };
 use crate::cache::zone::Zone;
 use crate::config::Config;
@@ -99,6 +99,21 @@ pub(crate) fn on_response_head(
         }
         _ => false,
     };
+    // A response that says it cannot be stored makes the key pass, so
+    // the next requests for it do not queue behind one another; what
+    // depends on this request alone (its method, its no-store, its
+    // credentials) does not.
+    c.uncacheable = matches!(
+        verdict,
+        Verdict::Skip(
+            NotStored::NoStore
+                | NotStored::Private
+                | NotStored::SetCookie
+                | NotStored::VaryStar
+                | NotStored::NoFreshness
+                | NotStored::Status
+        )
+    );
     let detail = match verdict {
         Verdict::Skip(why) => Some(why.as_str()),
         Verdict::Store(_) if !stored => Some("too-large"),
@@ -250,7 +265,7 @@ fn refresh(
     };
     if c.filling {
         c.filling = false;
-        zone.complete(c.hash, &c.key, Some(object.clone()));
+        zone.complete(c.hash, &c.key, Some(object.clone()), None);
     } else {
         zone.put(c.hash, &c.key, object.clone());
     }
@@ -295,7 +310,7 @@ pub(crate) fn finish_body(c: &mut CacheReq) {
     let zone = p.zone;
     if c.filling {
         c.filling = false;
-        zone.complete(c.hash, &c.key, Some(object));
+        zone.complete(c.hash, &c.key, Some(object), None);
     } else {
         zone.put(c.hash, &c.key, object);
     }

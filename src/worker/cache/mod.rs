@@ -21,7 +21,7 @@ pub(crate) use serve::{CACHE_NAME, add_status_line, serve, serve_stale_on_error,
 
 use crate::cache::object::Object;
 use crate::cache::policy::{self, CacheStatus, Fwd, RequestControl, Use};
-use crate::cache::zone::{Lookup, Zone};
+use crate::cache::zone::{Lookup, PASS_SECS, Zone};
 use crate::compress::Algorithm;
 use crate::config::Config;
 use crate::http::RequestHead;
@@ -72,6 +72,8 @@ pub(crate) struct CacheReq {
     pub background: bool,
     /// A stale object to answer with before that exchange.
     pub serve_first: Option<(Rc<LocalObject>, CacheStatus)>,
+    /// The response said it cannot be stored (the key then passes).
+    pub uncacheable: bool,
     /// What the response head made of the request, for its record.
     pub result: CacheResult,
     /// Header lines the response work adds (`Cache-Status`, coding).
@@ -93,6 +95,7 @@ impl CacheReq {
     /// Back to "no cache" for the next request, keeping the buffers.
     fn reset(&mut self) {
         self.touched = false;
+        self.uncacheable = false;
         self.on = false;
         self.result = CacheResult::None;
         self.filling = false;
@@ -248,7 +251,7 @@ pub(crate) fn lookup(c: &mut CacheReq, ctx: &WorkerCtx, zone: &Arc<Zone>) -> Dec
         let mut refs = ctx.cache_refs.borrow_mut();
         match refs.find(zid, c.hash, &c.key, accepts) {
             Some(local) => Some(local),
-            None => match zone.lookup(c.hash, &c.key, false, accepts) {
+            None => match zone.lookup((c.hash, &c.key, now), false, accepts) {
                 Lookup::Found(object) => Some(refs.add(zid, c.hash, &c.key, object)),
                 _ => None,
             },
@@ -288,32 +291,33 @@ pub(crate) fn lookup(c: &mut CacheReq, ctx: &WorkerCtx, zone: &Arc<Zone>) -> Dec
     if c.control.only_if_cached {
         return Decision::Unsatisfiable;
     }
-    miss(c, zone)
+    miss(c, zone, now)
 }
 
 /// Nothing fresh: become the request that fetches the key, or wait for
 /// the one that is.
-fn miss(c: &mut CacheReq, zone: &Zone) -> Decision {
+fn miss(c: &mut CacheReq, zone: &Zone, now: u64) -> Decision {
+    let at = (c.hash, &c.key[..], now);
     if c.waited {
         // Once is enough: after a wait, go upstream (filling if nobody is).
-        c.filling = matches!(zone.lookup(c.hash, &c.key, true, |_| false), Lookup::Fill);
+        c.filling = matches!(zone.lookup(at, true, |_| false), Lookup::Fill);
         return Decision::Forward;
     }
-    match zone.lookup(c.hash, &c.key, true, |o| {
-        o.matches(|name| request_value(c, name))
-    }) {
+    match zone.lookup(at, true, |o| o.matches(|name| request_value(c, name))) {
         Lookup::Wait(rx) => Decision::Wait(rx),
         Lookup::Fill => {
             c.filling = true;
             Decision::Forward
         }
+        // Not stored last time: no queueing; a storable answer is stored.
+        Lookup::Pass => Decision::Forward,
         // Stored between the two look-ups: take it on the next plan.
         Lookup::Found(_) => Decision::Wait(closed_receiver()),
     }
 }
 
 /// How long a request waits for another's fetch of the same key before
-/// going upstream itself.
+/// going upstream itself (nginx's `proxy_cache_lock_timeout` default).
 const FILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Waits (bounded) for the fetch another request is making.
@@ -337,7 +341,8 @@ pub(crate) fn end_request(c: &mut CacheReq, config: &Config) {
     if c.filling {
         c.filling = false;
         if let Some(zone) = zone_of(config, c.zone) {
-            zone.complete(c.hash, &c.key, None);
+            let pass = c.uncacheable.then(|| c.request_time + PASS_SECS);
+            zone.complete(c.hash, &c.key, None, pass);
         }
     }
     c.reset();
