@@ -294,6 +294,19 @@ const fn octets() -> [([u8; 4], u8); 256] {
     table
 }
 
+/// Adds lines at the end of the head of a whole answer in `out` (head
+/// and body), written by `write` and moved in place before the blank
+/// line: no buffer of its own. Nothing happens without a complete head.
+pub fn insert_head_lines(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let Some(end) = memchr::memmem::find(out, b"\r\n\r\n") else {
+        return;
+    };
+    let len = out.len();
+    write(out);
+    let added = out.len() - len;
+    out[end + 2..].rotate_right(added);
+}
+
 pub fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");

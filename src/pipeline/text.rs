@@ -109,20 +109,8 @@ impl RequestText {
 /// Adds `X-Request-Id: id` at the end of the head of the whole answer
 /// in `out` (head and body), for answers the proxy makes itself.
 pub fn add_request_id(out: &mut Vec<u8>, id: &[u8]) {
-    const NAME: &[u8] = b"X-Request-Id: ";
-    let Some(end) = memchr::memmem::find(out, b"\r\n\r\n") else {
-        return;
-    };
-    let at = end + 2;
-    let line = NAME.len() + id.len() + 2;
-    let len = out.len();
-    out.resize(len + line, 0);
-    out.copy_within(at..len, at + line);
-    let (name, rest) = out[at..at + line].split_at_mut(NAME.len());
-    name.copy_from_slice(NAME);
-    let (value, crlf) = rest.split_at_mut(id.len());
-    value.copy_from_slice(id);
-    crlf.copy_from_slice(b"\r\n");
+    use crate::http::encode::{insert_head_lines, write_field};
+    insert_head_lines(out, |out| write_field(out, b"X-Request-Id", id));
 }
 
 /// Header edits with the request id added: any incoming `X-Request-Id`

@@ -4,9 +4,10 @@
 //! The head's edits follow: `Content-Encoding`, `Vary`, a weakened
 //! `ETag`, and chunked (or close-delimited) framing instead of a length.
 
+use crate::cache::policy::{ResponseControl, vary_names};
 use crate::compress::{Algorithm, negotiate, type_matches};
 use crate::http::ResponseHead;
-use crate::http::encode::FieldEdits;
+use crate::http::encode::{FieldEdits, write_field};
 use crate::http::fields::trim_ows;
 use crate::http::{Framing, RequestHead};
 use crate::pipeline::CompressRule;
@@ -37,23 +38,23 @@ pub(crate) fn compressible(rule: &CompressRule, resp: &ResponseHead<'_, '_>) -> 
         {
             return false;
         }
-        if name.eq_ignore_ascii_case(b"cache-control") && has_token(value, b"no-transform") {
-            return false;
-        }
         if name.eq_ignore_ascii_case(b"content-type") {
             typed = type_matches(value, &rule.types);
         }
+    }
+    let control = resp
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("cache-control"))
+        .map(|h| h.value);
+    if ResponseControl::parse(control).no_transform {
+        return false;
     }
     let small = match resp.content_length {
         Some(n) => n < rule.min_size,
         None => resp.framing == Framing::Empty,
     };
     typed && !small
-}
-
-fn has_token(list: &[u8], token: &[u8]) -> bool {
-    list.split(|&b| b == b',')
-        .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
 }
 
 /// The head changes compression makes: lines to add (written into
@@ -70,16 +71,12 @@ pub(crate) fn head_lines(
     coding: Option<Algorithm>,
     lines: &mut Vec<u8>,
 ) -> CodingEdits {
-    let mut vary_has_it = false;
-    let mut vary_any = false;
-    for h in resp.headers {
-        if h.name.eq_ignore_ascii_case("vary") {
-            vary_any = true;
-            vary_has_it |= h.value.split(|&b| b == b',').any(|t| {
-                trim_ows(t).eq_ignore_ascii_case(b"accept-encoding") || trim_ows(t) == b"*"
-            });
-        }
-    }
+    let vary_any = resp
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("vary"));
+    let vary_has_it =
+        vary_names(resp.headers).any(|n| n.eq_ignore_ascii_case(b"accept-encoding") || n == b"*");
     let mut edits = CodingEdits {
         drop_etag: false,
         drop_vary: false,
@@ -101,9 +98,7 @@ pub(crate) fn head_lines(
     let Some(coding) = coding else {
         return edits;
     };
-    lines.extend_from_slice(b"Content-Encoding: ");
-    lines.extend_from_slice(coding.token().as_bytes());
-    lines.extend_from_slice(b"\r\n");
+    write_field(lines, b"Content-Encoding", coding.token().as_bytes());
     let etag = resp
         .headers
         .iter()

@@ -16,6 +16,7 @@ use crate::cache::policy::{
 use crate::cache::zone::Zone;
 use crate::config::Config;
 use crate::http::ResponseHead;
+use crate::http::encode::write_field;
 use crate::http::fields::{is_hop_by_hop, trim_ows};
 use crate::pipeline::{CacheResult, CacheRule};
 
@@ -159,10 +160,7 @@ fn pending(
         {
             continue;
         }
-        fields.extend_from_slice(name);
-        fields.extend_from_slice(b": ");
-        fields.extend_from_slice(trim_ows(h.value));
-        fields.extend_from_slice(b"\r\n");
+        write_field(&mut fields, name, trim_ows(h.value));
     }
     if let Some((_, lines)) = coding {
         fields.extend_from_slice(lines);
@@ -242,10 +240,7 @@ fn refresh(
         }
     }
     for h in resp.headers.iter().filter(|h| updated(h.name.as_bytes())) {
-        fields.extend_from_slice(h.name.as_bytes());
-        fields.extend_from_slice(b": ");
-        fields.extend_from_slice(trim_ows(h.value));
-        fields.extend_from_slice(b"\r\n");
+        write_field(&mut fields, h.name.as_bytes(), trim_ows(h.value));
     }
     let life = policy::explicit_lifetime(facts, now).unwrap_or(old.life);
     let object = Arc::new(Object::new(ObjectParts {

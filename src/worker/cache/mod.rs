@@ -25,7 +25,7 @@ use crate::cache::zone::{Lookup, PASS_SECS, Zone};
 use crate::compress::Algorithm;
 use crate::config::Config;
 use crate::http::RequestHead;
-use crate::http::encode::FieldEdits;
+use crate::http::encode::{FieldEdits, write_field};
 use crate::http::fields::trim_ows;
 use crate::pipeline::{CacheResult, CacheRule, KeyPart};
 
@@ -175,12 +175,10 @@ pub(crate) fn prepare(
     c.if_none_match = None;
     c.if_modified_since = None;
     for h in req.headers {
-        c.fields.extend_from_slice(h.name.as_bytes());
-        c.fields.extend_from_slice(b": ");
-        let start = c.fields.len();
-        c.fields.extend_from_slice(trim_ows(h.value));
-        let value = (start as u32, c.fields.len() as u32);
-        c.fields.extend_from_slice(b"\r\n");
+        let value = trim_ows(h.value);
+        let start = c.fields.len() + h.name.len() + 2;
+        write_field(&mut c.fields, h.name.as_bytes(), value);
+        let value = (start as u32, (start + value.len()) as u32);
         // The client's validators, found once here rather than searched
         // for on every hit.
         let name = h.name.as_bytes();
@@ -381,9 +379,7 @@ impl<E: FieldEdits> FieldEdits for UpstreamEdits<'_, E> {
             return;
         };
         if let Some(etag) = &stale.etag {
-            out.extend_from_slice(b"If-None-Match: ");
-            out.extend_from_slice(etag);
-            out.extend_from_slice(b"\r\n");
+            write_field(out, b"If-None-Match", etag);
         } else if let Some(t) = stale.last_modified {
             out.extend_from_slice(b"If-Modified-Since: ");
             crate::cache::date::write_http_date(t, out);

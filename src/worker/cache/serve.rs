@@ -11,7 +11,7 @@ use crate::cache::policy::{self, CacheStatus};
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::http::Version;
-use crate::http::encode::{FieldEdits, write_content_length};
+use crate::http::encode::{FieldEdits, insert_head_lines, write_content_length, write_field};
 use crate::pipeline::{Exit, NO_FILTERS};
 use crate::rt::buffer::{flush_vec, write_all};
 
@@ -162,9 +162,7 @@ fn render(
     }
     let text = &c.record.text;
     if text.return_id && !text.request_id().is_empty() {
-        out.extend_from_slice(b"X-Request-Id: ");
-        out.extend_from_slice(text.request_id());
-        out.extend_from_slice(b"\r\n");
+        write_field(&mut out, b"X-Request-Id", text.request_id());
     }
     out.extend_from_slice(b"\r\n");
     c.out = out;
@@ -186,10 +184,6 @@ fn drop_on_304(name: &[u8]) -> bool {
 /// Puts a `Cache-Status` line into an answer rendered whole (a request
 /// the cache refused), with `detail`.
 pub(crate) fn add_status_line(out: &mut Vec<u8>, detail: &'static str) {
-    let Some(end) = memchr::memmem::find(out, b"\r\n\r\n") else {
-        return;
-    };
-    let mut line = Vec::with_capacity(64);
     let status = CacheStatus::Forward {
         fwd: crate::cache::policy::Fwd::Miss,
         status: None,
@@ -197,7 +191,7 @@ pub(crate) fn add_status_line(out: &mut Vec<u8>, detail: &'static str) {
         collapsed: false,
         detail: Some(detail),
     };
-    policy::write_cache_status(&mut line, CACHE_NAME, &status);
-    let at = end + 2;
-    out.splice(at..at, line);
+    insert_head_lines(out, |out| {
+        policy::write_cache_status(out, CACHE_NAME, &status);
+    });
 }
