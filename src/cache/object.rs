@@ -71,6 +71,12 @@ impl Object {
         super::policy::current_age(self.initial_age, self.response_time, now)
     }
 
+    /// Freshness left at `now`, in seconds (negative once stale), as
+    /// `Cache-Status` gives it.
+    pub fn ttl(&self, now: u64) -> i64 {
+        i64::from(self.life.fresh) - self.age(now).min(i64::MAX as u64) as i64
+    }
+
     /// Whether it answers a request whose varying fields have these
     /// values (`value_of(name)` gives the request's value, `b""` when
     /// absent).

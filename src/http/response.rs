@@ -30,6 +30,12 @@ impl ResponseHead<'_, '_> {
     }
 }
 
+/// Whether a response with this status can carry a body (RFC 9110 6.4.1:
+/// never 1xx, 204 or 304).
+pub fn status_has_body(status: u16) -> bool {
+    !((100..200).contains(&status) || status == 204 || status == 304)
+}
+
 /// Parses a response head; `request_is_head` decides body presence.
 pub fn parse_response<'h, 'b>(
     buf: &'b [u8],
@@ -81,7 +87,7 @@ pub fn parse_response<'h, 'b>(
     if cl_count > 1 || (te.present && (cl_count > 0 || version == Version::Http10)) {
         return bad;
     }
-    let no_body = request_is_head || (100..200).contains(&status) || status == 204 || status == 304;
+    let no_body = request_is_head || !status_has_body(status);
     let framing = if no_body {
         Framing::Empty
     } else if te.present {

@@ -283,7 +283,7 @@ fn from_cache<'c>(
     match cache::lookup(&mut c.cache, ctx, zone) {
         Decision::Hit { object, refresh } => {
             let now = c.cache.request_time;
-            let ttl = i64::from(object.object.life.fresh) - object.object.age(now) as i64;
+            let ttl = object.object.ttl(now);
             let status = if refresh {
                 CacheStatus::StaleHit { ttl }
             } else {

@@ -30,6 +30,40 @@ pub(crate) enum BodyIn {
     UntilClose,
 }
 
+impl BodyIn {
+    /// Hands the body bytes buffered in `buf` to `sink` (decoded from the
+    /// chunked coding) and consumes them; true when the body is complete.
+    /// An until-close body is complete only when its source closes.
+    pub fn take_buffered(
+        &mut self,
+        buf: &mut ReadBuf,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<bool, RelayError> {
+        match self {
+            BodyIn::Length(left) => {
+                let n = (*left).min(buf.len() as u64) as usize;
+                sink(&buf.bytes()[..n]);
+                buf.consume(n);
+                *left -= n as u64;
+                Ok(*left == 0)
+            }
+            BodyIn::Chunked(decoder) => {
+                let used = decoder
+                    .decode(buf.bytes(), sink)
+                    .map_err(|_| RelayError::Invalid)?;
+                buf.consume(used);
+                Ok(decoder.is_done())
+            }
+            BodyIn::UntilClose => {
+                let n = buf.len();
+                sink(buf.bytes());
+                buf.consume(n);
+                Ok(false)
+            }
+        }
+    }
+}
+
 /// Why a relay stopped early.
 #[derive(Debug)]
 pub(crate) enum RelayError {
@@ -183,16 +217,12 @@ impl Relay {
                 }
                 Ok(*remaining == 0)
             }
-            BodyIn::Chunked(decoder) => {
+            BodyIn::Chunked(_) => {
                 let moved = &mut self.moved;
-                let used = decoder
-                    .decode(src_buf.bytes(), |data| {
-                        *moved += data.len() as u64;
-                        emit(out, data, chunked_out);
-                    })
-                    .map_err(|_| RelayError::Invalid)?;
-                src_buf.consume(used);
-                Ok(decoder.is_done())
+                self.input.take_buffered(src_buf, |data| {
+                    *moved += data.len() as u64;
+                    emit(out, data, chunked_out);
+                })
             }
             BodyIn::UntilClose => {
                 let n = src_buf.len();

@@ -52,7 +52,7 @@ pub(crate) async fn relay(
             plain.clear();
         }
         coded.clear();
-        let done = match take_buffered(&mut input, c, &mut plain) {
+        let done = match input.take_buffered(&mut c.upbuf, |d| plain.extend_from_slice(d)) {
             Ok(done) => done,
             Err(e) => break Err(e),
         };
@@ -158,35 +158,4 @@ async fn flush(c: &mut Client, limits: BodyLimits) -> Result<(), RelayError> {
     flush_vec(&mut c.stream, &mut c.out, limits.write_timeout)
         .await
         .map_err(|_| RelayError::Dest)
-}
-
-/// Moves the buffered body bytes into `plain`; true when the body is
-/// complete.
-fn take_buffered(
-    input: &mut BodyIn,
-    c: &mut Client,
-    plain: &mut Vec<u8>,
-) -> Result<bool, RelayError> {
-    match input {
-        BodyIn::Length(left) => {
-            let n = (*left).min(c.upbuf.len() as u64) as usize;
-            plain.extend_from_slice(&c.upbuf.bytes()[..n]);
-            c.upbuf.consume(n);
-            *left -= n as u64;
-            Ok(*left == 0)
-        }
-        BodyIn::Chunked(decoder) => {
-            let used = decoder
-                .decode(c.upbuf.bytes(), |data| plain.extend_from_slice(data))
-                .map_err(|_| RelayError::Invalid)?;
-            c.upbuf.consume(used);
-            Ok(decoder.is_done())
-        }
-        BodyIn::UntilClose => {
-            let n = c.upbuf.len();
-            plain.extend_from_slice(c.upbuf.bytes());
-            c.upbuf.consume(n);
-            Ok(false)
-        }
-    }
 }

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::http::Version;
 use crate::http::encode::{FieldEdits, insert_head_lines, write_content_length, write_field};
+use crate::http::response::status_has_body;
 use crate::pipeline::{Exit, NO_FILTERS};
 use crate::rt::buffer::{flush_vec, write_all};
 
@@ -31,7 +32,7 @@ pub(crate) async fn serve(
 ) -> bool {
     let not_modified = client_has_it(c, object);
     render(c, config, object, &status, close, not_modified);
-    let head_only = not_modified || c.cache.is_head || !has_body(object.object.status);
+    let head_only = not_modified || c.cache.is_head || !status_has_body(object.object.status);
     let body = &object.body;
     let timeout = config.timeouts.io;
     c.record.exit = Exit::Cached;
@@ -71,8 +72,7 @@ pub(crate) async fn serve_stale_on_error(
     let stale = c.cache.stale.clone()?;
     c.record.fail(*error);
     c.record.cache = crate::pipeline::CacheResult::Stale;
-    let age = stale.object.age(now_secs());
-    let ttl = i64::from(stale.object.life.fresh) - age as i64;
+    let ttl = stale.object.ttl(now_secs());
     let status = CacheStatus::StaleIfError { ttl };
     Some(serve(c, config, &stale, status, close).await)
 }
@@ -84,10 +84,6 @@ pub(crate) fn stale_usable(c: &Client) -> bool {
         let age = s.object.age(now_secs());
         s.object.is_alive() && policy::usable_on_error(age, &s.object.life, &c.cache.control)
     })
-}
-
-fn has_body(status: u16) -> bool {
-    !(status == 204 || status == 304 || (100..200).contains(&status))
 }
 
 /// Whether the client's conditional request is satisfied by `object`.
@@ -148,7 +144,7 @@ fn render(
     out.extend_from_slice(itoa::Buffer::new().format(o.age(now_secs())).as_bytes());
     out.extend_from_slice(b"\r\n");
     policy::write_cache_status(&mut out, CACHE_NAME, status);
-    if !not_modified && has_body(o.status) {
+    if !not_modified && status_has_body(o.status) {
         write_content_length(&mut out, o.body.len() as u64);
     }
     if close {
