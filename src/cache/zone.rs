@@ -164,11 +164,7 @@ impl Zone {
         } else if let Some(until) = pass_until {
             shard.pass(hash, key, until);
         }
-        if let Some(i) = shard
-            .fills
-            .iter()
-            .position(|f| f.hash == hash && &f.key[..] == key)
-        {
+        if let Some(i) = shard.fill_index(hash, key) {
             // Dropping the senders wakes the receivers.
             shard.fills.swap_remove(i);
         }
@@ -243,10 +239,15 @@ impl Shard {
         }
     }
 
-    fn fill_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut Fill> {
+    fn fill_index(&self, hash: u64, key: &[u8]) -> Option<usize> {
         self.fills
-            .iter_mut()
-            .find(|f| f.hash == hash && &f.key[..] == key)
+            .iter()
+            .position(|f| f.hash == hash && &f.key[..] == key)
+    }
+
+    fn fill_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut Fill> {
+        let i = self.fill_index(hash, key)?;
+        self.fills.get_mut(i)
     }
 
     fn put(&mut self, hash: u64, key: &[u8], object: Arc<Object>, max_object: u64) {

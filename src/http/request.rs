@@ -252,32 +252,64 @@ fn split_target<'b>(method: &[u8], target: &'b [u8]) -> Option<TargetForm<'b>> {
             query: b"",
         });
     }
-    let (authority, rest) = if target[0] == b'/' {
-        (None, target)
-    } else {
-        let after_scheme = strip_prefix_ignore_case(target, b"http://")
-            .or_else(|| strip_prefix_ignore_case(target, b"https://"))?;
-        let end = after_scheme
-            .iter()
-            .position(|&b| b == b'/' || b == b'?')
-            .unwrap_or(after_scheme.len());
-        let authority = &after_scheme[..end];
-        if authority.is_empty() || authority.contains(&b'@') {
-            return None;
-        }
-        (Some(authority), &after_scheme[end..])
-    };
-    let (path, query) = match memchr::memchr(b'?', rest) {
-        Some(q) => (&rest[..q], &rest[q..]),
-        None => (rest, &b""[..]),
-    };
-    // An absolute-form target with an empty path means "/".
-    let path = if path.is_empty() { &b"/"[..] } else { path };
+    if target[0] != b'/' {
+        let url = split_absolute(target)?;
+        return Some(TargetForm {
+            authority: Some(url.authority),
+            path: url.path,
+            query: url.query,
+        });
+    }
+    let (path, query) = split_query(target);
     Some(TargetForm {
+        authority: None,
+        path,
+        query,
+    })
+}
+
+/// An absolute URL's parts.
+pub struct AbsoluteUrl<'b> {
+    pub https: bool,
+    pub authority: &'b [u8],
+    /// `/` when the URL has none.
+    pub path: &'b [u8],
+    /// With its leading `?`, or empty.
+    pub query: &'b [u8],
+}
+
+/// Splits `http://authority/path?query` (scheme in any case); None for
+/// another scheme, an empty authority or one with userinfo.
+pub fn split_absolute(url: &[u8]) -> Option<AbsoluteUrl<'_>> {
+    let (https, after_scheme) = match strip_prefix_ignore_case(url, b"http://") {
+        Some(rest) => (false, rest),
+        None => (true, strip_prefix_ignore_case(url, b"https://")?),
+    };
+    let end = after_scheme
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(after_scheme.len());
+    let authority = &after_scheme[..end];
+    if authority.is_empty() || authority.contains(&b'@') {
+        return None;
+    }
+    let (path, query) = split_query(&after_scheme[end..]);
+    // An absolute URL with an empty path means "/".
+    let path = if path.is_empty() { &b"/"[..] } else { path };
+    Some(AbsoluteUrl {
+        https,
         authority,
         path,
         query,
     })
+}
+
+/// Path and query (with its `?`) of what follows the authority.
+fn split_query(rest: &[u8]) -> (&[u8], &[u8]) {
+    match memchr::memchr(b'?', rest) {
+        Some(q) => (&rest[..q], &rest[q..]),
+        None => (rest, &b""[..]),
+    }
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {

@@ -338,8 +338,7 @@ fn response_work(c: &mut Client, leg: &Leg<'_>, resp: &ResponseHead<'_, '_>) -> 
     if let Some(rule) = chain.cache()
         && c.cache.on
     {
-        let coding_lines = lines.clone();
-        let coding = work.coding.as_ref().map(|e| (e, &coding_lines[..]));
+        let coding = work.coding.as_ref();
         match cache::on_response_head(&mut c.cache, leg.config, rule, resp, coding, &mut lines) {
             HeadOutcome::Relay => {}
             HeadOutcome::Refreshed(object) => work.refreshed = Some(object),

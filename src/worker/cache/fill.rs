@@ -48,15 +48,17 @@ pub(crate) enum HeadOutcome {
 }
 
 /// Decides on a final head: stores, refreshes, or lets it pass, and
-/// writes its `Cache-Status` line into `lines`.
+/// writes its `Cache-Status` line into `lines`, which holds the coding's
+/// lines (stored with the object) when `coding` is set.
 pub(crate) fn on_response_head(
     c: &mut CacheReq,
     config: &Config,
     rule: &CacheRule,
     resp: &ResponseHead<'_, '_>,
-    coding: Option<(&CodingEdits, &[u8])>,
+    coding: Option<&CodingEdits>,
     lines: &mut Vec<u8>,
 ) -> HeadOutcome {
+    let coding = coding.map(|edits| (edits, &lines[..]));
     let now = now_secs();
     let Some(zone_config) = config.caches.get(rule.zone) else {
         return HeadOutcome::Relay;

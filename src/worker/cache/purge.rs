@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use crate::cache::policy;
 use crate::config::Config;
+use crate::http::request::split_absolute;
 
 /// `PURGE` of the prepared key: the status to answer with.
 pub(crate) fn purge_request(
@@ -37,7 +38,9 @@ pub(crate) fn purge(
     url: &[u8],
     prefix: bool,
 ) -> Result<usize, &'static str> {
-    let (tls, host, path, query) = split_url(url).ok_or("not a URL: give http://host/path")?;
+    let url = split_absolute(url).ok_or("not a URL: give http://host/path")?;
+    let (tls, host, path) = (url.https, url.authority, url.path);
+    let query = url.query.strip_prefix(b"?").unwrap_or(url.query);
     let mut key = Vec::new();
     let norm = match crate::http::path::normalize(path, &mut Vec::new()) {
         Ok(p) => p.to_vec(),
@@ -66,24 +69,4 @@ pub(crate) fn purge(
         };
     }
     Ok(purged)
-}
-
-/// A URL's parts: whether it is https, host, path, query.
-type UrlParts<'a> = (bool, &'a [u8], &'a [u8], &'a [u8]);
-
-/// `scheme://host/path?query` → its parts.
-fn split_url(url: &[u8]) -> Option<UrlParts<'_>> {
-    let (tls, rest) = if let Some(r) = url.strip_prefix(b"http://") {
-        (false, r)
-    } else {
-        (true, url.strip_prefix(b"https://")?)
-    };
-    let slash = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
-    let (host, target) = rest.split_at(slash);
-    let target: &[u8] = if target.is_empty() { b"/" } else { target };
-    let (path, query) = match target.iter().position(|&b| b == b'?') {
-        Some(q) => (&target[..q], &target[q + 1..]),
-        None => (target, &b""[..]),
-    };
-    (!host.is_empty()).then_some((tls, host, path, query))
 }
