@@ -1,9 +1,8 @@
 //! The response cache's domain: RFC 9111 policy (what may be stored, how
-//! fresh it is, conditional requests, `Cache-Status`), HTTP dates, and the
+//! fresh it is, conditional requests, `Cache-Status`) and the
 //! per-core store with its eviction. Pure: no I/O, no runtime; the data
 //! plane (`worker::cache`) calls it.
 
-pub mod date;
 mod evict;
 pub mod object;
 pub mod policy;

@@ -4,7 +4,7 @@
 //! `Cache-Status` (RFC 9211) and the cache key. Pure: borrowed bytes in,
 //! values or bytes appended to the caller's buffer out; nothing allocates.
 
-use crate::cache::date::parse_http_date;
+use crate::http::date::parse_http_date;
 use crate::http::fields::trim_ows;
 
 /// RFC 9111 1.2.2: a delta-seconds too large to represent is taken as 2^31.
@@ -1906,7 +1906,7 @@ mod tests {
                 input.push(ALPHABET[(seed % ALPHABET.len() as u64) as usize]);
             }
             let v = input.as_slice();
-            _ = crate::cache::date::parse_http_date(v);
+            _ = crate::http::date::parse_http_date(v);
             _ = ResponseControl::parse(std::iter::once(v));
             _ = RequestControl::parse(std::iter::once(v), std::iter::once(v));
             _ = etag_matches_weak(v, v);

@@ -6,6 +6,7 @@ use std::mem::MaybeUninit;
 
 pub mod answer;
 pub mod chunked;
+pub mod date;
 pub mod encode;
 pub mod fields;
 pub mod path;

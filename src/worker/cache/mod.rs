@@ -382,7 +382,7 @@ impl<E: FieldEdits> FieldEdits for UpstreamEdits<'_, E> {
             write_field(out, b"If-None-Match", etag);
         } else if let Some(t) = stale.last_modified {
             out.extend_from_slice(b"If-Modified-Since: ");
-            crate::cache::date::write_http_date(t, out);
+            crate::http::date::write_http_date(t, out);
             out.extend_from_slice(b"\r\n");
         }
     }

@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const SECS_PER_DAY: u64 = 86_400;
-const MONTHS: [&[u8; 3]; 12] = [
+pub const MONTHS: [&[u8; 3]; 12] = [
     b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
 ];
 /// Index 0 is Thursday because 1970-01-01 was one.
@@ -44,13 +44,16 @@ pub fn parse_http_date_at(v: &[u8], this_year: impl FnOnce() -> u64) -> Option<u
 pub fn write_http_date(secs: u64, out: &mut Vec<u8>) {
     let secs = secs.min(LAST_WRITABLE);
     let days = secs / SECS_PER_DAY;
-    let (year, month, day) = civil_from_days(days);
+    // `secs` is at most LAST_WRITABLE, so the days fit an i64 and the
+    // year is between 1970 and 9999.
+    let (year, month, day) = civil_from_days(days as i64);
+    let (year, month, day) = (year as u64, month as usize, u64::from(day));
     let in_day = secs % SECS_PER_DAY;
     out.extend_from_slice(WEEKDAYS[(days % 7) as usize]);
     out.extend_from_slice(b", ");
-    push_2(out, u64::from(day));
+    push_2(out, day);
     out.push(b' ');
-    out.extend_from_slice(MONTHS[usize::from(month - 1)]);
+    out.extend_from_slice(MONTHS[month - 1]);
     out.push(b' ');
     push_2(out, year / 100);
     push_2(out, year % 100);
@@ -125,22 +128,19 @@ fn days_before_month(year: u64, month: u8) -> u64 {
     (1..month).map(|m| u64::from(days_in_month(year, m))).sum()
 }
 
-/// Year, month and day of the `days`th day after 1970-01-01.
-fn civil_from_days(days: u64) -> (u64, u8, u8) {
-    let epoch = days_before_year(1970);
-    // No year is longer than 366 days, so this guess is never past the
-    // answer and only a few steps short of it.
-    let mut year = 1970 + days / 366;
-    while days_before_year(year + 1) - epoch <= days {
-        year += 1;
-    }
-    let mut left = days - (days_before_year(year) - epoch);
-    let mut month = 1;
-    while left >= u64::from(days_in_month(year, month)) {
-        left -= u64::from(days_in_month(year, month));
-        month += 1;
-    }
-    (year, month, left as u8 + 1)
+/// Days since 1970-01-01 → (year, month 1-12, day 1-31), proleptic
+/// Gregorian (the civil-from-days method: eras of 400 years).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT`
@@ -235,7 +235,8 @@ fn current_year() -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    civil_from_days(now / SECS_PER_DAY).0
+    // Days since 1970 fit an i64, and the year is positive.
+    civil_from_days((now / SECS_PER_DAY) as i64).0 as u64
 }
 
 /// The unread rest of a date; each step consumes a piece or fails.
