@@ -16,44 +16,28 @@ const OVERHEAD: usize = 256;
 /// A field a response varies on and the request's value of it.
 pub type VaryValue = (Box<[u8]>, Box<[u8]>);
 
-/// One stored response.
+/// One stored response: its parts, which never change, and whether it
+/// is still the stored one.
 #[derive(Debug)]
 pub struct Object {
-    pub status: u16,
-    pub reason: Box<[u8]>,
-    /// Whole `Name: value\r\n` lines as the client gets them, without
-    /// framing, connection or `Age` fields.
-    pub fields: Box<[u8]>,
-    /// Shared with every worker that serves it (a write needs an owned
-    /// buffer, hence the `Arc`).
-    pub body: Arc<Vec<u8>>,
-    /// The request's values of the fields the response varies on: lower-
-    /// case name, value (`accept-encoding` holds the negotiated coding).
-    pub vary: Box<[VaryValue]>,
-    pub etag: Option<Box<[u8]>>,
-    pub last_modified: Option<u64>,
-    /// Unix seconds the response arrived.
-    pub response_time: u64,
-    /// The age it had on arrival (RFC 9111 4.2.3 corrected initial age).
-    pub initial_age: u64,
-    pub life: Lifetime,
+    parts: ObjectParts,
     /// False once evicted, purged or replaced.
     alive: AtomicBool,
+}
+
+/// An object's parts are read through it.
+impl std::ops::Deref for Object {
+    type Target = ObjectParts;
+
+    fn deref(&self) -> &ObjectParts {
+        &self.parts
+    }
 }
 
 impl Object {
     pub fn new(parts: ObjectParts) -> Object {
         Object {
-            status: parts.status,
-            reason: parts.reason,
-            fields: parts.fields,
-            body: parts.body,
-            vary: parts.vary,
-            etag: parts.etag,
-            last_modified: parts.last_modified,
-            response_time: parts.response_time,
-            initial_age: parts.initial_age,
-            life: parts.life,
+            parts,
             alive: AtomicBool::new(true),
         }
     }
@@ -98,15 +82,24 @@ impl Object {
 }
 
 /// What an object is made of.
+#[derive(Debug)]
 pub struct ObjectParts {
     pub status: u16,
     pub reason: Box<[u8]>,
+    /// Whole `Name: value\r\n` lines as the client gets them, without
+    /// framing, connection or `Age` fields.
     pub fields: Box<[u8]>,
+    /// Shared with every worker that serves it (a write needs an owned
+    /// buffer, hence the `Arc`).
     pub body: Arc<Vec<u8>>,
+    /// The request's values of the fields the response varies on: lower-
+    /// case name, value (`accept-encoding` holds the negotiated coding).
     pub vary: Box<[VaryValue]>,
     pub etag: Option<Box<[u8]>>,
     pub last_modified: Option<u64>,
+    /// Unix seconds the response arrived.
     pub response_time: u64,
+    /// The age it had on arrival (RFC 9111 4.2.3 corrected initial age).
     pub initial_age: u64,
     pub life: Lifetime,
 }
