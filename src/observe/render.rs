@@ -232,10 +232,17 @@ fn cache(o: &mut String, t: &Totals, config: &Config) {
             );
         }
     }
-    let zones: Vec<_> = config
+    // Each zone's figures read once (its shards are locked to count them),
+    // in the order of `gauges`.
+    let zones: Vec<(&str, [u64; 4])> = config
         .caches
         .iter()
-        .filter_map(|z| Some((z.name.as_str(), z.store.get()?, z.max_size)))
+        .filter_map(|z| {
+            let store = z.store.get()?;
+            let (bytes, objects) = store.usage();
+            let values = [bytes as u64, z.max_size, objects as u64, store.evictions()];
+            Some((z.name.as_str(), values))
+        })
         .collect();
     let gauges: [(&str, &str, &str); 4] = [
         (
@@ -257,15 +264,8 @@ fn cache(o: &mut String, t: &Totals, config: &Config) {
     ];
     for (i, (name, kind, text)) in gauges.iter().enumerate() {
         help(o, name, kind, text);
-        for (zone, store, max) in &zones {
-            let (bytes, objects) = store.usage();
-            let value = match i {
-                0 => bytes as u64,
-                1 => *max,
-                2 => objects as u64,
-                _ => store.evictions(),
-            };
-            sample(o, name, &[("zone", zone)], value);
+        for (zone, values) in &zones {
+            sample(o, name, &[("zone", zone)], values[i]);
         }
     }
 }
