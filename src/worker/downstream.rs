@@ -209,9 +209,7 @@ impl Downstream for Client {
         encoder: Option<&mut Encoder>,
     ) -> Result<(), BodyFailure> {
         if plan == BodyPlan::Transform {
-            return super::transform::relay(self, upstream, input, carry, encoder, limits)
-                .await
-                .map(|_| ());
+            return super::transform::relay(self, upstream, input, carry, encoder, limits).await;
         }
         let head = self.out.len() as u64;
         // Only the identity plan passes bytes through untouched, so only

@@ -53,7 +53,7 @@ pub(super) async fn respond(
 ) -> Result<Done, ProxyError> {
     let plan = read_head(c, leg, upstream, closing, retry_status).await?;
     if let Some(object) = plan.refreshed.clone() {
-        return answer_refreshed(c, leg, upstream, object, &plan).await;
+        return answer_refreshed(c, leg, object, &plan).await;
     }
     if plan.status >= 500 && plan.kind == HeadKind::Final && cache::stale_usable(c) {
         return Ok(answer_stale(c, leg, &plan).await);
@@ -382,7 +382,6 @@ async fn answer_stale(c: &mut Client, leg: &Leg<'_>, plan: &ResponsePlan) -> Don
 async fn answer_refreshed(
     c: &mut Client,
     leg: &Leg<'_>,
-    _upstream: &mut Conn,
     object: Rc<LocalObject>,
     plan: &ResponsePlan,
 ) -> Result<Done, ProxyError> {

@@ -27,7 +27,7 @@ pub(crate) async fn relay(
     carry: Carry,
     mut encoder: Option<&mut Encoder>,
     limits: BodyLimits,
-) -> Result<u64, BodyFailure> {
+) -> Result<(), BodyFailure> {
     let chunked = carry.framing == Framing::Chunked;
     let mut plain = std::mem::take(&mut c.cache.plain);
     let mut coded = std::mem::take(&mut c.cache.coded);
@@ -45,7 +45,6 @@ pub(crate) async fn relay(
     {
         e.reset();
     }
-    let mut sent = 0u64;
     plain.clear();
     let result = loop {
         if !whole {
@@ -69,7 +68,6 @@ pub(crate) async fn relay(
             None => &plain,
         };
         fill::keep(&mut c.cache, data);
-        sent += data.len() as u64;
         if !data.is_empty() {
             if chunked {
                 encode_chunk(&mut c.out, data);
@@ -105,9 +103,7 @@ pub(crate) async fn relay(
     c.cache.plain = plain;
     c.cache.coded = coded;
     c.out.clear();
-    result
-        .map(|()| sent)
-        .map_err(|error| BodyFailure { error, sent: true })
+    result.map_err(|error| BodyFailure { error, sent: true })
 }
 
 /// How the pieces of one body are coded.
