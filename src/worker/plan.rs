@@ -247,6 +247,10 @@ fn from_cache<'c>(
     close: bool,
 ) -> Option<Plan<'c>> {
     let chain = config.chains.get(route).filter(|ch| !ch.is_empty())?;
+    // The response phase, and an answer from the cache, render after the
+    // request bytes are gone.
+    c.host_buf.clear();
+    c.host_buf.extend_from_slice(req.host);
     let compress = chain.compress();
     if let Some(rule) = compress {
         c.cache.touch();
@@ -276,9 +280,6 @@ fn from_cache<'c>(
         return None;
     }
     let zone = cache::zone_of(config, rule.zone)?;
-    // The answer's variables need the host once the head is gone.
-    c.host_buf.clear();
-    c.host_buf.extend_from_slice(req.host);
     c.cache.request_time = cache::now_secs();
     match cache::lookup(&mut c.cache, ctx, zone) {
         Decision::Hit { object, refresh } => {
@@ -334,12 +335,8 @@ fn proxy(
 ) -> Option<Exchange> {
     let group = config.upstreams.get(group_index)?;
     let client_ip = c.record.client_ip;
+    // A route with filters has its host in `host_buf` (`from_cache`).
     let chain = config.chains.get(route).unwrap_or(&NO_FILTERS);
-    if !chain.is_empty() {
-        // The response phase renders after the request bytes are gone.
-        c.host_buf.clear();
-        c.host_buf.extend_from_slice(req.host);
-    }
     // Taken out while the head is written, so the variables can borrow
     // the rest of the connection.
     let mut out = std::mem::take(&mut c.out);
