@@ -199,3 +199,31 @@ fn a_key_that_cannot_be_stored_is_not_queued_behind_one_fetch() {
     );
     assert_eq!(served.load(Ordering::SeqCst), TOGETHER + 2);
 }
+
+/// `$host` in the response's edits is the request's host on a proxied
+/// answer and on one from the cache (both render after the request's
+/// bytes are gone).
+#[test]
+fn response_edits_see_the_host_on_misses_and_hits() {
+    let up = cacheable();
+    let toml = ConfigBuilder::new(up.addr)
+        .route(
+            "cache = { zone = \"main\" }\nresponse_headers = { set = { \"X-Host\" = \"$host\" } }",
+        )
+        .sections("[cache.main]\nmax_size = \"8MiB\"\n")
+        .build();
+    let proxy = Proxy::start(&toml);
+    let req = b"GET /h HTTP/1.1\r\nHost: shop.example:8080\r\n\r\n";
+    let miss = proxy.connect().request(req);
+    assert_eq!(
+        miss.header("cache-status"),
+        Some("ringress; fwd=miss; stored")
+    );
+    assert_eq!(miss.header("x-host"), Some("shop.example"));
+    let hit = proxy.connect().request(req);
+    assert!(
+        hit.header("cache-status")
+            .is_some_and(|s| s.starts_with("ringress; hit"))
+    );
+    assert_eq!(hit.header("x-host"), Some("shop.example"));
+}
