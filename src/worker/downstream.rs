@@ -251,6 +251,7 @@ impl Downstream for Client {
         let chunked_out = matches!(input, BodyIn::Chunked(_));
         // The head went out on its own already: nothing to hold back.
         let mut relay = relay(input, chunked_out, limits, false);
+        relay.watch_dest = true;
         self.out.clear();
         let result = relay
             .run(&mut self.stream, &mut self.inbuf, upstream, &mut self.out)
@@ -317,6 +318,7 @@ fn relay(input: BodyIn, chunked_out: bool, limits: BodyLimits, postpone: bool) -
         write_timeout: limits.write_timeout,
         splice: limits.splice,
         postpone,
+        watch_dest: false,
         moved: 0,
     }
 }
