@@ -9,11 +9,15 @@
 
 use std::time::Duration;
 
+use super::cache::SharedBody;
 use super::client::Client;
 use super::relay::{BodyIn, Relay, RelayError};
 use crate::compress::Encoder;
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::encode::{ConnectionDirective, FieldEdits, write_response_head_with};
+use crate::http::chunked::{LAST_CHUNK, encode_chunk};
+use crate::http::encode::{
+    ConnectionDirective, FieldEdits, StoredHead, write_response_head_with, write_stored_head,
+};
 use crate::http::{Framing, ResponseHead, Version, answer};
 use crate::pipeline::{BodyPlan, Exit, add_request_id};
 use crate::rt::buffer::{flush_vec, write_all, write_from_read_buf};
@@ -115,6 +119,19 @@ pub(crate) trait Downstream {
     async fn answer(&mut self, e: ProxyError, close: bool, timeout: Duration) -> bool;
     /// Sends an answer rendered in full (a fixed response, a redirect).
     async fn send_rendered(&mut self, timeout: Duration) -> bool;
+    /// Renders a stored response's head (an answer from the cache) with
+    /// its edits, to be sent with `send_stored`.
+    fn render_stored<E: FieldEdits>(&mut self, head: &StoredHead<'_>, close: bool, edits: &E);
+    /// Sends the rendered stored head and `body` (None: head only).
+    /// False when the client is gone.
+    async fn send_stored(&mut self, body: Option<&SharedBody>, timeout: Duration) -> bool;
+    /// Queues a piece of a response body (the transform plan's output),
+    /// framed as `carry` says, behind the head or earlier pieces.
+    fn push_body(&mut self, data: &[u8], carry: Carry);
+    /// Queues the body's end (the last chunk, when chunked).
+    fn end_body(&mut self, carry: Carry);
+    /// Sends what is queued: the head, if still held, and body pieces.
+    async fn flush_body(&mut self, timeout: Duration) -> Result<(), RelayError>;
 }
 
 impl Downstream for Client {
@@ -296,6 +313,70 @@ impl Downstream for Client {
             .is_ok();
         self.sent(sent)
     }
+
+    fn render_stored<E: FieldEdits>(&mut self, head: &StoredHead<'_>, close: bool, edits: &E) {
+        let directive = match (close, self.version) {
+            (true, _) => ConnectionDirective::Close,
+            (false, Version::Http10) => ConnectionDirective::KeepAlive,
+            (false, Version::Http11) => ConnectionDirective::Default,
+        };
+        self.out.clear();
+        write_stored_head(&mut self.out, head, directive, edits);
+    }
+
+    async fn send_stored(&mut self, body: Option<&SharedBody>, timeout: Duration) -> bool {
+        let small = body.is_none_or(|b| b.len() <= COPY_BODY);
+        if small {
+            if let Some(body) = body {
+                self.out.extend_from_slice(body.as_slice());
+            }
+            self.record.bytes_out += self.out.len() as u64;
+            let sent = flush_vec(&mut self.stream, &mut self.out, timeout)
+                .await
+                .is_ok();
+            return self.sent(sent);
+        }
+        let Some(body) = body else {
+            return false;
+        };
+        self.record.bytes_out += (self.out.len() + body.len()) as u64;
+        let head = flush_vec(&mut self.stream, &mut self.out, timeout)
+            .await
+            .is_ok();
+        // The shared body is written from where it is stored: no copy.
+        let sent = head
+            && write_all(&mut self.stream, body.clone(), timeout)
+                .await
+                .is_ok();
+        self.sent(sent)
+    }
+
+    fn push_body(&mut self, data: &[u8], carry: Carry) {
+        if data.is_empty() {
+            return;
+        }
+        if carry.framing == Framing::Chunked {
+            encode_chunk(&mut self.out, data);
+        } else {
+            self.out.extend_from_slice(data);
+        }
+    }
+
+    fn end_body(&mut self, carry: Carry) {
+        if carry.framing == Framing::Chunked {
+            self.out.extend_from_slice(LAST_CHUNK);
+        }
+    }
+
+    async fn flush_body(&mut self, timeout: Duration) -> Result<(), RelayError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.record.bytes_out += self.out.len() as u64;
+        flush_vec(&mut self.stream, &mut self.out, timeout)
+            .await
+            .map_err(|_| RelayError::Dest)
+    }
 }
 
 impl Client {
@@ -307,6 +388,9 @@ impl Client {
         sent
     }
 }
+
+/// Stored bodies up to this size go in the same write as the head.
+const COPY_BODY: usize = 16 * 1024;
 
 /// A body relay with these limits, counting from zero.
 fn relay(input: BodyIn, chunked_out: bool, limits: BodyLimits, postpone: bool) -> Relay {

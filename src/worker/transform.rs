@@ -7,12 +7,9 @@
 
 use super::cache::fill;
 use super::client::Client;
-use super::downstream::{BodyFailure, BodyLimits, Carry};
+use super::downstream::{BodyFailure, BodyLimits, Carry, Downstream};
 use super::relay::{BodyIn, RelayError};
 use crate::compress::{Encoder, WHOLE_MAX};
-use crate::http::Framing;
-use crate::http::chunked::{LAST_CHUNK, encode_chunk};
-use crate::rt::buffer::flush_vec;
 use crate::rt::conn::Conn;
 
 /// Room asked for on each read.
@@ -28,7 +25,6 @@ pub(crate) async fn relay(
     mut encoder: Option<&mut Encoder>,
     limits: BodyLimits,
 ) -> Result<(), BodyFailure> {
-    let chunked = carry.framing == Framing::Chunked;
     let mut plain = std::mem::take(&mut c.cache.plain);
     let mut coded = std::mem::take(&mut c.cache.coded);
     // A length-framed body is coming whole: the coder's blocks are cut
@@ -68,17 +64,9 @@ pub(crate) async fn relay(
             None => &plain,
         };
         fill::keep(&mut c.cache, data);
-        if !data.is_empty() {
-            if chunked {
-                encode_chunk(&mut c.out, data);
-            } else {
-                c.out.extend_from_slice(data);
-            }
-        }
+        c.push_body(data, carry);
         if done {
-            if chunked {
-                c.out.extend_from_slice(LAST_CHUNK);
-            }
+            c.end_body(carry);
             fill::finish_body(&mut c.cache);
             break flush(c, limits).await;
         }
@@ -102,7 +90,7 @@ pub(crate) async fn relay(
     };
     c.cache.plain = plain;
     c.cache.coded = coded;
-    c.out.clear();
+    c.discard_head();
     result.map_err(|error| BodyFailure { error, sent: true })
 }
 
@@ -145,13 +133,7 @@ fn encode(
 async fn flush(c: &mut Client, limits: BodyLimits) -> Result<(), RelayError> {
     // A background refresh: the client has its answer already.
     if c.cache.background {
-        c.out.clear();
+        c.discard_head();
     }
-    if c.out.is_empty() {
-        return Ok(());
-    }
-    c.record.bytes_out += c.out.len() as u64;
-    flush_vec(&mut c.stream, &mut c.out, limits.write_timeout)
-        .await
-        .map_err(|_| RelayError::Dest)
+    c.flush_body(limits.write_timeout).await
 }
