@@ -12,15 +12,17 @@ use std::time::Duration;
 use super::cache::SharedBody;
 use super::client::Client;
 use super::relay::{BodyIn, Relay, RelayError};
-use crate::compress::Encoder;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::config::Config;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::chunked::{LAST_CHUNK, encode_chunk};
 use crate::http::encode::{
     ConnectionDirective, FieldEdits, StoredHead, write_response_head_with, write_stored_head,
 };
 use crate::http::{Framing, ResponseHead, Version, answer};
-use crate::pipeline::{BodyPlan, Exit, add_request_id};
-use crate::rt::buffer::{flush_vec, write_all, write_from_read_buf};
+use crate::pipeline::{Exit, Record, Vars, add_request_id};
+use crate::rt::buffer::{ReadBuf, flush_vec, write_all, write_from_read_buf};
 use crate::rt::conn::Conn;
 
 /// Which head of a response.
@@ -79,6 +81,24 @@ pub(crate) struct BodyFailure {
 
 /// The client side of a request.
 pub(crate) trait Downstream {
+    /// What happened to the request.
+    fn record(&mut self) -> &mut Record;
+    /// The request's values for the variables of its route's filters.
+    fn vars<'a>(
+        &'a self,
+        config: &'a Config,
+        route: usize,
+        client_ip: IpAddr,
+        host: &'a [u8],
+    ) -> Vars<'a>;
+    /// The listener's position in the current snapshot.
+    fn listener(&self) -> usize;
+    /// The client's address, and the one it connected to (from a PROXY
+    /// header, else asked of the socket when `local` is wanted).
+    fn addrs(&self, local: bool) -> (SocketAddr, Option<SocketAddr>);
+    /// Appends a request body of `len` bytes to `to` when all of it has
+    /// arrived with the head; false (nothing taken) otherwise.
+    fn take_whole_body(&mut self, len: u64, to: &mut Vec<u8>) -> bool;
     /// Renders a response head with the route's edits, to be sent with
     /// `send_head` or ahead of the body; says how a final one travels.
     fn render_head<E: FieldEdits>(&mut self, head: &Head<'_, '_, '_>, edits: &E) -> Carry;
@@ -92,17 +112,18 @@ pub(crate) trait Downstream {
     async fn switch_over(
         &mut self,
         upstream: &mut Conn,
+        upbuf: &mut ReadBuf,
         limits: BodyLimits,
     ) -> Result<(), ProxyError>;
-    /// Sends the rendered final head and the body read from `upstream`.
+    /// Sends the rendered final head and the body read from `upstream`
+    /// (bytes already read in `upbuf` first) as it comes: the identity
+    /// plan, which alone may splice or hold a small head back.
     async fn relay_response(
         &mut self,
-        upstream: &mut Conn,
+        upstream: (&mut Conn, &mut ReadBuf),
         input: BodyIn,
         carry: Carry,
-        plan: BodyPlan,
         limits: BodyLimits,
-        encoder: Option<&mut Encoder>,
     ) -> Result<(), BodyFailure>;
     /// `100 Continue` before the request body is read, if the client
     /// still waits for it.
@@ -135,6 +156,42 @@ pub(crate) trait Downstream {
 }
 
 impl Downstream for Client {
+    fn record(&mut self) -> &mut Record {
+        &mut self.record
+    }
+
+    fn vars<'a>(
+        &'a self,
+        config: &'a Config,
+        route: usize,
+        client_ip: IpAddr,
+        host: &'a [u8],
+    ) -> Vars<'a> {
+        super::plan::vars(self, config, route, client_ip, host)
+    }
+
+    fn listener(&self) -> usize {
+        self.listener
+    }
+
+    fn addrs(&self, local: bool) -> (SocketAddr, Option<SocketAddr>) {
+        let local = match self.local {
+            None if local => self.local_addr(),
+            given => given,
+        };
+        (self.peer, local)
+    }
+
+    fn take_whole_body(&mut self, len: u64, to: &mut Vec<u8>) -> bool {
+        if (self.inbuf.len() as u64) < len {
+            return false;
+        }
+        to.extend_from_slice(&self.inbuf.bytes()[..len as usize]);
+        self.inbuf.consume(len as usize);
+        self.record.bytes_in += len;
+        true
+    }
+
     fn render_head<E: FieldEdits>(&mut self, head: &Head<'_, '_, '_>, edits: &E) -> Carry {
         let client_11 = self.version == Version::Http11;
         let resp = head.resp;
@@ -198,12 +255,13 @@ impl Downstream for Client {
     async fn switch_over(
         &mut self,
         upstream: &mut Conn,
+        upbuf: &mut ReadBuf,
         limits: BodyLimits,
     ) -> Result<(), ProxyError> {
         let gone = |_| ProxyError::downstream(ErrorKind::ClientGone);
-        if !self.upbuf.is_empty() {
-            let n = self.upbuf.len();
-            write_from_read_buf(&mut self.stream, &mut self.upbuf, n, limits.write_timeout)
+        if !upbuf.is_empty() {
+            let n = upbuf.len();
+            write_from_read_buf(&mut self.stream, upbuf, n, limits.write_timeout)
                 .await
                 .map_err(gone)?;
         }
@@ -218,25 +276,16 @@ impl Downstream for Client {
 
     async fn relay_response(
         &mut self,
-        upstream: &mut Conn,
+        (upstream, upbuf): (&mut Conn, &mut ReadBuf),
         input: BodyIn,
         carry: Carry,
-        plan: BodyPlan,
         limits: BodyLimits,
-        encoder: Option<&mut Encoder>,
     ) -> Result<(), BodyFailure> {
-        if plan == BodyPlan::Transform {
-            return super::transform::relay(self, upstream, input, carry, encoder, limits).await;
-        }
         let head = self.out.len() as u64;
-        // Only the identity plan passes bytes through untouched, so only
-        // it may splice or hold a small head back.
-        let identity = plan == BodyPlan::Identity;
         let chunked_out = carry.framing == Framing::Chunked;
-        let mut relay = relay(input, chunked_out, limits, identity);
-        relay.splice &= identity;
+        let mut relay = relay(input, chunked_out, limits, true);
         let relayed = relay
-            .run(upstream, &mut self.upbuf, &mut self.stream, &mut self.out)
+            .run(upstream, upbuf, &mut self.stream, &mut self.out)
             .await;
         // A head held back (see `Relay::postpone`) is still in `out`
         // when the upstream failed: nothing reached the client.

@@ -6,27 +6,26 @@
 //! and memory stays bounded by one read.
 
 use super::cache::fill;
-use super::client::Client;
 use super::downstream::{BodyFailure, BodyLimits, Carry, Downstream};
 use super::relay::{BodyIn, RelayError};
+use super::reqstate::ReqState;
 use crate::compress::{Encoder, WHOLE_MAX};
 use crate::rt::conn::Conn;
 
 /// Room asked for on each read.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Relays the body with the head already in `c.out`. `encoder`: compress
+/// Relays the body behind the head the client side has rendered. `encoder`: compress
 /// with it (it is reset before use).
-pub(crate) async fn relay(
-    c: &mut Client,
+pub(crate) async fn relay<D: Downstream>(
+    c: &mut D,
+    req: &mut ReqState,
     upstream: &mut Conn,
-    mut input: BodyIn,
-    carry: Carry,
-    mut encoder: Option<&mut Encoder>,
+    (mut input, carry, mut encoder): (BodyIn, Carry, Option<&mut Encoder>),
     limits: BodyLimits,
 ) -> Result<(), BodyFailure> {
-    let mut plain = std::mem::take(&mut c.cache.plain);
-    let mut coded = std::mem::take(&mut c.cache.coded);
+    let mut plain = std::mem::take(&mut req.cache.plain);
+    let mut coded = std::mem::take(&mut req.cache.coded);
     // A length-framed body is coming whole: the coder's blocks are cut
     // where it chooses (a sync flush per read cut a 20 KB page into three
     // blocks: bigger output and three block set-ups). A chunked or
@@ -47,7 +46,7 @@ pub(crate) async fn relay(
             plain.clear();
         }
         coded.clear();
-        let done = match input.take_buffered(&mut c.upbuf, |d| plain.extend_from_slice(d)) {
+        let done = match input.take_buffered(&mut req.upbuf, |d| plain.extend_from_slice(d)) {
             Ok(done) => done,
             Err(e) => break Err(e),
         };
@@ -63,18 +62,18 @@ pub(crate) async fn relay(
             },
             None => &plain,
         };
-        fill::keep(&mut c.cache, data);
+        fill::keep(&mut req.cache, data);
         c.push_body(data, carry);
         if done {
             c.end_body(carry);
-            fill::finish_body(&mut c.cache);
-            break flush(c, limits).await;
+            fill::finish_body(&mut req.cache);
+            break flush(c, req, limits).await;
         }
         // The head waits for a gathered body, to go out with it.
-        if !whole && let Err(e) = flush(c, limits).await {
+        if !whole && let Err(e) = flush(c, req, limits).await {
             break Err(e);
         }
-        let read = c
+        let read = req
             .upbuf
             .fill(upstream, READ_CHUNK, limits.read_timeout)
             .await;
@@ -88,8 +87,8 @@ pub(crate) async fn relay(
             Err(_) => break Err(RelayError::Source),
         }
     };
-    c.cache.plain = plain;
-    c.cache.coded = coded;
+    req.cache.plain = plain;
+    req.cache.coded = coded;
     c.discard_head();
     result.map_err(|error| BodyFailure { error, sent: true })
 }
@@ -130,9 +129,13 @@ fn encode(
     r.map_err(|_| RelayError::Invalid)
 }
 
-async fn flush(c: &mut Client, limits: BodyLimits) -> Result<(), RelayError> {
+async fn flush<D: Downstream>(
+    c: &mut D,
+    req: &ReqState,
+    limits: BodyLimits,
+) -> Result<(), RelayError> {
     // A background refresh: the client has its answer already.
-    if c.cache.background {
+    if req.cache.background {
         c.discard_head();
     }
     c.flush_body(limits.write_timeout).await

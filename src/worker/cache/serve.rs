@@ -4,10 +4,9 @@
 
 use std::rc::Rc;
 
-use super::super::client::Client;
 use super::super::downstream::Downstream;
-use super::super::plan::vars;
-use super::{LocalObject, now_secs};
+use super::super::reqstate::ReqState;
+use super::{CacheReq, LocalObject, now_secs};
 use crate::cache::policy::{self, CacheStatus};
 use crate::config::Config;
 use crate::error::ProxyError;
@@ -19,18 +18,20 @@ use crate::pipeline::{Exit, NO_FILTERS, Prerendered};
 pub(crate) const CACHE_NAME: &str = "ringress";
 
 /// Sends `object` as the answer. False when the client is gone.
-pub(crate) async fn serve(
-    c: &mut Client,
+pub(crate) async fn serve<D: Downstream>(
+    c: &mut D,
+    req: &mut ReqState,
     config: &Config,
     object: &Rc<LocalObject>,
     status: CacheStatus,
     close: bool,
 ) -> bool {
-    let not_modified = client_has_it(c, object);
-    render(c, config, object, &status, close, not_modified);
-    let head_only = not_modified || c.cache.is_head || !status_has_body(object.object.status);
-    c.record.exit = Exit::Cached;
-    c.record.status = if not_modified {
+    let not_modified = client_has_it(&req.cache, object);
+    render(c, req, config, object, (&status, close, not_modified));
+    let head_only = not_modified || req.cache.is_head || !status_has_body(object.object.status);
+    let record = c.record();
+    record.exit = Exit::Cached;
+    record.status = if not_modified {
         304
     } else {
         object.object.status
@@ -41,62 +42,63 @@ pub(crate) async fn serve(
 
 /// Answers a failed upstream exchange with the stale object kept for it,
 /// when its `stale-if-error` allows. None when it does not apply.
-pub(crate) async fn serve_stale_on_error(
-    c: &mut Client,
+pub(crate) async fn serve_stale_on_error<D: Downstream>(
+    c: &mut D,
+    req: &mut ReqState,
     config: &Config,
     error: &ProxyError,
     close: bool,
 ) -> Option<bool> {
-    if error.side == crate::error::Side::Downstream || !stale_usable(c) {
+    if error.side == crate::error::Side::Downstream || !stale_usable(&req.cache) {
         return None;
     }
-    let stale = c.cache.stale.clone()?;
-    c.record.fail(*error);
-    c.record.cache = crate::pipeline::CacheResult::Stale;
+    let stale = req.cache.stale.clone()?;
+    c.record().fail(*error);
+    c.record().cache = crate::pipeline::CacheResult::Stale;
     let ttl = stale.object.ttl(now_secs());
     let status = CacheStatus::StaleIfError { ttl };
-    Some(serve(c, config, &stale, status, close).await)
+    Some(serve(c, req, config, &stale, status, close).await)
 }
 
 /// Whether the object kept for this request may stand in for a failed
 /// upstream (its stale-if-error window, the request's directives).
-pub(crate) fn stale_usable(c: &Client) -> bool {
-    c.cache.stale.as_ref().is_some_and(|s| {
+pub(crate) fn stale_usable(c: &CacheReq) -> bool {
+    c.stale.as_ref().is_some_and(|s| {
         let age = s.object.age(now_secs());
-        s.object.is_alive() && policy::usable_on_error(age, &s.object.life, &c.cache.control)
+        s.object.is_alive() && policy::usable_on_error(age, &s.object.life, &c.control)
     })
 }
 
 /// Whether the client's conditional request is satisfied by `object`.
-fn client_has_it(c: &Client, object: &LocalObject) -> bool {
+fn client_has_it(c: &CacheReq, object: &LocalObject) -> bool {
     let o = &object.object;
     if o.status != 200 {
         return false;
     }
-    let inm = c.cache.noted(c.cache.if_none_match);
-    let ims = c.cache.noted(c.cache.if_modified_since);
+    let inm = c.noted(c.if_none_match);
+    let ims = c.noted(c.if_modified_since);
     (inm.is_some() || ims.is_some())
         && policy::not_modified(inm, ims, o.etag.as_deref(), o.last_modified)
 }
 
 /// Has the client side render the stored head with the route's edits,
 /// `Age` and `Cache-Status`.
-fn render(
-    c: &mut Client,
+fn render<D: Downstream>(
+    c: &mut D,
+    req: &mut ReqState,
     config: &Config,
     object: &LocalObject,
-    status: &CacheStatus,
-    close: bool,
-    not_modified: bool,
+    (status, close, not_modified): (&CacheStatus, bool, bool),
 ) {
     let o = &object.object;
-    let route = c.record.route.unwrap_or(usize::MAX);
+    let route = c.record().route.unwrap_or(usize::MAX);
     let chain = config.chains.get(route).unwrap_or(&NO_FILTERS);
-    let mut lines = std::mem::take(&mut c.rewrite_buf);
+    let mut lines = std::mem::take(&mut req.rewrite_buf);
     lines.clear();
     let edits_heads = chain.edits_heads();
     if edits_heads {
-        let values = vars(c, config, route, c.record.client_ip, &c.host_buf);
+        let client_ip = c.record().client_ip;
+        let values = c.vars(config, route, client_ip, &req.host_buf);
         chain.response(&values).0.append(&mut lines);
     }
     let head = StoredHead {
@@ -110,7 +112,7 @@ fn render(
         length: (!not_modified && status_has_body(o.status)).then_some(o.body.len() as u64),
         filtered: edits_heads || not_modified,
     };
-    let text = std::mem::take(&mut c.record.text);
+    let text = std::mem::take(&mut c.record().text);
     let edits = StoredEdits {
         route: edits_heads.then(|| chain.response_with(&lines)),
         not_modified,
@@ -119,8 +121,8 @@ fn render(
         request_id: (text.return_id && !text.request_id().is_empty()).then(|| text.request_id()),
     };
     c.render_stored(&head, close, &edits);
-    c.record.text = text;
-    c.rewrite_buf = lines;
+    c.record().text = text;
+    req.rewrite_buf = lines;
 }
 
 /// The edits of an answer from the cache: the route's response edits,
