@@ -10,7 +10,6 @@
 //! worker's own Maglev table on its next tick.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::group::{Balance, UpstreamGroup};
@@ -161,7 +160,8 @@ impl GroupState {
         {
             return false;
         }
-        server.max_conns == 0 || server.health.active.load(Ordering::Relaxed) < server.max_conns
+        // A first look: `pick` takes the place with a compare-and-swap.
+        server.max_conns == 0 || server.health.active() < server.max_conns
     }
 
     /// Whether some server other than those in `tried` is available.
@@ -190,27 +190,37 @@ impl GroupState {
             now,
         };
         let regional = if group.regional { regions } else { &[] };
+        // Another worker may take a capped server's last place between
+        // the look and the take: that server is then full, so the next
+        // round passes it over. Bounded: each lost race means a place
+        // went to someone else.
+        for _ in 0..=group.servers.len() {
+            let picked = self.pick_once(&ask, regional, rng)?;
+            if group.servers[picked].take_place() {
+                let state = &mut self.servers[picked];
+                state.in_flight += 1;
+                if state.ejected_until.is_some() {
+                    state.probing = true;
+                }
+                return Some(picked);
+            }
+        }
+        None
+    }
+
+    /// One choice among the available servers, nothing counted yet.
+    fn pick_once(&mut self, ask: &Ask<'_>, regional: &[u16], rng: &mut Rng) -> Option<usize> {
         // Primary servers, then backups: in each preferred region, then
         // anywhere. (Spelled out: as one flat_map chain it was not
         // inlined and cost about 270 instructions per request.)
-        let picked = regional
+        regional
             .iter()
             .find_map(|&r| {
-                self.pick_among(&ask, false, Some(r), rng)
-                    .or_else(|| self.pick_among(&ask, true, Some(r), rng))
+                self.pick_among(ask, false, Some(r), rng)
+                    .or_else(|| self.pick_among(ask, true, Some(r), rng))
             })
-            .or_else(|| self.pick_among(&ask, false, None, rng))
-            .or_else(|| self.pick_among(&ask, true, None, rng))?;
-        let server = &group.servers[picked];
-        let state = &mut self.servers[picked];
-        state.in_flight += 1;
-        if state.ejected_until.is_some() {
-            state.probing = true;
-        }
-        if server.max_conns > 0 {
-            server.health.active.fetch_add(1, Ordering::Relaxed);
-        }
-        Some(picked)
+            .or_else(|| self.pick_among(ask, false, None, rng))
+            .or_else(|| self.pick_among(ask, true, None, rng))
     }
 
     /// Picks among the primary (or the `backup`) servers, in `region` if
@@ -360,14 +370,28 @@ impl GroupState {
     /// Ends a request on server `i`: no longer in flight, and what its
     /// outcome says about the server (passive health).
     pub fn finish(&mut self, group: &UpstreamGroup, i: usize, outcome: Outcome, now: Instant) {
-        let ejected = self.servers.iter().filter(|s| s.is_ejected(now)).count();
+        self.settle(group, i, outcome, now);
+        self.release(group, i);
+    }
+
+    /// Takes server `i` off the request's count: no longer in flight, its
+    /// `max_conns` place given back. For a tunnel, once it closes (its
+    /// outcome was settled when it opened).
+    pub fn release(&mut self, group: &UpstreamGroup, i: usize) {
         let (Some(server), Some(state)) = (group.servers.get(i), self.servers.get_mut(i)) else {
             return;
         };
         state.in_flight = state.in_flight.saturating_sub(1);
-        if server.max_conns > 0 {
-            server.health.active.fetch_sub(1, Ordering::Relaxed);
-        }
+        server.release_place();
+    }
+
+    /// What a request's outcome on server `i` says about the server
+    /// (passive health); the request stays counted until `release`.
+    pub fn settle(&mut self, group: &UpstreamGroup, i: usize, outcome: Outcome, now: Instant) {
+        let ejected = self.servers.iter().filter(|s| s.is_ejected(now)).count();
+        let (Some(server), Some(state)) = (group.servers.get(i), self.servers.get_mut(i)) else {
+            return;
+        };
         let was_probe = std::mem::take(&mut state.probing);
         match outcome {
             Outcome::Neutral => {}

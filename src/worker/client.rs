@@ -234,7 +234,9 @@ async fn run(mut c: Client, ctx: Rc<WorkerCtx>, mut first: bool) {
                     version,
                     ..
                 } = c;
+                let held = tunnel::Held::new(&ctx, &config, &record);
                 let (sent, received) = tunnel::run(stream, upstream, idle).await;
+                drop(held);
                 record.bytes_in += sent;
                 record.bytes_out += received;
                 let facts = conn_facts(version, tls.as_deref());

@@ -247,7 +247,12 @@ async fn attempt(
     };
     let generation = leg.config.generation;
     let ctx = leg.ctx;
-    ctx.finish_server_at(generation, leg.config, leg.ex.group, server, outcome, now);
+    // A tunnel keeps its place on the server until it closes (`tunnel::Held`).
+    if matches!(done, Done::Switched) {
+        ctx.hold_server_at(generation, leg.config, leg.ex.group, server, outcome, now);
+    } else {
+        ctx.finish_server_at(generation, leg.config, leg.ex.group, server, outcome, now);
+    }
     ctx.requests.metrics.borrow_mut().attempt(
         leg.config,
         (leg.ex.group, server),

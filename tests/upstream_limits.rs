@@ -1,0 +1,208 @@
+//! An upstream server's `max_conns` holds exactly over all workers, and an
+//! open WebSocket tunnel keeps its place under it (and in `/upstreams`'
+//! in-flight count) until it closes.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Client, ConfigBuilder, Proxy, TIMEOUT, Upstream, get, wait_until};
+
+/// Connections the slow upstream has open now, and the most it ever had.
+#[derive(Default)]
+struct Open {
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+/// Answers each request on its own connection (`Connection: close`, so
+/// the proxy pools nothing and every open connection carries a request),
+/// after holding it for `hold`. The count goes down before the answer is
+/// written, so it never lags behind the proxy's.
+fn slow_upstream(hold: Duration) -> (Upstream, Arc<Open>) {
+    let open = Arc::new(Open::default());
+    let seen = open.clone();
+    let up = Upstream::start(move |r, w, up| {
+        let now = seen.now.fetch_add(1, Ordering::SeqCst) + 1;
+        seen.most.fetch_max(now, Ordering::SeqCst);
+        let got = up.record(r).is_some();
+        if got {
+            thread::sleep(hold);
+        }
+        seen.now.fetch_sub(1, Ordering::SeqCst);
+        if got {
+            let _ = w.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow",
+            );
+        }
+    });
+    (up, open)
+}
+
+fn one_server(up: SocketAddr, max_conns: u32) -> String {
+    ConfigBuilder::new(up)
+        .group(&format!(
+            r#"servers = [{{ addr = "{up}", max_conns = {max_conns} }}]"#
+        ))
+        .build()
+}
+
+#[test]
+fn max_conns_is_exact_over_two_workers() {
+    let (up, open) = slow_upstream(Duration::from_millis(40));
+    let proxy = Proxy::start(&one_server(up.addr, 3));
+    let addr = proxy.addr;
+    const CLIENTS: usize = 20;
+    const EACH: usize = 8;
+    let start = Arc::new(Barrier::new(CLIENTS));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let start = start.clone();
+            thread::spawn(move || {
+                start.wait();
+                let mut statuses = Vec::new();
+                for k in 0..EACH {
+                    // A new connection each time: SO_REUSEPORT spreads
+                    // them over both workers.
+                    let mut c = Client::connect(addr);
+                    let r = c.request(&get(&format!("/{i}/{k}")));
+                    statuses.push((r.status, r.body_str()));
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut refused = 0;
+    for client in clients {
+        for (status, body) in client.join().expect("client thread") {
+            match status {
+                200 => {
+                    assert_eq!(body, "slow");
+                    ok += 1;
+                }
+                // The documented answer when every server is at its cap.
+                503 => refused += 1,
+                other => panic!("unexpected status {other}"),
+            }
+        }
+    }
+    let most = open.most.load(Ordering::SeqCst);
+    assert!(most <= 3, "the upstream saw {most} connections at once");
+    assert_eq!(most, 3, "the cap was reached (the test needs it to be)");
+    assert_eq!(ok + refused, CLIENTS * EACH);
+    assert_eq!(ok, up.requests().len(), "every 200 came from the upstream");
+    assert!(ok >= 3 && refused > 0, "{ok} served, {refused} refused");
+}
+
+/// Answers an Upgrade request with 101 and echoes bytes until EOF; other
+/// requests get 200 `plain`.
+fn websocket_upstream() -> Upstream {
+    Upstream::start(|r, w, up| {
+        while let Some(req) = up.record(r) {
+            if req.header("upgrade").is_some() {
+                let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+                if w.write_all(head).is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                while let Ok(n @ 1..) = r.read(&mut buf) {
+                    if w.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+            if w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain")
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+}
+
+const WS_REQUEST: &[u8] =
+    b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// Opens a tunnel through the proxy and checks it echoes.
+fn open_tunnel(addr: SocketAddr) -> Client {
+    let mut c = Client::connect(addr);
+    c.send(WS_REQUEST);
+    let r = c.read_response_to(true).expect("an answer to the upgrade");
+    assert_eq!(r.status, 101, "{}", r.raw_head);
+    c.send(b"ping");
+    let mut echo = [0u8; 4];
+    c.reader.read_exact(&mut echo).expect("echo");
+    assert_eq!(&echo, b"ping");
+    c
+}
+
+/// `/upstreams` as the admin listener shows it.
+fn upstreams(admin: SocketAddr) -> String {
+    let mut s = TcpStream::connect(admin).expect("connect to admin");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"GET /upstreams HTTP/1.1\r\nHost: admin\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("an admin answer");
+    raw
+}
+
+#[test]
+fn open_tunnels_hold_their_places_until_they_close() {
+    let up = websocket_upstream();
+    let config = one_server(up.addr, 2);
+    let proxy = Proxy::start(&config);
+    let file = std::env::temp_dir().join(format!(
+        "ringress-upstream-limits-{}-{}.toml",
+        std::process::id(),
+        proxy.addr.port()
+    ));
+    std::fs::write(&file, &config).unwrap();
+    let admin = proxy
+        .handle()
+        .start_admin("127.0.0.1:0".parse().unwrap(), file)
+        .expect("admin binds");
+
+    let first = open_tunnel(proxy.addr);
+    let mut second = open_tunnel(proxy.addr);
+    // Both tunnels are past their 101: the server is full.
+    let r = Client::connect(proxy.addr).request(&get("/third"));
+    assert_eq!(r.status, 503, "{}", r.raw_head);
+    assert_eq!(
+        up.requests().len(),
+        2,
+        "the third request reached the server"
+    );
+    wait_until("both tunnels in flight in /upstreams", TIMEOUT, || {
+        upstreams(admin).contains(r#""in_flight":2"#)
+    });
+
+    // The tunnels still work while counted.
+    second.send(b"pong");
+    let mut echo = [0u8; 4];
+    second.reader.read_exact(&mut echo).expect("echo");
+    assert_eq!(&echo, b"pong");
+
+    // Closing one frees its place.
+    drop(first);
+    let freed = Instant::now();
+    wait_until("a place freed by the closed tunnel", TIMEOUT, || {
+        Client::connect(proxy.addr).request(&get("/again")).status == 200
+    });
+    assert!(freed.elapsed() < Duration::from_secs(2));
+    wait_until("one tunnel in flight in /upstreams", TIMEOUT, || {
+        upstreams(admin).contains(r#""in_flight":1"#)
+    });
+    drop(second);
+    wait_until("no tunnel in flight in /upstreams", TIMEOUT, || {
+        upstreams(admin).contains(r#""in_flight":0"#)
+    });
+}
