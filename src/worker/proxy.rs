@@ -239,7 +239,8 @@ async fn attempt(
     let now = Instant::now();
     let elapsed = now.saturating_duration_since(started);
     c.record.upstream_time = Some(elapsed);
-    c.record.exit = Exit::Proxied;
+    // A body cut off by the upstream was recorded as its failure.
+    c.record.exit = c.record.cause.map_or(Exit::Proxied, |e| Exit::of_error(&e));
     let failed = c.record.status >= 500 && group.outlier.as_ref().is_some_and(|o| o.on_5xx);
     let outcome = match done {
         Done::Response { .. } if failed => Outcome::Failure,
