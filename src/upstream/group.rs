@@ -134,6 +134,8 @@ pub struct UpstreamGroup {
     pub specs: Vec<ServerSpec>,
     /// Re-resolve server names this often (DNS-based discovery).
     pub resolve_interval: Option<Duration>,
+    /// Longest one re-resolution may take; past it the known addresses stay.
+    pub resolve_timeout: Duration,
     /// Host field sent upstream instead of the client's.
     pub host_header: Option<Vec<u8>>,
     pub connect_timeout: Duration,
