@@ -578,6 +578,56 @@ mod tests {
         }
     }
 
+    /// Like workers, each thread balances on its own state; the servers'
+    /// shared health (and `max_conns` count) is the only thing they share.
+    #[test]
+    fn workers_racing_for_the_last_place_never_overshoot_max_conns() {
+        let config = Config::from_toml_str(
+            r#"
+            [[listeners]]
+            name = "main"
+            bind = "127.0.0.1:0"
+            [[routes]]
+            path_prefix = "/"
+            upstream = "web"
+            [upstreams.web]
+            servers = [{ addr = "127.0.0.1:81", max_conns = 3 }]
+            "#,
+        )
+        .unwrap();
+        let group = Arc::new(config.upstreams[0].clone());
+        let most = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let start = Arc::new(std::sync::Barrier::new(4));
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let (group, most, start) = (group.clone(), most.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let mut state = GroupState::new(&group);
+                    let mut rng = Rng::new(w);
+                    let health = &group.servers[0].health;
+                    start.wait();
+                    for _ in 0..50_000 {
+                        // Two requests at once per worker: more want in
+                        // than there are places.
+                        let now = Instant::now();
+                        let held =
+                            [(); 2].map(|_| state.pick(&group, None, &[], &[], &mut rng, now));
+                        most.fetch_max(health.active(), std::sync::atomic::Ordering::Relaxed);
+                        for i in held.into_iter().flatten() {
+                            state.finish(&group, i, Outcome::Neutral, now);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        let most = most.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(most <= 3, "{most} places taken of 3");
+        assert_eq!(group.servers[0].health.active(), 0);
+    }
+
     #[test]
     fn weight_overrides_shift_the_split() {
         for balance in [
