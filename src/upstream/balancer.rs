@@ -4,7 +4,9 @@
 //! random; all skip servers that are down, ejected, at `max_conns` or
 //! already tried for the request, and use backup servers only when no
 //! primary is available. Counts (in flight, latency, failures) are the
-//! worker's own: no cross-core traffic per request. What the admin API
+//! worker's own: no cross-core traffic per request, except on a server
+//! with `max_conns`, whose cap is exact over all workers only because
+//! they share one count (see `ServerHealth::try_acquire`). What the admin API
 //! set (drain, maintenance, a weight) is read from the server's shared
 //! health at each pick; a weight change on a hashed group rebuilds the
 //! worker's own Maglev table on its next tick.
