@@ -109,9 +109,10 @@ fn max_conns_is_exact_over_two_workers() {
 }
 
 /// Answers an Upgrade request with 101 and echoes bytes until EOF; other
-/// requests get 200 `plain`.
-fn websocket_upstream() -> Upstream {
-    Upstream::start(|r, w, up| {
+/// requests get 200 with `tag` (5 bytes) as the body.
+fn websocket_upstream(tag: &'static str) -> Upstream {
+    assert_eq!(tag.len(), 5);
+    Upstream::start(move |r, w, up| {
         while let Some(req) = up.record(r) {
             if req.header("upgrade").is_some() {
                 let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
@@ -126,9 +127,8 @@ fn websocket_upstream() -> Upstream {
                 }
                 return;
             }
-            if w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain")
-                .is_err()
-            {
+            let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{tag}");
+            if w.write_all(answer.as_bytes()).is_err() {
                 return;
             }
         }
@@ -165,7 +165,7 @@ fn upstreams(admin: SocketAddr) -> String {
 
 #[test]
 fn open_tunnels_hold_their_places_until_they_close() {
-    let up = websocket_upstream();
+    let up = websocket_upstream("plain");
     let config = one_server(up.addr, 2);
     let proxy = Proxy::start(&config);
     let file = std::env::temp_dir().join(format!(
@@ -213,4 +213,31 @@ fn open_tunnels_hold_their_places_until_they_close() {
     wait_until("no tunnel in flight in /upstreams", TIMEOUT, || {
         upstreams(admin).contains(r#""in_flight":0"#)
     });
+}
+
+#[test]
+fn with_its_places_held_by_tunnels_a_server_passes_requests_on() {
+    let capped = websocket_upstream("capd!");
+    let other = websocket_upstream("other");
+    // Weight 100: round-robin sends the first requests of each worker to
+    // the capped server.
+    let config = ConfigBuilder::new(capped.addr)
+        .group(&format!(
+            r#"servers = [{{ addr = "{}", max_conns = 2, weight = 100 }}, "{}"]"#,
+            capped.addr, other.addr
+        ))
+        .build();
+    let proxy = Proxy::start(&config);
+    let _first = open_tunnel(proxy.addr);
+    let _second = open_tunnel(proxy.addr);
+    assert_eq!(
+        capped.requests().len(),
+        2,
+        "both tunnels on the capped server"
+    );
+    for i in 0..4 {
+        let r = Client::connect(proxy.addr).request(&get(&format!("/{i}")));
+        assert_eq!((r.status, r.body_str().as_str()), (200, "other"));
+    }
+    assert_eq!(capped.requests().len(), 2);
 }
