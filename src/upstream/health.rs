@@ -1,7 +1,7 @@
 //! A server's shared health: whether active checks say it is up, (for
-//! `max_conns`) how many requests all workers have on it, what the admin
-//! API set for it (drain, maintenance, a weight), and what each worker
-//! last published about it for `/upstreams`. Atomics in the config
+//! `max_conns`) how many requests and open tunnels all workers have on
+//! it, what the admin API set for it (drain, maintenance, a weight), and
+//! what each worker last published about it for `/upstreams`. Atomics in the config
 //! snapshot, carried across reloads for the same server, so the health
 //! thread and the admin write them and workers read them without locks.
 
