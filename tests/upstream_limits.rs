@@ -257,3 +257,25 @@ fn with_its_places_held_by_tunnels_a_server_passes_requests_on() {
     }
     assert_eq!(capped.requests().len(), 2);
 }
+
+#[test]
+fn a_tunnel_opened_before_a_reload_gives_its_place_back_after_it() {
+    let up = websocket_upstream("plain");
+    let proxy = Proxy::start(&one_server(up.addr, 1));
+    let tunnel = open_tunnel(proxy.addr);
+    // Same server, another setting: the server's count carries over.
+    let reloaded = ConfigBuilder::new(up.addr)
+        .group(&format!(
+            r#"servers = [{{ addr = "{}", max_conns = 1 }}]"#,
+            up.addr
+        ))
+        .group(r#"connect_timeout = "2s""#)
+        .build();
+    proxy.reload(&reloaded);
+    let r = Client::connect(proxy.addr).request(&get("/during"));
+    assert_eq!(r.status, 503, "the tunnel still holds the place");
+    drop(tunnel);
+    wait_until("the place back after the reload", TIMEOUT, || {
+        Client::connect(proxy.addr).request(&get("/after")).status == 200
+    });
+}
