@@ -220,7 +220,9 @@ async fn run(mut c: Client, mut req: ReqState, ctx: Rc<WorkerCtx>, mut first: bo
                     version,
                     ..
                 } = c;
+                let held = tunnel::Held::new(&ctx, &config, &record);
                 let (sent, received) = tunnel::run(stream, upstream, idle).await;
+                drop(held);
                 record.bytes_in += sent;
                 record.bytes_out += received;
                 let facts = conn_facts(version, tls.as_deref());

@@ -190,10 +190,7 @@ impl WorkerCtx {
         for _ in 0..n {
             b.fallback = b.fallback.wrapping_add(1);
             let i = b.fallback % n.max(1);
-            if !tried.contains(&i) {
-                if g.servers[i].max_conns > 0 {
-                    g.servers[i].health.active.fetch_add(1, Ordering::Relaxed);
-                }
+            if !tried.contains(&i) && g.servers[i].take_place() {
                 return Some(i);
             }
         }
@@ -230,10 +227,46 @@ impl WorkerCtx {
             && let Some(state) = b.groups.get_mut(group)
         {
             state.finish(g, server, outcome, now);
-        } else if let Some(s) = g.servers.get(server)
-            && s.max_conns > 0
+        } else if let Some(s) = g.servers.get(server) {
+            s.release_place();
+        }
+    }
+
+    /// `finish_server_at` for an attempt that became a tunnel: its outcome
+    /// counts now, while the server keeps it in flight (and under
+    /// `max_conns`) until `release_server` when the tunnel closes.
+    pub fn hold_server_at(
+        &self,
+        generation: u64,
+        config: &Config,
+        group: usize,
+        server: usize,
+        outcome: Outcome,
+        now: Instant,
+    ) {
+        let Some(g) = config.upstreams.get(group) else {
+            return;
+        };
+        let mut b = self.balancers.borrow_mut();
+        if generation == b.generation
+            && let Some(state) = b.groups.get_mut(group)
         {
-            s.health.active.fetch_sub(1, Ordering::Relaxed);
+            state.settle(g, server, outcome, now);
+        }
+    }
+
+    /// Ends what `hold_server_at` kept counted.
+    pub fn release_server(&self, generation: u64, config: &Config, group: usize, server: usize) {
+        let Some(g) = config.upstreams.get(group) else {
+            return;
+        };
+        let mut b = self.balancers.borrow_mut();
+        if generation == b.generation
+            && let Some(state) = b.groups.get_mut(group)
+        {
+            state.release(g, server);
+        } else if let Some(s) = g.servers.get(server) {
+            s.release_place();
         }
     }
 

@@ -228,7 +228,8 @@ async fn attempt<D: Downstream>(
     let elapsed = now.saturating_duration_since(started);
     let record = c.record();
     record.upstream_time = Some(elapsed);
-    record.exit = Exit::Proxied;
+    // A body cut off by the upstream was recorded as its failure.
+    record.exit = record.cause.map_or(Exit::Proxied, |e| Exit::of_error(&e));
     let failed = record.status >= 500 && group.outlier.as_ref().is_some_and(|o| o.on_5xx);
     let outcome = match done {
         Done::Response { .. } if failed => Outcome::Failure,
@@ -236,7 +237,12 @@ async fn attempt<D: Downstream>(
     };
     let generation = leg.config.generation;
     let ctx = leg.ctx;
-    ctx.finish_server_at(generation, leg.config, leg.ex.group, server, outcome, now);
+    // A tunnel keeps its place on the server until it closes (`tunnel::Held`).
+    if matches!(done, Done::Switched) {
+        ctx.hold_server_at(generation, leg.config, leg.ex.group, server, outcome, now);
+    } else {
+        ctx.finish_server_at(generation, leg.config, leg.ex.group, server, outcome, now);
+    }
     ctx.requests.metrics.borrow_mut().attempt(
         leg.config,
         (leg.ex.group, server),

@@ -127,6 +127,14 @@ pub(super) async fn respond<D: Downstream>(
         };
         return Err(ProxyError::upstream(kind));
     }
+    if let Err(BodyFailure {
+        error: e @ (RelayError::Source | RelayError::SourceTimedOut),
+        ..
+    }) = &relayed
+    {
+        // Cut off after the head went out: the log says the upstream failed.
+        c.record().fail(super::relay::source_failure(e));
+    }
     // Anything after the body is a protocol error on that connection.
     let reusable = relayed.is_ok() && plan.upstream_reusable && req.upbuf.is_empty();
     req.upbuf.consume(req.upbuf.len());

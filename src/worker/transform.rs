@@ -78,7 +78,9 @@ pub(crate) async fn relay<D: Downstream>(
             .fill(upstream, READ_CHUNK, limits.read_timeout)
             .await;
         match read {
-            Ok(0) if matches!(input, BodyIn::UntilClose) => input = BodyIn::Length(0),
+            Ok(0) if matches!(input, BodyIn::UntilClose) && upstream.closed_cleanly() => {
+                input = BodyIn::Length(0);
+            }
             Ok(0) => break Err(RelayError::Source),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
