@@ -22,13 +22,12 @@ use crate::observe::metrics::AttemptOutcome;
 use crate::pipeline::{Exit, UpstreamTry};
 use crate::rt::buffer::write_all_keep;
 use crate::rt::conn::Conn;
-use crate::upstream::Outcome;
+use crate::upstream::{Outcome, ServerConfig};
 
 /// Request facts kept after its head has been rewritten into `ReqState::head`.
 pub(crate) struct Exchange {
     /// The upstream group (position in the snapshot).
     pub group: usize,
-    pub head_len: usize,
     pub framing: Framing,
     pub keep_alive: bool,
     pub is_head: bool,
@@ -249,28 +248,39 @@ async fn attempt<D: Downstream>(
         AttemptOutcome::Response,
         Some(elapsed),
     );
-    Ok(match done {
-        Done::Switched => Next::Tunnel(upstream, group.tunnel_idle_timeout),
-        Done::Response {
-            client_keep,
-            reusable,
-            linger,
-            quiet,
-        } => {
-            if reusable && group.send_proxy_protocol.is_none() && !upstream.has_unread_input() {
-                upstream.release_buffers();
-                let key = pool_key(group, spec);
-                let (max, idle) = (group.max_idle_per_server, group.idle_timeout);
-                ctx.pool.borrow_mut().put(key, upstream, max, idle, now);
-            }
-            match (client_keep, linger) {
-                (true, _) => Next::KeepAlive,
-                (false, true) => Next::CloseLinger,
-                (false, false) if quiet => Next::CloseQuiet,
-                (false, false) => Next::Close,
-            }
-        }
-    })
+    Ok(after_response(leg, spec, (upstream, now), done))
+}
+
+/// Pools the upstream connection when the response left it reusable, and
+/// says how the client connection goes on.
+fn after_response(
+    leg: &Leg<'_>,
+    spec: &ServerConfig,
+    (mut upstream, now): (Conn, Instant),
+    done: Done,
+) -> Next {
+    let group = leg.group;
+    let Done::Response {
+        client_keep,
+        reusable,
+        linger,
+        quiet,
+    } = done
+    else {
+        return Next::Tunnel(upstream, group.tunnel_idle_timeout);
+    };
+    if reusable && group.send_proxy_protocol.is_none() && !upstream.has_unread_input() {
+        upstream.release_buffers();
+        let key = pool_key(group, spec);
+        let (max, idle) = (group.max_idle_per_server, group.idle_timeout);
+        leg.ctx.pool.borrow_mut().put(key, upstream, max, idle, now);
+    }
+    match (client_keep, linger) {
+        (true, _) => Next::KeepAlive,
+        (false, true) => Next::CloseLinger,
+        (false, false) if quiet => Next::CloseQuiet,
+        (false, false) => Next::Close,
+    }
 }
 
 /// Settles a failed attempt with the balancer and, when the retry rule

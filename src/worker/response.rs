@@ -14,14 +14,15 @@ use crate::compress::Algorithm;
 
 use super::downstream::{BodyFailure, BodyLimits, Carry, Downstream, Head, HeadKind};
 use super::proxy::{Done, Exchange, Leg};
-use super::relay::{BodyIn, RelayError};
+use super::relay::{BodyIn, RelayError, source_failure};
 use super::reqstate::ReqState;
 use super::transform;
 use crate::error::{ErrorKind, ProxyError, Retry};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::encode::FieldEdits;
 use crate::http::{Framing, ResponseHead, empty_headers, parse_response};
-use crate::pipeline::{BodyPlan, CacheResult, NO_FILTERS, WithRequestId};
+use crate::pipeline::{BodyPlan, CacheResult, NO_FILTERS, Record, WithRequestId};
+use crate::rt::buffer::ReadBuf;
 use crate::rt::conn::Conn;
 
 /// What a response head decided.
@@ -110,34 +111,37 @@ pub(super) async fn respond<D: Downstream>(
             relayed
         }
     };
-    if let Err(BodyFailure {
-        error: e @ (RelayError::Source | RelayError::SourceTimedOut),
-        sent: false,
-    }) = &relayed
-    {
+    settle(c.record(), &mut req.upbuf, &plan, relayed)
+}
+
+/// How the exchange ends once the body was relayed (or not).
+fn settle(
+    record: &mut Record,
+    upbuf: &mut ReadBuf,
+    plan: &ResponsePlan,
+    relayed: Result<(), BodyFailure>,
+) -> Result<Done, ProxyError> {
+    match &relayed {
         // The upstream failed while the head was held back with the
-        // start of a small body: the client has nothing of this
-        // response yet, so it gets a clear answer instead of a cut-off
-        // one.
-        req.upbuf.consume(req.upbuf.len());
-        let kind = if matches!(e, RelayError::SourceTimedOut) {
-            ErrorKind::GatewayTimeout
-        } else {
-            ErrorKind::BadGateway
-        };
-        return Err(ProxyError::upstream(kind));
-    }
-    if let Err(BodyFailure {
-        error: e @ (RelayError::Source | RelayError::SourceTimedOut),
-        ..
-    }) = &relayed
-    {
+        // start of a small body: the client has nothing of this response
+        // yet, so it gets a clear answer instead of a cut-off one.
+        Err(BodyFailure {
+            error: e @ (RelayError::Source | RelayError::SourceTimedOut),
+            sent: false,
+        }) => {
+            upbuf.consume(upbuf.len());
+            return Err(source_failure(e));
+        }
         // Cut off after the head went out: the log says the upstream failed.
-        c.record().fail(super::relay::source_failure(e));
+        Err(BodyFailure {
+            error: e @ (RelayError::Source | RelayError::SourceTimedOut),
+            ..
+        }) => record.fail(source_failure(e)),
+        _ => {}
     }
     // Anything after the body is a protocol error on that connection.
-    let reusable = relayed.is_ok() && plan.upstream_reusable && req.upbuf.is_empty();
-    req.upbuf.consume(req.upbuf.len());
+    let reusable = relayed.is_ok() && plan.upstream_reusable && upbuf.is_empty();
+    upbuf.consume(upbuf.len());
     // After a failed relay the head is already on its way: all we can do
     // is close the client connection.
     Ok(Done::Response {
