@@ -17,7 +17,7 @@ use super::listen::Accepting;
 use super::parking::Parking;
 use super::reqstate::ReqState;
 use super::requests::Requests;
-use crate::compress::{Algorithm, Encoder};
+use crate::compress::{Algorithm, Encoder, WholeGzip};
 use crate::config::Config;
 use crate::rt::buffer::BufferPool;
 use crate::rt::conn::Conn;
@@ -64,6 +64,8 @@ pub(crate) struct WorkerCtx {
     /// Compressors kept for the next response (making one allocates its
     /// window and tables).
     pub encoders: RefCell<Vec<(Option<u32>, Encoder)>>,
+    /// The gzip compressor for small bodies known whole.
+    pub whole_gzip: RefCell<Option<WholeGzip>>,
 }
 
 struct Balancers {
@@ -109,12 +111,26 @@ impl WorkerCtx {
             requests: Requests::new(id, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             cache_refs: RefCell::default(),
             encoders: RefCell::default(),
+            whole_gzip: RefCell::default(),
         })
     }
 
     /// The current snapshot and its generation; a request keeps the one it
     /// started with, so a reload never changes a request in flight.
     /// A compressor for `alg` at `level`, kept or new.
+    /// Gzips a whole small body in one call. The worker's one
+    /// compressor serves every response: the call never waits, so no two
+    /// responses need it at once (a streaming encoder is held across the
+    /// relay's waits, one per response in flight).
+    pub fn gzip_whole(&self, level: u32, input: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+        let mut whole = self.whole_gzip.borrow_mut();
+        let gzip = match &mut *whole {
+            Some(g) if g.level() == level => g,
+            slot => slot.insert(WholeGzip::new(level)),
+        };
+        gzip.compress(input, out)
+    }
+
     pub fn take_encoder(&self, alg: Algorithm, level: Option<u32>) -> Encoder {
         let mut kept = self.encoders.borrow_mut();
         match kept

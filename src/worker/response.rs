@@ -10,13 +10,13 @@ use super::cache::fill::HeadOutcome;
 use super::cache::{self, LocalObject};
 use super::coding::{self, CodingEdits, ResponseEdits};
 use crate::cache::policy::{self, CacheStatus, Fwd};
-use crate::compress::Algorithm;
+use crate::compress::{Algorithm, gzip_level};
 
 use super::downstream::{BodyFailure, BodyLimits, Carry, Downstream, Head, HeadKind};
 use super::proxy::{Done, Exchange, Leg};
 use super::relay::{BodyIn, RelayError, source_failure};
 use super::reqstate::ReqState;
-use super::transform;
+use super::transform::{self, Coder};
 use crate::error::{ErrorKind, ProxyError, Retry};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::encode::FieldEdits;
@@ -102,9 +102,22 @@ pub(super) async fn respond<D: Downstream>(
                 .get(leg.ex.route)
                 .and_then(|ch| ch.compress());
             let level = rule.and_then(|r| r.level);
-            let mut encoder = plan.compress.map(|alg| leg.ctx.take_encoder(alg, level));
-            let coding = (input, plan.carry, encoder.as_mut());
-            let relayed = transform::relay(c, req, upstream, coding, limits).await;
+            let gzip = plan.compress == Some(Algorithm::Gzip);
+            // A whole small body needs no streaming encoder held through
+            // the relay's waits: the worker's compressor takes it at once.
+            let mut encoder = match plan.compress {
+                Some(alg) if !Coder::gathers(gzip, &input) => {
+                    Some(leg.ctx.take_encoder(alg, level))
+                }
+                _ => None,
+            };
+            let coder = match (&mut encoder, plan.compress) {
+                (Some(e), _) => Coder::Stream(e),
+                (None, Some(_)) => Coder::Whole(leg.ctx, gzip_level(level)),
+                (None, None) => Coder::Identity,
+            };
+            let relayed =
+                transform::relay(c, req, upstream, (input, plan.carry, coder), limits).await;
             if let Some(e) = encoder {
                 leg.ctx.give_encoder(level, e);
             }
