@@ -67,6 +67,10 @@ pub(crate) struct Shared {
     pub started: Instant,
     /// Per worker: its listeners have accepted connections since start.
     accepting: Box<[AtomicBool]>,
+    /// Started alongside a process being upgraded, whose sockets share
+    /// our SO_REUSEPORT groups: the workers leave the groups' steering to
+    /// the upgrade (`steer_by_source` waits) until the next publish.
+    pub steer_hold: AtomicBool,
 }
 
 impl Shared {
@@ -74,6 +78,8 @@ impl Shared {
     pub fn new(config: Config, workers: usize, bound: Vec<(String, SocketAddr)>) -> Shared {
         prepare_views(&config, workers);
         prepare_caches(None, &config, workers);
+        let mut config = config;
+        crate::limit::carry_over(None, &mut config.rate_limits, workers);
         Shared {
             config: ArcSwap::from_pointee(Config {
                 generation: 1,
@@ -96,6 +102,7 @@ impl Shared {
             reloads_failed: AtomicU64::new(0),
             started: Instant::now(),
             accepting: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            steer_hold: AtomicBool::new(false),
         }
     }
 
@@ -121,6 +128,8 @@ impl Shared {
         carry_health(&current, &mut config);
         prepare_views(&config, self.workers);
         prepare_caches(Some(&current), &config, self.workers);
+        crate::limit::carry_over(Some(&current.rate_limits), &mut config.rate_limits, self.workers);
+        self.steer_hold.store(false, Ordering::Release);
         config.generation = current.generation + 1;
         let generation = config.generation;
         self.config.store(Arc::new(config));

@@ -61,6 +61,8 @@ pub(crate) struct WorkerCtx {
     /// Compressors kept for the next response (making one allocates its
     /// window and tables).
     pub encoders: RefCell<Vec<(Option<u32>, Encoder)>>,
+    /// Rate-limit buckets and leases of this worker.
+    pub limiter: RefCell<crate::limit::Limiter>,
 }
 
 struct Balancers {
@@ -105,6 +107,7 @@ impl WorkerCtx {
             requests: Requests::new(id, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             cache_refs: RefCell::default(),
             encoders: RefCell::default(),
+            limiter: RefCell::default(),
         })
     }
 
