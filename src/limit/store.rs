@@ -2,8 +2,8 @@
 //! bucket lives in Redis (GCRA in a Lua script, on Redis's clock); a
 //! background thread per limit talks to it every `SYNC_EVERY`, so no
 //! request waits on Redis. Per key, the process holds an allowance the
-//! thread took from Redis ahead of time; workers spend it with one atomic
-//! operation and the thread reports what was spent and asks for more.
+//! thread took from Redis ahead of time (charged there when taken);
+//! workers spend it with one atomic operation and the thread tops it up.
 //!
 //! Error bounds: a key new to the process gets `CREDIT` request(s) before
 //! Redis has been asked (charged on the next sync), and an allowance is
@@ -37,7 +37,7 @@ const TIMEOUT: Duration = Duration::from_millis(200);
 const RETRY: Duration = Duration::from_millis(100);
 
 /// GCRA on Redis's clock (microseconds). ARGV: interval, capacity,
-/// charge (requests spent since the last sync; negative gives back),
+/// charge (requests' worth given without asking; negative gives back),
 /// want. Returns {granted, wait until one is free}.
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
@@ -66,10 +66,12 @@ return {g, wait}
 #[derive(Debug, Default)]
 struct Entry {
     key: AtomicU64,
-    /// Requests the process may still let through.
+    /// Requests the process may still let through; all of them charged
+    /// in Redis, or owed in `owed`.
     allowance: AtomicI64,
-    /// Let through since the last sync.
-    used: AtomicU64,
+    /// Requests' worth given without Redis (the credit of a key new to
+    /// the process), charged on the next sync.
+    owed: AtomicI64,
     /// Last request (ns, `now_ns`).
     seen: AtomicU64,
     /// Redis's last word on how long until one is free (ns).
@@ -102,7 +104,6 @@ impl StoreBuckets {
         let e = self.entry(key.max(1), now);
         e.seen.store(now, Ordering::Relaxed);
         if e.allowance.fetch_sub(1, Ordering::AcqRel) > 0 {
-            e.used.fetch_add(1, Ordering::AcqRel);
             return Some(Ok(()));
         }
         e.allowance.fetch_add(1, Ordering::AcqRel);
@@ -138,7 +139,7 @@ impl StoreBuckets {
                 .compare_exchange(old, key, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                victim.used.store(0, Ordering::Release);
+                victim.owed.store(CREDIT, Ordering::Release);
                 victim.wait.store(0, Ordering::Relaxed);
                 victim.seen.store(now, Ordering::Relaxed);
                 victim.allowance.store(CREDIT, Ordering::Release);
@@ -247,7 +248,7 @@ impl Sync {
             if key == 0 {
                 continue;
             }
-            let mut charge = e.used.swap(0, Ordering::AcqRel) as i64;
+            let mut charge = e.owed.swap(0, Ordering::AcqRel);
             let quiet = now.saturating_sub(e.seen.load(Ordering::Relaxed)) > IDLE;
             let held = e.allowance.load(Ordering::Acquire);
             let want = if quiet {
