@@ -128,7 +128,11 @@ impl Shared {
         carry_health(&current, &mut config);
         prepare_views(&config, self.workers);
         prepare_caches(Some(&current), &config, self.workers);
-        crate::limit::carry_over(Some(&current.rate_limits), &mut config.rate_limits, self.workers);
+        crate::limit::carry_over(
+            Some(&current.rate_limits),
+            &mut config.rate_limits,
+            self.workers,
+        );
         self.steer_hold.store(false, Ordering::Release);
         config.generation = current.generation + 1;
         let generation = config.generation;

@@ -57,7 +57,10 @@ fn assert_hundred_per_second(what: &str, (ok, limited, secs): (u64, u64, f64), b
     let rate = (ok - burst.min(ok)) as f64 / secs;
     eprintln!("{what}: {ok} let through, {limited} refused in {secs:.2} s: {rate:.1}/s");
     assert!(limited > 0, "{what}: the client never went over the limit");
-    assert!((95.0..=105.0).contains(&rate), "{what}: {rate:.1}/s, not 100 ± 5 %");
+    assert!(
+        (95.0..=105.0).contains(&rate),
+        "{what}: {rate:.1}/s, not 100 ± 5 %"
+    );
 }
 
 fn limited_config(upstream: SocketAddr, limit: &str) -> String {
@@ -136,7 +139,8 @@ fn a_route_can_use_several_limits_and_log_mode_only_counts() {
 fn metrics(admin: SocketAddr) -> String {
     let mut s = TcpStream::connect(admin).expect("admin");
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).expect("metrics");
     raw
@@ -256,7 +260,10 @@ rate_limit = ["a", "nope"]
         "rate_limits.c.rate: is required",
         "no [rate_limits.nope]",
     ] {
-        assert!(errors.contains(expected), "missing {expected:?} in:\n{errors}");
+        assert!(
+            errors.contains(expected),
+            "missing {expected:?} in:\n{errors}"
+        );
     }
     // A limit with problems of its own is not reported again by its route.
     assert!(!errors.contains("no [rate_limits.a]"), "{errors}");
@@ -273,9 +280,12 @@ rate_limit = ["a", "nope"]
         .expect("run ringress --check");
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.status.code(), Some(2));
-    let printed = String::from_utf8_lossy(&out.stdout).to_string()
-        + &String::from_utf8_lossy(&out.stderr);
-    assert!(printed.contains("rate_limits.b.on_store_error"), "{printed}");
+    let printed =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        printed.contains("rate_limits.b.on_store_error"),
+        "{printed}"
+    );
     assert!(printed.contains("9 problem(s)"), "{printed}");
 }
 
@@ -371,8 +381,15 @@ fn with_redis_down_a_limit_fails_as_configured_and_says_so_once() {
     // Said once per limit, however many requests and retries.
     thread::sleep(Duration::from_millis(300));
     let text = read_log();
-    assert_eq!(text.matches("rate limit store unreachable").count(), 2, "{text}");
-    assert!(text.contains("on_store_error = \\\"deny\\\"") || text.contains("refusing requests"), "{text}");
+    assert_eq!(
+        text.matches("rate limit store unreachable").count(),
+        2,
+        "{text}"
+    );
+    assert!(
+        text.contains("on_store_error = \\\"deny\\\"") || text.contains("refusing requests"),
+        "{text}"
+    );
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);

@@ -67,7 +67,9 @@ fn rate_limit(t: &mut TableReader<'_>, p: &mut Problems, name: String) -> Option
             Mode::Enforce
         }
     };
-    let max_keys = t.int(p, "max_keys", 8, 100_000_000).unwrap_or(DEFAULT_MAX_KEYS as i64) as usize;
+    let max_keys = t
+        .int(p, "max_keys", 8, 100_000_000)
+        .unwrap_or(DEFAULT_MAX_KEYS as i64) as usize;
     let store = store(t, p);
     let (count, period_s) = rate?;
     let gcra = Gcra::new(count, period_s * 1_000_000_000, burst);

@@ -159,7 +159,12 @@ fn route(
 
 /// The route's filter chain, in phase order: the request's header edits,
 /// then the response's.
-fn chain(t: &mut TableReader<'_>, p: &mut Problems, zones: &[CacheZone], limits: Limits<'_>) -> Chain {
+fn chain(
+    t: &mut TableReader<'_>,
+    p: &mut Problems,
+    zones: &[CacheZone],
+    limits: Limits<'_>,
+) -> Chain {
     let mut filters = Vec::new();
     let rate_limits = super::limits::route_limits(t, p, limits);
     if !rate_limits.is_empty() {

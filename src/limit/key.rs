@@ -24,9 +24,7 @@ impl LimitKey {
             "client_ip+path" => Ok(LimitKey::ClientIpPath),
             "route" => Ok(LimitKey::Route),
             _ => match s.strip_prefix("header:") {
-                Some(name) if is_token(name) => {
-                    Ok(LimitKey::Header(name.into()))
-                }
+                Some(name) if is_token(name) => Ok(LimitKey::Header(name.into())),
                 Some(_) => Err(format!("{s:?}: expected a header name after `header:`")),
                 None => Err(format!(
                     "{s:?} is not one of \"client_ip\", \"client_ip+path\", \"route\", \"header:NAME\""

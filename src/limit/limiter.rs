@@ -90,23 +90,23 @@ impl Limiter {
         let mut old = std::mem::take(&mut self.limits);
         self.limits = limits
             .iter()
-            .map(|l| match old.iter().position(|w| Arc::ptr_eq(&w.state, &l.state)) {
-                Some(k) => old.swap_remove(k),
-                None => WorkerLimit {
-                    state: l.state.clone(),
-                    local: KeyTable::new(if l.key.on_client() { l.max_keys } else { 1 }),
-                    leases: Leases::new(l.max_keys.min(MAX_LEASES)),
+            .map(
+                |l| match old.iter().position(|w| Arc::ptr_eq(&w.state, &l.state)) {
+                    Some(k) => old.swap_remove(k),
+                    None => WorkerLimit {
+                        state: l.state.clone(),
+                        local: KeyTable::new(if l.key.on_client() { l.max_keys } else { 1 }),
+                        leases: Leases::new(l.max_keys.min(MAX_LEASES)),
+                    },
                 },
-            })
+            )
             .collect();
         self.generation = generation;
     }
 
     /// Keys in this worker's own table whose bucket is not full (tests).
     pub fn live_keys(&self, limit: usize) -> usize {
-        self.limits
-            .get(limit)
-            .map_or(0, |w| w.local.live(now_ns()))
+        self.limits.get(limit).map_or(0, |w| w.local.live(now_ns()))
     }
 }
 

@@ -127,11 +127,7 @@ pub fn batch(g: &Gcra, workers: usize) -> u64 {
 /// batches for `workers`, and starts the store threads of new ones.
 pub fn carry_over(old: Option<&[RateLimit]>, new: &mut [RateLimit], workers: usize) {
     for limit in new.iter_mut() {
-        if let Some(running) = old
-            .into_iter()
-            .flatten()
-            .find(|o| o.same_buckets(limit))
-        {
+        if let Some(running) = old.into_iter().flatten().find(|o| o.same_buckets(limit)) {
             limit.state = running.state.clone();
         }
         limit.state.batch.store(

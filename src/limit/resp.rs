@@ -44,9 +44,11 @@ impl Connection {
 
     /// Queues a command (sent by `flush`).
     pub fn queue(&mut self, args: &[&[u8]]) {
-        self.out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        self.out
+            .extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
         for a in args {
-            self.out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            self.out
+                .extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
             self.out.extend_from_slice(a);
             self.out.extend_from_slice(b"\r\n");
         }

@@ -283,7 +283,8 @@ impl Sync {
             let Reply::Array(items) = reply else {
                 return Err(std::io::Error::other(format!("store answered {reply:?}")));
             };
-            let (Some(Reply::Int(granted)), Some(Reply::Int(wait_us))) = (items.first(), items.get(1))
+            let (Some(Reply::Int(granted)), Some(Reply::Int(wait_us))) =
+                (items.first(), items.get(1))
             else {
                 return Err(std::io::Error::other("store answered an unexpected array"));
             };

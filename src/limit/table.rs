@@ -138,7 +138,9 @@ mod tests {
         for ms in 0..10_000u64 {
             let now = (1_000 + ms) * MS;
             for _ in 0..50 {
-                key = key.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                key = key
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 hit(&mut t, &g, key, now);
             }
             if hit(&mut t, &g, legit, now) {

@@ -83,7 +83,10 @@ pub(crate) fn steers_by_source(ctx: &WorkerCtx, config: &Config) -> bool {
         .rate_limits
         .iter()
         .any(|l| l.key.on_client() && l.store.is_none())
-        && !ctx.shared.steer_hold.load(std::sync::atomic::Ordering::Relaxed)
+        && !ctx
+            .shared
+            .steer_hold
+            .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Puts the steering by source address on the groups of this worker's

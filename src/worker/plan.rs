@@ -192,8 +192,9 @@ fn route(
         return Err(ProxyError::downstream(ErrorKind::BodyTooLarge));
     }
     match config.chains.get(index) {
-        Some(chain) => super::limits::request_phase(c, ctx, config, chain, (req, norm_path))
-            .map(|()| index),
+        Some(chain) => {
+            super::limits::request_phase(c, ctx, config, chain, (req, norm_path)).map(|()| index)
+        }
         None => Ok(index),
     }
 }
