@@ -394,3 +394,27 @@ fn with_redis_down_a_limit_fails_as_configured_and_says_so_once() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_reload_keeps_the_counts_of_a_limit_it_keeps() {
+    let up = Upstream::echo();
+    let hourly = |rate: &str| {
+        limited_config(
+            up.addr,
+            &format!("rate = \"{rate}\"\nkey = \"header:X-Api-Key\""),
+        )
+    };
+    let proxy = Proxy::start(&hourly("1/h"));
+    let req = b"GET / HTTP/1.1\r\nHost: t\r\nX-Api-Key: k\r\n\r\n";
+    assert_eq!(proxy.connect().request(req).status, 200);
+    assert_eq!(proxy.connect().request(req).status, 429);
+    // The same limit after a reload: the key is still over it.
+    proxy.reload(&hourly("1/h"));
+    assert_eq!(proxy.connect().request(req).status, 429);
+    // A changed limit starts afresh.
+    proxy.reload(&hourly("2/h"));
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| proxy.connect().request(req).status)
+        .collect();
+    assert_eq!(statuses, [200, 429, 429]);
+}

@@ -144,3 +144,20 @@ pub(super) fn route_limits(
     }
     out
 }
+
+/// A limit no route uses is most likely a route that names the wrong one,
+/// or one left over.
+pub(super) fn warn_unused(
+    p: &mut Problems,
+    limits: &[RateLimit],
+    chains: &[crate::pipeline::Chain],
+) {
+    for (i, limit) in limits.iter().enumerate() {
+        if !chains.iter().any(|c| c.uses_limit(i)) {
+            p.warn(
+                format!("rate_limits.{}", limit.name),
+                "no route uses this rate limit",
+            );
+        }
+    }
+}

@@ -47,7 +47,8 @@ pub struct KeyInput<'a> {
     /// The client's address is the TCP peer of a listener that steers
     /// each source address to one worker.
     pub steered: bool,
-    pub route: usize,
+    /// The route's name (the same across reloads that move it).
+    pub route: &'a str,
     pub path: &'a [u8],
     pub headers: &'a [httparse::Header<'a>],
 }
@@ -96,7 +97,7 @@ fn feed(h: &mut impl Hasher, key: &LimitKey, input: &KeyInput<'_>) -> Option<()>
                 .value;
             h.write(crate::http::fields::trim_ows(value));
         }
-        LimitKey::Route => h.write_usize(input.route),
+        LimitKey::Route => h.write(input.route.as_bytes()),
     }
     Some(())
 }
@@ -134,7 +135,7 @@ mod tests {
         let input = KeyInput {
             client_ip: "10.0.0.1".parse().unwrap(),
             steered: true,
-            route: 3,
+            route: "r",
             path: b"/a",
             headers: &headers,
         };

@@ -122,12 +122,11 @@ impl Chain {
         Ok(())
     }
 
-    /// Whether the chain checks rate limits (its request phase needs the
-    /// worker's limiter).
-    pub fn limits_rate(&self) -> bool {
+    /// Whether the chain checks limit `limit` of the snapshot.
+    pub fn uses_limit(&self, limit: usize) -> bool {
         self.filters
             .iter()
-            .any(|f| matches!(f, Filter::RateLimit(_)))
+            .any(|f| matches!(f, Filter::RateLimit(r) if r.limits().contains(&limit)))
     }
 
     /// Phase 2: the edits to apply while the upstream head is written.

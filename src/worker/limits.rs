@@ -29,7 +29,11 @@ pub(super) fn request_phase(
         input: KeyInput {
             client_ip,
             steered: steered(c, ctx, config, client_ip),
-            route: c.record.route.unwrap_or(usize::MAX),
+            route: c
+                .record
+                .route
+                .and_then(|i| config.routes.routes.get(i))
+                .map_or("", |r| r.name.as_str()),
             path: norm_path,
             headers: req.headers,
         },
