@@ -21,13 +21,25 @@ use ringress::Config;
 /// sending `request` back to back for `run` (and at most 100,000 each);
 /// with the seconds it took.
 fn hammer(addr: SocketAddr, conns: usize, run: Duration, request: &[u8]) -> (u64, u64, f64) {
+    hammer_after(addr, conns, run, (b"", request))
+}
+
+/// `hammer` with `preamble` sent first on each connection.
+fn hammer_after(
+    addr: SocketAddr,
+    conns: usize,
+    run: Duration,
+    (preamble, request): (&[u8], &[u8]),
+) -> (u64, u64, f64) {
     let start = Instant::now();
     let deadline = start + run;
     let threads: Vec<_> = (0..conns)
         .map(|_| {
             let request = request.to_vec();
+            let preamble = preamble.to_vec();
             thread::spawn(move || {
                 let mut c = Client::connect(addr);
+                c.send(&preamble);
                 let (mut ok, mut limited) = (0u64, 0u64);
                 for _ in 0..100_000 {
                     if Instant::now() >= deadline {
@@ -208,6 +220,29 @@ fn flood(addr: SocketAddr, request: impl Fn(&str) -> String) -> (u64, f64) {
         assert_eq!(c.request(request(&key).as_bytes()).status, 200, "{key}");
     }
     (busy_ok, start.elapsed().as_secs_f64())
+}
+
+#[test]
+fn a_client_from_proxy_protocol_gets_the_rate_across_two_workers() {
+    let up = Upstream::echo();
+    let config = format!(
+        "[forwarding]\ntrusted_proxies = [\"127.0.0.1\"]\n\
+         [rate_limits.api]\nrate = \"100/s\"\nburst = 10\nkey = \"client_ip\"\n\
+         [[listeners]]\nname = \"lb\"\nbind = \"127.0.0.1:0\"\nproxy_protocol = true\n\
+         [[routes]]\nupstream = \"backend\"\nrate_limit = \"api\"\n\
+         [upstreams.backend]\nservers = [\"{}\"]\n",
+        up.addr
+    );
+    let proxy = Proxy::start(&config);
+    // The TCP peer is the load balancer: the client's bucket is shared.
+    let preamble = b"PROXY TCP4 203.0.113.9 127.0.0.1 5000 80\r\n";
+    let got = hammer_after(
+        proxy.addr,
+        8,
+        Duration::from_millis(2500),
+        (preamble, &get("/")),
+    );
+    assert_hundred_per_second("client_ip from PROXY protocol", got, 10);
 }
 
 #[test]
