@@ -67,9 +67,11 @@ pub(crate) struct Shared {
     pub started: Instant,
     /// Per worker: its listeners have accepted connections since start.
     accepting: Box<[AtomicBool]>,
-    /// Started alongside a process being upgraded, whose sockets share
-    /// our SO_REUSEPORT groups: the workers leave the groups' steering to
-    /// the upgrade (`steer_by_source` waits) until the next publish.
+    /// Steering by source address is not to be relied on until the next
+    /// publish: started alongside a process being upgraded (whose
+    /// sockets share our SO_REUSEPORT groups and whose steering the
+    /// upgrade needs), or a worker could not attach it. Rate limits on
+    /// the client's address then use the shared buckets (still exact).
     pub steer_hold: AtomicBool,
 }
 

@@ -111,9 +111,16 @@ fn steer(ctx: &WorkerCtx, config: &Config) {
         };
         match done {
             Ok(()) => a.steering = want,
-            Err(e) => tracing::warn!(worker = ctx.id, listener = %l.name, error = %e,
-                "cannot steer connections by source address: rate limits on the client \
-                 address count per worker"),
+            Err(e) => {
+                // Not relied on until the next publish: the client's
+                // address is counted in the shared buckets meanwhile.
+                ctx.shared
+                    .steer_hold
+                    .store(true, std::sync::atomic::Ordering::Release);
+                tracing::warn!(worker = ctx.id, listener = %l.name, error = %e,
+                    "cannot steer connections by source address: rate limits on the \
+                     client address use the buckets shared by the workers")
+            }
         }
     }
 }
