@@ -470,3 +470,37 @@ fn a_reload_keeps_the_counts_of_a_limit_it_keeps() {
         .collect();
     assert_eq!(statuses, [200, 429, 429]);
 }
+
+/// A process started with `--upgrade` steers every new connection to
+/// itself; its own steering by source address must not undo that while
+/// the old process still listens (the old one's queued connections would
+/// be reset when it closes its sockets).
+#[test]
+fn an_upgrade_keeps_its_steering_over_the_steering_by_address() {
+    use ringress::{ServerHandle, ServerOptions};
+    let port = dead_addr().port();
+    let config = |body: &str| {
+        Config::from_toml_str(&format!(
+            "[rate_limits.api]\nrate = \"100000/s\"\nburst = 1000\nkey = \"client_ip\"\n\
+             [[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:{port}\"\n\
+             [[routes]]\nrespond = {{ status = 200, body = \"{body}\" }}\nrate_limit = \"api\"\n"
+        ))
+        .expect("config")
+    };
+    let opts = || ServerOptions {
+        threads: Some(2),
+        pin: Some(false),
+        io: None,
+        release_memory: None,
+    };
+    let old = ServerHandle::start(config("old"), opts()).expect("old starts");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(Client::connect(addr).request(&get("/")).body_str(), "old");
+    let new = ServerHandle::start_alongside(config("new"), opts()).expect("new starts");
+    for i in 0..20 {
+        let r = Client::connect(addr).request(&get("/"));
+        assert_eq!(r.body_str(), "new", "connection {i}");
+    }
+    old.shutdown();
+    new.shutdown();
+}
