@@ -234,6 +234,57 @@ pub fn write_response_head_with<E: FieldEdits>(
     out.extend_from_slice(b"\r\n");
 }
 
+/// A response head kept whole from an earlier response (a cache's stored
+/// object): its field lines as they were stored.
+pub struct StoredHead<'a> {
+    pub status: u16,
+    pub reason: &'a [u8],
+    /// `Name: value\r\n` lines, hop-by-hop and framing fields already
+    /// left out.
+    pub fields: &'a [u8],
+    /// The length of the body that follows (None: no body, as for a 304).
+    pub length: Option<u64>,
+    /// Whether the edits may leave any stored field out (else the lines
+    /// are copied in one piece).
+    pub filtered: bool,
+}
+
+/// Writes a stored head as an HTTP/1.1 response head: status line, the
+/// stored fields (less those `edits` drops), `Content-Length`, the
+/// connection directive, then the edits' own lines.
+pub fn write_stored_head<E: FieldEdits>(
+    out: &mut Vec<u8>,
+    head: &StoredHead<'_>,
+    connection: ConnectionDirective,
+    edits: &E,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(head.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.reason);
+    out.extend_from_slice(b"\r\n");
+    if head.filtered {
+        for line in head.fields.split_inclusive(|&b| b == b'\n') {
+            let name = line.split(|&b| b == b':').next().unwrap_or(b"");
+            if !edits.drops(name) {
+                out.extend_from_slice(line);
+            }
+        }
+    } else {
+        out.extend_from_slice(head.fields);
+    }
+    if let Some(n) = head.length {
+        write_content_length(out, n);
+    }
+    match connection {
+        ConnectionDirective::Default | ConnectionDirective::Upgrade => {}
+        ConnectionDirective::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        ConnectionDirective::Close => out.extend_from_slice(b"Connection: close\r\n"),
+    }
+    edits.append(out);
+    out.extend_from_slice(b"\r\n");
+}
+
 fn write_framing(out: &mut Vec<u8>, framing: Framing) {
     match framing {
         Framing::Length(n) => write_content_length(out, n),

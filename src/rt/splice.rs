@@ -18,6 +18,7 @@ use monoio::net::TcpStream;
 
 use super::conn::{Peek, peek};
 use super::deadline;
+use super::watch::{Answered, unless_answered};
 use crate::sys;
 
 /// A body with at least this much left is spliced; below it the copy
@@ -165,12 +166,14 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
 /// Moves body bytes from `src` to `dst` in the kernel: exactly `want`
 /// bytes, or with `None` everything until `src` ends. Returns the count
 /// moved. Bytes the caller buffered must already be on their way.
+/// `watch_dst`: while `src` pauses, an early answer from `dst` (it turns
+/// readable) ends the forwarding as a destination failure.
 pub(crate) async fn forward(
     src: &TcpStream,
     dst: &TcpStream,
     want: Option<u64>,
-    read_timeout: Duration,
-    write_timeout: Duration,
+    (read_timeout, write_timeout): (Duration, Duration),
+    watch_dst: bool,
 ) -> Result<u64, SpliceError> {
     let pipe = Pipe::take().map_err(|_| SpliceError::Unavailable)?;
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
@@ -196,7 +199,16 @@ pub(crate) async fn forward(
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     unyielded = 0;
-                    match deadline::within(read_timeout, src.readable(false)).await {
+                    let ready = deadline::within(read_timeout, src.readable(false));
+                    let ready = if watch_dst {
+                        match unless_answered(ready, dst).await {
+                            Ok(ready) => ready,
+                            Err(Answered) => break Err(SpliceError::Dest),
+                        }
+                    } else {
+                        ready.await
+                    };
+                    match ready {
                         Ok(Ok(())) => continue,
                         _ => break Err(SpliceError::Source),
                     }
@@ -291,12 +303,12 @@ mod tests {
         let t = Duration::from_secs(2);
 
         upstream.write_all(&vec![7u8; BODY]).unwrap();
-        let moved = forward(&src, &dst, Some(BODY as u64), t, t).await;
+        let moved = forward(&src, &dst, Some(BODY as u64), (t, t), false).await;
         assert_eq!(moved.ok(), Some(BODY as u64));
         assert_eq!((settings(&src), settings(&dst)), before, "after a body");
 
         // Dropped while waiting for bytes that do not come.
-        let stalled = forward(&src, &dst, Some(BODY as u64), t, t);
+        let stalled = forward(&src, &dst, Some(BODY as u64), (t, t), false);
         let dropped = monoio::time::timeout(Duration::from_millis(50), stalled).await;
         assert!(dropped.is_err(), "the relay was still waiting");
         assert_eq!((settings(&src), settings(&dst)), before, "after a drop");
@@ -304,7 +316,7 @@ mod tests {
         // The source ends 1000 bytes short.
         upstream.write_all(&vec![7u8; BODY - 1000]).unwrap();
         drop(upstream);
-        let cut = forward(&src, &dst, Some(BODY as u64), t, t).await;
+        let cut = forward(&src, &dst, Some(BODY as u64), (t, t), false).await;
         assert!(matches!(cut, Err(SpliceError::Source)), "{cut:?}");
         assert_eq!((settings(&src), settings(&dst)), before, "after an error");
 

@@ -14,12 +14,13 @@ use monoio::io::Canceller;
 use monoio::net::TcpStream;
 
 use super::admin;
-use super::cache::{self, CacheReq};
+use super::cache;
 use super::ctx::{ActiveGuard, Snapshot, WorkerCtx};
 use super::downstream::Downstream;
 use super::parking::Parked;
 use super::plan::{Plan, Planned, plan};
 use super::proxy::{self, Next};
+use super::reqstate::ReqState;
 use super::requests::ConnFacts;
 use super::tunnel;
 use crate::config::Config;
@@ -27,7 +28,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::Version;
 use crate::observe::metrics::Handshake;
 use crate::pipeline::Record;
-use crate::rt::buffer::{BufferPool, ReadBuf};
+use crate::rt::buffer::ReadBuf;
 use crate::rt::conn::Conn;
 use crate::rt::deadline;
 use crate::shared::ADMIN_LISTENER;
@@ -57,20 +58,11 @@ pub(crate) struct Client {
     /// Its position in the snapshot of the current request.
     pub listener: usize,
     pub inbuf: ReadBuf,
-    /// Outgoing head (and small bodies) for whichever side we write next.
+    /// What goes to the client next: a response head, small bodies, a
+    /// rendered answer.
     pub out: Vec<u8>,
-    /// Second write buffer, so a request head can wait for a retry while
-    /// the response head is written.
-    pub spare: Vec<u8>,
-    pub upbuf: ReadBuf,
-    pub path_buf: Vec<u8>,
-    pub rewrite_buf: Vec<u8>,
-    /// The request's host, kept for the response phase's variables.
-    pub host_buf: Vec<u8>,
     /// What happened to the current request.
     pub record: Record,
-    /// The response work of the current request: cache and compression.
-    pub cache: Box<CacheReq>,
     /// The current request's HTTP version (decides the response's framing).
     pub version: Version,
     /// Counts the connection as open, and lets a drain shut it down.
@@ -85,10 +77,11 @@ pub(crate) struct Client {
 impl Client {
     /// Gives the write and upstream buffers back to the worker while the
     /// connection waits for its next request.
-    fn park_buffers(&mut self, ctx: &WorkerCtx) {
+    fn park_buffers(&mut self, req: &mut ReqState, ctx: &WorkerCtx) {
         self.stream.release_buffers();
         let mut pool = ctx.buffers.borrow_mut();
-        self.give_exchange_buffers(&mut pool);
+        pool.give(std::mem::take(&mut self.out));
+        req.park_buffers(&mut pool);
         // The read buffer stays (the next read needs it) but goes back to
         // its usual size if a large head or body made it grow.
         if self.inbuf.capacity() > 2 * HEAD_READ {
@@ -101,7 +94,7 @@ impl Client {
     /// the next connection takes warm ones instead of allocating four.
     fn recycle(&mut self, ctx: &WorkerCtx) {
         let mut pool = ctx.buffers.borrow_mut();
-        self.give_exchange_buffers(&mut pool);
+        pool.give(std::mem::take(&mut self.out));
         pool.give(self.inbuf.take_vec());
         drop(pool);
         let mut cancellers = ctx.cancellers.borrow_mut();
@@ -112,25 +105,12 @@ impl Client {
         }
     }
 
-    /// The write and upstream buffers, which only an exchange in progress
-    /// needs.
-    fn give_exchange_buffers(&mut self, pool: &mut BufferPool) {
-        pool.give(std::mem::take(&mut self.out));
-        pool.give(std::mem::take(&mut self.spare));
-        pool.give(self.upbuf.take_vec());
-    }
-
-    fn unpark_buffers(&mut self, ctx: &WorkerCtx) {
+    fn unpark_buffers(&mut self, req: &mut ReqState, ctx: &WorkerCtx) {
         let mut pool = ctx.buffers.borrow_mut();
         if self.out.capacity() == 0 {
             self.out = pool.take();
         }
-        if self.spare.capacity() == 0 {
-            self.spare = pool.take();
-        }
-        if self.upbuf.capacity() == 0 {
-            self.upbuf = ReadBuf::from_vec(pool.take());
-        }
+        req.unpark_buffers(&mut pool);
     }
 }
 
@@ -155,20 +135,22 @@ pub(crate) async fn serve(
     };
     let mut c = Client::new(stream, (peer, local), listener_id, inbuf, active, &ctx);
     c.tls = tls.map(Box::new);
-    run(c, ctx, true).await;
+    let req = ReqState::take(&ctx);
+    run(c, req, ctx, true).await;
 }
 
 /// Serves requests on a connection until it closes, or until it idles
 /// long enough to be handed to a small `idle` task (`first`: no request
 /// was served yet).
-async fn run(mut c: Client, ctx: Rc<WorkerCtx>, mut first: bool) {
+async fn run(mut c: Client, mut req: ReqState, ctx: Rc<WorkerCtx>, mut first: bool) {
     loop {
         skip_empty_lines(&mut c.inbuf);
         if c.inbuf.is_empty() {
-            c.park_buffers(&ctx);
+            c.park_buffers(&mut req, &ctx);
             match await_request(&mut c, &ctx, first).await {
                 Wait::Request => {}
                 Wait::Idle(deadline) => {
+                    req.give_back(&ctx);
                     // After a drain began nothing wakes parked
                     // connections: close instead.
                     if !ctx.drain.is_draining()
@@ -180,11 +162,12 @@ async fn run(mut c: Client, ctx: Rc<WorkerCtx>, mut first: bool) {
                 }
                 Wait::Close => {
                     c.recycle(&ctx);
+                    req.give_back(&ctx);
                     return;
                 }
             }
         }
-        c.unpark_buffers(&ctx);
+        c.unpark_buffers(&mut req, &ctx);
         first = false;
         // Taken once the request has begun, so a connection that idled
         // through a reload serves its next request on the new config.
@@ -193,7 +176,7 @@ async fn run(mut c: Client, ctx: Rc<WorkerCtx>, mut first: bool) {
         let started = Instant::now();
         let seq = ctx.requests.next_seq();
         c.record.reset(started, config.generation, c.listener, seq);
-        let end = serve_request(&mut c, &ctx, &config, started).await;
+        let end = serve_request(&mut c, &mut req, &ctx, &config, started).await;
         // The logging phase: once per request, whatever its end (the
         // admin listener's requests are neither logged nor counted; a
         // tunnel's, once it closes).
@@ -202,7 +185,7 @@ async fn run(mut c: Client, ctx: Rc<WorkerCtx>, mut first: bool) {
             ctx.requests
                 .log(&c.record, &config, &c.facts(), ctx.shared.access_log.get());
         }
-        cache::end_request(&mut c.cache, &config);
+        cache::end_request(&mut req.cache, &config);
         match end {
             End::KeepAlive => {}
             End::Close { linger, quiet } => {
@@ -214,6 +197,7 @@ async fn run(mut c: Client, ctx: Rc<WorkerCtx>, mut first: bool) {
                     lingering_close(&mut c).await;
                 }
                 c.recycle(&ctx);
+                req.give_back(&ctx);
                 if quiet && !lingered {
                     close_client(c);
                 }
@@ -221,11 +205,13 @@ async fn run(mut c: Client, ctx: Rc<WorkerCtx>, mut first: bool) {
             }
             End::Gone => {
                 c.recycle(&ctx);
+                req.give_back(&ctx);
                 return;
             }
             End::Tunnel(upstream, idle) => {
                 // The tunnel needs none of the buffers.
                 c.recycle(&ctx);
+                req.give_back(&ctx);
                 let Client {
                     stream,
                     active,
@@ -294,31 +280,31 @@ enum End {
 /// Reads, plans and carries out one request, filling its record.
 async fn serve_request(
     c: &mut Client,
+    req: &mut ReqState,
     ctx: &WorkerCtx,
     config: &Snapshot,
     started: Instant,
 ) -> End {
     let planned = loop {
-        let Some(planned) = next_request(c, ctx, config, started).await else {
+        let Some(planned) = next_request(c, req, ctx, config, started).await else {
             return End::Gone;
         };
         let Plan::CacheWait(rx) = planned.plan else {
             break planned;
         };
-        cache::wait_for_fill(&mut c.cache, rx).await;
+        cache::wait_for_fill(&mut req.cache, rx).await;
     };
     let write_timeout = config.timeouts.io;
     // The answers below never read a body, so it is unread if there is one.
     let linger = planned.has_body;
     let (sent, close) = match planned.plan {
         Plan::Proxy(exchange) => {
+            c.inbuf.consume(exchange.head_len);
             // Stale within stale-while-revalidate: the client is answered
             // first, then the exchange refreshes the object unseen.
-            if let Some((object, status)) = c.cache.serve_first.take() {
-                // `out` holds the upstream head: the answer uses the spare.
-                std::mem::swap(&mut c.out, &mut c.spare);
-                let sent = cache::serve(c, config, &object, status, !exchange.keep_alive).await;
-                std::mem::swap(&mut c.out, &mut c.spare);
+            if let Some((object, status)) = req.cache.serve_first.take() {
+                let close = !exchange.keep_alive;
+                let sent = cache::serve(c, req, config, &object, status, close).await;
                 if !sent {
                     return End::Close {
                         linger: false,
@@ -326,7 +312,7 @@ async fn serve_request(
                     };
                 }
             }
-            let end = match proxy::run(c, ctx, config, exchange).await {
+            let end = match proxy::run(c, req, ctx, config, exchange).await {
                 Next::KeepAlive => End::KeepAlive,
                 Next::Close => End::Close {
                     linger: false,
@@ -370,7 +356,10 @@ async fn serve_request(
             close,
         } => {
             c.inbuf.consume(planned.head_len);
-            (cache::serve(c, config, &object, status, close).await, close)
+            (
+                cache::serve(c, req, config, &object, status, close).await,
+                close,
+            )
         }
         // Taken by the loop above.
         Plan::CacheWait(_) => (false, true),
@@ -764,12 +753,6 @@ impl Client {
             listener: usize::MAX,
             inbuf,
             out: Vec::new(),
-            spare: Vec::new(),
-            upbuf: ReadBuf::default(),
-            path_buf: Vec::new(),
-            rewrite_buf: Vec::new(),
-            host_buf: Vec::new(),
-            cache: Box::default(),
             record: Record::new(addrs.0, ctx.requests.seed(), ctx.requests.epoch()),
             version: Version::Http11,
             active,
@@ -798,8 +781,9 @@ pub(crate) async fn wake_parked(ctx: Rc<WorkerCtx>, watcher: monoio::net::UnixSt
         for parked in woken.drain(..) {
             let first = parked.first;
             let c = Client::unpark(parked, &ctx);
+            let req = ReqState::take(&ctx);
             // Boxed for the reason given in `listen::accept_loop`.
-            monoio::spawn(Box::pin(run(c, ctx.clone(), first)));
+            monoio::spawn(Box::pin(run(c, req, ctx.clone(), first)));
         }
     }
     if ctx.drain.is_draining() {
@@ -812,6 +796,7 @@ pub(crate) async fn wake_parked(ctx: Rc<WorkerCtx>, watcher: monoio::net::UnixSt
 /// that ends it); the record says which.
 async fn next_request<'c>(
     c: &mut Client,
+    req: &mut ReqState,
     ctx: &WorkerCtx,
     config: &'c Config,
     started: Instant,
@@ -820,7 +805,7 @@ async fn next_request<'c>(
     let mut try_parse = true;
     loop {
         let planned = if try_parse {
-            plan(c, ctx, config, ctx.drain.is_draining())
+            plan(c, req, ctx, config, ctx.drain.is_draining())
         } else {
             Ok(None)
         };

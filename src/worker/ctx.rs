@@ -15,6 +15,7 @@ use super::cache::LocalRefs;
 use super::drain::Drain;
 use super::listen::Accepting;
 use super::parking::Parking;
+use super::reqstate::ReqState;
 use super::requests::Requests;
 use crate::compress::{Algorithm, Encoder};
 use crate::config::Config;
@@ -51,6 +52,8 @@ pub(crate) struct WorkerCtx {
     /// Unused read cancellers of closed connections (making one costs two
     /// allocations, see `client::await_request`).
     pub cancellers: RefCell<Vec<monoio::io::Canceller>>,
+    /// Exchange states of closed or parked connections, for reuse.
+    pub req_states: RefCell<Vec<ReqState>>,
     sockets: RefCell<Slab<RawFd>>,
     /// Accept loops running on this worker.
     pub listeners: RefCell<Vec<Accepting>>,
@@ -98,6 +101,7 @@ impl WorkerCtx {
             pool: RefCell::new(IdlePool::default()),
             drain: Drain::default(),
             cancellers: RefCell::default(),
+            req_states: RefCell::default(),
             parking: Parking::new()?,
             active: Cell::new(0),
             admin_open: Cell::new(0),

@@ -9,14 +9,20 @@
 
 use std::time::Duration;
 
+use super::cache::SharedBody;
 use super::client::Client;
 use super::relay::{BodyIn, Relay, RelayError};
-use crate::compress::Encoder;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::config::Config;
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::encode::{ConnectionDirective, FieldEdits, write_response_head_with};
+use crate::http::chunked::{LAST_CHUNK, encode_chunk};
+use crate::http::encode::{
+    ConnectionDirective, FieldEdits, StoredHead, write_response_head_with, write_stored_head,
+};
 use crate::http::{Framing, ResponseHead, Version, answer};
-use crate::pipeline::{BodyPlan, Exit, add_request_id};
-use crate::rt::buffer::{flush_vec, write_all, write_from_read_buf};
+use crate::pipeline::{Exit, Record, Vars, add_request_id};
+use crate::rt::buffer::{ReadBuf, flush_vec, write_all, write_from_read_buf};
 use crate::rt::conn::Conn;
 
 /// Which head of a response.
@@ -75,6 +81,24 @@ pub(crate) struct BodyFailure {
 
 /// The client side of a request.
 pub(crate) trait Downstream {
+    /// What happened to the request.
+    fn record(&mut self) -> &mut Record;
+    /// The request's values for the variables of its route's filters.
+    fn vars<'a>(
+        &'a self,
+        config: &'a Config,
+        route: usize,
+        client_ip: IpAddr,
+        host: &'a [u8],
+    ) -> Vars<'a>;
+    /// The listener's position in the current snapshot.
+    fn listener(&self) -> usize;
+    /// The client's address, and the one it connected to (from a PROXY
+    /// header, else asked of the socket when `local` is wanted).
+    fn addrs(&self, local: bool) -> (SocketAddr, Option<SocketAddr>);
+    /// Appends a request body of `len` bytes to `to` when all of it has
+    /// arrived with the head; false (nothing taken) otherwise.
+    fn take_whole_body(&mut self, len: u64, to: &mut Vec<u8>) -> bool;
     /// Renders a response head with the route's edits, to be sent with
     /// `send_head` or ahead of the body; says how a final one travels.
     fn render_head<E: FieldEdits>(&mut self, head: &Head<'_, '_, '_>, edits: &E) -> Carry;
@@ -88,17 +112,18 @@ pub(crate) trait Downstream {
     async fn switch_over(
         &mut self,
         upstream: &mut Conn,
+        upbuf: &mut ReadBuf,
         limits: BodyLimits,
     ) -> Result<(), ProxyError>;
-    /// Sends the rendered final head and the body read from `upstream`.
+    /// Sends the rendered final head and the body read from `upstream`
+    /// (bytes already read in `upbuf` first) as it comes: the identity
+    /// plan, which alone may splice or hold a small head back.
     async fn relay_response(
         &mut self,
-        upstream: &mut Conn,
+        upstream: (&mut Conn, &mut ReadBuf),
         input: BodyIn,
         carry: Carry,
-        plan: BodyPlan,
         limits: BodyLimits,
-        encoder: Option<&mut Encoder>,
     ) -> Result<(), BodyFailure>;
     /// `100 Continue` before the request body is read, if the client
     /// still waits for it.
@@ -115,9 +140,58 @@ pub(crate) trait Downstream {
     async fn answer(&mut self, e: ProxyError, close: bool, timeout: Duration) -> bool;
     /// Sends an answer rendered in full (a fixed response, a redirect).
     async fn send_rendered(&mut self, timeout: Duration) -> bool;
+    /// Renders a stored response's head (an answer from the cache) with
+    /// its edits, to be sent with `send_stored`.
+    fn render_stored<E: FieldEdits>(&mut self, head: &StoredHead<'_>, close: bool, edits: &E);
+    /// Sends the rendered stored head and `body` (None: head only).
+    /// False when the client is gone.
+    async fn send_stored(&mut self, body: Option<&SharedBody>, timeout: Duration) -> bool;
+    /// Queues a piece of a response body (the transform plan's output),
+    /// framed as `carry` says, behind the head or earlier pieces.
+    fn push_body(&mut self, data: &[u8], carry: Carry);
+    /// Queues the body's end (the last chunk, when chunked).
+    fn end_body(&mut self, carry: Carry);
+    /// Sends what is queued: the head, if still held, and body pieces.
+    async fn flush_body(&mut self, timeout: Duration) -> Result<(), RelayError>;
 }
 
 impl Downstream for Client {
+    fn record(&mut self) -> &mut Record {
+        &mut self.record
+    }
+
+    fn vars<'a>(
+        &'a self,
+        config: &'a Config,
+        route: usize,
+        client_ip: IpAddr,
+        host: &'a [u8],
+    ) -> Vars<'a> {
+        super::plan::vars(self, config, route, client_ip, host)
+    }
+
+    fn listener(&self) -> usize {
+        self.listener
+    }
+
+    fn addrs(&self, local: bool) -> (SocketAddr, Option<SocketAddr>) {
+        let local = match self.local {
+            None if local => self.local_addr(),
+            given => given,
+        };
+        (self.peer, local)
+    }
+
+    fn take_whole_body(&mut self, len: u64, to: &mut Vec<u8>) -> bool {
+        if (self.inbuf.len() as u64) < len {
+            return false;
+        }
+        to.extend_from_slice(&self.inbuf.bytes()[..len as usize]);
+        self.inbuf.consume(len as usize);
+        self.record.bytes_in += len;
+        true
+    }
+
     fn render_head<E: FieldEdits>(&mut self, head: &Head<'_, '_, '_>, edits: &E) -> Carry {
         let client_11 = self.version == Version::Http11;
         let resp = head.resp;
@@ -181,12 +255,13 @@ impl Downstream for Client {
     async fn switch_over(
         &mut self,
         upstream: &mut Conn,
+        upbuf: &mut ReadBuf,
         limits: BodyLimits,
     ) -> Result<(), ProxyError> {
         let gone = |_| ProxyError::downstream(ErrorKind::ClientGone);
-        if !self.upbuf.is_empty() {
-            let n = self.upbuf.len();
-            write_from_read_buf(&mut self.stream, &mut self.upbuf, n, limits.write_timeout)
+        if !upbuf.is_empty() {
+            let n = upbuf.len();
+            write_from_read_buf(&mut self.stream, upbuf, n, limits.write_timeout)
                 .await
                 .map_err(gone)?;
         }
@@ -201,25 +276,16 @@ impl Downstream for Client {
 
     async fn relay_response(
         &mut self,
-        upstream: &mut Conn,
+        (upstream, upbuf): (&mut Conn, &mut ReadBuf),
         input: BodyIn,
         carry: Carry,
-        plan: BodyPlan,
         limits: BodyLimits,
-        encoder: Option<&mut Encoder>,
     ) -> Result<(), BodyFailure> {
-        if plan == BodyPlan::Transform {
-            return super::transform::relay(self, upstream, input, carry, encoder, limits).await;
-        }
         let head = self.out.len() as u64;
-        // Only the identity plan passes bytes through untouched, so only
-        // it may splice or hold a small head back.
-        let identity = plan == BodyPlan::Identity;
         let chunked_out = carry.framing == Framing::Chunked;
-        let mut relay = relay(input, chunked_out, limits, identity);
-        relay.splice &= identity;
+        let mut relay = relay(input, chunked_out, limits, true);
         let relayed = relay
-            .run(upstream, &mut self.upbuf, &mut self.stream, &mut self.out)
+            .run(upstream, upbuf, &mut self.stream, &mut self.out)
             .await;
         // A head held back (see `Relay::postpone`) is still in `out`
         // when the upstream failed: nothing reached the client.
@@ -251,6 +317,7 @@ impl Downstream for Client {
         let chunked_out = matches!(input, BodyIn::Chunked(_));
         // The head went out on its own already: nothing to hold back.
         let mut relay = relay(input, chunked_out, limits, false);
+        relay.watch_dest = true;
         self.out.clear();
         let result = relay
             .run(&mut self.stream, &mut self.inbuf, upstream, &mut self.out)
@@ -295,6 +362,70 @@ impl Downstream for Client {
             .is_ok();
         self.sent(sent)
     }
+
+    fn render_stored<E: FieldEdits>(&mut self, head: &StoredHead<'_>, close: bool, edits: &E) {
+        let directive = match (close, self.version) {
+            (true, _) => ConnectionDirective::Close,
+            (false, Version::Http10) => ConnectionDirective::KeepAlive,
+            (false, Version::Http11) => ConnectionDirective::Default,
+        };
+        self.out.clear();
+        write_stored_head(&mut self.out, head, directive, edits);
+    }
+
+    async fn send_stored(&mut self, body: Option<&SharedBody>, timeout: Duration) -> bool {
+        let small = body.is_none_or(|b| b.len() <= COPY_BODY);
+        if small {
+            if let Some(body) = body {
+                self.out.extend_from_slice(body.as_slice());
+            }
+            self.record.bytes_out += self.out.len() as u64;
+            let sent = flush_vec(&mut self.stream, &mut self.out, timeout)
+                .await
+                .is_ok();
+            return self.sent(sent);
+        }
+        let Some(body) = body else {
+            return false;
+        };
+        self.record.bytes_out += (self.out.len() + body.len()) as u64;
+        let head = flush_vec(&mut self.stream, &mut self.out, timeout)
+            .await
+            .is_ok();
+        // The shared body is written from where it is stored: no copy.
+        let sent = head
+            && write_all(&mut self.stream, body.clone(), timeout)
+                .await
+                .is_ok();
+        self.sent(sent)
+    }
+
+    fn push_body(&mut self, data: &[u8], carry: Carry) {
+        if data.is_empty() {
+            return;
+        }
+        if carry.framing == Framing::Chunked {
+            encode_chunk(&mut self.out, data);
+        } else {
+            self.out.extend_from_slice(data);
+        }
+    }
+
+    fn end_body(&mut self, carry: Carry) {
+        if carry.framing == Framing::Chunked {
+            self.out.extend_from_slice(LAST_CHUNK);
+        }
+    }
+
+    async fn flush_body(&mut self, timeout: Duration) -> Result<(), RelayError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.record.bytes_out += self.out.len() as u64;
+        flush_vec(&mut self.stream, &mut self.out, timeout)
+            .await
+            .map_err(|_| RelayError::Dest)
+    }
 }
 
 impl Client {
@@ -307,6 +438,9 @@ impl Client {
     }
 }
 
+/// Stored bodies up to this size go in the same write as the head.
+const COPY_BODY: usize = 16 * 1024;
+
 /// A body relay with these limits, counting from zero.
 fn relay(input: BodyIn, chunked_out: bool, limits: BodyLimits, postpone: bool) -> Relay {
     Relay {
@@ -317,6 +451,7 @@ fn relay(input: BodyIn, chunked_out: bool, limits: BodyLimits, postpone: bool) -
         write_timeout: limits.write_timeout,
         splice: limits.splice,
         postpone,
+        watch_dest: false,
         moved: 0,
     }
 }

@@ -17,6 +17,7 @@ mod parking;
 mod plan;
 mod proxy;
 mod relay;
+mod reqstate;
 mod requests;
 mod response;
 mod retry;

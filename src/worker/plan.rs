@@ -13,6 +13,7 @@ use super::client::Client;
 use super::coding;
 use super::ctx::WorkerCtx;
 use super::proxy::Exchange;
+use super::reqstate::ReqState;
 use crate::cache::policy::CacheStatus;
 use crate::config::{Balance, Config, HashKey};
 use crate::error::{ErrorKind, ProxyError};
@@ -33,7 +34,7 @@ pub(super) enum Plan<'c> {
         bytes: &'c [u8],
         close: bool,
     },
-    /// An answer rendered into `Client::out` (a redirect).
+    /// An answer rendered into the client's output (a redirect).
     Rendered {
         close: bool,
     },
@@ -67,6 +68,7 @@ pub(super) struct Planned<'c> {
 /// the proxy makes itself say `Connection: close`.
 pub(super) fn plan<'c>(
     c: &mut Client,
+    work: &mut ReqState,
     ctx: &WorkerCtx,
     config: &'c Config,
     draining: bool,
@@ -74,13 +76,14 @@ pub(super) fn plan<'c>(
     // Taken out while the head borrows it, so the rest of the connection
     // can be written.
     let inbuf = std::mem::take(&mut c.inbuf);
-    let planned = plan_head(c, ctx, inbuf.bytes(), config, draining);
+    let planned = plan_head(c, work, ctx, inbuf.bytes(), config, draining);
     c.inbuf = inbuf;
     planned
 }
 
 fn plan_head<'c>(
     c: &mut Client,
+    work: &mut ReqState,
     ctx: &WorkerCtx,
     bytes: &[u8],
     config: &'c Config,
@@ -109,19 +112,19 @@ fn plan_head<'c>(
     note_request(c, config, &req);
     // Taken out for the request, so the normalised path can borrow it
     // while the client's other buffers are written.
-    let mut path_buf = std::mem::take(&mut c.path_buf);
+    let mut path_buf = std::mem::take(&mut work.path_buf);
     // A path that cannot be normalised is malformed: answered and closed
     // like any other bad head.
     let plan = path::normalize(req.path, &mut path_buf).map(|norm_path| {
         match route(c, ctx, config, &req, norm_path) {
-            Ok(route) => act(c, ctx, config, &req, (norm_path, route), close),
+            Ok(route) => act(c, work, ctx, config, &req, (norm_path, route), close),
             Err(error) if error.kind == ErrorKind::RateLimited => {
                 super::limits::refused(c, ctx, config, error, close)
             }
             Err(error) => Plan::Error { error, close },
         }
     });
-    c.path_buf = path_buf;
+    work.path_buf = path_buf;
     let plan = plan.map_err(|_| ProxyError::downstream(ErrorKind::BadRequest))?;
     Ok(Some(Planned {
         plan,
@@ -202,6 +205,7 @@ fn route(
 /// Carries out the route's action.
 fn act<'c>(
     c: &mut Client,
+    work: &mut ReqState,
     ctx: &WorkerCtx,
     config: &'c Config,
     req: &RequestHead<'_, '_>,
@@ -226,10 +230,17 @@ fn act<'c>(
             Plan::Rendered { close }
         }
         Action::Proxy { upstream, rewrite } => {
-            if let Some(plan) = from_cache(c, ctx, config, req, (norm_path, route), close) {
+            if let Some(plan) = from_cache(c, work, ctx, config, req, (norm_path, route), close) {
                 return plan;
             }
-            match proxy(c, config, req, norm_path, route, (*upstream, rewrite)) {
+            match proxy(
+                c,
+                work,
+                config,
+                req,
+                (norm_path, route),
+                (*upstream, rewrite),
+            ) {
                 Some(exchange) => Plan::Proxy(exchange),
                 // The compiled config names only groups it has.
                 None => Plan::Error {
@@ -246,6 +257,7 @@ fn act<'c>(
 /// answer (a hit, a purge), or make the request wait for another's fetch.
 fn from_cache<'c>(
     c: &mut Client,
+    work: &mut ReqState,
     ctx: &WorkerCtx,
     config: &Config,
     req: &RequestHead<'_, '_>,
@@ -255,41 +267,48 @@ fn from_cache<'c>(
     let chain = config.chains.get(route).filter(|ch| !ch.is_empty())?;
     // The response phase, and an answer from the cache, render after the
     // request bytes are gone.
-    c.host_buf.clear();
-    c.host_buf.extend_from_slice(req.host);
+    work.host_buf.clear();
+    work.host_buf.extend_from_slice(req.host);
     let compress = chain.compress();
     if let Some(rule) = compress {
-        c.cache.touch();
-        c.cache.coding = coding::negotiated(rule, req);
+        work.cache.touch();
+        work.cache.coding = coding::negotiated(rule, req);
     }
     let rule = chain.cache()?;
-    c.cache.touch();
+    work.cache.touch();
     let tls = c.stream.is_tls();
-    cache::prepare(&mut c.cache, rule, req, norm_path, tls, compress.is_some());
+    cache::prepare(
+        &mut work.cache,
+        rule,
+        req,
+        norm_path,
+        tls,
+        compress.is_some(),
+    );
     if req.method == b"PURGE" {
         let status = cache::purge_request(
             config,
             rule.zone,
             c.record.client_ip,
-            c.cache.hash,
-            &c.cache.key,
+            work.cache.hash,
+            &work.cache.key,
         );
-        c.cache.on = false;
+        work.cache.on = false;
         c.record.exit = Exit::Fixed;
         c.record.status = status;
         c.out.clear();
         crate::http::answer::render_answer(&mut c.out, status, close);
         return Some(Plan::Rendered { close });
     }
-    if !c.cache.on {
+    if !work.cache.on {
         c.record.cache = CacheResult::Bypass;
         return None;
     }
     let zone = cache::zone_of(config, rule.zone)?;
-    c.cache.request_time = cache::now_secs();
-    match cache::lookup(&mut c.cache, ctx, zone) {
+    work.cache.request_time = cache::now_secs();
+    match cache::lookup(&mut work.cache, ctx, zone) {
         Decision::Hit { object, refresh } => {
-            let now = c.cache.request_time;
+            let now = work.cache.request_time;
             let ttl = object.object.ttl(now);
             let status = if refresh {
                 CacheStatus::StaleHit { ttl }
@@ -306,10 +325,10 @@ fn from_cache<'c>(
             }
             // Served at once; the exchange below refreshes it afterwards,
             // with its validators (a 304 renews it).
-            c.cache.stale = Some(object.clone());
-            c.cache.fwd = crate::cache::policy::Fwd::Stale;
-            c.cache.serve_first = Some((object, status));
-            c.cache.background = true;
+            work.cache.stale = Some(object.clone());
+            work.cache.fwd = crate::cache::policy::Fwd::Stale;
+            work.cache.serve_first = Some((object, status));
+            work.cache.background = true;
             c.record.cache = CacheResult::Updating;
             None
         }
@@ -329,14 +348,14 @@ fn from_cache<'c>(
     }
 }
 
-/// Writes the upstream head into `Client::out` (the upstream-request
+/// Writes the upstream head into `ReqState::head` (the upstream-request
 /// phase edits it) and keeps what the exchange needs.
 fn proxy(
     c: &mut Client,
+    work: &mut ReqState,
     config: &Config,
     req: &RequestHead<'_, '_>,
-    norm_path: &[u8],
-    route: usize,
+    (norm_path, route): (&[u8], usize),
     (group_index, rewrite): (usize, &PathRewrite),
 ) -> Option<Exchange> {
     let group = config.upstreams.get(group_index)?;
@@ -345,8 +364,8 @@ fn proxy(
     let chain = config.chains.get(route).unwrap_or(&NO_FILTERS);
     // Taken out while the head is written, so the variables can borrow
     // the rest of the connection.
-    let mut out = std::mem::take(&mut c.out);
-    let mut rewrite_buf = std::mem::take(&mut c.rewrite_buf);
+    let mut out = std::mem::take(&mut work.head);
+    let mut rewrite_buf = std::mem::take(&mut work.rewrite_buf);
     let upstream_path = rewrite.apply(norm_path, &mut rewrite_buf);
     // A route without filters needs none of the request's values.
     let values;
@@ -379,13 +398,13 @@ fn proxy(
                     .forwarding
                     .request_id
                     .then(|| c.record.text.request_id()),
-                inner: &cache::UpstreamEdits::of(&c.cache, &edits),
+                inner: &cache::UpstreamEdits::of(&work.cache, &edits),
             },
         },
         &config.forwarding,
     );
-    c.out = out;
-    c.rewrite_buf = rewrite_buf;
+    work.head = out;
+    work.rewrite_buf = rewrite_buf;
     Some(Exchange {
         group: group_index,
         head_len: req.head_len,

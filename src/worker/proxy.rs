@@ -7,11 +7,11 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::cache;
-use super::client::Client;
 use super::connect::{acquire, pool_key};
 use super::ctx::{Snapshot, WorkerCtx};
 use super::downstream::{BodyLimits, Downstream};
 use super::relay::{BodyIn, RelayError};
+use super::reqstate::ReqState;
 use super::response::respond;
 use super::retry::{self, Attempt, Decision};
 use crate::config::UpstreamGroup;
@@ -24,7 +24,7 @@ use crate::rt::buffer::write_all_keep;
 use crate::rt::conn::Conn;
 use crate::upstream::Outcome;
 
-/// Request facts kept after its head has been rewritten into `Client::out`.
+/// Request facts kept after its head has been rewritten into `ReqState::head`.
 pub(crate) struct Exchange {
     /// The upstream group (position in the snapshot).
     pub group: usize,
@@ -104,7 +104,15 @@ struct Tries {
     allow_pooled: bool,
 }
 
-pub(crate) async fn run(c: &mut Client, ctx: &WorkerCtx, config: &Snapshot, ex: Exchange) -> Next {
+/// Runs the exchange for a request whose head has been consumed and whose
+/// upstream head is in `req.head`.
+pub(crate) async fn run<D: Downstream>(
+    c: &mut D,
+    req: &mut ReqState,
+    ctx: &WorkerCtx,
+    config: &Snapshot,
+    ex: Exchange,
+) -> Next {
     let group = &config.upstreams[ex.group];
     let leg = Leg {
         ctx,
@@ -112,8 +120,7 @@ pub(crate) async fn run(c: &mut Client, ctx: &WorkerCtx, config: &Snapshot, ex: 
         group,
         ex: &ex,
     };
-    c.inbuf.consume(ex.head_len);
-    let mut body = take_body(c, &ex);
+    let mut body = take_body(c, &mut req.head, &ex);
     let replayable = body.is_none();
     let generation = config.generation;
     ctx.with_group(generation, ex.group, |g| g.earn_retry(group.retry_budget));
@@ -121,7 +128,7 @@ pub(crate) async fn run(c: &mut Client, ctx: &WorkerCtx, config: &Snapshot, ex: 
     else {
         // Every server is down, ejected or full: say so at once.
         let e = ProxyError::upstream(ErrorKind::Unavailable).retry(Retry::Unsent);
-        return give_up(c, &leg, e, replayable).await;
+        return give_up(c, req, &leg, e, replayable).await;
     };
     let mut tries = Tries {
         server,
@@ -129,37 +136,28 @@ pub(crate) async fn run(c: &mut Client, ctx: &WorkerCtx, config: &Snapshot, ex: 
         retries_left: group.retries,
         allow_pooled: true,
     };
-    // The request head stays in `request` until the exchange ends, for a
-    // retry; `c.out` takes the spare buffer for the response head.
-    let mut request = std::mem::take(&mut c.out);
-    c.out = std::mem::take(&mut c.spare);
-    c.out.clear();
+    // Taken out until the exchange ends: every attempt sends it whole.
+    let mut request = std::mem::take(&mut req.head);
     let next = loop {
         let retry_status = may_retry_status(&leg, &tries, replayable);
-        let failed = match attempt(c, &leg, &tries, &mut request, body.as_mut(), retry_status).await
-        {
+        let sent = (&mut request, body.as_mut());
+        let failed = match attempt(c, req, &leg, &tries, sent, retry_status).await {
             Ok(next) => break next,
             Err(failed) => failed,
         };
-        if !go_again(c, &leg, &mut tries, &failed, replayable) {
-            break give_up(c, &leg, failed.error, replayable).await;
+        if !go_again(c, req, &leg, &mut tries, &failed, replayable) {
+            break give_up(c, req, &leg, failed.error, replayable).await;
         }
     };
-    request.clear();
-    c.spare = request;
+    req.head = request;
     next
 }
 
 /// A small request body already buffered goes with the head (which makes
 /// the request replayable); anything else is streamed after it.
-fn take_body(c: &mut Client, ex: &Exchange) -> Option<BodyIn> {
+fn take_body<D: Downstream>(c: &mut D, head: &mut Vec<u8>, ex: &Exchange) -> Option<BodyIn> {
     match ex.framing {
-        Framing::Length(n) if n <= INLINE_BODY && c.inbuf.len() as u64 >= n => {
-            c.out.extend_from_slice(&c.inbuf.bytes()[..n as usize]);
-            c.inbuf.consume(n as usize);
-            c.record.bytes_in += n;
-            None
-        }
+        Framing::Length(n) if n <= INLINE_BODY && c.take_whole_body(n, head) => None,
         Framing::Length(n) => Some(BodyIn::Length(n)),
         Framing::Chunked => Some(BodyIn::Chunked(ChunkedDecoder::new())),
         Framing::Empty | Framing::Close => None,
@@ -187,36 +185,26 @@ fn may_retry_status(leg: &Leg<'_>, tries: &Tries, replayable: bool) -> bool {
 
 /// One attempt on one server: connect (or take a pooled connection),
 /// exchange, and on success settle the server and the pool.
-async fn attempt(
-    c: &mut Client,
+async fn attempt<D: Downstream>(
+    c: &mut D,
+    req: &mut ReqState,
     leg: &Leg<'_>,
     tries: &Tries,
-    request: &mut Vec<u8>,
-    body: Option<&mut BodyIn>,
+    (request, body): (&mut Vec<u8>, Option<&mut BodyIn>),
     retry_status: bool,
 ) -> Result<Next, Failed> {
     let (group, server) = (leg.group, tries.server);
     let started = Instant::now();
-    c.record.upstream = Some(UpstreamTry {
+    c.record().upstream = Some(UpstreamTry {
         group: leg.ex.group as u32,
         server: server as u32,
         addr: group.servers[server].addr,
     });
-    // The address the client connected to: from its PROXY header, else
-    // the accepted socket's (asked only when a header is sent).
-    let local = match (c.local, group.send_proxy_protocol) {
-        (None, Some(_)) => c.local_addr(),
-        (local, _) => local,
-    };
+    // The address the client connected to is asked only when a PROXY
+    // header goes upstream.
+    let addrs = c.addrs(group.send_proxy_protocol.is_some());
     let spec = &group.servers[server];
-    let acquired = acquire(
-        leg.ctx,
-        group,
-        spec,
-        tries.allow_pooled,
-        (c.peer, local),
-        started,
-    );
+    let acquired = acquire(leg.ctx, group, spec, tries.allow_pooled, addrs, started);
     let (mut upstream, reused) = acquired.await.map_err(|e| Failed {
         // Nothing was sent: any request may go to another server.
         error: e.retry(Retry::Unsent),
@@ -228,7 +216,7 @@ async fn attempt(
         .metrics
         .borrow_mut()
         .connection(leg.config, leg.ex.group, reused);
-    let done = exchange(c, leg, &mut upstream, request, body, retry_status)
+    let done = exchange(c, req, leg, &mut upstream, (request, body), retry_status)
         .await
         .map_err(|error| Failed {
             error,
@@ -238,9 +226,10 @@ async fn attempt(
     // One clock read for the latency, the balancer and the pool.
     let now = Instant::now();
     let elapsed = now.saturating_duration_since(started);
-    c.record.upstream_time = Some(elapsed);
-    c.record.exit = Exit::Proxied;
-    let failed = c.record.status >= 500 && group.outlier.as_ref().is_some_and(|o| o.on_5xx);
+    let record = c.record();
+    record.upstream_time = Some(elapsed);
+    record.exit = Exit::Proxied;
+    let failed = record.status >= 500 && group.outlier.as_ref().is_some_and(|o| o.on_5xx);
     let outcome = match done {
         Done::Response { .. } if failed => Outcome::Failure,
         _ => Outcome::Success(elapsed),
@@ -280,8 +269,9 @@ async fn attempt(
 
 /// Settles a failed attempt with the balancer and, when the retry rule
 /// and the group allow, moves `tries` to the next attempt.
-fn go_again(
-    c: &mut Client,
+fn go_again<D: Downstream>(
+    c: &mut D,
+    req: &mut ReqState,
     leg: &Leg<'_>,
     tries: &mut Tries,
     failed: &Failed,
@@ -297,7 +287,7 @@ fn go_again(
             idempotent: leg.ex.idempotent,
         },
     );
-    c.upbuf.consume(c.upbuf.len());
+    req.upbuf.consume(req.upbuf.len());
     c.discard_head();
     if failed.error.side != Side::Downstream {
         let connecting = !failed.reused && failed.error.retry == Retry::Unsent;
@@ -316,7 +306,7 @@ fn go_again(
         // at fault; try it again on a fresh connection.
         tracing::debug!(worker = ctx.id, %addr, "pooled upstream connection failed; retrying on a fresh one");
         tries.allow_pooled = false;
-        c.record.retries = c.record.retries.saturating_add(1);
+        c.record().retries = c.record().retries.saturating_add(1);
         return true;
     }
     let on_5xx = group.outlier.as_ref().is_some_and(|o| o.on_5xx);
@@ -343,19 +333,25 @@ fn go_again(
     tries.retries_left -= 1;
     tries.server = next;
     tries.allow_pooled = true;
-    c.record.retries = c.record.retries.saturating_add(1);
+    c.record().retries = c.record().retries.saturating_add(1);
     true
 }
 
 /// Answers the client with the error that ended the exchange.
-async fn give_up(c: &mut Client, leg: &Leg<'_>, e: ProxyError, replayable: bool) -> Next {
+async fn give_up<D: Downstream>(
+    c: &mut D,
+    req: &mut ReqState,
+    leg: &Leg<'_>,
+    e: ProxyError,
+    replayable: bool,
+) -> Next {
     let (close, linger) = retry::after_answer(&e, leg.ex.keep_alive, replayable);
     c.discard_head();
-    let sent = if c.cache.background {
+    let sent = if req.cache.background {
         // A failed refresh: the client was answered from the cache.
-        c.record.fail(e);
+        c.record().fail(e);
         true
-    } else if let Some(sent) = cache::serve_stale_on_error(c, leg.config, &e, close).await {
+    } else if let Some(sent) = cache::serve_stale_on_error(c, req, leg.config, &e, close).await {
         sent
     } else {
         c.answer(e, close, leg.config.timeouts.io).await
@@ -404,12 +400,12 @@ enum SendFailure {
 
 /// One attempt on one upstream connection. `request` (head plus any
 /// inline body) is given back intact, so a failed attempt can be replayed.
-async fn exchange(
-    c: &mut Client,
+async fn exchange<D: Downstream>(
+    c: &mut D,
+    req: &mut ReqState,
     leg: &Leg<'_>,
     upstream: &mut Conn,
-    request: &mut Vec<u8>,
-    body: Option<&mut BodyIn>,
+    (request, body): (&mut Vec<u8>, Option<&mut BodyIn>),
     retry_status: bool,
 ) -> Result<Done, ProxyError> {
     let bytes = std::mem::take(request);
@@ -422,31 +418,33 @@ async fn exchange(
         return Err(ProxyError::upstream(ErrorKind::BadGateway).retry(Retry::BeforeAnswer));
     }
     let Some(body) = body else {
-        return respond(c, leg, upstream, false, retry_status).await;
+        return respond(c, req, leg, upstream, false, retry_status).await;
     };
     match send_body(c, leg, upstream, body).await {
-        Ok(()) => respond(c, leg, upstream, false, retry_status).await,
+        Ok(()) => respond(c, req, leg, upstream, false, retry_status).await,
         Err(SendFailure::Client(e)) => Err(e),
         // The upstream may have answered early (413, 401, ...). Pass that
         // answer on and close, since the rest of the client's body is
         // unread.
-        Err(SendFailure::UpstreamStopped) => match respond(c, leg, upstream, true, false).await {
-            Ok(Done::Response { .. }) => Ok(Done::Response {
-                client_keep: false,
-                reusable: false,
-                linger: true,
-                quiet: false,
-            }),
-            // A held-back head that failed keeps its 502 or 504.
-            Err(e) if e.retry == Retry::No && e.side != Side::Downstream => Err(e),
-            _ => Err(ProxyError::upstream(ErrorKind::BadGateway)),
-        },
+        Err(SendFailure::UpstreamStopped) => {
+            match respond(c, req, leg, upstream, true, false).await {
+                Ok(Done::Response { .. }) => Ok(Done::Response {
+                    client_keep: false,
+                    reusable: false,
+                    linger: true,
+                    quiet: false,
+                }),
+                // A held-back head that failed keeps its 502 or 504.
+                Err(e) if e.retry == Retry::No && e.side != Side::Downstream => Err(e),
+                _ => Err(ProxyError::upstream(ErrorKind::BadGateway)),
+            }
+        }
     }
 }
 
 /// Streams the rest of the request body from the client to the upstream.
-async fn send_body(
-    c: &mut Client,
+async fn send_body<D: Downstream>(
+    c: &mut D,
     leg: &Leg<'_>,
     upstream: &mut Conn,
     body: &mut BodyIn,

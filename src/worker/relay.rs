@@ -12,6 +12,7 @@ use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK, encode_chunk};
 use crate::rt::buffer::{ReadBuf, flush_vec, write_from_read_buf};
 use crate::rt::conn::Conn;
 use crate::rt::splice::{self, SPLICE_MIN, SpliceError};
+use crate::rt::watch::{Answered, unless_answered};
 
 /// Largest amount copied into the head buffer to send in one write; above
 /// it, body bytes are written straight from the read buffer.
@@ -71,7 +72,8 @@ pub(crate) enum RelayError {
     Source,
     /// Reading the source timed out.
     SourceTimedOut,
-    /// Writing the destination failed or timed out.
+    /// Writing the destination failed or timed out, or it answered
+    /// before taking the whole body (see `Relay::watch_dest`).
     Dest,
     /// The source framing was invalid (bad chunk).
     Invalid,
@@ -100,6 +102,10 @@ pub(crate) struct Relay {
     /// until-close bodies, which may be streams (server-sent events)
     /// whose pieces must not wait for the next one.
     pub postpone: bool,
+    /// While the source pauses, watch the destination for an early
+    /// answer (request bodies: an upstream that answers before taking
+    /// the whole body); one ends the relay as `RelayError::Dest`.
+    pub watch_dest: bool,
     /// Body bytes moved so far (decoded: without chunk framing).
     pub moved: u64,
 }
@@ -142,9 +148,8 @@ impl Relay {
                 if let Some(want) = self.splice_rest(self.moved)
                     && let (Conn::Plain(from), Conn::Plain(to)) = (&*src, &*dst)
                 {
-                    match splice::forward(from, to, want, self.read_timeout, self.write_timeout)
-                        .await
-                    {
+                    let waits = (self.read_timeout, self.write_timeout);
+                    match splice::forward(from, to, want, waits, self.watch_dest).await {
                         Ok(n) => {
                             self.moved += n;
                             break;
@@ -155,16 +160,22 @@ impl Relay {
                     }
                 }
             }
-            let n = src_buf
-                .fill(src, READ_CHUNK, self.read_timeout)
-                .await
-                .map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::TimedOut {
-                        RelayError::SourceTimedOut
-                    } else {
-                        RelayError::Source
-                    }
-                })?;
+            let read = src_buf.fill(src, READ_CHUNK, self.read_timeout);
+            // Plain upstreams only: a TLS one turns readable for its own
+            // records too (TLS 1.3 session tickets), not just an answer.
+            let read = match &*dst {
+                Conn::Plain(peer) if self.watch_dest => unless_answered(read, peer)
+                    .await
+                    .map_err(|Answered| RelayError::Dest)?,
+                _ => read.await,
+            };
+            let n = read.map_err(|e| {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    RelayError::SourceTimedOut
+                } else {
+                    RelayError::Source
+                }
+            })?;
             if n == 0 {
                 if matches!(self.input, BodyIn::UntilClose) {
                     break;

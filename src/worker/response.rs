@@ -12,11 +12,11 @@ use super::coding::{self, CodingEdits, ResponseEdits};
 use crate::cache::policy::{self, CacheStatus, Fwd};
 use crate::compress::Algorithm;
 
-use super::client::Client;
 use super::downstream::{BodyFailure, BodyLimits, Carry, Downstream, Head, HeadKind};
-use super::plan::vars;
 use super::proxy::{Done, Exchange, Leg};
 use super::relay::{BodyIn, RelayError};
+use super::reqstate::ReqState;
+use super::transform;
 use crate::error::{ErrorKind, ProxyError, Retry};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::encode::FieldEdits;
@@ -44,36 +44,38 @@ struct ResponsePlan {
 /// (request body left unread); likewise when the worker is draining by
 /// the time the head is rendered. `retry_status`: a `retry_on` status is
 /// not passed on but returned as an error.
-pub(super) async fn respond(
-    c: &mut Client,
+pub(super) async fn respond<D: Downstream>(
+    c: &mut D,
+    req: &mut ReqState,
     leg: &Leg<'_>,
     upstream: &mut Conn,
     closing: bool,
     retry_status: bool,
 ) -> Result<Done, ProxyError> {
-    let plan = read_head(c, leg, upstream, closing, retry_status).await?;
+    let plan = read_head(c, req, leg, upstream, closing, retry_status).await?;
     if let Some(object) = plan.refreshed.clone() {
-        return answer_refreshed(c, leg, object, &plan).await;
+        return answer_refreshed(c, req, leg, object, &plan).await;
     }
-    if plan.status >= 500 && plan.kind == HeadKind::Final && cache::stale_usable(c) {
-        return Ok(answer_stale(c, leg, &plan).await);
+    if plan.status >= 500 && plan.kind == HeadKind::Final && cache::stale_usable(&req.cache) {
+        return Ok(answer_stale(c, req, leg, &plan).await);
     }
-    c.record.status = plan.status;
-    if c.cache.result != CacheResult::None {
-        c.record.cache = c.cache.result;
+    c.record().status = plan.status;
+    if req.cache.result != CacheResult::None {
+        c.record().cache = req.cache.result;
     }
     let chain = leg.config.chains.get(leg.ex.route).unwrap_or(&NO_FILTERS);
-    chain.upstream_response(plan.status, &mut c.record);
+    chain.upstream_response(plan.status, c.record());
     if plan.kind == HeadKind::Switching {
         c.send_head(leg.config.timeouts.io).await?;
-        c.switch_over(upstream, limits(leg, false)).await?;
+        c.switch_over(upstream, &mut req.upbuf, limits(leg, false))
+            .await?;
         return Ok(Done::Switched);
     }
     // Awaited here rather than in a helper: each async layer on the
     // request path costs its state machine per request.
     let relayed = match body_input(plan.framing) {
         // A background refresh: the client has its answer already.
-        None if c.cache.background => {
+        None if req.cache.background => {
             c.discard_head();
             Ok(())
         }
@@ -84,8 +86,15 @@ pub(super) async fn respond(
                 error: RelayError::Dest,
                 sent: true,
             }),
-        Some(input) => {
+        // Only the identity plan passes bytes through untouched, so only
+        // it may splice or hold a small head back.
+        Some(input) if plan.body == BodyPlan::Identity => {
             let limits = limits(leg, leg.config.runtime.splice);
+            c.relay_response((upstream, &mut req.upbuf), input, plan.carry, limits)
+                .await
+        }
+        Some(input) => {
+            let limits = limits(leg, false);
             let rule = leg
                 .config
                 .chains
@@ -93,16 +102,8 @@ pub(super) async fn respond(
                 .and_then(|ch| ch.compress());
             let level = rule.and_then(|r| r.level);
             let mut encoder = plan.compress.map(|alg| leg.ctx.take_encoder(alg, level));
-            let relayed = c
-                .relay_response(
-                    upstream,
-                    input,
-                    plan.carry,
-                    plan.body,
-                    limits,
-                    encoder.as_mut(),
-                )
-                .await;
+            let coding = (input, plan.carry, encoder.as_mut());
+            let relayed = transform::relay(c, req, upstream, coding, limits).await;
             if let Some(e) = encoder {
                 leg.ctx.give_encoder(level, e);
             }
@@ -118,7 +119,7 @@ pub(super) async fn respond(
         // start of a small body: the client has nothing of this
         // response yet, so it gets a clear answer instead of a cut-off
         // one.
-        c.upbuf.consume(c.upbuf.len());
+        req.upbuf.consume(req.upbuf.len());
         let kind = if matches!(e, RelayError::SourceTimedOut) {
             ErrorKind::GatewayTimeout
         } else {
@@ -127,8 +128,8 @@ pub(super) async fn respond(
         return Err(ProxyError::upstream(kind));
     }
     // Anything after the body is a protocol error on that connection.
-    let reusable = relayed.is_ok() && plan.upstream_reusable && c.upbuf.is_empty();
-    c.upbuf.consume(c.upbuf.len());
+    let reusable = relayed.is_ok() && plan.upstream_reusable && req.upbuf.is_empty();
+    req.upbuf.consume(req.upbuf.len());
     // After a failed relay the head is already on its way: all we can do
     // is close the client connection.
     Ok(Done::Response {
@@ -141,8 +142,9 @@ pub(super) async fn respond(
 
 /// Reads until the final head is parsed, passing interim ones (1xx other
 /// than 101) on.
-async fn read_head(
-    c: &mut Client,
+async fn read_head<D: Downstream>(
+    c: &mut D,
+    req: &mut ReqState,
     leg: &Leg<'_>,
     upstream: &mut Conn,
     closing: bool,
@@ -152,7 +154,7 @@ async fn read_head(
     let mut got_any = false;
     loop {
         let closing = closing || leg.ctx.drain.is_draining();
-        if let Some(plan) = next_head(c, leg, closing)? {
+        if let Some(plan) = next_head(c, req, leg, closing)? {
             if plan.kind != HeadKind::Interim {
                 if retry_status && group.retry_on.contains(&plan.status) {
                     // Not passed on: the caller retries on another server.
@@ -162,14 +164,14 @@ async fn read_head(
                 }
                 return Ok(plan);
             }
-            if !c.cache.background {
+            if !req.cache.background {
                 c.send_head(leg.config.timeouts.io).await?;
             }
             got_any = true;
             continue;
         }
-        let read = c.upbuf.fill(upstream, 8192, group.response_timeout).await;
-        let got_bytes = got_any || !c.upbuf.is_empty();
+        let read = req.upbuf.fill(upstream, 8192, group.response_timeout).await;
+        let got_bytes = got_any || !req.upbuf.is_empty();
         match read {
             Ok(0) => {
                 let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
@@ -215,26 +217,28 @@ fn response_read_failure(e: &io::Error, got_bytes: bool, ex: &Exchange) -> Proxy
 
 /// Parses a buffered response head and has the client side render it.
 /// Ok(None) means more bytes are needed.
-fn next_head(
-    c: &mut Client,
+fn next_head<D: Downstream>(
+    c: &mut D,
+    req: &mut ReqState,
     leg: &Leg<'_>,
     closing: bool,
 ) -> Result<Option<ResponsePlan>, ProxyError> {
     // Taken out while the head borrows it, so the client side can render.
-    let upbuf = std::mem::take(&mut c.upbuf);
-    let planned = plan_head(c, leg, upbuf.bytes(), closing);
-    c.upbuf = upbuf;
+    let upbuf = std::mem::take(&mut req.upbuf);
+    let planned = plan_head(c, req, leg, upbuf.bytes(), closing);
+    req.upbuf = upbuf;
     let planned = planned?;
     if let Some((_, head_len)) = &planned {
-        c.upbuf.consume(*head_len);
+        req.upbuf.consume(*head_len);
     }
     Ok(planned.map(|(plan, _)| plan))
 }
 
 /// The head's plan and length: the upstream-response phase's view of it,
 /// the response phase's edits and body plan, rendered by the client side.
-fn plan_head(
-    c: &mut Client,
+fn plan_head<D: Downstream>(
+    c: &mut D,
+    req: &mut ReqState,
     leg: &Leg<'_>,
     bytes: &[u8],
     closing: bool,
@@ -255,23 +259,23 @@ fn plan_head(
     // The edits' lines are rendered first, so rendering the head needs
     // nothing of the connection but its output.
     // The rewrite buffer is free once the upstream head is written.
-    let mut lines = std::mem::take(&mut c.rewrite_buf);
+    let mut lines = std::mem::take(&mut req.rewrite_buf);
     lines.clear();
     let body = if chain.is_empty() {
         BodyPlan::Identity
     } else {
-        let vars = vars(c, config, ex.route, ex.client_ip, &c.host_buf);
+        let vars = c.vars(config, ex.route, ex.client_ip, &req.host_buf);
         let (edits, body) = chain.response(&vars);
         edits.append(&mut lines);
         body
     };
     let hsts = config
         .listeners
-        .get(c.listener)
+        .get(c.listener())
         .and_then(|l| l.tls.as_ref())
         .and_then(|t| t.hsts.as_deref());
     let work = if kind == HeadKind::Final && !chain.is_empty() {
-        response_work(c, leg, &resp)
+        response_work(req, leg, &resp)
     } else {
         Work::default()
     };
@@ -285,25 +289,26 @@ fn plan_head(
     };
     // A route without filters edits nothing: skip the per-field checks.
     let prerendered = chain.response_with(&lines);
-    let work_lines = std::mem::take(&mut c.cache.lines);
+    let work_lines = std::mem::take(&mut req.cache.lines);
     let edits = (!chain.is_empty()).then(|| ResponseEdits {
         inner: &prerendered,
         coding: work.coding.as_ref(),
         lines: &work_lines,
     });
     // Taken out while the head is rendered, so the id can be borrowed.
-    let text = std::mem::take(&mut c.record.text);
+    let text = std::mem::take(&mut c.record().text);
     let edits = WithRequestId {
         id: (config.forwarding.request_id && kind == HeadKind::Final).then(|| text.request_id()),
         inner: &edits,
     };
     let carry = c.render_head(&head, &edits);
-    c.record.text = text;
-    c.rewrite_buf = lines;
-    c.cache.lines = work_lines;
+    c.record().text = text;
+    req.rewrite_buf = lines;
+    req.cache.lines = work_lines;
     let mut plan = plan(&resp, kind, carry, body);
     if !chain.is_empty() {
-        let transform = work.compress.is_some() || c.cache.pending.is_some() || c.cache.background;
+        let transform =
+            work.compress.is_some() || req.cache.pending.is_some() || req.cache.background;
         if transform {
             plan.body = BodyPlan::Transform;
         }
@@ -323,28 +328,28 @@ struct Work {
 
 /// The compression and cache filters on a final head: the coding (and
 /// its head edits), whether the response is stored, and `Cache-Status`,
-/// with their lines in `c.cache.lines`.
-fn response_work(c: &mut Client, leg: &Leg<'_>, resp: &ResponseHead<'_, '_>) -> Work {
+/// with their lines in `req.cache.lines`.
+fn response_work(req: &mut ReqState, leg: &Leg<'_>, resp: &ResponseHead<'_, '_>) -> Work {
     let chain = leg.config.chains.get(leg.ex.route).unwrap_or(&NO_FILTERS);
     let mut work = Work::default();
-    let mut lines = std::mem::take(&mut c.cache.lines);
+    let mut lines = std::mem::take(&mut req.cache.lines);
     lines.clear();
     if let Some(rule) = chain.compress()
         && coding::compressible(rule, resp)
     {
-        work.compress = c.cache.coding;
+        work.compress = req.cache.coding;
         work.coding = Some(coding::head_lines(resp, work.compress, &mut lines));
     }
     if let Some(rule) = chain.cache()
-        && c.cache.on
+        && req.cache.on
     {
         let coding = work.coding.as_ref();
-        match cache::on_response_head(&mut c.cache, leg.config, rule, resp, coding, &mut lines) {
+        match cache::on_response_head(&mut req.cache, leg.config, rule, resp, coding, &mut lines) {
             HeadOutcome::Relay => {}
             HeadOutcome::Refreshed(object) => work.refreshed = Some(object),
         }
-        if resp.framing == Framing::Empty && c.cache.pending.is_some() {
-            cache::store_empty(&mut c.cache);
+        if resp.framing == Framing::Empty && req.cache.pending.is_some() {
+            cache::store_empty(&mut req.cache);
         }
     } else if chain.cache().is_some() {
         // A method the cache does not take (RFC 9211 `fwd=method`).
@@ -357,18 +362,23 @@ fn response_work(c: &mut Client, leg: &Leg<'_>, resp: &ResponseHead<'_, '_>) -> 
         };
         policy::write_cache_status(&mut lines, cache::CACHE_NAME, &status);
     }
-    c.cache.lines = lines;
+    req.cache.lines = lines;
     work
 }
 
 /// stale-if-error on an upstream's 5xx: the stored object instead (the
 /// upstream's body is left unread, so its connection is not reused).
-async fn answer_stale(c: &mut Client, leg: &Leg<'_>, plan: &ResponsePlan) -> Done {
+async fn answer_stale<D: Downstream>(
+    c: &mut D,
+    req: &mut ReqState,
+    leg: &Leg<'_>,
+    plan: &ResponsePlan,
+) -> Done {
     c.discard_head();
-    c.upbuf.consume(c.upbuf.len());
+    req.upbuf.consume(req.upbuf.len());
     let e = ProxyError::upstream(ErrorKind::UpstreamStatus(plan.status));
     let close = !plan.carry.keep_alive;
-    let sent = cache::serve_stale_on_error(c, leg.config, &e, close).await == Some(true);
+    let sent = cache::serve_stale_on_error(c, req, leg.config, &e, close).await == Some(true);
     Done::Response {
         client_keep: sent && !close,
         reusable: false,
@@ -379,8 +389,9 @@ async fn answer_stale(c: &mut Client, leg: &Leg<'_>, plan: &ResponsePlan) -> Don
 
 /// The upstream confirmed the stored object (304): the client gets it
 /// from the cache, with its own conditional answered.
-async fn answer_refreshed(
-    c: &mut Client,
+async fn answer_refreshed<D: Downstream>(
+    c: &mut D,
+    req: &mut ReqState,
     leg: &Leg<'_>,
     object: Rc<LocalObject>,
     plan: &ResponsePlan,
@@ -388,19 +399,19 @@ async fn answer_refreshed(
     c.discard_head();
     let close = !plan.carry.keep_alive;
     let status = CacheStatus::Forward {
-        fwd: c.cache.fwd,
+        fwd: req.cache.fwd,
         status: Some(304),
         stored: true,
         collapsed: false,
         detail: None,
     };
-    let reusable = plan.upstream_reusable && c.upbuf.is_empty();
-    c.upbuf.consume(c.upbuf.len());
-    let sent = if c.cache.background {
+    let reusable = plan.upstream_reusable && req.upbuf.is_empty();
+    req.upbuf.consume(req.upbuf.len());
+    let sent = if req.cache.background {
         true
     } else {
-        c.record.cache = CacheResult::Revalidated;
-        cache::serve(c, leg.config, &object, status, close).await
+        c.record().cache = CacheResult::Revalidated;
+        cache::serve(c, req, leg.config, &object, status, close).await
     };
     Ok(Done::Response {
         client_keep: sent && !close,

@@ -6,31 +6,26 @@
 //! and memory stays bounded by one read.
 
 use super::cache::fill;
-use super::client::Client;
-use super::downstream::{BodyFailure, BodyLimits, Carry};
+use super::downstream::{BodyFailure, BodyLimits, Carry, Downstream};
 use super::relay::{BodyIn, RelayError};
+use super::reqstate::ReqState;
 use crate::compress::{Encoder, WHOLE_MAX};
-use crate::http::Framing;
-use crate::http::chunked::{LAST_CHUNK, encode_chunk};
-use crate::rt::buffer::flush_vec;
 use crate::rt::conn::Conn;
 
 /// Room asked for on each read.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Relays the body with the head already in `c.out`. `encoder`: compress
+/// Relays the body behind the head the client side has rendered. `encoder`: compress
 /// with it (it is reset before use).
-pub(crate) async fn relay(
-    c: &mut Client,
+pub(crate) async fn relay<D: Downstream>(
+    c: &mut D,
+    req: &mut ReqState,
     upstream: &mut Conn,
-    mut input: BodyIn,
-    carry: Carry,
-    mut encoder: Option<&mut Encoder>,
+    (mut input, carry, mut encoder): (BodyIn, Carry, Option<&mut Encoder>),
     limits: BodyLimits,
 ) -> Result<(), BodyFailure> {
-    let chunked = carry.framing == Framing::Chunked;
-    let mut plain = std::mem::take(&mut c.cache.plain);
-    let mut coded = std::mem::take(&mut c.cache.coded);
+    let mut plain = std::mem::take(&mut req.cache.plain);
+    let mut coded = std::mem::take(&mut req.cache.coded);
     // A length-framed body is coming whole: the coder's blocks are cut
     // where it chooses (a sync flush per read cut a 20 KB page into three
     // blocks: bigger output and three block set-ups). A chunked or
@@ -51,7 +46,7 @@ pub(crate) async fn relay(
             plain.clear();
         }
         coded.clear();
-        let done = match input.take_buffered(&mut c.upbuf, |d| plain.extend_from_slice(d)) {
+        let done = match input.take_buffered(&mut req.upbuf, |d| plain.extend_from_slice(d)) {
             Ok(done) => done,
             Err(e) => break Err(e),
         };
@@ -67,26 +62,18 @@ pub(crate) async fn relay(
             },
             None => &plain,
         };
-        fill::keep(&mut c.cache, data);
-        if !data.is_empty() {
-            if chunked {
-                encode_chunk(&mut c.out, data);
-            } else {
-                c.out.extend_from_slice(data);
-            }
-        }
+        fill::keep(&mut req.cache, data);
+        c.push_body(data, carry);
         if done {
-            if chunked {
-                c.out.extend_from_slice(LAST_CHUNK);
-            }
-            fill::finish_body(&mut c.cache);
-            break flush(c, limits).await;
+            c.end_body(carry);
+            fill::finish_body(&mut req.cache);
+            break flush(c, req, limits).await;
         }
         // The head waits for a gathered body, to go out with it.
-        if !whole && let Err(e) = flush(c, limits).await {
+        if !whole && let Err(e) = flush(c, req, limits).await {
             break Err(e);
         }
-        let read = c
+        let read = req
             .upbuf
             .fill(upstream, READ_CHUNK, limits.read_timeout)
             .await;
@@ -100,9 +87,9 @@ pub(crate) async fn relay(
             Err(_) => break Err(RelayError::Source),
         }
     };
-    c.cache.plain = plain;
-    c.cache.coded = coded;
-    c.out.clear();
+    req.cache.plain = plain;
+    req.cache.coded = coded;
+    c.discard_head();
     result.map_err(|error| BodyFailure { error, sent: true })
 }
 
@@ -142,16 +129,14 @@ fn encode(
     r.map_err(|_| RelayError::Invalid)
 }
 
-async fn flush(c: &mut Client, limits: BodyLimits) -> Result<(), RelayError> {
+async fn flush<D: Downstream>(
+    c: &mut D,
+    req: &ReqState,
+    limits: BodyLimits,
+) -> Result<(), RelayError> {
     // A background refresh: the client has its answer already.
-    if c.cache.background {
-        c.out.clear();
+    if req.cache.background {
+        c.discard_head();
     }
-    if c.out.is_empty() {
-        return Ok(());
-    }
-    c.record.bytes_out += c.out.len() as u64;
-    flush_vec(&mut c.stream, &mut c.out, limits.write_timeout)
-        .await
-        .map_err(|_| RelayError::Dest)
+    c.flush_body(limits.write_timeout).await
 }

@@ -22,12 +22,15 @@ const CAPACITY: usize = 64 * 1024;
 const REPORTED_USES: u8 = 3;
 
 /// One object as this worker holds it.
+/// A stored body as a worker holds it: an `Rc` clone per write counts on
+/// this core, where an `Arc` clone would write a line every worker reads.
+#[allow(clippy::redundant_allocation)]
+pub(crate) type SharedBody = Rc<Arc<Vec<u8>>>;
+
 pub(crate) struct LocalObject {
     pub object: Arc<Object>,
-    /// The body, for writes: an `Rc` clone per write counts on this core,
-    /// where an `Arc` clone would write a line every worker reads.
-    #[allow(clippy::redundant_allocation)]
-    pub body: Rc<Arc<Vec<u8>>>,
+    /// The body, for writes.
+    pub body: SharedBody,
     uses: Cell<u8>,
 }
 
