@@ -132,7 +132,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-start soak "$SOAK_PORT" 2 "$ALLOWED_CPUS" "
+ALL_CPUS=$(echo $ALLOWED_CPUS | tr ' ' ',')
+start soak "$SOAK_PORT" 2 "$ALL_CPUS" "
 [rate_limits.ip]
 rate = \"$RATE/s\"
 burst = 100
