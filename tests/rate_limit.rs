@@ -115,7 +115,8 @@ fn a_route_can_use_several_limits_and_log_mode_only_counts() {
     let config = ConfigBuilder::new(up.addr)
         .sections(
             "[rate_limits.watch]\nrate = \"1/h\"\nkey = \"route\"\nmode = \"log\"\n\
-             [rate_limits.keys]\nrate = \"1/h\"\nburst = 3\nkey = \"header:X-Api-Key\"\n",
+             [rate_limits.keys]\nrate = \"1/h\"\nburst = 3\nkey = \"header:X-Api-Key\"\n\
+             [[routes]]\npath_prefix = \"/free\"\nupstream = \"backend\"\n",
         )
         .route(r#"rate_limit = ["watch", "keys"]"#)
         .build();
@@ -133,6 +134,11 @@ fn a_route_can_use_several_limits_and_log_mode_only_counts() {
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
     assert_eq!(c.request(&get("/")).status, 200);
     assert_eq!(up.requests().len(), 4);
+    // A route without limits counts nothing (nor again what the last
+    // limited request did).
+    for _ in 0..3 {
+        assert_eq!(c.request(&get("/free")).status, 200);
+    }
     let metrics = metrics(admin);
     // `watch` saw 6 requests and would have refused 5 (the 429s were
     // refused by `keys` after `watch` had counted them).

@@ -37,7 +37,7 @@ pub struct Limiter {
     generation: u64,
     limits: Vec<WorkerLimit>,
     /// This request's refusals (limit position, its mode), for the
-    /// metrics; cleared per request, its room kept.
+    /// metrics; the caller clears it per request (its room is kept).
     pub events: Vec<(usize, Mode)>,
     /// The last refusal (for the 429's headers).
     pub last: Option<Denial>,
@@ -62,7 +62,6 @@ impl Limiter {
         which: &[usize],
         input: &KeyInput<'_>,
     ) -> Result<(), Denial> {
-        self.events.clear();
         if generation != self.generation || self.limits.len() != limits.len() {
             self.sync(generation, limits);
         }

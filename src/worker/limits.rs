@@ -23,6 +23,7 @@ pub(super) fn request_phase(
 ) -> Result<(), ProxyError> {
     let client_ip = c.record.client_ip;
     let mut limiter = ctx.limiter.borrow_mut();
+    limiter.events.clear();
     let mut limits = RequestLimits {
         limiter: &mut limiter,
         limits: (config.generation, &config.rate_limits),
