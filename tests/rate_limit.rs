@@ -107,6 +107,14 @@ fn over_the_limit_is_answered_429_with_when_to_come_back() {
     // Still the same connection, and nothing more reached the upstream.
     assert_eq!(c.request(&get("/b")).status, 429);
     assert_eq!(up.requests().len(), 2);
+    // A HEAD gets the head alone (then the connection still reads
+    // answers right).
+    c.send(b"HEAD /a HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = c.read_response_to(true).expect("an answer to HEAD");
+    assert_eq!(head.status, 429);
+    assert_eq!(head.header("content-length"), Some("18"));
+    assert!(head.body.is_empty());
+    assert_eq!(c.request(&get("/c")).status, 429);
 }
 
 #[test]

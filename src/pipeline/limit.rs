@@ -43,13 +43,12 @@ impl RequestLimits<'_> {
 }
 
 /// Renders the answer to a request `limit` refused, `wait_ns` before it
-/// may try again.
+/// may try again; `head`: a HEAD request (the length, no body).
 pub fn render_limited(
     out: &mut Vec<u8>,
-    error: &ProxyError,
-    limit: &RateLimit,
+    (error, limit): (&ProxyError, &RateLimit),
     wait_ns: u64,
-    close: bool,
+    (close, head): (bool, bool),
 ) {
     let status = error.status().unwrap_or(429);
     let reason = reason(status);
@@ -78,8 +77,10 @@ pub fn render_limited(
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(reason.as_bytes());
-    out.push(b'\n');
+    if !head {
+        out.extend_from_slice(reason.as_bytes());
+        out.push(b'\n');
+    }
 }
 
 #[cfg(test)]
@@ -98,12 +99,18 @@ mod tests {
         .remove(0);
         let mut out = Vec::new();
         let e = ProxyError::downstream(ErrorKind::RateLimited);
-        render_limited(&mut out, &e, &limit, 1_500_000_000, false);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n\
+        render_limited(&mut out, (&e, &limit), 1_500_000_000, (false, false));
+        let get = "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n\
              Retry-After: 2\r\nRateLimit-Policy: \"api\";q=100;w=60\r\n\
-             RateLimit: \"api\";r=0;t=2\r\nContent-Length: 18\r\n\r\nToo Many Requests\n"
+             RateLimit: \"api\";r=0;t=2\r\nContent-Length: 18\r\n\r\nToo Many Requests\n";
+        assert_eq!(String::from_utf8(out).unwrap(), get);
+        // A HEAD gets the same head, closing, and no body.
+        let mut out = Vec::new();
+        render_limited(&mut out, (&e, &limit), 1_500_000_000, (true, true));
+        let head = get.replace(
+            "\r\n\r\nToo Many Requests\n",
+            "\r\nConnection: close\r\n\r\n",
         );
+        assert_eq!(String::from_utf8(out).unwrap(), head);
     }
 }

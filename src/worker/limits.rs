@@ -61,13 +61,13 @@ fn steered(c: &Client, ctx: &WorkerCtx, config: &Config, client_ip: IpAddr) -> b
         && super::listen::steers_by_source(ctx, config)
 }
 
-/// The answer to a request a limit refused: 429 with when to come back.
+/// The answer to a request a limit refused: 429 with when to come back
+/// (`head`: to a HEAD request, without its body).
 pub(super) fn refused<'c>(
     c: &mut Client,
-    ctx: &WorkerCtx,
-    config: &Config,
+    (ctx, config): (&WorkerCtx, &Config),
     error: ProxyError,
-    close: bool,
+    (close, head): (bool, bool),
 ) -> Plan<'c> {
     let denial = ctx.limiter.borrow().last;
     let Some(limit) = denial.and_then(|d| config.rate_limits.get(d.limit)) else {
@@ -78,10 +78,9 @@ pub(super) fn refused<'c>(
     c.out.clear();
     render_limited(
         &mut c.out,
-        &error,
-        limit,
+        (&error, limit),
         denial.map_or(0, |d| d.wait_ns),
-        close,
+        (close, head),
     );
     Plan::Rendered { close }
 }

@@ -119,7 +119,7 @@ fn plan_head<'c>(
         match route(c, ctx, config, &req, norm_path) {
             Ok(route) => act(c, work, ctx, config, &req, (norm_path, route), close),
             Err(error) if error.kind == ErrorKind::RateLimited => {
-                super::limits::refused(c, ctx, config, error, close)
+                super::limits::refused(c, (ctx, config), error, (close, req.is_head()))
             }
             Err(error) => Plan::Error { error, close },
         }
