@@ -102,11 +102,6 @@ impl Limiter {
             .collect();
         self.generation = generation;
     }
-
-    /// Keys in this worker's own table whose bucket is not full (tests).
-    pub fn live_keys(&self, limit: usize) -> usize {
-        self.limits.get(limit).map_or(0, |w| w.local.live(now_ns()))
-    }
 }
 
 impl WorkerLimit {

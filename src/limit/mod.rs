@@ -107,7 +107,8 @@ impl fmt::Debug for LimitState {
 impl LimitState {
     pub fn new(gcra: &Gcra, max_keys: usize, store: Option<&StoreConfig>) -> LimitState {
         LimitState {
-            shared: shared::SharedBuckets::new(max_keys),
+            // A limit in a store keeps its keys there (`store`).
+            shared: shared::SharedBuckets::new(if store.is_some() { 8 } else { max_keys }),
             batch: std::sync::atomic::AtomicU64::new(batch(gcra, 1)),
             store: store.map(|_| Arc::new(store::StoreBuckets::new(max_keys))),
         }
