@@ -45,6 +45,8 @@
 #   EXTRA_TOML []     appended to ringress's config, with @TMP@ replaced by
 #                     the temp dir (e.g. an [access_log] writing there)
 #   BACKEND_PORT [19090]  PORT [19091]
+#   KEEP_CG=DIR       keep each large run's callgrind output in DIR (as
+#                     BIN-MODE.cg) for callgrind_annotate
 #   SKIP_BUILD=1      don't run cargo build (only with explicit binaries
 #                     or an existing target/release/ringress)
 set -euo pipefail
@@ -286,6 +288,10 @@ for mode in $MODES; do
             small=$COUNT
             count "$bin" $((100 + REQUESTS)) "$mode"
             per+=($(((COUNT - small) / REQUESTS)))
+            if [[ -n ${KEEP_CG:-} ]]; then
+                mkdir -p "$KEEP_CG"
+                cat "$TMP/cg"/cg.* >"$KEEP_CG/$(basename "$bin")-$mode.cg"
+            fi
         done
         log "$bin $mode: ${per[*]}"
         echo "| $bin | $mode | $HEADERS | ${per[*]} |"

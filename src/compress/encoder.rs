@@ -7,11 +7,19 @@ use super::Algorithm;
 use super::brotli::BrotliEncoder;
 use super::gzip::GzipEncoder;
 use super::level_range;
-use super::whole::WholeGzip;
 use super::zstd::ZstdEncoder;
 
 /// Like nginx's default `gzip_comp_level 1`.
 const GZIP_LEVEL: u32 = 1;
+
+/// The gzip level a route's `level` means (default 1, clamped to 1-9),
+/// for the streaming encoder and a whole-body compressor alike.
+pub fn gzip_level(level: Option<u32>) -> u32 {
+    let range = level_range(Algorithm::Gzip);
+    level
+        .unwrap_or(GZIP_LEVEL)
+        .clamp(*range.start(), *range.end())
+}
 const BROTLI_QUALITY: u32 = 4;
 /// 2^18 = 256 KiB window instead of brotli's default 4 MiB (lgwin 22).
 const BROTLI_LGWIN: u32 = 18;
@@ -23,10 +31,6 @@ const ZSTD_WINDOW_LOG: u32 = 18;
 pub struct Encoder {
     alg: Algorithm,
     inner: Inner,
-    /// gzip only: the level, and libdeflate for small whole bodies (made
-    /// on first use).
-    level: u32,
-    whole: Option<WholeGzip>,
 }
 
 enum Inner {
@@ -44,37 +48,17 @@ impl Encoder {
     /// brotli 159 KiB / 3.0 MiB (its block buffers grow with the body despite
     /// the 256 KiB window), zstd 743 KiB / 1.2 MiB.
     pub fn new(alg: Algorithm, level: Option<u32>) -> Encoder {
+        let level_opt = level;
         let range = level_range(alg);
         let level = |default: u32| level.unwrap_or(default).clamp(*range.start(), *range.end());
-        let gzip_level = level(GZIP_LEVEL);
         let inner = match alg {
-            Algorithm::Gzip => Inner::Gzip(GzipEncoder::new(gzip_level)),
+            Algorithm::Gzip => Inner::Gzip(GzipEncoder::new(gzip_level(level_opt))),
             Algorithm::Brotli => {
                 Inner::Brotli(BrotliEncoder::new(level(BROTLI_QUALITY), BROTLI_LGWIN))
             }
             Algorithm::Zstd => Inner::Zstd(ZstdEncoder::new(level(ZSTD_LEVEL), ZSTD_WINDOW_LOG)),
         };
-        Encoder {
-            alg,
-            inner,
-            level: gzip_level,
-            whole: None,
-        }
-    }
-
-    /// Whether a body known whole and at most `WHOLE_MAX` long is better
-    /// compressed in one call (`compress_whole`) than streamed.
-    pub fn one_shot(&self) -> bool {
-        self.alg == Algorithm::Gzip
-    }
-
-    /// Compresses a whole body in one call, appending it to `out`; the
-    /// stream state is left alone.
-    pub fn compress_whole(&mut self, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-        let level = self.level;
-        self.whole
-            .get_or_insert_with(|| WholeGzip::new(level))
-            .compress(input, out)
+        Encoder { alg, inner }
     }
 
     pub fn algorithm(&self) -> Algorithm {

@@ -17,15 +17,23 @@ pub const WHOLE_MAX: u64 = 64 * 1024;
 /// the same numbers).
 pub struct WholeGzip {
     compressor: Compressor,
+    level: u32,
 }
 
 impl WholeGzip {
     pub fn new(level: u32) -> WholeGzip {
+        let level_number = level;
         let level = CompressionLvl::new(level.clamp(1, 12) as i32)
             .unwrap_or_else(|_| CompressionLvl::fastest());
         WholeGzip {
             compressor: Compressor::new(level),
+            level: level_number,
         }
+    }
+
+    /// The level it was made for.
+    pub fn level(&self) -> u32 {
+        self.level
     }
 
     /// Appends `input` as one gzip member to `out`.

@@ -133,6 +133,7 @@ fn upstream_group(
         servers,
         specs,
         resolve_interval,
+        resolve_timeout: timeout("resolve_timeout", 5),
         host_header,
         connect_timeout: timeout("connect_timeout", 5),
         response_timeout: timeout("response_timeout", 60),

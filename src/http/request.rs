@@ -121,51 +121,14 @@ fn build_head<'h, 'b>(
     let Some(form) = split_target(method, target) else {
         return bad(ErrorKind::BadRequest);
     };
-
-    let mut host_field: Option<&'b [u8]> = None;
-    let mut host_count = 0;
-    let mut content_length: Option<u64> = None;
-    let mut cl_count = 0;
-    let mut te = TransferEncoding::default();
-    let mut connection = ConnectionOptions::default();
-    let mut expect_continue = false;
-    let mut upgrade: Option<&'b [u8]> = None;
-    let mut upgrade_count = 0;
-
-    for h in headers {
-        let name = h.name.as_bytes();
-        let value = trim_ows(h.value);
-        if name.eq_ignore_ascii_case(b"host") {
-            host_count += 1;
-            host_field = Some(value);
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            cl_count += 1;
-            content_length = parse_content_length(value);
-            if content_length.is_none() {
-                return bad(ErrorKind::BadRequest);
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            te.add_value(value);
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            if !connection.add_value(value) {
-                return bad(ErrorKind::BadRequest);
-            }
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            if !value.eq_ignore_ascii_case(b"100-continue") {
-                return bad(ErrorKind::ExpectationFailed);
-            }
-            // RFC 9110 §10.1.1: a 1.0 client's 100-continue is ignored.
-            expect_continue = version == Version::Http11;
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade_count += 1;
-            upgrade = Some(value);
-        }
-    }
-
-    if host_count > 1 || (version == Version::Http11 && host_count == 0) {
+    let f = match Fields::scan(headers, version) {
+        Ok(f) => f,
+        Err(kind) => return bad(kind),
+    };
+    if f.host_count > 1 || (version == Version::Http11 && f.host_count == 0) {
         return bad(ErrorKind::BadRequest);
     }
-    let host_field = host_field.unwrap_or(b"");
+    let host_field = f.host.unwrap_or(b"");
     let authority = form.authority.unwrap_or(host_field);
     let Some(host) = split_host(authority) else {
         return bad(ErrorKind::BadRequest);
@@ -174,34 +137,20 @@ fn build_head<'h, 'b>(
     if form.authority.is_some() && split_host(host_field).is_none() {
         return bad(ErrorKind::BadRequest);
     }
-
-    let framing = if te.present {
-        if cl_count > 0 || version == Version::Http10 {
-            return bad(ErrorKind::BadRequest);
-        }
-        match te.verdict() {
-            TransferCoding::Chunked => Framing::Chunked,
-            TransferCoding::Unsupported => return bad(ErrorKind::UnsupportedCoding),
-            TransferCoding::Invalid => return bad(ErrorKind::BadRequest),
-        }
-    } else if cl_count > 1 {
-        return bad(ErrorKind::BadRequest);
-    } else {
-        match content_length {
-            Some(0) | None => Framing::Empty,
-            Some(n) => Framing::Length(n),
-        }
+    let framing = match f.framing(version) {
+        Ok(framing) => framing,
+        Err(kind) => return bad(kind),
     };
-
+    let connection = f.connection;
     let keep_alive = match version {
         Version::Http11 => !connection.close,
         Version::Http10 => connection.keep_alive && !connection.close,
     };
     // Only a 1.1 client can switch protocols, and h2c is not ours to pass on.
-    let upgrade = match upgrade {
+    let upgrade = match f.upgrade {
         Some(proto)
             if connection.upgrade
-                && upgrade_count == 1
+                && f.upgrade_count == 1
                 && version == Version::Http11
                 && !proto.eq_ignore_ascii_case(b"h2c") =>
         {
@@ -209,7 +158,6 @@ fn build_head<'h, 'b>(
         }
         _ => None,
     };
-
     Ok(Some(RequestHead {
         method,
         target,
@@ -223,9 +171,81 @@ fn build_head<'h, 'b>(
         framing,
         connection,
         keep_alive,
-        expect_continue,
+        expect_continue: f.expect_continue,
         upgrade,
     }))
+}
+
+/// What the fields that shape a request say, gathered in one pass.
+#[derive(Default)]
+struct Fields<'b> {
+    host: Option<&'b [u8]>,
+    host_count: u32,
+    content_length: Option<u64>,
+    cl_count: u32,
+    te: TransferEncoding,
+    connection: ConnectionOptions<'b>,
+    expect_continue: bool,
+    upgrade: Option<&'b [u8]>,
+    upgrade_count: u32,
+}
+
+impl<'b> Fields<'b> {
+    fn scan(headers: &[httparse::Header<'b>], version: Version) -> Result<Fields<'b>, ErrorKind> {
+        let mut f = Fields::default();
+        for h in headers {
+            let name = h.name.as_bytes();
+            let value = trim_ows(h.value);
+            if name.eq_ignore_ascii_case(b"host") {
+                f.host_count += 1;
+                f.host = Some(value);
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                f.cl_count += 1;
+                f.content_length = parse_content_length(value);
+                if f.content_length.is_none() {
+                    return Err(ErrorKind::BadRequest);
+                }
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                f.te.add_value(value);
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                if !f.connection.add_value(value) {
+                    return Err(ErrorKind::BadRequest);
+                }
+            } else if name.eq_ignore_ascii_case(b"expect") {
+                if !value.eq_ignore_ascii_case(b"100-continue") {
+                    return Err(ErrorKind::ExpectationFailed);
+                }
+                // RFC 9110 §10.1.1: a 1.0 client's 100-continue is ignored.
+                f.expect_continue = version == Version::Http11;
+            } else if name.eq_ignore_ascii_case(b"upgrade") {
+                f.upgrade_count += 1;
+                f.upgrade = Some(value);
+            }
+        }
+        Ok(f)
+    }
+
+    /// How the body is delimited (RFC 9112 section 6.3), refusing the
+    /// combinations a smuggling attempt would use.
+    fn framing(&self, version: Version) -> Result<Framing, ErrorKind> {
+        if self.te.present {
+            if self.cl_count > 0 || version == Version::Http10 {
+                return Err(ErrorKind::BadRequest);
+            }
+            return match self.te.verdict() {
+                TransferCoding::Chunked => Ok(Framing::Chunked),
+                TransferCoding::Unsupported => Err(ErrorKind::UnsupportedCoding),
+                TransferCoding::Invalid => Err(ErrorKind::BadRequest),
+            };
+        }
+        if self.cl_count > 1 {
+            return Err(ErrorKind::BadRequest);
+        }
+        Ok(match self.content_length {
+            Some(0) | None => Framing::Empty,
+            Some(n) => Framing::Length(n),
+        })
+    }
 }
 
 struct TargetForm<'b> {

@@ -51,6 +51,16 @@ impl Conn {
         }
     }
 
+    /// After a read returned end of stream: whether the peer closed in a
+    /// way that proves nothing was cut off. Always for plain TCP (a FIN
+    /// is all it has); for TLS only after the peer's `close_notify`.
+    pub fn closed_cleanly(&mut self) -> bool {
+        match self {
+            Conn::Plain(_) => true,
+            Conn::Tls(s) => s.closed_cleanly(),
+        }
+    }
+
     /// Gives back idle I/O buffers (TLS keeps its own).
     pub fn release_buffers(&mut self) {
         if let Conn::Tls(s) = self {

@@ -131,6 +131,18 @@ impl<IO, S> TlsIo<IO, S> {
     }
 }
 
+impl<IO, S: Session> TlsIo<IO, S> {
+    /// After a read returned end of stream: whether the peer ended the
+    /// session with `close_notify`. Without it the end may be an
+    /// attacker's (or a crash's) cut, which only the HTTP framing can
+    /// tell from a complete message; a body delimited by the close has
+    /// no framing to tell it by (RFC 8446 section 6.1).
+    pub fn closed_cleanly(&mut self) -> bool {
+        self.session
+            .with(|s| matches!(s.reader().fill_buf(), Ok(rest) if rest.is_empty()))
+    }
+}
+
 impl TlsStream {
     /// Whether input arrived that nobody asked for: buffered ciphertext,
     /// plaintext rustls holds, or the peer's close. A pooled upstream

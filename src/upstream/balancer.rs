@@ -4,13 +4,14 @@
 //! random; all skip servers that are down, ejected, at `max_conns` or
 //! already tried for the request, and use backup servers only when no
 //! primary is available. Counts (in flight, latency, failures) are the
-//! worker's own: no cross-core traffic per request. What the admin API
+//! worker's own: no cross-core traffic per request, except on a server
+//! with `max_conns`, whose cap is exact over all workers only because
+//! they share one count (see `ServerHealth::try_acquire`). What the admin API
 //! set (drain, maintenance, a weight) is read from the server's shared
 //! health at each pick; a weight change on a hashed group rebuilds the
 //! worker's own Maglev table on its next tick.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::group::{Balance, UpstreamGroup};
@@ -161,7 +162,8 @@ impl GroupState {
         {
             return false;
         }
-        server.max_conns == 0 || server.health.active.load(Ordering::Relaxed) < server.max_conns
+        // A first look: `pick` takes the place with a compare-and-swap.
+        server.max_conns == 0 || server.health.active() < server.max_conns
     }
 
     /// Whether some server other than those in `tried` is available.
@@ -190,27 +192,37 @@ impl GroupState {
             now,
         };
         let regional = if group.regional { regions } else { &[] };
+        // Another worker may take a capped server's last place between
+        // the look and the take: that server is then full, so the next
+        // round passes it over. Bounded: each lost race means a place
+        // went to someone else.
+        for _ in 0..=group.servers.len() {
+            let picked = self.pick_once(&ask, regional, rng)?;
+            if group.servers[picked].take_place() {
+                let state = &mut self.servers[picked];
+                state.in_flight += 1;
+                if state.ejected_until.is_some() {
+                    state.probing = true;
+                }
+                return Some(picked);
+            }
+        }
+        None
+    }
+
+    /// One choice among the available servers, nothing counted yet.
+    fn pick_once(&mut self, ask: &Ask<'_>, regional: &[u16], rng: &mut Rng) -> Option<usize> {
         // Primary servers, then backups: in each preferred region, then
         // anywhere. (Spelled out: as one flat_map chain it was not
         // inlined and cost about 270 instructions per request.)
-        let picked = regional
+        regional
             .iter()
             .find_map(|&r| {
-                self.pick_among(&ask, false, Some(r), rng)
-                    .or_else(|| self.pick_among(&ask, true, Some(r), rng))
+                self.pick_among(ask, false, Some(r), rng)
+                    .or_else(|| self.pick_among(ask, true, Some(r), rng))
             })
-            .or_else(|| self.pick_among(&ask, false, None, rng))
-            .or_else(|| self.pick_among(&ask, true, None, rng))?;
-        let server = &group.servers[picked];
-        let state = &mut self.servers[picked];
-        state.in_flight += 1;
-        if state.ejected_until.is_some() {
-            state.probing = true;
-        }
-        if server.max_conns > 0 {
-            server.health.active.fetch_add(1, Ordering::Relaxed);
-        }
-        Some(picked)
+            .or_else(|| self.pick_among(ask, false, None, rng))
+            .or_else(|| self.pick_among(ask, true, None, rng))
     }
 
     /// Picks among the primary (or the `backup`) servers, in `region` if
@@ -360,14 +372,28 @@ impl GroupState {
     /// Ends a request on server `i`: no longer in flight, and what its
     /// outcome says about the server (passive health).
     pub fn finish(&mut self, group: &UpstreamGroup, i: usize, outcome: Outcome, now: Instant) {
-        let ejected = self.servers.iter().filter(|s| s.is_ejected(now)).count();
+        self.settle(group, i, outcome, now);
+        self.release(group, i);
+    }
+
+    /// Takes server `i` off the request's count: no longer in flight, its
+    /// `max_conns` place given back. For a tunnel, once it closes (its
+    /// outcome was settled when it opened).
+    pub fn release(&mut self, group: &UpstreamGroup, i: usize) {
         let (Some(server), Some(state)) = (group.servers.get(i), self.servers.get_mut(i)) else {
             return;
         };
         state.in_flight = state.in_flight.saturating_sub(1);
-        if server.max_conns > 0 {
-            server.health.active.fetch_sub(1, Ordering::Relaxed);
-        }
+        server.release_place();
+    }
+
+    /// What a request's outcome on server `i` says about the server
+    /// (passive health); the request stays counted until `release`.
+    pub fn settle(&mut self, group: &UpstreamGroup, i: usize, outcome: Outcome, now: Instant) {
+        let ejected = self.servers.iter().filter(|s| s.is_ejected(now)).count();
+        let (Some(server), Some(state)) = (group.servers.get(i), self.servers.get_mut(i)) else {
+            return;
+        };
         let was_probe = std::mem::take(&mut state.probing);
         match outcome {
             Outcome::Neutral => {}
@@ -552,6 +578,56 @@ mod tests {
             let counts = spread(&mut state, &group, 300, true);
             assert!(counts[0] > 50 && counts[2] == 0, "{balance}: {counts:?}");
         }
+    }
+
+    /// Like workers, each thread balances on its own state; the servers'
+    /// shared health (and `max_conns` count) is the only thing they share.
+    #[test]
+    fn workers_racing_for_the_last_place_never_overshoot_max_conns() {
+        let config = Config::from_toml_str(
+            r#"
+            [[listeners]]
+            name = "main"
+            bind = "127.0.0.1:0"
+            [[routes]]
+            path_prefix = "/"
+            upstream = "web"
+            [upstreams.web]
+            servers = [{ addr = "127.0.0.1:81", max_conns = 3 }]
+            "#,
+        )
+        .unwrap();
+        let group = Arc::new(config.upstreams[0].clone());
+        let most = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let start = Arc::new(std::sync::Barrier::new(4));
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let (group, most, start) = (group.clone(), most.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let mut state = GroupState::new(&group);
+                    let mut rng = Rng::new(w);
+                    let health = &group.servers[0].health;
+                    start.wait();
+                    for _ in 0..50_000 {
+                        // Two requests at once per worker: more want in
+                        // than there are places.
+                        let now = Instant::now();
+                        let held =
+                            [(); 2].map(|_| state.pick(&group, None, &[], &[], &mut rng, now));
+                        most.fetch_max(health.active(), std::sync::atomic::Ordering::Relaxed);
+                        for i in held.into_iter().flatten() {
+                            state.finish(&group, i, Outcome::Neutral, now);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        let most = most.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(most <= 3, "{most} places taken of 3");
+        assert_eq!(group.servers[0].health.active(), 0);
     }
 
     #[test]

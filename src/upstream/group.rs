@@ -36,12 +36,27 @@ pub struct ServerConfig {
     pub backup: bool,
     /// Region (an id in `Config::geo`) for geo-targeted balancing.
     pub region: Option<u16>,
-    /// Requests in flight over all workers; 0 = no limit.
+    /// Requests in flight over all workers, open tunnels included (each
+    /// holds one upstream connection busy); 0 = no limit. Idle pooled
+    /// connections are not counted.
     pub max_conns: u32,
     /// Shared with the health thread; kept across reloads.
     pub health: Arc<ServerHealth>,
     /// Which entry of the group's `specs` this server came from.
     pub spec: usize,
+}
+
+impl ServerConfig {
+    /// Takes a place under `max_conns` for one request; false when the
+    /// server is full. Always granted without a limit.
+    pub fn take_place(&self) -> bool {
+        self.health.try_acquire(self.max_conns)
+    }
+
+    /// Gives back a place taken by `take_place`.
+    pub fn release_place(&self) {
+        self.health.release(self.max_conns);
+    }
 }
 
 /// A `servers` entry as written: an address, or a name that may resolve
@@ -119,6 +134,8 @@ pub struct UpstreamGroup {
     pub specs: Vec<ServerSpec>,
     /// Re-resolve server names this often (DNS-based discovery).
     pub resolve_interval: Option<Duration>,
+    /// Longest one re-resolution may take; past it the known addresses stay.
+    pub resolve_timeout: Duration,
     /// Host field sent upstream instead of the client's.
     pub host_header: Option<Vec<u8>>,
     pub connect_timeout: Duration,

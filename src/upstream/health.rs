@@ -1,7 +1,7 @@
 //! A server's shared health: whether active checks say it is up, (for
-//! `max_conns`) how many requests all workers have on it, what the admin
-//! API set for it (drain, maintenance, a weight), and what each worker
-//! last published about it for `/upstreams`. Atomics in the config
+//! `max_conns`) how many requests and open tunnels all workers have on
+//! it, what the admin API set for it (drain, maintenance, a weight), and
+//! what each worker last published about it for `/upstreams`. Atomics in the config
 //! snapshot, carried across reloads for the same server, so the health
 //! thread and the admin write them and workers read them without locks.
 
@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 #[derive(Debug)]
 pub struct ServerHealth {
     up: AtomicBool,
-    /// Requests in flight over all workers (kept only with `max_conns`).
-    pub active: AtomicU32,
+    /// Requests in flight over all workers, tunnels included (kept only
+    /// with `max_conns`). Taken with a compare-and-swap below the cap, so
+    /// workers racing for the last place cannot overshoot it.
+    active: AtomicU32,
     /// An `AdminState`, set through the admin API.
     admin: AtomicU8,
     /// The admin API's weight; 0: the configured one.
@@ -111,6 +113,40 @@ impl ServerHealth {
         self.admin.store(state.as_u8(), Ordering::Relaxed);
     }
 
+    /// Requests (and tunnels) counted against `max_conns` right now.
+    pub fn active(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Takes one of `max` places for a request; false when all are taken.
+    /// `max` 0 means no limit: nothing is counted (and nothing written).
+    ///
+    /// One shared cache line written per request on a capped server (and
+    /// once more by `release`): an exact cap over all workers needs one
+    /// count that every worker sees. A read of the count followed by an
+    /// add let workers racing for the last place each take it.
+    pub fn try_acquire(&self, max: u32) -> bool {
+        max == 0
+            || self
+                .active
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .is_ok()
+    }
+
+    /// Gives back a place taken by `try_acquire` with the same `max`.
+    pub fn release(&self, max: u32) {
+        if max > 0 {
+            // Saturating: a count that wrapped would block the server.
+            let _ = self
+                .active
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        }
+    }
+
     /// The balancer may send it new requests (as far as the admin says).
     pub fn admin_ready(&self) -> bool {
         self.admin.load(Ordering::Relaxed) == 0
@@ -183,6 +219,45 @@ mod tests {
         h.clear_admin();
         assert!(h.admin_ready());
         assert_eq!(h.weight_override(), None);
+    }
+
+    #[test]
+    fn places_are_taken_only_below_the_cap() {
+        let h = ServerHealth::default();
+        assert!(h.try_acquire(0), "no limit");
+        assert_eq!(h.active(), 0, "nothing counted without a limit");
+        assert!(h.try_acquire(2) && h.try_acquire(2));
+        assert!(!h.try_acquire(2));
+        h.release(2);
+        assert!(h.try_acquire(2));
+        h.release(2);
+        h.release(2);
+        h.release(2);
+        assert_eq!(h.active(), 0, "release never wraps");
+    }
+
+    #[test]
+    fn racing_threads_never_overshoot_the_cap() {
+        let h = std::sync::Arc::new(ServerHealth::default());
+        let max_seen = std::sync::Arc::new(AtomicU32::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (h, max_seen) = (h.clone(), max_seen.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        if h.try_acquire(3) {
+                            max_seen.fetch_max(h.active(), Ordering::Relaxed);
+                            h.release(3);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(max_seen.load(Ordering::Relaxed) <= 3);
+        assert_eq!(h.active(), 0);
     }
 
     #[test]

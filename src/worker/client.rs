@@ -212,25 +212,37 @@ async fn run(mut c: Client, mut req: ReqState, ctx: Rc<WorkerCtx>, mut first: bo
                 // The tunnel needs none of the buffers.
                 c.recycle(&ctx);
                 req.give_back(&ctx);
-                let Client {
-                    stream,
-                    active,
-                    mut record,
-                    tls,
-                    version,
-                    ..
-                } = c;
-                let (sent, received) = tunnel::run(stream, upstream, idle).await;
-                record.bytes_in += sent;
-                record.bytes_out += received;
-                let facts = conn_facts(version, tls.as_deref());
-                ctx.requests
-                    .log(&record, &config, &facts, ctx.shared.access_log.get());
-                drop(active);
-                return;
+                return run_tunnel(c, (upstream, idle), &ctx, &config).await;
             }
         }
     }
+}
+
+/// Relays bytes both ways after a 101 until either side closes, then runs
+/// the request's logging phase.
+async fn run_tunnel(
+    c: Client,
+    (upstream, idle): (Conn, Duration),
+    ctx: &WorkerCtx,
+    config: &Config,
+) {
+    let Client {
+        stream,
+        active,
+        mut record,
+        tls,
+        version,
+        ..
+    } = c;
+    let held = tunnel::Held::new(ctx, config, &record);
+    let (sent, received) = tunnel::run(stream, upstream, idle).await;
+    drop(held);
+    record.bytes_in += sent;
+    record.bytes_out += received;
+    let facts = conn_facts(version, tls.as_deref());
+    ctx.requests
+        .log(&record, config, &facts, ctx.shared.access_log.get());
+    drop(active);
 }
 
 fn conn_facts(version: Version, tls: Option<&TlsFacts>) -> ConnFacts<'_> {
@@ -297,79 +309,44 @@ async fn serve_request(
     let write_timeout = config.timeouts.io;
     // The answers below never read a body, so it is unread if there is one.
     let linger = planned.has_body;
+    c.inbuf.consume(planned.head_len);
     let (sent, close) = match planned.plan {
         Plan::Proxy(exchange) => {
-            c.inbuf.consume(exchange.head_len);
             // Stale within stale-while-revalidate: the client is answered
             // first, then the exchange refreshes the object unseen.
             if let Some((object, status)) = req.cache.serve_first.take() {
                 let close = !exchange.keep_alive;
-                let sent = cache::serve(c, req, config, &object, status, close).await;
-                if !sent {
+                if !cache::serve(c, req, config, &object, status, close).await {
                     return End::Close {
                         linger: false,
                         quiet: false,
                     };
                 }
             }
-            let end = match proxy::run(c, req, ctx, config, exchange).await {
-                Next::KeepAlive => End::KeepAlive,
-                Next::Close => End::Close {
-                    linger: false,
-                    quiet: false,
-                },
-                Next::CloseQuiet => End::Close {
-                    linger: false,
-                    quiet: true,
-                },
-                Next::CloseLinger => End::Close {
-                    linger: true,
-                    quiet: false,
-                },
-                Next::Tunnel(upstream, idle) => return End::Tunnel(upstream, idle),
-            };
-            return match end {
-                End::KeepAlive if ctx.drain.is_draining() => End::Close {
-                    linger: false,
-                    quiet: false,
-                },
-                end => end,
-            };
+            let next = proxy::run(c, req, ctx, config, exchange).await;
+            return after_exchange(next, ctx.drain.is_draining());
         }
         Plan::Respond { bytes, close } => {
-            c.inbuf.consume(planned.head_len);
             c.out.clear();
             c.out.extend_from_slice(bytes);
             (c.send_rendered(write_timeout).await, close)
         }
-        Plan::Rendered { close } => {
-            c.inbuf.consume(planned.head_len);
-            (c.send_rendered(write_timeout).await, close)
-        }
-        Plan::Error { error, close } => {
-            c.inbuf.consume(planned.head_len);
-            (c.answer(error, close, write_timeout).await, close)
-        }
+        Plan::Rendered { close } => (c.send_rendered(write_timeout).await, close),
+        Plan::Error { error, close } => (c.answer(error, close, write_timeout).await, close),
         Plan::Cached {
             object,
             status,
             close,
         } => {
-            c.inbuf.consume(planned.head_len);
-            (
-                cache::serve(c, req, config, &object, status, close).await,
-                close,
-            )
+            let sent = cache::serve(c, req, config, &object, status, close).await;
+            (sent, close)
         }
         // Taken by the loop above.
         Plan::CacheWait(_) => (false, true),
+        // Each admin answer ends its connection, as tools expect.
         Plan::Admin(endpoint, head) => {
-            c.inbuf.consume(planned.head_len);
-            // Each admin answer ends its connection, as tools expect.
-            (
-                admin::serve(c, ctx, endpoint, head, write_timeout).await,
-                true,
-            )
+            let sent = admin::serve(c, ctx, endpoint, head, write_timeout).await;
+            (sent, true)
         }
     };
     if sent && !close && !ctx.drain.is_draining() {
@@ -379,6 +356,19 @@ async fn serve_request(
             linger,
             quiet: false,
         }
+    }
+}
+
+/// How the connection goes on after a proxy exchange.
+fn after_exchange(next: Next, draining: bool) -> End {
+    let close = |linger, quiet| End::Close { linger, quiet };
+    match next {
+        Next::KeepAlive if draining => close(false, false),
+        Next::KeepAlive => End::KeepAlive,
+        Next::Close => close(false, false),
+        Next::CloseQuiet => close(false, true),
+        Next::CloseLinger => close(true, false),
+        Next::Tunnel(upstream, idle) => End::Tunnel(upstream, idle),
     }
 }
 

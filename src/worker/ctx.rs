@@ -17,7 +17,7 @@ use super::listen::Accepting;
 use super::parking::Parking;
 use super::reqstate::ReqState;
 use super::requests::Requests;
-use crate::compress::{Algorithm, Encoder};
+use crate::compress::{Algorithm, Encoder, WholeGzip};
 use crate::config::Config;
 use crate::rt::buffer::BufferPool;
 use crate::rt::conn::Conn;
@@ -64,6 +64,8 @@ pub(crate) struct WorkerCtx {
     /// Compressors kept for the next response (making one allocates its
     /// window and tables).
     pub encoders: RefCell<Vec<(Option<u32>, Encoder)>>,
+    /// The gzip compressor for small bodies known whole.
+    pub whole_gzip: RefCell<Option<WholeGzip>>,
     /// Rate-limit buckets and leases of this worker.
     pub limiter: RefCell<crate::limit::Limiter>,
 }
@@ -111,6 +113,7 @@ impl WorkerCtx {
             requests: Requests::new(id, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             cache_refs: RefCell::default(),
             encoders: RefCell::default(),
+            whole_gzip: RefCell::default(),
             limiter: RefCell::default(),
         })
     }
@@ -118,6 +121,19 @@ impl WorkerCtx {
     /// The current snapshot and its generation; a request keeps the one it
     /// started with, so a reload never changes a request in flight.
     /// A compressor for `alg` at `level`, kept or new.
+    /// Gzips a whole small body in one call. The worker's one
+    /// compressor serves every response: the call never waits, so no two
+    /// responses need it at once (a streaming encoder is held across the
+    /// relay's waits, one per response in flight).
+    pub fn gzip_whole(&self, level: u32, input: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+        let mut whole = self.whole_gzip.borrow_mut();
+        let gzip = match &mut *whole {
+            Some(g) if g.level() == level => g,
+            slot => slot.insert(WholeGzip::new(level)),
+        };
+        gzip.compress(input, out)
+    }
+
     pub fn take_encoder(&self, alg: Algorithm, level: Option<u32>) -> Encoder {
         let mut kept = self.encoders.borrow_mut();
         match kept
@@ -193,10 +209,7 @@ impl WorkerCtx {
         for _ in 0..n {
             b.fallback = b.fallback.wrapping_add(1);
             let i = b.fallback % n.max(1);
-            if !tried.contains(&i) {
-                if g.servers[i].max_conns > 0 {
-                    g.servers[i].health.active.fetch_add(1, Ordering::Relaxed);
-                }
+            if !tried.contains(&i) && g.servers[i].take_place() {
                 return Some(i);
             }
         }
@@ -233,10 +246,46 @@ impl WorkerCtx {
             && let Some(state) = b.groups.get_mut(group)
         {
             state.finish(g, server, outcome, now);
-        } else if let Some(s) = g.servers.get(server)
-            && s.max_conns > 0
+        } else if let Some(s) = g.servers.get(server) {
+            s.release_place();
+        }
+    }
+
+    /// `finish_server_at` for an attempt that became a tunnel: its outcome
+    /// counts now, while the server keeps it in flight (and under
+    /// `max_conns`) until `release_server` when the tunnel closes.
+    pub fn hold_server_at(
+        &self,
+        generation: u64,
+        config: &Config,
+        group: usize,
+        server: usize,
+        outcome: Outcome,
+        now: Instant,
+    ) {
+        let Some(g) = config.upstreams.get(group) else {
+            return;
+        };
+        let mut b = self.balancers.borrow_mut();
+        if generation == b.generation
+            && let Some(state) = b.groups.get_mut(group)
         {
-            s.health.active.fetch_sub(1, Ordering::Relaxed);
+            state.settle(g, server, outcome, now);
+        }
+    }
+
+    /// Ends what `hold_server_at` kept counted.
+    pub fn release_server(&self, generation: u64, config: &Config, group: usize, server: usize) {
+        let Some(g) = config.upstreams.get(group) else {
+            return;
+        };
+        let mut b = self.balancers.borrow_mut();
+        if generation == b.generation
+            && let Some(state) = b.groups.get_mut(group)
+        {
+            state.release(g, server);
+        } else if let Some(s) = g.servers.get(server) {
+            s.release_place();
         }
     }
 

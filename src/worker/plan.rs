@@ -286,19 +286,7 @@ fn from_cache<'c>(
         compress.is_some(),
     );
     if req.method == b"PURGE" {
-        let status = cache::purge_request(
-            config,
-            rule.zone,
-            c.record.client_ip,
-            work.cache.hash,
-            &work.cache.key,
-        );
-        work.cache.on = false;
-        c.record.exit = Exit::Fixed;
-        c.record.status = status;
-        c.out.clear();
-        crate::http::answer::render_answer(&mut c.out, status, close);
-        return Some(Plan::Rendered { close });
+        return Some(purge(c, work, config, rule.zone, close));
     }
     if !work.cache.on {
         c.record.cache = CacheResult::Bypass;
@@ -307,45 +295,79 @@ fn from_cache<'c>(
     let zone = cache::zone_of(config, rule.zone)?;
     work.cache.request_time = cache::now_secs();
     match cache::lookup(&mut work.cache, ctx, zone) {
-        Decision::Hit { object, refresh } => {
-            let now = work.cache.request_time;
-            let ttl = object.object.ttl(now);
-            let status = if refresh {
-                CacheStatus::StaleHit { ttl }
-            } else {
-                CacheStatus::Hit { ttl }
-            };
-            if !refresh {
-                c.record.cache = CacheResult::Hit;
-                return Some(Plan::Cached {
-                    object,
-                    status,
-                    close,
-                });
-            }
-            // Served at once; the exchange below refreshes it afterwards,
-            // with its validators (a 304 renews it).
-            work.cache.stale = Some(object.clone());
-            work.cache.fwd = crate::cache::policy::Fwd::Stale;
-            work.cache.serve_first = Some((object, status));
-            work.cache.background = true;
-            c.record.cache = CacheResult::Updating;
-            None
-        }
+        Decision::Hit { object, refresh } => hit(c, work, object, refresh, close),
         Decision::Wait(rx) => Some(Plan::CacheWait(rx)),
         Decision::Forward => None,
-        Decision::Unsatisfiable => {
-            let error = ProxyError::downstream(ErrorKind::NotCached);
-            c.record.fail(error);
-            c.record.exit = Exit::Cached;
-            c.record.cache = CacheResult::Miss;
-            c.record.status = 504;
-            c.out.clear();
-            crate::http::answer::render_answer(&mut c.out, 504, close);
-            cache::add_status_line(&mut c.out, "only-if-cached");
-            Some(Plan::Rendered { close })
-        }
+        Decision::Unsatisfiable => Some(only_if_cached(c, close)),
     }
+}
+
+/// A `PURGE` request: answered at once, from the purge's status.
+fn purge<'c>(
+    c: &mut Client,
+    work: &mut ReqState,
+    config: &Config,
+    zone: usize,
+    close: bool,
+) -> Plan<'c> {
+    let status = cache::purge_request(
+        config,
+        zone,
+        c.record.client_ip,
+        work.cache.hash,
+        &work.cache.key,
+    );
+    work.cache.on = false;
+    c.record.exit = Exit::Fixed;
+    c.record.status = status;
+    c.out.clear();
+    crate::http::answer::render_answer(&mut c.out, status, close);
+    Plan::Rendered { close }
+}
+
+/// A usable object: answered from the cache, or, stale within
+/// `stale-while-revalidate`, answered first and then refreshed by the
+/// exchange with its validators (a 304 renews it).
+fn hit<'c>(
+    c: &mut Client,
+    work: &mut ReqState,
+    object: Rc<LocalObject>,
+    refresh: bool,
+    close: bool,
+) -> Option<Plan<'c>> {
+    let ttl = object.object.ttl(work.cache.request_time);
+    if !refresh {
+        c.record.cache = CacheResult::Hit;
+        let status = CacheStatus::Hit { ttl };
+        return Some(Plan::Cached {
+            object,
+            status,
+            close,
+        });
+    }
+    work.cache.stale = Some(object.clone());
+    work.cache.fwd = crate::cache::policy::Fwd::Stale;
+    work.cache.serve_first = Some((object, CacheStatus::StaleHit { ttl }));
+    work.cache.background = true;
+    c.record.cache = CacheResult::Updating;
+    None
+}
+
+/// `only-if-cached` without a usable object: the error model's answer
+/// (504), with the cache's reason in `Cache-Status`.
+fn only_if_cached<'c>(c: &mut Client, close: bool) -> Plan<'c> {
+    let error = ProxyError::downstream(ErrorKind::NotCached);
+    c.record.fail(error);
+    c.record.exit = Exit::Cached;
+    c.record.cache = CacheResult::Miss;
+    let Some(status) = error.status() else {
+        return Plan::Error { error, close };
+    };
+    c.record.status = status;
+    c.out.clear();
+    crate::http::answer::render_answer(&mut c.out, status, close);
+    cache::add_status_line(&mut c.out, "only-if-cached");
+    Plan::Rendered { close }
 }
 
 /// Writes the upstream head into `ReqState::head` (the upstream-request
@@ -407,7 +429,6 @@ fn proxy(
     work.rewrite_buf = rewrite_buf;
     Some(Exchange {
         group: group_index,
-        head_len: req.head_len,
         framing: req.framing,
         keep_alive: req.keep_alive,
         is_head: req.is_head(),

@@ -22,13 +22,12 @@ use crate::observe::metrics::AttemptOutcome;
 use crate::pipeline::{Exit, UpstreamTry};
 use crate::rt::buffer::write_all_keep;
 use crate::rt::conn::Conn;
-use crate::upstream::Outcome;
+use crate::upstream::{Outcome, ServerConfig};
 
 /// Request facts kept after its head has been rewritten into `ReqState::head`.
 pub(crate) struct Exchange {
     /// The upstream group (position in the snapshot).
     pub group: usize,
-    pub head_len: usize,
     pub framing: Framing,
     pub keep_alive: bool,
     pub is_head: bool,
@@ -228,7 +227,8 @@ async fn attempt<D: Downstream>(
     let elapsed = now.saturating_duration_since(started);
     let record = c.record();
     record.upstream_time = Some(elapsed);
-    record.exit = Exit::Proxied;
+    // A body cut off by the upstream was recorded as its failure.
+    record.exit = record.cause.map_or(Exit::Proxied, |e| Exit::of_error(&e));
     let failed = record.status >= 500 && group.outlier.as_ref().is_some_and(|o| o.on_5xx);
     let outcome = match done {
         Done::Response { .. } if failed => Outcome::Failure,
@@ -236,35 +236,51 @@ async fn attempt<D: Downstream>(
     };
     let generation = leg.config.generation;
     let ctx = leg.ctx;
-    ctx.finish_server_at(generation, leg.config, leg.ex.group, server, outcome, now);
+    // A tunnel keeps its place on the server until it closes (`tunnel::Held`).
+    if matches!(done, Done::Switched) {
+        ctx.hold_server_at(generation, leg.config, leg.ex.group, server, outcome, now);
+    } else {
+        ctx.finish_server_at(generation, leg.config, leg.ex.group, server, outcome, now);
+    }
     ctx.requests.metrics.borrow_mut().attempt(
         leg.config,
         (leg.ex.group, server),
         AttemptOutcome::Response,
         Some(elapsed),
     );
-    Ok(match done {
-        Done::Switched => Next::Tunnel(upstream, group.tunnel_idle_timeout),
-        Done::Response {
-            client_keep,
-            reusable,
-            linger,
-            quiet,
-        } => {
-            if reusable && group.send_proxy_protocol.is_none() && !upstream.has_unread_input() {
-                upstream.release_buffers();
-                let key = pool_key(group, spec);
-                let (max, idle) = (group.max_idle_per_server, group.idle_timeout);
-                ctx.pool.borrow_mut().put(key, upstream, max, idle, now);
-            }
-            match (client_keep, linger) {
-                (true, _) => Next::KeepAlive,
-                (false, true) => Next::CloseLinger,
-                (false, false) if quiet => Next::CloseQuiet,
-                (false, false) => Next::Close,
-            }
-        }
-    })
+    Ok(after_response(leg, spec, (upstream, now), done))
+}
+
+/// Pools the upstream connection when the response left it reusable, and
+/// says how the client connection goes on.
+fn after_response(
+    leg: &Leg<'_>,
+    spec: &ServerConfig,
+    (mut upstream, now): (Conn, Instant),
+    done: Done,
+) -> Next {
+    let group = leg.group;
+    let Done::Response {
+        client_keep,
+        reusable,
+        linger,
+        quiet,
+    } = done
+    else {
+        return Next::Tunnel(upstream, group.tunnel_idle_timeout);
+    };
+    if reusable && group.send_proxy_protocol.is_none() && !upstream.has_unread_input() {
+        upstream.release_buffers();
+        let key = pool_key(group, spec);
+        let (max, idle) = (group.max_idle_per_server, group.idle_timeout);
+        leg.ctx.pool.borrow_mut().put(key, upstream, max, idle, now);
+    }
+    match (client_keep, linger) {
+        (true, _) => Next::KeepAlive,
+        (false, true) => Next::CloseLinger,
+        (false, false) if quiet => Next::CloseQuiet,
+        (false, false) => Next::Close,
+    }
 }
 
 /// Settles a failed attempt with the balancer and, when the retry rule

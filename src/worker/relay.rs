@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use monoio::io::AsyncWriteRent;
 
+use crate::error::{ErrorKind, ProxyError};
 use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK, encode_chunk};
 use crate::rt::buffer::{ReadBuf, flush_vec, write_from_read_buf};
 use crate::rt::conn::Conn;
@@ -68,7 +69,8 @@ impl BodyIn {
 /// Why a relay stopped early.
 #[derive(Debug)]
 pub(crate) enum RelayError {
-    /// Reading the source failed, or it ended too soon.
+    /// Reading the source failed, or it ended too soon (for a body that
+    /// lasts until close: a TLS close without `close_notify`).
     Source,
     /// Reading the source timed out.
     SourceTimedOut,
@@ -79,6 +81,14 @@ pub(crate) enum RelayError {
     Invalid,
     /// More body than `limit` allows.
     TooLarge,
+}
+
+/// The error a response body cut off by its upstream is recorded as.
+pub(crate) fn source_failure(e: &RelayError) -> ProxyError {
+    match e {
+        RelayError::SourceTimedOut => ProxyError::upstream(ErrorKind::GatewayTimeout),
+        _ => ProxyError::upstream(ErrorKind::BadGateway),
+    }
 }
 
 pub(crate) struct Relay {
@@ -177,7 +187,10 @@ impl Relay {
                 }
             })?;
             if n == 0 {
-                if matches!(self.input, BodyIn::UntilClose) {
+                // A TLS source closed without `close_notify` cut the body
+                // short: relayed as a failure (no last chunk), never as
+                // complete.
+                if matches!(self.input, BodyIn::UntilClose) && src.closed_cleanly() {
                     break;
                 }
                 return Err(RelayError::Source);

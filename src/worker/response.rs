@@ -10,18 +10,19 @@ use super::cache::fill::HeadOutcome;
 use super::cache::{self, LocalObject};
 use super::coding::{self, CodingEdits, ResponseEdits};
 use crate::cache::policy::{self, CacheStatus, Fwd};
-use crate::compress::Algorithm;
+use crate::compress::{Algorithm, gzip_level};
 
 use super::downstream::{BodyFailure, BodyLimits, Carry, Downstream, Head, HeadKind};
 use super::proxy::{Done, Exchange, Leg};
-use super::relay::{BodyIn, RelayError};
+use super::relay::{BodyIn, RelayError, source_failure};
 use super::reqstate::ReqState;
-use super::transform;
+use super::transform::{self, Coder};
 use crate::error::{ErrorKind, ProxyError, Retry};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::encode::FieldEdits;
 use crate::http::{Framing, ResponseHead, empty_headers, parse_response};
-use crate::pipeline::{BodyPlan, CacheResult, NO_FILTERS, WithRequestId};
+use crate::pipeline::{BodyPlan, CacheResult, NO_FILTERS, Record, WithRequestId};
+use crate::rt::buffer::ReadBuf;
 use crate::rt::conn::Conn;
 
 /// What a response head decided.
@@ -101,35 +102,59 @@ pub(super) async fn respond<D: Downstream>(
                 .get(leg.ex.route)
                 .and_then(|ch| ch.compress());
             let level = rule.and_then(|r| r.level);
-            let mut encoder = plan.compress.map(|alg| leg.ctx.take_encoder(alg, level));
-            let coding = (input, plan.carry, encoder.as_mut());
-            let relayed = transform::relay(c, req, upstream, coding, limits).await;
+            let gzip = plan.compress == Some(Algorithm::Gzip);
+            // A whole small body needs no streaming encoder held through
+            // the relay's waits: the worker's compressor takes it at once.
+            let mut encoder = match plan.compress {
+                Some(alg) if !Coder::gathers(gzip, &input) => {
+                    Some(leg.ctx.take_encoder(alg, level))
+                }
+                _ => None,
+            };
+            let coder = match (&mut encoder, plan.compress) {
+                (Some(e), _) => Coder::Stream(e),
+                (None, Some(_)) => Coder::Whole(leg.ctx, gzip_level(level)),
+                (None, None) => Coder::Identity,
+            };
+            let relayed =
+                transform::relay(c, req, upstream, (input, plan.carry, coder), limits).await;
             if let Some(e) = encoder {
                 leg.ctx.give_encoder(level, e);
             }
             relayed
         }
     };
-    if let Err(BodyFailure {
-        error: e @ (RelayError::Source | RelayError::SourceTimedOut),
-        sent: false,
-    }) = &relayed
-    {
+    settle(c.record(), &mut req.upbuf, &plan, relayed)
+}
+
+/// How the exchange ends once the body was relayed (or not).
+fn settle(
+    record: &mut Record,
+    upbuf: &mut ReadBuf,
+    plan: &ResponsePlan,
+    relayed: Result<(), BodyFailure>,
+) -> Result<Done, ProxyError> {
+    match &relayed {
         // The upstream failed while the head was held back with the
-        // start of a small body: the client has nothing of this
-        // response yet, so it gets a clear answer instead of a cut-off
-        // one.
-        req.upbuf.consume(req.upbuf.len());
-        let kind = if matches!(e, RelayError::SourceTimedOut) {
-            ErrorKind::GatewayTimeout
-        } else {
-            ErrorKind::BadGateway
-        };
-        return Err(ProxyError::upstream(kind));
+        // start of a small body: the client has nothing of this response
+        // yet, so it gets a clear answer instead of a cut-off one.
+        Err(BodyFailure {
+            error: e @ (RelayError::Source | RelayError::SourceTimedOut),
+            sent: false,
+        }) => {
+            upbuf.consume(upbuf.len());
+            return Err(source_failure(e));
+        }
+        // Cut off after the head went out: the log says the upstream failed.
+        Err(BodyFailure {
+            error: e @ (RelayError::Source | RelayError::SourceTimedOut),
+            ..
+        }) => record.fail(source_failure(e)),
+        _ => {}
     }
     // Anything after the body is a protocol error on that connection.
-    let reusable = relayed.is_ok() && plan.upstream_reusable && req.upbuf.is_empty();
-    req.upbuf.consume(req.upbuf.len());
+    let reusable = relayed.is_ok() && plan.upstream_reusable && upbuf.is_empty();
+    upbuf.consume(upbuf.len());
     // After a failed relay the head is already on its way: all we can do
     // is close the client connection.
     Ok(Done::Response {

@@ -6,6 +6,7 @@
 //! and memory stays bounded by one read.
 
 use super::cache::fill;
+use super::ctx::WorkerCtx;
 use super::downstream::{BodyFailure, BodyLimits, Carry, Downstream};
 use super::relay::{BodyIn, RelayError};
 use super::reqstate::ReqState;
@@ -15,13 +16,31 @@ use crate::rt::conn::Conn;
 /// Room asked for on each read.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Relays the body behind the head the client side has rendered. `encoder`: compress
-/// with it (it is reset before use).
+/// How the body's pieces are coded.
+pub(crate) enum Coder<'a> {
+    /// Passed on as they are (a stored copy is still kept).
+    Identity,
+    /// Through a streaming encoder (reset before use).
+    Stream(&'a mut Encoder),
+    /// Gathered whole and gzipped in one call by the worker's compressor
+    /// at this level, at the end.
+    Whole(&'a WorkerCtx, u32),
+}
+
+impl Coder<'_> {
+    /// Whether a body of this framing is gathered whole: gzip, a length
+    /// known and at most `WHOLE_MAX`.
+    pub fn gathers(gzip: bool, input: &BodyIn) -> bool {
+        gzip && matches!(input, BodyIn::Length(n) if *n <= WHOLE_MAX)
+    }
+}
+
+/// Relays the body behind the head the client side has rendered.
 pub(crate) async fn relay<D: Downstream>(
     c: &mut D,
     req: &mut ReqState,
     upstream: &mut Conn,
-    (mut input, carry, mut encoder): (BodyIn, Carry, Option<&mut Encoder>),
+    (mut input, carry, mut coder): (BodyIn, Carry, Coder<'_>),
     limits: BodyLimits,
 ) -> Result<(), BodyFailure> {
     let mut plain = std::mem::take(&mut req.cache.plain);
@@ -32,12 +51,8 @@ pub(crate) async fn relay<D: Downstream>(
     // close-delimited body may be a stream whose pieces must not wait, so
     // each read is flushed through.
     let stream = !matches!(input, BodyIn::Length(_));
-    // A small body of known length is gathered and gzipped in one call.
-    let whole = encoder.as_ref().is_some_and(|e| e.one_shot())
-        && matches!(input, BodyIn::Length(n) if n <= WHOLE_MAX);
-    if let Some(e) = encoder.as_deref_mut()
-        && !whole
-    {
+    let whole = matches!(coder, Coder::Whole(..));
+    if let Coder::Stream(e) = &mut coder {
         e.reset();
     }
     plain.clear();
@@ -50,17 +65,18 @@ pub(crate) async fn relay<D: Downstream>(
             Ok(done) => done,
             Err(e) => break Err(e),
         };
-        let how = Coding {
-            whole,
-            stream,
-            done,
-        };
-        let data: &[u8] = match encoder.as_deref_mut() {
-            Some(e) => match encode(e, how, &plain, &mut coded) {
+        let data: &[u8] = match &mut coder {
+            Coder::Identity => &plain,
+            Coder::Whole(ctx, level) => {
+                if done && let Err(error) = ctx.gzip_whole(*level, &plain, &mut coded) {
+                    break Err(coding_failed(error));
+                }
+                &coded
+            }
+            Coder::Stream(e) => match encode(e, (stream, done), &plain, &mut coded) {
                 Ok(()) => &coded,
                 Err(error) => break Err(error),
             },
-            None => &plain,
         };
         fill::keep(&mut req.cache, data);
         c.push_body(data, carry);
@@ -78,7 +94,9 @@ pub(crate) async fn relay<D: Downstream>(
             .fill(upstream, READ_CHUNK, limits.read_timeout)
             .await;
         match read {
-            Ok(0) if matches!(input, BodyIn::UntilClose) => input = BodyIn::Length(0),
+            Ok(0) if matches!(input, BodyIn::UntilClose) && upstream.closed_cleanly() => {
+                input = BodyIn::Length(0);
+            }
             Ok(0) => break Err(RelayError::Source),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
@@ -93,40 +111,28 @@ pub(crate) async fn relay<D: Downstream>(
     result.map_err(|error| BodyFailure { error, sent: true })
 }
 
-/// How the pieces of one body are coded.
-#[derive(Clone, Copy)]
-struct Coding {
-    /// Gathered whole, coded in one call at the end.
-    whole: bool,
-    /// Each piece flushed through (a body that may be a stream).
-    stream: bool,
-    /// This is the last piece.
-    done: bool,
-}
-
-/// Codes one piece read (`plain`) into `coded`.
+/// Codes one piece read (`plain`) into `coded`; `stream`: each piece is
+/// flushed through (a body that may be a stream), `done`: the last one.
 fn encode(
     e: &mut Encoder,
-    how: Coding,
+    (stream, done): (bool, bool),
     plain: &[u8],
     coded: &mut Vec<u8>,
 ) -> Result<(), RelayError> {
-    let r = if how.whole {
-        if how.done {
-            e.compress_whole(plain, coded)
-        } else {
-            Ok(())
-        }
-    } else if how.done {
+    let r = if done {
         e.write(plain, coded).and_then(|()| e.finish(coded))
     } else if plain.is_empty() {
         Ok(())
-    } else if how.stream {
+    } else if stream {
         e.write(plain, coded).and_then(|()| e.flush(coded))
     } else {
         e.write(plain, coded)
     };
-    r.map_err(|_| RelayError::Invalid)
+    r.map_err(coding_failed)
+}
+
+fn coding_failed(_: std::io::Error) -> RelayError {
+    RelayError::Invalid
 }
 
 async fn flush<D: Downstream>(
