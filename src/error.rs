@@ -48,11 +48,13 @@ pub enum ErrorKind {
     /// `Cache-Control: only-if-cached` and nothing usable stored
     /// (RFC 9111 5.2.1.7: 504).
     NotCached,
+    /// Over a route's rate limit.
+    RateLimited,
 }
 
 impl ErrorKind {
     /// Every kind's name, by `index` (metrics labels, log reasons).
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "bad_request",
         "head_too_large",
         "uri_too_long",
@@ -68,6 +70,7 @@ impl ErrorKind {
         "upstream_status",
         "client_gone",
         "not_cached",
+        "rate_limited",
     ];
 
     pub const fn index(self) -> usize {
@@ -87,6 +90,7 @@ impl ErrorKind {
             ErrorKind::UpstreamStatus(_) => 12,
             ErrorKind::ClientGone => 13,
             ErrorKind::NotCached => 14,
+            ErrorKind::RateLimited => 15,
         }
     }
 
@@ -159,6 +163,7 @@ impl ProxyError {
             ErrorKind::BadGateway => 502,
             ErrorKind::GatewayTimeout | ErrorKind::NotCached => 504,
             ErrorKind::Unavailable => 503,
+            ErrorKind::RateLimited => 429,
             ErrorKind::UpstreamStatus(status) => status,
             ErrorKind::ClientGone => return None,
         })
@@ -202,6 +207,7 @@ mod tests {
             (BadGateway, Some(502)),
             (GatewayTimeout, Some(504)),
             (Unavailable, Some(503)),
+            (RateLimited, Some(429)),
             (UpstreamStatus(507), Some(507)),
             (UpstreamStatus(503), Some(503)),
             (ClientGone, None),

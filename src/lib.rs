@@ -26,6 +26,8 @@ pub mod geo;
 #[forbid(unsafe_code)]
 pub mod http;
 #[forbid(unsafe_code)]
+pub mod limit;
+#[forbid(unsafe_code)]
 pub mod net;
 #[forbid(unsafe_code)]
 pub mod observe;

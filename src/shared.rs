@@ -67,6 +67,12 @@ pub(crate) struct Shared {
     pub started: Instant,
     /// Per worker: its listeners have accepted connections since start.
     accepting: Box<[AtomicBool]>,
+    /// Steering by source address is not to be relied on until the next
+    /// publish: started alongside a process being upgraded (whose
+    /// sockets share our SO_REUSEPORT groups and whose steering the
+    /// upgrade needs), or a worker could not attach it. Rate limits on
+    /// the client's address then use the shared buckets (still exact).
+    pub steer_hold: AtomicBool,
 }
 
 impl Shared {
@@ -74,6 +80,8 @@ impl Shared {
     pub fn new(config: Config, workers: usize, bound: Vec<(String, SocketAddr)>) -> Shared {
         prepare_views(&config, workers);
         prepare_caches(None, &config, workers);
+        let mut config = config;
+        crate::limit::carry_over(None, &mut config.rate_limits, workers);
         Shared {
             config: ArcSwap::from_pointee(Config {
                 generation: 1,
@@ -96,6 +104,7 @@ impl Shared {
             reloads_failed: AtomicU64::new(0),
             started: Instant::now(),
             accepting: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            steer_hold: AtomicBool::new(false),
         }
     }
 
@@ -121,6 +130,12 @@ impl Shared {
         carry_health(&current, &mut config);
         prepare_views(&config, self.workers);
         prepare_caches(Some(&current), &config, self.workers);
+        crate::limit::carry_over(
+            Some(&current.rate_limits),
+            &mut config.rate_limits,
+            self.workers,
+        );
+        self.steer_hold.store(false, Ordering::Release);
         config.generation = current.generation + 1;
         let generation = config.generation;
         self.config.store(Arc::new(config));

@@ -155,6 +155,93 @@ pub(crate) fn steer_reuseport_group(socket: impl AsFd, index: u32) -> io::Result
     Ok(())
 }
 
+/// Attaches to the SO_REUSEPORT group `socket` belongs to a classic BPF
+/// program that hands each new connection to socket number
+/// `hash(source address) % groups`: every connection from one address
+/// goes to the same socket (one worker), so that worker alone holds the
+/// address's rate-limit buckets. The group's sockets are numbered in the
+/// order they started listening; which worker has which number does not
+/// matter, only that it stays put. A number past the end (a smaller
+/// group) makes the kernel fall back to its usual hash.
+pub(crate) fn steer_by_source(socket: impl AsFd, groups: u32) -> io::Result<()> {
+    // Offsets from the network header (SKF_NET_OFF): the program's own
+    // packet data starts after the TCP header.
+    const NET: u32 = (-0x0010_0000i32) as u32;
+    const LD_B: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
+    const LD_W: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const RSH_K: u16 = 0x74; // BPF_ALU | BPF_RSH | BPF_K
+    const MUL_K: u16 = 0x24; // BPF_ALU | BPF_MUL | BPF_K
+    const XOR_X: u16 = 0xac; // BPF_ALU | BPF_XOR | BPF_X
+    const MOD_K: u16 = 0x94; // BPF_ALU | BPF_MOD | BPF_K
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const JA: u16 = 0x05; // BPF_JMP | BPF_JA
+    const TAX: u16 = 0x07; // BPF_MISC | BPF_TAX
+    const RET_A: u16 = 0x16; // BPF_RET | BPF_A
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    let mut code = [
+        // IP version: 6 → the four words of the IPv6 source, else the
+        // IPv4 source (an IPv6 socket takes IPv4 packets too).
+        op(LD_B, 0, 0, NET),
+        op(RSH_K, 0, 0, 4),
+        op(JEQ_K, 2, 0, 6),
+        op(LD_W, 0, 0, NET.wrapping_add(12)),
+        op(JA, 0, 0, 10),
+        op(LD_W, 0, 0, NET.wrapping_add(8)),
+        op(TAX, 0, 0, 0),
+        op(LD_W, 0, 0, NET.wrapping_add(12)),
+        op(XOR_X, 0, 0, 0),
+        op(TAX, 0, 0, 0),
+        op(LD_W, 0, 0, NET.wrapping_add(16)),
+        op(XOR_X, 0, 0, 0),
+        op(TAX, 0, 0, 0),
+        op(LD_W, 0, 0, NET.wrapping_add(20)),
+        op(XOR_X, 0, 0, 0),
+        // Multiplicative hash: its high half mixed into the low half,
+        // then the socket number.
+        op(MUL_K, 0, 0, 0x9e37_79b1),
+        op(TAX, 0, 0, 0),
+        op(RSH_K, 0, 0, 16),
+        op(XOR_X, 0, 0, 0),
+        op(MOD_K, 0, 0, groups.max(1)),
+        op(RET_A, 0, 0, 0),
+    ];
+    let program = libc::sock_fprog {
+        len: code.len() as libc::c_ushort,
+        filter: code.as_mut_ptr(),
+    };
+    // SAFETY: as in `steer_reuseport_group`: the kernel reads and checks
+    // `len` instructions from a live local array and copies them before
+    // returning.
+    check(unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&program as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// Removes the program of the SO_REUSEPORT group `socket` belongs to
+/// (the kernel's own hash picks sockets again).
+pub(crate) fn unsteer(socket: impl AsFd) -> io::Result<()> {
+    let none: libc::c_int = 0;
+    // SAFETY: the option reads an int from a live local; the kernel only
+    // checks that the socket is in a group with a program.
+    check(unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_DETACH_REUSEPORT_BPF,
+            (&none as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
 /// One `splice(2)` between descriptors that are sockets or pipes (no
 /// offsets). `EINTR` is returned like any error.
 pub(crate) fn splice(from: RawFd, to: RawFd, len: usize, flags: libc::c_uint) -> io::Result<usize> {

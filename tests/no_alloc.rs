@@ -114,6 +114,71 @@ fn warm_requests_do_not_allocate() {
     warm_logged_requests();
     warm_cache_hits();
     warm_compressed_responses();
+    warm_rate_limited_requests();
+}
+
+/// Routes with rate limits: a client-address key in the worker's own
+/// table and a header key through the shared buckets, both under their
+/// limits, and a refused request's 429 (rendered, counted).
+fn warm_rate_limited_requests() {
+    let up = Upstream::echo();
+    let config = ConfigBuilder::new(up.addr)
+        .route(
+            r#"path_prefix = "/ip"
+rate_limit = ["ip", "watch"]"#,
+        )
+        .sections(
+            r#"
+[rate_limits.ip]
+rate = "1000000/s"
+burst = 1000
+key = "client_ip"
+
+[rate_limits.hdr]
+rate = "1000000/s"
+burst = 1000
+key = "header:X-Api-Key"
+
+[rate_limits.watch]
+rate = "1/h"
+key = "route"
+mode = "log"
+
+[rate_limits.tight]
+rate = "1/h"
+key = "client_ip+path"
+
+[[routes]]
+path_prefix = "/hdr"
+upstream = "backend"
+rate_limit = "hdr"
+
+[[routes]]
+path_prefix = "/tight"
+upstream = "backend"
+rate_limit = "tight"
+"#,
+        )
+        .build();
+    let proxy = Proxy::start_with(&config, 1, ringress::IoMode::Auto);
+    let mut c = proxy.connect();
+    let ip = get("/ip");
+    let hdr = b"GET /hdr HTTP/1.1\r\nHost: test.local\r\nX-Api-Key: k1\r\n\r\n";
+    let tight = get("/tight");
+    assert_eq!(c.request(&tight).status, 200);
+    let round = |c: &mut Client| {
+        assert_eq!(c.request(&ip).status, 200);
+        assert_eq!(c.request(hdr).status, 200);
+        let r = c.request(&tight);
+        assert_eq!(r.status, 429);
+        assert!(r.header("retry-after").is_some());
+    };
+    for _ in 0..200 {
+        round(&mut c);
+    }
+    assert_no_worker_allocs(500, "rate-limited requests", || {
+        round(&mut c);
+    });
 }
 
 /// An upstream answering every request with `body`, cacheable for an

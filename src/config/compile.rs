@@ -45,16 +45,18 @@ pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, C
     let mut geo = section(&mut root, &mut p, "geo", |t, p| geo(t, p, base));
     let (upstreams, upstream_names) = upstreams(&mut root, &mut p, base, &mut geo);
     let caches = super::cache::zones(&mut root, &mut p);
+    let (rate_limits, limit_names) = super::limits::rate_limits(&mut root, &mut p);
     let (routes, chains) = routes(
         &mut root,
         &mut p,
         &listener_names,
         &upstream_names,
         limits.max_body_size,
-        &caches,
+        (&caches, (&rate_limits, &limit_names)),
     );
     root.finish(&mut p);
     warn_unused_upstreams(&mut p, &upstreams, &routes);
+    super::limits::warn_unused(&mut p, &rate_limits, &chains);
     place(&mut p, text);
     warnings.extend(p.warnings.iter().map(ConfigError::to_string));
 
@@ -73,6 +75,7 @@ pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, C
             routes,
             chains,
             caches,
+            rate_limits,
             upstreams,
             admin,
             access_log,

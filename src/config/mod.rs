@@ -4,6 +4,7 @@
 
 mod cache;
 mod compile;
+mod limits;
 mod locate;
 mod observe;
 mod routes;
@@ -144,6 +145,8 @@ pub struct Config {
     pub chains: Vec<Chain>,
     /// `[cache.NAME]` zones, in file order.
     pub caches: Vec<CacheZone>,
+    /// `[rate_limits.NAME]`, in file order.
+    pub rate_limits: Vec<crate::limit::RateLimit>,
     pub upstreams: Vec<UpstreamGroup>,
     /// Every listener's `client_subject_header`: stripped from requests on
     /// all listeners, so a plain listener cannot be used to forge one.

@@ -7,7 +7,11 @@ use super::cache::CacheZone;
 use super::compile::each_table;
 use super::suggest::did_you_mean;
 use super::walk::{Problems, TableReader};
-use crate::pipeline::{Chain, Filter, HeaderEdits, Template};
+use crate::limit::RateLimit;
+use crate::pipeline::{Chain, Filter, HeaderEdits, RateLimitRule, Template};
+
+/// The compiled limits and every declared limit's name.
+type Limits<'a> = (&'a [RateLimit], &'a [String]);
 use crate::router::{
     Action, HeaderMatch, HostMatch, PathMatch, PathRewrite, Redirect, Respond, Route, RouteTable,
 };
@@ -18,7 +22,7 @@ pub(super) fn routes(
     listeners: &[String],
     upstreams: &[String],
     default_body_limit: u64,
-    zones: &[CacheZone],
+    (zones, limits): (&[CacheZone], Limits<'_>),
 ) -> (RouteTable, Vec<Chain>) {
     let mut out = Vec::new();
     let mut chains = Vec::new();
@@ -29,7 +33,7 @@ pub(super) fn routes(
             p,
             index,
             (listeners, upstreams, zones),
-            default_body_limit,
+            (default_body_limit, limits),
         ) {
             out.push(r);
             chains.push(chain);
@@ -43,7 +47,7 @@ fn route(
     p: &mut Problems,
     index: usize,
     (listeners, upstreams, zones): (&[String], &[String], &[CacheZone]),
-    default_body_limit: u64,
+    (default_body_limit, limits): (u64, Limits<'_>),
 ) -> Option<(Route, Chain)> {
     let name = t
         .str(p, "name")
@@ -132,7 +136,7 @@ fn route(
             value: None,
         });
     }
-    let chain = chain(t, p, zones);
+    let chain = chain(t, p, zones, limits);
 
     let max_body_size = t.size(p, "max_body_size").unwrap_or(default_body_limit);
     let access_log = t.bool(p, "access_log").unwrap_or(true);
@@ -155,8 +159,17 @@ fn route(
 
 /// The route's filter chain, in phase order: the request's header edits,
 /// then the response's.
-fn chain(t: &mut TableReader<'_>, p: &mut Problems, zones: &[CacheZone]) -> Chain {
+fn chain(
+    t: &mut TableReader<'_>,
+    p: &mut Problems,
+    zones: &[CacheZone],
+    limits: Limits<'_>,
+) -> Chain {
     let mut filters = Vec::new();
+    let rate_limits = super::limits::route_limits(t, p, limits);
+    if !rate_limits.is_empty() {
+        filters.push(Filter::RateLimit(RateLimitRule::new(rate_limits)));
+    }
     if let Some(rule) = super::cache::cache_rule(t, p, zones) {
         filters.push(Filter::Cache(rule));
     }

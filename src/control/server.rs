@@ -253,6 +253,7 @@ impl ServerHandle {
 
         let access_log = config.access_log.clone();
         let shared = Arc::new(Shared::new(config, threads, bound));
+        shared.steer_hold.store(alongside, Ordering::Release);
         if let Some(log) = access_log {
             start_access_log(&shared, &log).map_err(|e| io::Error::other(e.to_string()))?;
         }

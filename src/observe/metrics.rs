@@ -164,6 +164,7 @@ struct Positions {
     routes: Vec<u32>,
     groups: Vec<u32>,
     servers: Vec<Vec<u32>>,
+    limits: Vec<u32>,
 }
 
 /// One worker's counts.
@@ -186,6 +187,10 @@ pub struct WorkerMetrics {
     pub bytes_out: u64,
     pub handshakes: [u64; Handshake::NAMES.len()],
     pub log_lines_dropped: u64,
+    /// Rate limits by name.
+    pub limits: Names,
+    /// By limit id: [refused, logged only].
+    pub limit_stats: Vec<[u64; 2]>,
     /// Gauges, set when published.
     pub active_connections: u64,
     pub idle_connections: u64,
@@ -236,6 +241,13 @@ impl WorkerMetrics {
                 .collect();
             p.servers.push(servers);
         }
+        p.limits = config
+            .rate_limits
+            .iter()
+            .map(|l| self.limits.id(&l.name))
+            .collect();
+        self.limit_stats
+            .resize_with(self.limits.list.len(), Default::default);
         let no_route = self.routes.id("");
         let no_listener = self.listeners.id("");
         self.route_stats
@@ -316,6 +328,15 @@ impl WorkerMetrics {
         self.positions(config);
         if let Some(&id) = self.positions.groups.get(group) {
             self.group_stats[id as usize].connections[usize::from(reused)] += 1;
+        }
+    }
+
+    /// Counts a request over limit `limit` of `config`: refused, or only
+    /// logged (`mode = "log"`).
+    pub fn rate_limited(&mut self, config: &Config, limit: usize, mode: crate::limit::Mode) {
+        self.positions(config);
+        if let Some(&id) = self.positions.limits.get(limit) {
+            self.limit_stats[id as usize][usize::from(mode == crate::limit::Mode::Log)] += 1;
         }
     }
 

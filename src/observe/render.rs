@@ -53,6 +53,8 @@ pub struct Totals {
     pub servers: BTreeMap<(String, String), UpstreamTotals>,
     /// group → [new, reused] connections.
     pub connections: BTreeMap<String, [u64; 2]>,
+    /// rate limit → [refused, logged only].
+    pub limited: BTreeMap<String, [u64; 2]>,
     pub rejections: [u64; ErrorKind::NAMES.len()],
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -103,6 +105,11 @@ pub fn merge<'a>(workers: impl IntoIterator<Item = &'a WorkerMetrics>) -> Totals
                 .or_default();
             e[0] += g.connections[0];
             e[1] += g.connections[1];
+        }
+        for (id, counts) in w.limit_stats.iter().enumerate() {
+            let e = t.limited.entry(w.limits.list[id].to_string()).or_default();
+            e[0] += counts[0];
+            e[1] += counts[1];
         }
         for (a, b) in t.rejections.iter_mut().zip(&w.rejections) {
             *a += b;
@@ -173,6 +180,7 @@ pub fn prometheus(t: &Totals, config: &Config, p: &Process) -> String {
     let mut out = String::with_capacity(16 * 1024);
     requests(&mut out, t);
     cache(&mut out, t, config);
+    rate_limits(&mut out, t);
     upstreams(&mut out, t, config);
     process(&mut out, t, p);
     out
@@ -207,6 +215,34 @@ fn requests(o: &mut String, t: &Totals) {
             "ringress_request_duration_seconds",
             &[("route", route)],
             h,
+        );
+    }
+}
+
+/// Requests over each rate limit, refused or (`mode = "log"`) only
+/// counted.
+fn rate_limits(o: &mut String, t: &Totals) {
+    if t.limited.is_empty() {
+        return;
+    }
+    help(
+        o,
+        "ringress_rate_limited_total",
+        "counter",
+        "Requests over a rate limit, by limit and action (rejected: answered 429; logged: mode = \"log\", let through).",
+    );
+    for (limit, [refused, logged]) in &t.limited {
+        sample(
+            o,
+            "ringress_rate_limited_total",
+            &[("limit", limit), ("action", "rejected")],
+            refused,
+        );
+        sample(
+            o,
+            "ringress_rate_limited_total",
+            &[("limit", limit), ("action", "logged")],
+            logged,
         );
     }
 }

@@ -16,12 +16,14 @@
 //! slice: an empty chain costs one length check per phase.
 
 mod headers;
+mod limit;
 mod record;
 mod rules;
 mod text;
 mod vars;
 
 pub use headers::{HeaderEdits, Rendered};
+pub use limit::{RateLimitRule, RequestLimits, render_limited};
 pub use record::{CacheResult, Exit, Record, UpstreamTry};
 pub use rules::{CacheRule, CompressRule, DEFAULT_TYPES, KeyPart};
 pub use text::{MAX_REQUEST_ID, RequestText, WithRequestId, add_request_id, valid_request_id};
@@ -43,6 +45,8 @@ pub enum Filter {
     /// `compress`: picks a coding per request and chooses the body plan
     /// in the response phase.
     Compress(CompressRule),
+    /// `rate_limit`: may answer 429 in the request phase.
+    RateLimit(RateLimitRule),
 }
 
 /// How a response body reaches the client.
@@ -101,9 +105,14 @@ impl Chain {
     }
 
     /// Phase 1: may end the request with an answer.
-    pub fn request(&self, _record: &mut Record) -> Result<(), ProxyError> {
+    pub fn request(
+        &self,
+        _record: &mut Record,
+        limits: &mut RequestLimits<'_>,
+    ) -> Result<(), ProxyError> {
         for filter in self.filters.iter() {
             match filter {
+                Filter::RateLimit(rule) => limits.check(rule)?,
                 Filter::RequestHeaders(_)
                 | Filter::ResponseHeaders(_)
                 | Filter::Cache(_)
@@ -111,6 +120,13 @@ impl Chain {
             }
         }
         Ok(())
+    }
+
+    /// Whether the chain checks limit `limit` of the snapshot.
+    pub fn uses_limit(&self, limit: usize) -> bool {
+        self.filters
+            .iter()
+            .any(|f| matches!(f, Filter::RateLimit(r) if r.limits().contains(&limit)))
     }
 
     /// Phase 2: the edits to apply while the upstream head is written.

@@ -66,6 +66,8 @@ pub(crate) struct WorkerCtx {
     pub encoders: RefCell<Vec<(Option<u32>, Encoder)>>,
     /// The gzip compressor for small bodies known whole.
     pub whole_gzip: RefCell<Option<WholeGzip>>,
+    /// Rate-limit buckets and leases of this worker.
+    pub limiter: RefCell<crate::limit::Limiter>,
 }
 
 struct Balancers {
@@ -112,6 +114,7 @@ impl WorkerCtx {
             cache_refs: RefCell::default(),
             encoders: RefCell::default(),
             whole_gzip: RefCell::default(),
+            limiter: RefCell::default(),
         })
     }
 

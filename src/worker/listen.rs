@@ -36,6 +36,9 @@ pub(crate) struct Accepting {
     canceller: Canceller,
     stopped: Rc<Cell<bool>>,
     done: JoinHandle<()>,
+    /// Whether this worker put the steering by source address on the
+    /// socket's group.
+    steering: bool,
 }
 
 /// Starts accepting on a socket bound by the main thread.
@@ -60,11 +63,66 @@ pub(crate) fn start(ctx: &Rc<WorkerCtx>, new: NewListener) -> std::io::Result<()
         canceller,
         stopped,
         done,
+        steering: false,
     });
     if new.id != ADMIN_LISTENER {
         ctx.shared.mark_accepting(ctx.id);
     }
+    steer(ctx, &ctx.snapshot().1);
     Ok(())
+}
+
+/// Whether connections are steered to workers by source address: when a
+/// rate limit without a store is keyed on the client's address (its
+/// buckets then live in one worker each, see `crate::limit`), and not
+/// while an upgrade's steering holds the groups. Only then: steering by
+/// address alone puts every connection from one address (a NAT, a load
+/// balancer, a benchmark on loopback) on one worker.
+pub(crate) fn steers_by_source(ctx: &WorkerCtx, config: &Config) -> bool {
+    config
+        .rate_limits
+        .iter()
+        .any(|l| l.key.on_client() && l.store.is_none())
+        && !ctx
+            .shared
+            .steer_hold
+            .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Puts the steering by source address on the groups of this worker's
+/// listeners (those without PROXY protocol, whose peer is the client),
+/// or takes it off, as `config` wants. Every worker does the same to the
+/// same groups, so whichever is first, the result is one program.
+fn steer(ctx: &WorkerCtx, config: &Config) {
+    let on = steers_by_source(ctx, config);
+    let groups = ctx.shared.workers as u32;
+    for a in ctx.listeners.borrow_mut().iter_mut() {
+        let Some(l) = config.listeners.iter().find(|l| l.id == a.id) else {
+            continue;
+        };
+        let want = on && !l.proxy_protocol;
+        if a.steering == want {
+            continue;
+        }
+        let done = if want {
+            sys::steer_by_source(&a.options, groups)
+        } else {
+            sys::unsteer(&a.options)
+        };
+        match done {
+            Ok(()) => a.steering = want,
+            Err(e) => {
+                // Not relied on until the next publish: the client's
+                // address is counted in the shared buckets meanwhile.
+                ctx.shared
+                    .steer_hold
+                    .store(true, std::sync::atomic::Ordering::Release);
+                tracing::warn!(worker = ctx.id, listener = %l.name, error = %e,
+                    "cannot steer connections by source address: rate limits on the \
+                     client address use the buckets shared by the workers")
+            }
+        }
+    }
 }
 
 /// Makes the running accept loops match `config`: stops those of removed
@@ -131,6 +189,7 @@ pub(crate) fn sync(ctx: &Rc<WorkerCtx>, config: &Config) {
                 "cannot apply the listener's socket options"),
         }
     }
+    steer(ctx, config);
 }
 
 /// The listener settings that live on its socket.

@@ -10,6 +10,7 @@ mod connect;
 mod ctx;
 mod downstream;
 mod drain;
+mod limits;
 mod listen;
 mod observe;
 mod parking;

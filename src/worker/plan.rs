@@ -116,8 +116,11 @@ fn plan_head<'c>(
     // A path that cannot be normalised is malformed: answered and closed
     // like any other bad head.
     let plan = path::normalize(req.path, &mut path_buf).map(|norm_path| {
-        match route(c, config, &req, norm_path) {
+        match route(c, ctx, config, &req, norm_path) {
             Ok(route) => act(c, work, ctx, config, &req, (norm_path, route), close),
+            Err(error) if error.kind == ErrorKind::RateLimited => {
+                super::limits::refused(c, (ctx, config), error, (close, req.is_head()))
+            }
             Err(error) => Plan::Error { error, close },
         }
     });
@@ -164,6 +167,7 @@ fn note_request(c: &mut Client, config: &Config, req: &RequestHead<'_, '_>) {
 /// position, or the error to answer with.
 fn route(
     c: &mut Client,
+    ctx: &WorkerCtx,
     config: &Config,
     req: &RequestHead<'_, '_>,
     norm_path: &[u8],
@@ -191,7 +195,9 @@ fn route(
         return Err(ProxyError::downstream(ErrorKind::BodyTooLarge));
     }
     match config.chains.get(index) {
-        Some(chain) => chain.request(&mut c.record).map(|()| index),
+        Some(chain) => {
+            super::limits::request_phase(c, ctx, config, chain, (req, norm_path)).map(|()| index)
+        }
         None => Ok(index),
     }
 }
