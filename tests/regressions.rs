@@ -331,3 +331,48 @@ fn default_pool_bound_keeps_a_burst_of_upstream_connections() {
         "{opened} upstream connections for {CLIENTS} clients over {ROUNDS} rounds"
     );
 }
+
+/// A generated answer to a HEAD request carries no body: its bytes would
+/// be read as the start of the next response on the connection (a 404
+/// for no route, a 502 from a dead upstream, a redirect).
+#[test]
+fn generated_answers_to_head_requests_have_no_body() {
+    let up = Upstream::echo();
+    let config = ConfigBuilder::new(up.addr)
+        .route(r#"path_prefix = "/app/""#)
+        .sections(&format!(
+            r#"
+[[routes]]
+path_prefix = "/moved"
+redirect = {{ to = "https://example.test/new", status = 301 }}
+
+[[routes]]
+path_prefix = "/dead/"
+upstream = "dead"
+
+[upstreams.dead]
+servers = ["{}"]
+connect_timeout = "1s"
+"#,
+            dead_addr()
+        ))
+        .build();
+    let proxy = Proxy::start_with(&config, 1, IoMode::Auto);
+    let mut c = proxy.connect();
+    for (target, status) in [("/nothing-here", 404), ("/dead/x", 502), ("/moved", 301)] {
+        c.send(format!("HEAD {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let r = c.read_response_to(true).expect("an answer to HEAD");
+        assert_eq!(r.status, status, "{target}: {}", r.raw_head);
+        if r.header("connection") == Some("close") {
+            c = proxy.connect();
+            continue;
+        }
+        // The next response on the connection is read from its first byte.
+        let next = c.request(&get("/app/next"));
+        assert_eq!(
+            (next.status, next.body_str().as_str()),
+            (200, "GET /app/next\n"),
+            "after HEAD {target}"
+        );
+    }
+}

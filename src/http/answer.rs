@@ -62,6 +62,12 @@ answers! {
 /// Renders a generated answer for a status without a pre-rendered one
 /// (an upstream status passed on after its response was dropped for a
 /// retry that could not happen): same shape, the reason as its body.
+/// The head of a rendered response, without its body (for a HEAD
+/// request); all of it when no head end is found.
+pub fn head_of(response: &[u8]) -> &[u8] {
+    memchr::memmem::find(response, b"\r\n\r\n").map_or(response, |i| &response[..i + 4])
+}
+
 pub fn render_answer(out: &mut Vec<u8>, status: u16, close: bool) {
     let reason = reason(status);
     out.extend_from_slice(b"HTTP/1.1 ");

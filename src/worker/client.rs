@@ -65,6 +65,8 @@ pub(crate) struct Client {
     pub record: Record,
     /// The current request's HTTP version (decides the response's framing).
     pub version: Version,
+    /// The current request is a HEAD: answers go without a body.
+    pub head_request: bool,
     /// Counts the connection as open, and lets a drain shut it down.
     active: ActiveGuard,
     /// Cancels the wait for a request that turns idle; kept across
@@ -745,6 +747,7 @@ impl Client {
             out: Vec::new(),
             record: Record::new(addrs.0, ctx.requests.seed(), ctx.requests.epoch()),
             version: Version::Http11,
+            head_request: false,
             active,
             canceller: None,
             in_parking_set: false,

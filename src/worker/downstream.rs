@@ -334,6 +334,13 @@ impl Downstream for Client {
         self.record.status = status;
         match answer::prerendered(status, close) {
             Some(bytes) if !self.record.text.return_id => {
+                // A HEAD request gets the head alone (RFC 9110 9.3.2):
+                // body bytes would be read as the next response.
+                let bytes = if self.head_request {
+                    answer::head_of(bytes)
+                } else {
+                    bytes
+                };
                 self.record.bytes_out += bytes.len() as u64;
                 let sent = write_all(&mut self.stream, bytes, timeout).await.is_ok();
                 self.sent(sent)
@@ -352,6 +359,10 @@ impl Downstream for Client {
     }
 
     async fn send_rendered(&mut self, timeout: Duration) -> bool {
+        if self.head_request {
+            let head = answer::head_of(&self.out).len();
+            self.out.truncate(head);
+        }
         let text = &self.record.text;
         if text.return_id && !text.request_id().is_empty() {
             add_request_id(&mut self.out, text.request_id());

@@ -90,6 +90,9 @@ fn plan_head<'c>(
     draining: bool,
 ) -> Result<Option<Planned<'c>>, ProxyError> {
     let mut headers = empty_headers();
+    // Known once the head parses; an answer to a head that does not is
+    // a full one.
+    c.head_request = false;
     let Some(req) = parse_request(bytes, &mut headers, &config.limits.head)? else {
         return Ok(None);
     };
@@ -97,6 +100,7 @@ fn plan_head<'c>(
     let has_body = req.framing != Framing::Empty;
     c.record.bytes_in = head_len as u64;
     c.version = req.version;
+    c.head_request = req.is_head();
     // After an answer the proxy generates, a request body left unread
     // would be taken for the next request: close instead.
     let close = !req.keep_alive || has_body || draining;
