@@ -527,3 +527,37 @@ fn an_upgrade_keeps_its_steering_over_the_steering_by_address() {
     old.shutdown();
     new.shutdown();
 }
+
+/// A limit in log mode names itself in the JSON access line of each
+/// request it would have refused, and only there.
+#[test]
+fn log_mode_names_the_limit_in_the_access_log() {
+    let up = Upstream::echo();
+    let log = std::env::temp_dir().join(format!("ringress-rl-log-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let config = ConfigBuilder::new(up.addr)
+        .sections(&format!(
+            "[access_log]\npath = \"{}\"\nformat = \"json\"\n\
+             [rate_limits.watch]\nrate = \"1/h\"\nkey = \"route\"\nmode = \"log\"\n",
+            log.display()
+        ))
+        .route(r#"rate_limit = "watch""#)
+        .build();
+    let proxy = Proxy::start(&config);
+    let mut c = proxy.connect();
+    for i in 0..3 {
+        let r = c.request(&get(&format!("/n{i}")));
+        assert_eq!(r.status, 200, "log mode never refuses");
+    }
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until("three access lines", TIMEOUT, || {
+        read().lines().count() >= 3
+    });
+    let text = read();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(!lines[0].contains("rate_limit_logged"), "{}", lines[0]);
+    for line in &lines[1..3] {
+        assert!(line.contains(r#""rate_limit_logged":"watch""#), "{line}");
+    }
+    let _ = std::fs::remove_file(&log);
+}

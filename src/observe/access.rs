@@ -30,6 +30,8 @@ pub struct Context<'a> {
     /// TLS version and server name, on TLS connections.
     pub tls: Option<&'static str>,
     pub sni: Option<&'a [u8]>,
+    /// A rate limit in log mode that would have refused the request.
+    pub rate_limit_logged: Option<&'a str>,
 }
 
 /// The status a line and the metrics show.
@@ -207,6 +209,10 @@ fn json(out: &mut Vec<u8>, clock: &mut LogClock, r: &Record, cx: &Context<'_>) {
         key(out, b",\"cache\":");
         raw_or_null(out, Some(r.cache.name().as_bytes()));
     }
+    if let Some(limit) = cx.rate_limit_logged {
+        key(out, b",\"rate_limit_logged\":");
+        json_string(out, limit.as_bytes());
+    }
     out.push(b'}');
 }
 
@@ -339,6 +345,7 @@ mod tests {
             upstream: Some("127.0.0.1:9000".parse().unwrap()),
             tls: None,
             sni: None,
+            rate_limit_logged: None,
         }
     }
 

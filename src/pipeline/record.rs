@@ -163,6 +163,9 @@ pub struct Record {
     pub exit: Exit,
     /// What the cache did.
     pub cache: CacheResult,
+    /// The first rate limit in `mode = "log"` that would have refused the
+    /// request (its position in the snapshot's limits).
+    pub rate_limit_logged: Option<u32>,
     /// What failed, when something did.
     pub cause: Option<ProxyError>,
     /// This request's number on the worker (for `$request_id`).
@@ -191,6 +194,7 @@ impl Record {
             retries: 0,
             exit: Exit::ClientGone,
             cache: CacheResult::None,
+            rate_limit_logged: None,
             cause: None,
             seq: 0,
             id_seed,
@@ -215,6 +219,7 @@ impl Record {
         self.retries = 0;
         self.exit = Exit::ClientGone;
         self.cache = CacheResult::None;
+        self.rate_limit_logged = None;
         self.cause = None;
         self.seq = seq;
     }

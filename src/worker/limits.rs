@@ -10,7 +10,7 @@ use super::plan::Plan;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::http::RequestHead;
-use crate::limit::KeyInput;
+use crate::limit::{KeyInput, Mode};
 use crate::pipeline::{Chain, RequestLimits, render_limited};
 
 /// Runs the route's request phase with this worker's limiter.
@@ -44,6 +44,9 @@ pub(super) fn request_phase(
         let mut metrics = ctx.requests.metrics.borrow_mut();
         for &(limit, mode) in &limiter.events {
             metrics.rate_limited(config, limit, mode);
+            if mode == Mode::Log && c.record.rate_limit_logged.is_none() {
+                c.record.rate_limit_logged = Some(limit as u32);
+            }
         }
     }
     result

@@ -129,6 +129,10 @@ impl Requests {
                 upstream: record.upstream.map(|u| u.addr),
                 tls: conn.tls,
                 sni: conn.sni,
+                rate_limit_logged: record
+                    .rate_limit_logged
+                    .and_then(|i| config.rate_limits.get(i as usize))
+                    .map(|l| l.name.as_str()),
             };
             let mut lines = self.lines.borrow_mut();
             let Lines { buf, clock } = &mut *lines;
