@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use crate::cache::zone::Zone;
 use crate::config::Config;
 use crate::counters::WorkerCounters;
+use crate::net::conn_limit::ConnCounts;
 use crate::observe::AccessSink;
 use crate::observe::metrics::WorkerMetrics;
 use crate::upstream::ServerConfig;
@@ -67,6 +68,9 @@ pub(crate) struct Shared {
     pub started: Instant,
     /// Per worker: its listeners have accepted connections since start.
     accepting: Box<[AtomicBool]>,
+    /// Open client connections per listener and address, over all
+    /// workers (`max_conns`, `max_conns_per_ip`, `[overload]`).
+    pub conns: ConnCounts,
 }
 
 impl Shared {
@@ -96,6 +100,7 @@ impl Shared {
             reloads_failed: AtomicU64::new(0),
             started: Instant::now(),
             accepting: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            conns: ConnCounts::default(),
         }
     }
 

@@ -251,6 +251,7 @@ impl Downstream for Client {
         let chunked_out = matches!(input, BodyIn::Chunked(_));
         // The head went out on its own already: nothing to hold back.
         let mut relay = relay(input, chunked_out, limits, false);
+        relay.floor = super::relay::RateFloor::start(self.body_rate);
         self.out.clear();
         let result = relay
             .run(&mut self.stream, &mut self.inbuf, upstream, &mut self.out)
@@ -318,6 +319,7 @@ fn relay(input: BodyIn, chunked_out: bool, limits: BodyLimits, postpone: bool) -
         splice: limits.splice,
         postpone,
         moved: 0,
+        floor: None,
     }
 }
 

@@ -4,10 +4,11 @@
 //! request bodies to the upstream, response bodies to the client. The rest
 //! of a large raw body between two plain sockets is handed to `splice`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::io::AsyncWriteRent;
 
+use crate::config::MinRate;
 use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK, encode_chunk};
 use crate::rt::buffer::{ReadBuf, flush_vec, write_from_read_buf};
 use crate::rt::conn::Conn;
@@ -77,6 +78,9 @@ pub(crate) enum RelayError {
     Invalid,
     /// More body than `limit` allows.
     TooLarge,
+    /// The source fell below its `floor` rate (a read was dropped: close
+    /// without reading it again).
+    TooSlow,
 }
 
 pub(crate) struct Relay {
@@ -102,6 +106,26 @@ pub(crate) struct Relay {
     pub postpone: bool,
     /// Body bytes moved so far (decoded: without chunk framing).
     pub moved: u64,
+    /// The least rate the source must keep (request bodies, with
+    /// `timeouts.min_body_rate`).
+    pub floor: Option<RateFloor>,
+}
+
+/// A least rate for a body, counted from when its relay began.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RateFloor {
+    rate: MinRate,
+    start: Instant,
+}
+
+impl RateFloor {
+    /// A floor of `rate` starting now (None: no floor).
+    pub fn start(rate: Option<MinRate>) -> Option<RateFloor> {
+        rate.map(|rate| RateFloor {
+            rate,
+            start: Instant::now(),
+        })
+    }
 }
 
 impl Relay {
@@ -155,15 +179,14 @@ impl Relay {
                     }
                 }
             }
+            let (timeout, by_floor) = self.read_limit();
             let n = src_buf
-                .fill(src, READ_CHUNK, self.read_timeout)
+                .fill(src, READ_CHUNK, timeout)
                 .await
-                .map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::TimedOut {
-                        RelayError::SourceTimedOut
-                    } else {
-                        RelayError::Source
-                    }
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::TimedOut if by_floor => RelayError::TooSlow,
+                    std::io::ErrorKind::TimedOut => RelayError::SourceTimedOut,
+                    _ => RelayError::Source,
                 })?;
             if n == 0 {
                 if matches!(self.input, BodyIn::UntilClose) {
@@ -180,11 +203,27 @@ impl Relay {
             .map_err(|_| RelayError::Dest)
     }
 
+    /// How long the next read of the source may take: `read_timeout`, or
+    /// less when the floor rate's deadline comes first (then true).
+    fn read_limit(&self) -> (Duration, bool) {
+        let Some(floor) = self.floor else {
+            return (self.read_timeout, false);
+        };
+        let due = floor.rate.deadline(floor.start, self.moved);
+        let left = due.saturating_duration_since(Instant::now());
+        if left < self.read_timeout {
+            (left, true)
+        } else {
+            (self.read_timeout, false)
+        }
+    }
+
     /// What is left to splice once the buffered bytes are gone: `Some(None)`
     /// for everything until close, `Some(Some(n))` for `n` bytes, `None`
     /// when the body is copied (re-chunked, small, or splice is off).
     fn splice_rest(&self, seen: u64) -> Option<Option<u64>> {
-        if !self.splice || self.chunked_out {
+        // A spliced body is read by the kernel, unrated.
+        if !self.splice || self.chunked_out || self.floor.is_some() {
             return None;
         }
         match self.input {
