@@ -178,24 +178,25 @@ pub(crate) fn close_idle_under_pressure(ctx: &WorkerCtx, now: Instant) {
     }
     let config = ctx.snapshot().1;
     let overload = &config.overload;
-    let pressed: Vec<u64> = config
+    let passed = |open: usize, max_conns: usize| {
+        overload.keepalive_threshold.passed(open, max_conns)
+    };
+    let any = config
         .listeners
         .iter()
-        .filter(|l| {
-            let open = ctx.shared.conns.listener(l.id).open();
-            overload.keepalive_threshold.passed(open, l.caps.max_conns)
-        })
-        .map(|l| l.id)
-        .collect();
-    if pressed.is_empty() {
+        .any(|l| passed(ctx.shared.conns.listener(l.id).open(), l.caps.max_conns));
+    if !any {
         return;
     }
     let Some(idle_since) = now.checked_sub(overload.keepalive_timeout) else {
         return;
     };
-    let closed = ctx
-        .parking
-        .close_idle(idle_since, |p| pressed.contains(&p.listener_id));
+    let closed = ctx.parking.close_idle(idle_since, |p| {
+        let (Some(slot), Some(l)) = (p.active.slot(), listener(&config, p.listener_id)) else {
+            return false;
+        };
+        passed(slot.listener().open(), l.caps.max_conns)
+    });
     if closed > 0 {
         ctx.requests
             .metrics
