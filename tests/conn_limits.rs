@@ -33,10 +33,12 @@ enum Fate {
 
 /// Connects from `source` (an address of 127/8) to `to`.
 fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .expect("socket");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     let local: SocketAddr = format!("{source}:0").parse().expect("source address");
-    socket.bind(&local.into()).expect("bind the client's source");
+    socket
+        .bind(&local.into())
+        .expect("bind the client's source");
     socket.connect(&to.into()).expect("connect");
     let s: TcpStream = socket.into();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -146,14 +148,18 @@ fn per_ip_caps_are_independent_per_source_address() {
         .expect("a served connection");
     drop(first.remove(at));
     let mut again = None;
-    wait_until("127.0.0.2's place given back", Duration::from_secs(5), || {
-        let mut c = connect_from("127.0.0.2", p.addr);
-        let served = fate(&mut c) == Fate::Served;
-        if served {
-            again = Some(c);
-        }
-        served
-    });
+    wait_until(
+        "127.0.0.2's place given back",
+        Duration::from_secs(5),
+        || {
+            let mut c = connect_from("127.0.0.2", p.addr);
+            let served = fate(&mut c) == Fate::Served;
+            if served {
+                again = Some(c);
+            }
+            served
+        },
+    );
     assert_eq!(fate(&mut connect_from("127.0.0.3", p.addr)), Fate::Closed);
 }
 
@@ -169,9 +175,11 @@ fn a_place_comes_back_when_a_connection_times_out() {
     let mut buf = [0u8; 16];
     assert!(matches!(silent.read(&mut buf), Ok(0) | Err(_)));
     assert!(t0.elapsed() < Duration::from_secs(3));
-    wait_until("the timed-out place given back", Duration::from_secs(5), || {
-        fate(&mut connect_from("127.0.0.1", p.addr)) == Fate::Served
-    });
+    wait_until(
+        "the timed-out place given back",
+        Duration::from_secs(5),
+        || fate(&mut connect_from("127.0.0.1", p.addr)) == Fate::Served,
+    );
 }
 
 #[test]

@@ -69,9 +69,11 @@ fn check_pressure_closes_idle_first(threshold: &str) {
     let t0 = Instant::now();
     let mut busy: Vec<Client> = (0..4).map(|_| busy(&p)).collect();
     for c in idle.iter_mut() {
-        wait_until("an idle connection closed under pressure", Duration::from_secs(5), || {
-            closed(c)
-        });
+        wait_until(
+            "an idle connection closed under pressure",
+            Duration::from_secs(5),
+            || closed(c),
+        );
     }
     assert!(t0.elapsed() < Duration::from_secs(5));
     // Connections with a request under way are not idle: they stay.
@@ -96,9 +98,11 @@ fn pressure_ends_when_connections_close() {
     let p = proxy(&up, "5");
     let mut idle: Vec<Client> = (0..3).map(|_| served(&p)).collect();
     let _busy: Vec<Client> = (0..2).map(|_| busy(&p)).collect();
-    wait_until("idle ones closed under pressure", Duration::from_secs(5), || {
-        idle.iter_mut().all(closed)
-    });
+    wait_until(
+        "idle ones closed under pressure",
+        Duration::from_secs(5),
+        || idle.iter_mut().all(closed),
+    );
     // Pressure gone (3 of 5 closed): a new idle connection keeps its
     // place past the overload timeout.
     let mut c = served(&p);

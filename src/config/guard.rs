@@ -179,10 +179,7 @@ pub(super) fn overload(t: &mut TableReader<'_>, p: &mut Problems) -> Overload {
         .duration(p, "keepalive_timeout")
         .unwrap_or(d.keepalive_timeout);
     if keepalive_timeout.is_zero() {
-        p.add(
-            t.key_path("keepalive_timeout"),
-            "must be greater than zero",
-        );
+        p.add(t.key_path("keepalive_timeout"), "must be greater than zero");
     }
     Overload {
         keepalive_threshold,

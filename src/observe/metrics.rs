@@ -124,7 +124,12 @@ pub enum ConnClosed {
 }
 
 impl ConnClosed {
-    pub const NAMES: [&'static str; 4] = ["max_conns", "max_conns_per_ip", "slow_head", "overload_idle"];
+    pub const NAMES: [&'static str; 4] = [
+        "max_conns",
+        "max_conns_per_ip",
+        "slow_head",
+        "overload_idle",
+    ];
 }
 
 /// Names seen so far, each with a dense id (they only grow).

@@ -406,7 +406,12 @@ fn process(o: &mut String, t: &Totals, p: &Process) {
         "Client connections refused over a listener's caps, cut for a slow head, or closed idle under overload.",
     );
     for (name, n) in ConnClosed::NAMES.iter().zip(&t.conns_closed) {
-        sample(o, "ringress_connections_closed_total", &[("reason", name)], n);
+        sample(
+            o,
+            "ringress_connections_closed_total",
+            &[("reason", name)],
+            n,
+        );
     }
     help(
         o,

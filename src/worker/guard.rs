@@ -43,7 +43,9 @@ pub(crate) fn admit(
     listener_id: u64,
 ) -> Result<ConnSlot, OverLimitAction> {
     let config = ctx.snapshot().1;
-    let caps = listener(&config, listener_id).map(|l| l.caps).unwrap_or_default();
+    let caps = listener(&config, listener_id)
+        .map(|l| l.caps)
+        .unwrap_or_default();
     conns
         .enter(caps.max_conns)
         .map_err(|over| refused(ctx, over, caps.over_limit))
@@ -136,7 +138,10 @@ pub(crate) fn head_deadline(
     received: u64,
 ) -> (Instant, bool) {
     let whole = started + timeouts.head;
-    match timeouts.min_head_rate.map(|r| r.deadline(started, received)) {
+    match timeouts
+        .min_head_rate
+        .map(|r| r.deadline(started, received))
+    {
         Some(by_rate) if by_rate < whole => (by_rate, true),
         _ => (whole, false),
     }
@@ -178,9 +183,8 @@ pub(crate) fn close_idle_under_pressure(ctx: &WorkerCtx, now: Instant) {
     }
     let config = ctx.snapshot().1;
     let overload = &config.overload;
-    let passed = |open: usize, max_conns: usize| {
-        overload.keepalive_threshold.passed(open, max_conns)
-    };
+    let passed =
+        |open: usize, max_conns: usize| overload.keepalive_threshold.passed(open, max_conns);
     let any = config
         .listeners
         .iter()

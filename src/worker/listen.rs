@@ -18,8 +18,8 @@ use monoio::net::TcpListener;
 use monoio::task::JoinHandle;
 
 use super::client;
-use super::guard;
 use super::ctx::WorkerCtx;
+use super::guard;
 use crate::config::{Config, ListenerConfig};
 use crate::shared::{ADMIN_LISTENER, NewListener};
 use crate::sys;
