@@ -62,10 +62,14 @@ pub struct MinRate {
 impl MinRate {
     /// When the next byte is due after `received` bytes since `start`.
     pub fn deadline(&self, start: Instant, received: u64) -> Instant {
+        start + self.allowance(received)
+    }
+
+    /// The time `received` bytes may take: the grace and what they earned.
+    pub fn allowance(&self, received: u64) -> Duration {
         let earned = Duration::from_millis(received.saturating_mul(1000) / self.bytes_per_sec);
-        // Bounded by MAX_DURATION-like sizes: received is at most a body
-        // limit; clamp anyway so the addition cannot overflow.
-        start + self.grace + earned.min(Duration::from_secs(365 * 24 * 3600))
+        // Clamped so that adding it to an instant cannot overflow.
+        self.grace + earned.min(super::units::MAX_DURATION)
     }
 }
 

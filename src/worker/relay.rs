@@ -111,19 +111,21 @@ pub(crate) struct Relay {
     pub floor: Option<RateFloor>,
 }
 
-/// A least rate for a body, counted from when its relay began.
+/// A least rate for a body. Only the time spent waiting for the source
+/// counts: a destination slow to take the bytes does not make the
+/// source look slow.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RateFloor {
     rate: MinRate,
-    start: Instant,
+    waited: Duration,
 }
 
 impl RateFloor {
-    /// A floor of `rate` starting now (None: no floor).
+    /// A floor of `rate`, nothing waited yet (None: no floor).
     pub fn start(rate: Option<MinRate>) -> Option<RateFloor> {
         rate.map(|rate| RateFloor {
             rate,
-            start: Instant::now(),
+            waited: Duration::ZERO,
         })
     }
 }
@@ -180,14 +182,16 @@ impl Relay {
                 }
             }
             let (timeout, by_floor) = self.read_limit();
-            let n = src_buf
-                .fill(src, READ_CHUNK, timeout)
-                .await
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::TimedOut if by_floor => RelayError::TooSlow,
-                    std::io::ErrorKind::TimedOut => RelayError::SourceTimedOut,
-                    _ => RelayError::Source,
-                })?;
+            let waiting = self.floor.map(|_| Instant::now());
+            let read = src_buf.fill(src, READ_CHUNK, timeout).await;
+            if let (Some(floor), Some(since)) = (&mut self.floor, waiting) {
+                floor.waited += since.elapsed();
+            }
+            let n = read.map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut if by_floor => RelayError::TooSlow,
+                std::io::ErrorKind::TimedOut => RelayError::SourceTimedOut,
+                _ => RelayError::Source,
+            })?;
             if n == 0 {
                 if matches!(self.input, BodyIn::UntilClose) {
                     break;
@@ -209,8 +213,10 @@ impl Relay {
         let Some(floor) = self.floor else {
             return (self.read_timeout, false);
         };
-        let due = floor.rate.deadline(floor.start, self.moved);
-        let left = due.saturating_duration_since(Instant::now());
+        let left = floor
+            .rate
+            .allowance(self.moved)
+            .saturating_sub(floor.waited);
         if left < self.read_timeout {
             (left, true)
         } else {
