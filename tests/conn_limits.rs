@@ -16,8 +16,8 @@ fn proxy(up: &Upstream, listener_keys: &str, timeouts: &str) -> Proxy {
         .sections(&format!("[timeouts]\n{timeouts}\n"))
         .build()
         .replace(
-            "name = \"main\"\n",
-            &format!("name = \"main\"\n{listener_keys}\n"),
+            "name = \"main\"\nbind = \"127.0.0.1:0\"\n",
+            &format!("name = \"main\"\nbind = \"127.0.0.1:0\"\n{listener_keys}\n"),
         );
     Proxy::start(&config)
 }
@@ -170,8 +170,10 @@ fn a_place_comes_back_when_a_connection_times_out() {
     // Holds the only place without sending anything, until client_head.
     let t0 = Instant::now();
     let mut silent = connect_from("127.0.0.1", p.addr);
-    let mut c = connect_from("127.0.0.1", p.addr);
-    assert_eq!(fate(&mut c), Fate::Closed);
+    // A probe accepted before it (served) gives its place back on close.
+    wait_until("the silent connection admitted", Duration::from_secs(5), || {
+        fate(&mut connect_from("127.0.0.1", p.addr)) == Fate::Closed
+    });
     let mut buf = [0u8; 16];
     assert!(matches!(silent.read(&mut buf), Ok(0) | Err(_)));
     assert!(t0.elapsed() < Duration::from_secs(3));
@@ -204,4 +206,37 @@ fn caps_are_checked_by_the_config() {
     }
     let ok = ringress::Config::from_toml_str(&text("max_conns = 10\nover_limit = \"503\""));
     assert!(ok.is_ok(), "{:?}", ok.err().map(|e| e.to_string()));
+}
+
+/// A TLS listener: a connection whose handshake fails gives its
+/// address's place back. With `over_limit = "503"` a refused connection reads a plain
+/// 503, so an admitted one is told apart by not getting it.
+#[test]
+fn a_failed_tls_handshake_gives_its_place_back() {
+    let up = Upstream::echo();
+    let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/certs");
+    let tls = format!(
+        "max_conns_per_ip = 1\nover_limit = \"503\"\n[listeners.tls]\n\
+         certs = [{{ cert = \"{certs}/localhost.pem\", key = \"{certs}/localhost.key\" }}]\n\
+         handshake_timeout = \"5s\""
+    );
+    let p = proxy(&up, &tls, "client_head = \"5s\"");
+    let not_tls = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let answer = |s: &mut TcpStream| {
+        let _ = s.write_all(not_tls);
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got.starts_with(b"HTTP/1.1 503")
+    };
+    // The first holds its address's only place while it says nothing
+    // (the only other connections from 127.0.0.5 are the probes).
+    let mut first = connect_from("127.0.0.5", p.addr);
+    wait_until("the first connection admitted", Duration::from_secs(5), || {
+        answer(&mut connect_from("127.0.0.5", p.addr))
+    });
+    // Its handshake fails on a plain-text request: the place comes back.
+    assert!(!answer(&mut first), "the admitted connection got a 503");
+    wait_until("the place given back", Duration::from_secs(5), || {
+        !answer(&mut connect_from("127.0.0.5", p.addr))
+    });
 }
