@@ -240,3 +240,28 @@ fn a_failed_tls_handshake_gives_its_place_back() {
         !answer(&mut connect_from("127.0.0.5", p.addr))
     });
 }
+
+/// Refusals are counted in `/metrics` by reason.
+#[test]
+fn refusals_are_counted_in_the_metrics() {
+    let up = Upstream::echo();
+    let p = proxy(&up, "max_conns_per_ip = 1", "keepalive = \"30s\"");
+    let unused = std::env::temp_dir().join(format!("conn-limits-{}.toml", std::process::id()));
+    let admin = p
+        .handle()
+        .start_admin("127.0.0.1:0".parse().unwrap(), unused)
+        .expect("admin binds");
+    let mut held = connect_from("127.0.0.6", p.addr);
+    assert_eq!(fate(&mut held), Fate::Served);
+    for _ in 0..3 {
+        assert_eq!(fate(&mut connect_from("127.0.0.6", p.addr)), Fate::Closed);
+    }
+    let wanted = "ringress_connections_closed_total{reason=\"max_conns_per_ip\"} 3";
+    wait_until("three refusals in /metrics", Duration::from_secs(5), || {
+        let mut s = TcpStream::connect(admin).expect("admin");
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.contains(wanted)
+    });
+}
