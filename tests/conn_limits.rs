@@ -171,9 +171,11 @@ fn a_place_comes_back_when_a_connection_times_out() {
     let t0 = Instant::now();
     let mut silent = connect_from("127.0.0.1", p.addr);
     // A probe accepted before it (served) gives its place back on close.
-    wait_until("the silent connection admitted", Duration::from_secs(5), || {
-        fate(&mut connect_from("127.0.0.1", p.addr)) == Fate::Closed
-    });
+    wait_until(
+        "the silent connection admitted",
+        Duration::from_secs(5),
+        || fate(&mut connect_from("127.0.0.1", p.addr)) == Fate::Closed,
+    );
     let mut buf = [0u8; 16];
     assert!(matches!(silent.read(&mut buf), Ok(0) | Err(_)));
     assert!(t0.elapsed() < Duration::from_secs(3));
@@ -231,9 +233,11 @@ fn a_failed_tls_handshake_gives_its_place_back() {
     // The first holds its address's only place while it says nothing
     // (the only other connections from 127.0.0.5 are the probes).
     let mut first = connect_from("127.0.0.5", p.addr);
-    wait_until("the first connection admitted", Duration::from_secs(5), || {
-        answer(&mut connect_from("127.0.0.5", p.addr))
-    });
+    wait_until(
+        "the first connection admitted",
+        Duration::from_secs(5),
+        || answer(&mut connect_from("127.0.0.5", p.addr)),
+    );
     // Its handshake fails on a plain-text request: the place comes back.
     assert!(!answer(&mut first), "the admitted connection got a 503");
     wait_until("the place given back", Duration::from_secs(5), || {
