@@ -200,7 +200,6 @@ async fn run(mut c: Client, ctx: Rc<WorkerCtx>, mut first: bool) {
                 }
             }
         }
-        c.unpark_buffers(&ctx);
         first = false;
         // Taken once the request has begun, so a connection that idled
         // through a reload serves its next request on the new config.
@@ -847,13 +846,16 @@ async fn next_request<'c>(
     let mut try_parse = true;
     loop {
         let planned = if try_parse {
+            c.unpark_buffers(ctx);
             plan(c, ctx, config, ctx.drain.is_draining())
         } else {
             Ok(None)
         };
         match planned {
             Ok(Some(planned)) => return Some(planned),
-            Ok(None) => {}
+            // A head still coming holds only its read buffer: a client
+            // trickling one (slowloris) costs 4 KiB, not four buffers.
+            Ok(None) => c.give_exchange_buffers(&mut ctx.buffers.borrow_mut()),
             Err(e) => {
                 if c.answer(e, true, config.timeouts.io).await {
                     lingering_close(c).await;
