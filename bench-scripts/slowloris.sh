@@ -24,6 +24,9 @@
 #     reset_timedout_connection on
 # (19000: the process's descriptor limit here is 20000 and cannot be
 # raised; the attack's 20,000 connections cannot all be held.)
+# The attackers run at nice 19 on the load core: on a 2-CPU machine they
+# share it with wrk and the origin, and at equal priority their CPU, not
+# the proxy, decided the normal client's req/s.
 #
 #   bench-scripts/slowloris.sh                 # about 2 min after the build
 #   SKIP_BUILD=1 bench-scripts/slowloris.sh
@@ -32,7 +35,10 @@
 # IDLE_CONNS [10000] PORT_BASE [19380] SKIP_RINGRESS SKIP_BUILD
 # RINGRESS_BIN KEEP_TMP RESULTS_DIR [bench-scripts/results]
 # PROXY_CPU / BACKEND_CPU / WRK_CPU (cpu-placement.sh).
-# Writes results/slowloris.md and results/slowloris.json. Exits non-zero
+# The report also gives the proxy's CPU use and how busy the load core
+# (wrk, the origin and the attackers share it on 2 CPUs) was in each run:
+# a load core near 100 % means the client side, not the proxy, set the
+# pace. Writes results/slowloris.md and results/slowloris.json. Exits non-zero
 # only when setup fails; a missed goal is reported, not an error.
 set -euo pipefail
 BENCH=slowloris
@@ -137,12 +143,25 @@ rss() { "${SREPORT[@]}" rss "${SERVER_PID[$1]}"; }
 memory() { # target phase
     "${SREPORT[@]}" memory "$SROWS" --target "$1" --phase "$2" --kib "$(rss "$1")"
 }
+share() { # before after ("busy total" jiffies): the busy share between them
+    awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        if (y[2] > x[2]) printf "%.3f", (y[1] - x[1]) / (y[2] - x[2]); else print 0 }'
+}
 wrk_phase() { # target phase
-    local out=$TMP/wrk-$1-$2.txt
+    local out=$TMP/wrk-$1-$2.txt k0 k1 c0 c1 t0 t1
+    k0=$("${SREPORT[@]}" ticks "${SERVER_PID[$1]}")
+    c0=$("${SREPORT[@]}" core "$WRK_CPU")
+    t0=$(date +%s.%N)
     in_child taskset -c "$WRK_CPU" timeout "$((DURATION + 30))" wrk -t1 -c"$CONNS" -d"${DURATION}s" \
         --timeout 5s --latency "http://$HOST:${SERVER_PORT[$1]}$SMALL_PATH" >"$out" 2>&1 ||
         die "wrk against $1 failed ($(tail -3 "$out"))"
-    "${SREPORT[@]}" record "$SROWS" --target "$1" --phase "$2" --wrk "$out" >&2 ||
+    t1=$(date +%s.%N)
+    k1=$("${SREPORT[@]}" ticks "${SERVER_PID[$1]}")
+    c1=$("${SREPORT[@]}" core "$WRK_CPU")
+    local proxy_share
+    proxy_share=$(awk -v k="$((k1 - k0))" -v hz="$CLK_TCK" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", k / hz / (b - a) }')
+    "${SREPORT[@]}" record "$SROWS" --target "$1" --phase "$2" --wrk "$out" \
+        --proxy-share "$proxy_share" --core-share "$(share "$c0" "$c1")" >&2 ||
         die "could not parse $out"
     log "$1 $2: $(grep -E 'Requests/sec|^ +99%' "$out" | tr -s ' ' | tr '\n' ' ')"
 }
@@ -152,12 +171,12 @@ attack_one() { # target
     local slow_res=$TMP/attack-$t-slow.json idle_res=$TMP/attack-$t-idle.json
     rm -f "$TMP"/ready-"$t"-*
     log "$t: attack: $SLOW_CONNS slowloris + $IDLE_CONNS idle connections for ${ATTACK_SECS}s"
-    taskset -c "$WRK_CPU" "${ATTACK[@]}" "$HOST" "$port" "$SLOW_CONNS" slowloris "$slow_res" \
+    taskset -c "$WRK_CPU" nice -n 19 "${ATTACK[@]}" "$HOST" "$port" "$SLOW_CONNS" slowloris "$slow_res" \
         --sources "$(sources 10 19)" --duration "$ATTACK_SECS" --deadline "$HEAD_TIMEOUT" \
         --ready-file "$TMP/ready-$t-slow" 2>"$TMP/attack-$t-slow.log" &
     slow_pid=$!
     PIDS+=($slow_pid)
-    taskset -c "$WRK_CPU" "${ATTACK[@]}" "$HOST" "$port" "$IDLE_CONNS" idle "$idle_res" \
+    taskset -c "$WRK_CPU" nice -n 19 "${ATTACK[@]}" "$HOST" "$port" "$IDLE_CONNS" idle "$idle_res" \
         --sources "$(sources 20 29)" --duration "$ATTACK_SECS" --deadline "$HEAD_TIMEOUT" \
         --ready-file "$TMP/ready-$t-idle" 2>"$TMP/attack-$t-idle.log" &
     idle_pid=$!
@@ -171,7 +190,7 @@ attack_one() { # target
     # RSS once a second while the attack lasts (bounded by ATTACK_SECS).
     (
         for ((i = 0; i < ATTACK_SECS; i++)); do
-            memory "$t" during || true
+            memory "$t" during 2>/dev/null || true
             sleep 1
         done
     ) &

@@ -6,17 +6,20 @@ non-blocking sockets.
 
     slowloris_attack.py HOST PORT COUNT MODE RESULT_JSON
         --sources 127.0.0.10,127.0.0.11,... [--duration 40]
-        [--deadline 10] [--ready-file F] [--open-rate 2000]
+        [--deadline 10] [--ready-file F] [--open-rate 5000] [--reopen-rate 200]
 
 MODE is `slowloris` (each connection sends the start of a request head,
 then one more header byte every second, never finishing it) or `idle`
 (connects and sends nothing). COUNT connections are kept open for
-DURATION seconds: one the server closes is opened again (after a short,
-random pause, at most OPEN_RATE new connections a second over all), so the
-pressure lasts. Source addresses are taken in turn from SOURCES (all
+DURATION seconds: they are opened at up to OPEN_RATE a second, and one the
+server closes is opened again (after a short, random pause, at most
+REOPEN_RATE a second), so the pressure lasts without turning into a
+connection flood of its own. Source addresses are taken in turn from SOURCES (all
 127/8, so ephemeral ports suffice).
 
-Every connection's life (connect to the server's close) is recorded. At
+Every connection's life (from the end of its TCP handshake to the
+server's close; the time in the server's accept queue is part of it) is
+recorded. At
 the end the result file gets: connections opened, closed by the server,
 refused at once (closed within 100 ms without answering), lifetimes
 (p50/p99/max, seconds) of those the server closed, how many of those
@@ -53,7 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--duration", type=float, default=40.0)
     p.add_argument("--deadline", type=float, default=10.0)
     p.add_argument("--ready-file")
-    p.add_argument("--open-rate", type=float, default=2000.0)
+    p.add_argument("--open-rate", type=float, default=5000.0)
+    p.add_argument("--reopen-rate", type=float, default=200.0)
     a = p.parse_args(argv)
     if not a.host.startswith("127."):
         p.error("only loopback targets (127/8)")
@@ -143,6 +147,10 @@ class Attack:
                 self.closed(fd, now)
                 return
             c[2] = True
+            # A life counts from the handshake's end: a SYN the server's
+            # full backlog dropped (retried after 1 s, 3 s) is not its
+            # time to answer.
+            c[1] = now
             self.sel.modify(s, selectors.EVENT_READ)
             if self.a.mode == "slowloris":
                 self.send(fd, HEAD_START, now)
@@ -171,10 +179,8 @@ class Attack:
             self.closed(fd, now)
 
     def open_due(self, now):
-        self.budget = min(
-            self.a.open_rate,
-            self.budget + (now - self.last_budget) * self.a.open_rate,
-        )
+        rate = self.a.open_rate if self.opened < self.a.count else self.a.reopen_rate
+        self.budget = min(rate, self.budget + (now - self.last_budget) * rate)
         self.last_budget = now
         due = [t for t in self.pending_opens if t <= now]
         if not due:

@@ -2,7 +2,10 @@
 """slowloris_report.py — records and report of slowloris.sh.
 
     slowloris_report.py rss PID                   # KiB resident, PID and its children
+    slowloris_report.py ticks PID                 # CPU ticks of PID and its children
+    slowloris_report.py core N                    # "busy total" jiffies of CPU N
     slowloris_report.py record ROWS --target T --phase P --wrk FILE
+        [--proxy-share F] [--core-share F]        # busy shares during the run
     slowloris_report.py attack ROWS --target T --result FILE
     slowloris_report.py memory ROWS --target T --phase P --kib N
     slowloris_report.py report ROWS OUT_JSON      # markdown on stdout
@@ -18,7 +21,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vs_report import ParseError, parse_wrk  # noqa: E402
+from vs_report import ParseError, parse_wrk, tree_ticks  # noqa: E402
 
 # Goals of issue #20 for the normal client under attack.
 RPS_GOAL = 0.90
@@ -63,6 +66,17 @@ def tree_rss_kib(pid, proc="/proc"):
     return total
 
 
+def parse_core(stat_text, n):
+    """/proc/stat -> (busy, total) jiffies of CPU n (idle and iowait are
+    not busy)."""
+    m = re.search(r"^cpu%d\s+(.*)$" % n, stat_text, re.M)
+    if not m:
+        raise ParseError("no cpu%d line in /proc/stat" % n)
+    v = [int(x) for x in m.group(1).split()]
+    total = sum(v[:8])
+    return total - v[3] - v[4], total
+
+
 def read_rows(path):
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -80,7 +94,8 @@ def summarize(rows):
     for r in rows:
         t = out.setdefault(r["target"], {"rss": {}, "attack": []})
         if r["kind"] == "wrk":
-            t[r["phase"]] = {"rps": r["rps"], "p99_ms": r["p99_ms"], "errors": r["errors"]}
+            t[r["phase"]] = {"rps": r["rps"], "p99_ms": r["p99_ms"], "errors": r["errors"],
+                             "proxy_share": r.get("proxy_share"), "core_share": r.get("core_share")}
         elif r["kind"] == "rss":
             t["rss"][r["phase"]] = max(t["rss"].get(r["phase"], 0), r["kib"])
         elif r["kind"] == "attack":
@@ -102,17 +117,20 @@ def _f(fmt, v):
 def render(summary):
     lines = [
         "| target | req/s calm | req/s attacked | ratio | p99 calm (ms) | p99 attacked (ms) | ratio "
-        "| RSS before / during / after (MiB) | goal (>= 90 %, <= 2x) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| RSS before / during / after (MiB) | proxy CPU calm / attacked, load core calm / attacked "
+        "| goal (>= 90 %, <= 2x) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, t in sorted(summary.items()):
         calm, hit, rss = t.get("calm", {}), t.get("attacked", {}), t["rss"]
         mib = "/".join(_f("%.1f", rss.get(p, 0) / 1024) for p in ("before", "during", "after"))
+        cpu = "/".join(_f("%.0f%%", None if x is None else 100 * x) for x in (
+            calm.get("proxy_share"), hit.get("proxy_share"), calm.get("core_share"), hit.get("core_share")))
         goal = {True: "met", False: "missed"}.get(t.get("goal_met"), "-")
-        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             name, _f("%.0f", calm.get("rps")), _f("%.0f", hit.get("rps")),
             _f("%.2f", t.get("rps_ratio")), _f("%.2f", calm.get("p99_ms")),
-            _f("%.2f", hit.get("p99_ms")), _f("%.2f", t.get("p99_ratio")), mib, goal))
+            _f("%.2f", hit.get("p99_ms")), _f("%.2f", t.get("p99_ratio")), mib, cpu, goal))
     lines += [
         "",
         "| target | attack | opened | closed by server | refused at once | life p50 / p99 / max (s) "
@@ -133,6 +151,10 @@ def main(argv=None):
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("rss")
     s.add_argument("pid", type=int)
+    s = sub.add_parser("ticks")
+    s.add_argument("pid", type=int)
+    s = sub.add_parser("core")
+    s.add_argument("n", type=int)
     for name in ("record", "attack", "memory"):
         s = sub.add_parser(name)
         s.add_argument("rows")
@@ -141,18 +163,26 @@ def main(argv=None):
         s.add_argument("--wrk")
         s.add_argument("--result")
         s.add_argument("--kib", type=int)
+        s.add_argument("--proxy-share", type=float)
+        s.add_argument("--core-share", type=float)
     s = sub.add_parser("report")
     s.add_argument("rows")
     s.add_argument("out_json")
     a = p.parse_args(argv)
     if a.cmd == "rss":
         print(tree_rss_kib(a.pid))
+    elif a.cmd == "ticks":
+        print(tree_ticks(a.pid))
+    elif a.cmd == "core":
+        with open("/proc/stat", encoding="utf-8") as f:
+            print("%d %d" % parse_core(f.read(), a.n))
     elif a.cmd == "record":
         with open(a.wrk, encoding="utf-8") as f:
             text = f.read()
         w = parse_wrk(text)
         append_row(a.rows, {"kind": "wrk", "target": a.target, "phase": a.phase,
-                            "rps": w["rps"], "errors": w["errors"], "p99_ms": parse_p99_ms(text)})
+                            "rps": w["rps"], "errors": w["errors"], "p99_ms": parse_p99_ms(text),
+                            "proxy_share": a.proxy_share, "core_share": a.core_share})
     elif a.cmd == "attack":
         with open(a.result, encoding="utf-8") as f:
             append_row(a.rows, {"kind": "attack", "target": a.target, "result": json.load(f)})

@@ -34,6 +34,12 @@ class Parsing(unittest.TestCase):
         with self.assertRaises(r.ParseError):
             r.parse_p99_ms("Requests/sec: 1\n")
 
+    def test_core(self):
+        stat = "cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 5 0 5 50 0 0 0 0 0 0\ncpu1 1 2 3 40 4 5 6 7 0 0\n"
+        self.assertEqual(r.parse_core(stat, 1), (24, 68))
+        with self.assertRaises(r.ParseError):
+            r.parse_core(stat, 2)
+
     def test_rss(self):
         self.assertEqual(r.parse_rss_kib("Name:\tx\nVmRSS:\t   2048 kB\n"), 2048)
         self.assertEqual(r.parse_rss_kib("Name:\tkthread\n"), 0)
@@ -74,6 +80,7 @@ class Summary(unittest.TestCase):
     def test_render_names_every_target_and_attack(self):
         text = r.render(r.summarize(self.rows(950.0, 3.0)))
         self.assertIn("| ringress | 1000 | 950 | 0.95 |", text)
+        self.assertIn("| -/-/-/- | met |", text)
         self.assertIn("| ringress | slowloris x 97 |", text)
 
 
