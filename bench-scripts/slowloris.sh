@@ -4,7 +4,7 @@
 # ones (connected, silent) hammer the proxy; ringress and nginx in turn,
 # one worker each (harness: vs-lib.sh).
 #
-# Per proxy: wrk -t1 -c$CONNS -d$DURATION --latency on /small.txt (100 B
+# Per proxy and round: wrk -t1 -c$CONNS -d$DURATION --latency on /small.txt (100 B
 # from the origin, no cache), calm; then the attack starts
 # (slowloris_attack.py, two processes from 127.0.0.10-19 and
 # 127.0.0.20-29, each reopening a connection the server closes, for
@@ -28,10 +28,10 @@
 # share it with wrk and the origin, and at equal priority their CPU, not
 # the proxy, decided the normal client's req/s.
 #
-#   bench-scripts/slowloris.sh                 # about 2 min after the build
+#   bench-scripts/slowloris.sh                 # about 3 min after the build
 #   SKIP_BUILD=1 bench-scripts/slowloris.sh
 #
-# Knobs: DURATION [8] CONNS [32] ATTACK_SECS [25] SLOW_CONNS [10000]
+# Knobs: DURATION [6] ROUNDS [2] CONNS [32] ATTACK_SECS [20] SLOW_CONNS [10000]
 # IDLE_CONNS [10000] PORT_BASE [19380] SKIP_RINGRESS SKIP_BUILD
 # RINGRESS_BIN KEEP_TMP RESULTS_DIR [bench-scripts/results]
 # PROXY_CPU / BACKEND_CPU / WRK_CPU (cpu-placement.sh).
@@ -43,10 +43,11 @@
 set -euo pipefail
 BENCH=slowloris
 PORT_BASE=${PORT_BASE:-19380}
-DURATION=${DURATION:-8}
+DURATION=${DURATION:-6}
 CONNS=${CONNS:-32}
 WARMUP=${WARMUP:-2}
-ATTACK_SECS=${ATTACK_SECS:-25}
+ROUNDS=${ROUNDS:-2}
+ATTACK_SECS=${ATTACK_SECS:-20}
 SLOW_CONNS=${SLOW_CONNS:-10000}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 HEAD_TIMEOUT=10
@@ -166,9 +167,9 @@ wrk_phase() { # target phase
     log "$1 $2: $(grep -E 'Requests/sec|^ +99%' "$out" | tr -s ' ' | tr '\n' ' ')"
 }
 
-attack_one() { # target
+attack_one() { # target round
     local t=$1 port=${SERVER_PORT[$1]} slow_pid idle_pid sampler i
-    local slow_res=$TMP/attack-$t-slow.json idle_res=$TMP/attack-$t-idle.json
+    local slow_res=$TMP/attack-$t-$2-slow.json idle_res=$TMP/attack-$t-$2-idle.json
     rm -f "$TMP"/ready-"$t"-*
     log "$t: attack: $SLOW_CONNS slowloris + $IDLE_CONNS idle connections for ${ATTACK_SECS}s"
     taskset -c "$WRK_CPU" nice -n 19 "${ATTACK[@]}" "$HOST" "$port" "$SLOW_CONNS" slowloris "$slow_res" \
@@ -207,31 +208,42 @@ attack_one() { # target
     done
 }
 
-measure_target() { # target
-    local t=$1
+measure_target() { # target round
+    local t=$1 r=$2
+    log "$t: round $r"
     wrk -t1 -c"$CONNS" -d"${WARMUP}s" "http://$HOST:${SERVER_PORT[$t]}$SMALL_PATH" >/dev/null 2>&1 || true
     memory "$t" before
     wrk_phase "$t" calm
-    attack_one "$t"
+    attack_one "$t" "$r"
     sleep 3
     memory "$t" after
     kill -0 "${SERVER_PID[$t]}" 2>/dev/null || die "$t died during the attack"
     stop_server "$t"
 }
 
-if [[ $SKIP_RINGRESS != 1 ]]; then
-    start_guarded_ringress
-    measure_target ringress
-fi
-start_guarded_nginx
-measure_target nginx
+# Each round starts each proxy afresh (RSS "before" is a fresh process),
+# the order swapped every round.
+for ((round = 1; round <= ROUNDS; round++)); do
+    order=(ringress nginx)
+    ((round % 2 == 0)) && order=(nginx ringress)
+    for t in "${order[@]}"; do
+        if [[ $t == ringress ]]; then
+            [[ $SKIP_RINGRESS == 1 ]] && continue
+            start_guarded_ringress
+        else
+            start_guarded_nginx
+        fi
+        measure_target "$t" "$round"
+    done
+done
 
 mkdir -p "$RESULTS_DIR"
 {
     echo "# slowloris.sh — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, load at start $LOADAVG_START"
     echo
-    echo "Normal client: wrk -t1 -c$CONNS -d${DURATION}s on $SMALL_PATH; attack: $SLOW_CONNS slowloris +"
-    echo "$IDLE_CONNS idle connections for ${ATTACK_SECS}s (reopened when closed); head timeout ${HEAD_TIMEOUT}s."
+    echo "Normal client: wrk -t1 -c$CONNS -d${DURATION}s on $SMALL_PATH, medians of $ROUNDS rounds; attack:"
+    echo "$SLOW_CONNS slowloris + $IDLE_CONNS idle connections for ${ATTACK_SECS}s (reopened when closed);"
+    echo "head timeout ${HEAD_TIMEOUT}s. Lives count from the end of the TCP handshake (accept-queue time included)."
     echo
     "${SREPORT[@]}" report "$SROWS" "$RESULTS_DIR/slowloris.json"
 } | tee "$RESULTS_DIR/slowloris.md"

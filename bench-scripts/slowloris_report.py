@@ -87,22 +87,35 @@ def append_row(path, row):
         f.write(json.dumps(row) + "\n")
 
 
+def _median(values):
+    v = sorted(x for x in values if x is not None)
+    if not v:
+        return None
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+
 def summarize(rows):
     """Rows -> {target: {"calm": wrk, "attacked": wrk, "rss": {...},
-    "attack": [results], "rps_ratio", "p99_ratio", "goal_met"}}."""
-    out = {}
+    "attack": [results], "rps_ratio", "p99_ratio", "goal_met", "outlived"}}.
+    With several rounds, each wrk figure is the median over the rounds
+    (and "rounds" says how many); RSS is the highest seen per phase."""
+    out, runs = {}, {}
     for r in rows:
         t = out.setdefault(r["target"], {"rss": {}, "attack": []})
         if r["kind"] == "wrk":
-            t[r["phase"]] = {"rps": r["rps"], "p99_ms": r["p99_ms"], "errors": r["errors"],
-                             "proxy_share": r.get("proxy_share"), "core_share": r.get("core_share")}
+            runs.setdefault((r["target"], r["phase"]), []).append(r)
         elif r["kind"] == "rss":
             t["rss"][r["phase"]] = max(t["rss"].get(r["phase"], 0), r["kib"])
         elif r["kind"] == "attack":
             t["attack"].append(r["result"])
+    for (target, phase), rs in runs.items():
+        out[target][phase] = {k: _median(x.get(k) for x in rs)
+                              for k in ("rps", "p99_ms", "errors", "proxy_share", "core_share")}
+        out[target][phase]["rounds"] = len(rs)
     for t in out.values():
         calm, hit = t.get("calm"), t.get("attacked")
-        if calm and hit and calm["rps"] > 0 and calm["p99_ms"] > 0:
+        if calm and hit and calm["rps"] and calm["p99_ms"]:
             t["rps_ratio"] = hit["rps"] / calm["rps"]
             t["p99_ratio"] = hit["p99_ms"] / calm["p99_ms"]
             t["goal_met"] = t["rps_ratio"] >= RPS_GOAL and t["p99_ratio"] <= P99_GOAL

@@ -67,6 +67,18 @@ class Summary(unittest.TestCase):
         self.assertFalse(r.summarize(self.rows(800.0, 3.0))["ringress"]["goal_met"])
         self.assertFalse(r.summarize(self.rows(950.0, 5.0))["ringress"]["goal_met"])
 
+    def test_rounds_take_the_median(self):
+        rows = self.rows(950.0, 3.0)
+        rows.append({"kind": "wrk", "target": "ringress", "phase": "calm", "rps": 3000.0, "p99_ms": 4.0,
+                     "errors": 0})
+        rows.append({"kind": "wrk", "target": "ringress", "phase": "calm", "rps": 2000.0, "p99_ms": 1.0,
+                     "errors": 0})
+        s = r.summarize(rows)["ringress"]
+        self.assertEqual(s["calm"]["rps"], 2000.0)
+        self.assertEqual(s["calm"]["p99_ms"], 2.0)
+        self.assertEqual(s["calm"]["rounds"], 3)
+        self.assertAlmostEqual(s["rps_ratio"], 0.475)
+
     def test_attack_lifetimes(self):
         a = slowloris_attack.summarize([5.0, 5.1, 10.2, 11.5], 3, 100, [1.0, 12.0], 10.0)
         self.assertEqual(a["closed_by_server"], 7)
