@@ -854,7 +854,8 @@ async fn next_request<'c>(
         match planned {
             Ok(Some(planned)) => return Some(planned),
             // A head still coming holds only its read buffer: a client
-            // trickling one (slowloris) costs 4 KiB, not four buffers.
+            // trickling one (slowloris) does not hold the three exchange
+            // buffers (12 KiB) too.
             Ok(None) => c.give_exchange_buffers(&mut ctx.buffers.borrow_mut()),
             Err(e) => {
                 if c.answer(e, true, config.timeouts.io).await {
