@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 use common::{Client, ConfigBuilder, Proxy, Upstream, get, wait_until};
 
 fn proxy(up: &Upstream, listener_keys: &str, timeouts: &str) -> Proxy {
+    proxy_on(up, listener_keys, timeouts, 2)
+}
+
+/// With one worker, connections are accepted in the order they were made.
+fn proxy_on(up: &Upstream, listener_keys: &str, timeouts: &str, workers: usize) -> Proxy {
     let config = ConfigBuilder::new(up.addr)
         .sections(&format!("[timeouts]\n{timeouts}\n"))
         .build()
@@ -19,7 +24,7 @@ fn proxy(up: &Upstream, listener_keys: &str, timeouts: &str) -> Proxy {
             "name = \"main\"\nbind = \"127.0.0.1:0\"\n",
             &format!("name = \"main\"\nbind = \"127.0.0.1:0\"\n{listener_keys}\n"),
         );
-    Proxy::start(&config)
+    Proxy::start_with(&config, workers, ringress::IoMode::Auto)
 }
 
 /// How one connection fared: served (200), refused with a status, or
@@ -166,16 +171,13 @@ fn per_ip_caps_are_independent_per_source_address() {
 #[test]
 fn a_place_comes_back_when_a_connection_times_out() {
     let up = Upstream::echo();
-    let p = proxy(&up, "max_conns = 1", "client_head = \"300ms\"");
+    // One worker: the silent connection is accepted (and admitted) first.
+    let p = proxy_on(&up, "max_conns = 1", "client_head = \"300ms\"", 1);
     // Holds the only place without sending anything, until client_head.
     let t0 = Instant::now();
     let mut silent = connect_from("127.0.0.1", p.addr);
-    // A probe accepted before it (served) gives its place back on close.
-    wait_until(
-        "the silent connection admitted",
-        Duration::from_secs(5),
-        || fate(&mut connect_from("127.0.0.1", p.addr)) == Fate::Closed,
-    );
+    let mut c = connect_from("127.0.0.1", p.addr);
+    assert_eq!(fate(&mut c), Fate::Closed);
     let mut buf = [0u8; 16];
     assert!(matches!(silent.read(&mut buf), Ok(0) | Err(_)));
     assert!(t0.elapsed() < Duration::from_secs(3));
@@ -222,7 +224,8 @@ fn a_failed_tls_handshake_gives_its_place_back() {
          certs = [{{ cert = \"{certs}/localhost.pem\", key = \"{certs}/localhost.key\" }}]\n\
          handshake_timeout = \"5s\""
     );
-    let p = proxy(&up, &tls, "client_head = \"5s\"");
+    // One worker: `first` is accepted before any probe.
+    let p = proxy_on(&up, &tls, "client_head = \"5s\"", 1);
     let not_tls = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let answer = |s: &mut TcpStream| {
         let _ = s.write_all(not_tls);
@@ -268,4 +271,44 @@ fn refusals_are_counted_in_the_metrics() {
         let _ = s.read_to_string(&mut text);
         text.contains(wanted)
     });
+}
+
+/// A WebSocket tunnel keeps its place until it ends.
+#[test]
+fn a_tunnel_holds_its_place_until_it_ends() {
+    // Answers an upgrade with 101 and echoes until the client leaves;
+    // anything else gets the echo upstream's kind of answer.
+    let up = Upstream::start(|r, w, up| {
+        while let Some(req) = up.record(r) {
+            if req.header("upgrade").is_some() {
+                let _ = w.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                );
+                let mut buf = [0u8; 1024];
+                while let Ok(n @ 1..) = r.read(&mut buf) {
+                    if w.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+            let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nGET /\n");
+        }
+    });
+    let p = proxy(&up, "max_conns_per_ip = 1", "keepalive = \"30s\"");
+    let mut ws = connect_from("127.0.0.7", p.addr);
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    ws.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    assert_eq!(fate(&mut connect_from("127.0.0.7", p.addr)), Fate::Closed);
+    drop(ws);
+    wait_until(
+        "the tunnel's place given back",
+        Duration::from_secs(5),
+        || fate(&mut connect_from("127.0.0.7", p.addr)) == Fate::Served,
+    );
 }

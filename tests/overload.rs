@@ -98,13 +98,15 @@ fn pressure_ends_when_connections_close() {
     let p = proxy(&up, "5");
     let mut idle: Vec<Client> = (0..3).map(|_| served(&p)).collect();
     let _busy: Vec<Client> = (0..2).map(|_| busy(&p)).collect();
+    // The first close ends the pressure (4 of 5 left open).
     wait_until(
-        "idle ones closed under pressure",
+        "an idle one closed under pressure",
         Duration::from_secs(5),
-        || idle.iter_mut().all(closed),
+        || idle.iter_mut().any(closed),
     );
-    // Pressure gone (3 of 5 closed): a new idle connection keeps its
-    // place past the overload timeout.
+    // Pressure gone (the idle ones leave too): a new idle connection
+    // keeps its place past the overload timeout.
+    drop(idle);
     let mut c = served(&p);
     thread::sleep(Duration::from_millis(1200));
     assert!(!closed(&mut c));
