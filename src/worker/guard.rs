@@ -85,6 +85,14 @@ fn listener(config: &Config, id: u64) -> Option<&ListenerConfig> {
     config.listeners.get(config.listener_index(id))
 }
 
+/// Ends a connection refused at accept: closed here and now, or
+/// answered in a task of its own.
+pub(crate) fn refuse_accepted(stream: TcpStream, action: OverLimitAction) {
+    if action == OverLimitAction::Answer503 {
+        monoio::spawn(refuse(stream, action));
+    }
+}
+
 /// Ends a refused connection: closed at once, or answered `503` (the
 /// error model's answer for `Unavailable`) and closed once the client
 /// has read it, within `REFUSE_TIME`.

@@ -212,7 +212,7 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 let slot = match conns.as_ref().map(|c| guard::admit(&ctx, c, id)) {
                     Some(Err(action)) => {
-                        monoio::spawn(guard::refuse(stream, action));
+                        guard::refuse_accepted(stream, action);
                         continue;
                     }
                     Some(Ok(slot)) => Some(slot),
