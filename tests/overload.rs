@@ -80,6 +80,28 @@ fn check_pressure_closes_idle_first(threshold: &str) {
     for c in busy.iter_mut() {
         assert!(!closed(c));
     }
+    // Counted by reason.
+    let unused = std::env::temp_dir().join(format!("overload-{}.toml", std::process::id()));
+    let admin = p
+        .handle()
+        .start_admin("127.0.0.1:0".parse().unwrap(), unused)
+        .expect("admin binds");
+    wait_until(
+        "overload closes in /metrics",
+        Duration::from_secs(5),
+        || {
+            let mut s = std::net::TcpStream::connect(admin).expect("admin");
+            let _ =
+                std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n");
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            text.lines().any(|l| {
+                l.strip_prefix("ringress_connections_closed_total{reason=\"overload_idle\"} ")
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| n >= 2)
+            })
+        },
+    );
 }
 
 #[test]

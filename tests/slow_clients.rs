@@ -86,6 +86,20 @@ fn a_trickled_head_is_cut_at_its_rate_deadline() {
         "cut after {took:?}"
     );
     assert!(up.requests().is_empty(), "nothing reached the upstream");
+    // Counted as a slow head (not as a plain head timeout).
+    let unused = std::env::temp_dir().join(format!("slow-clients-{}.toml", std::process::id()));
+    let admin = p
+        .handle()
+        .start_admin("127.0.0.1:0".parse().unwrap(), unused)
+        .expect("admin binds");
+    let wanted = "ringress_connections_closed_total{reason=\"slow_head\"} 1";
+    common::wait_until("the slow head in /metrics", Duration::from_secs(5), || {
+        let mut s = TcpStream::connect(admin).expect("admin");
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.contains(wanted)
+    });
 }
 
 #[test]
