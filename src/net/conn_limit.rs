@@ -81,11 +81,15 @@ impl ListenerConns {
     /// Takes a place among the listener's connections; `max` 0 means no
     /// cap (the connection is still counted, for overload and metrics).
     pub fn enter(self: &Arc<Self>, max: usize) -> Result<ConnSlot, OverLimit> {
-        // Add first, then check: two workers racing for the last place
-        // cannot both see room (one of them sees the other's add).
-        let before = self.open.fetch_add(1, Ordering::AcqRel);
-        if max > 0 && before >= max {
-            self.open.fetch_sub(1, Ordering::AcqRel);
+        // Compare and swap: two workers racing for the last place cannot
+        // both take it, and a refusal never counts (even for an instant),
+        // so it cannot make a third connection look over the cap.
+        let taken = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (max == 0 || n < max).then_some(n + 1)
+            });
+        if taken.is_err() {
             return Err(OverLimit::Listener);
         }
         Ok(ConnSlot {
