@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use crate::cache::zone::Zone;
 use crate::config::Config;
 use crate::counters::WorkerCounters;
+use crate::net::conn_limit::ConnCounts;
 use crate::observe::AccessSink;
 use crate::observe::metrics::WorkerMetrics;
 use crate::upstream::ServerConfig;
@@ -73,6 +74,9 @@ pub(crate) struct Shared {
     /// upgrade needs), or a worker could not attach it. Rate limits on
     /// the client's address then use the shared buckets (still exact).
     pub steer_hold: AtomicBool,
+    /// Open client connections per listener and address, over all
+    /// workers (`max_conns`, `max_conns_per_ip`, `[overload]`).
+    pub conns: ConnCounts,
 }
 
 impl Shared {
@@ -105,6 +109,7 @@ impl Shared {
             started: Instant::now(),
             accepting: (0..workers).map(|_| AtomicBool::new(false)).collect(),
             steer_hold: AtomicBool::new(false),
+            conns: ConnCounts::default(),
         }
     }
 

@@ -115,6 +115,7 @@ fn warm_requests_do_not_allocate() {
     warm_cache_hits();
     warm_compressed_responses();
     warm_rate_limited_requests();
+    warm_guarded_requests();
 }
 
 /// Routes with rate limits: a client-address key in the worker's own
@@ -177,6 +178,43 @@ rate_limit = "tight"
         round(&mut c);
     }
     assert_no_worker_allocs(500, "rate-limited requests", || {
+        round(&mut c);
+    });
+}
+
+/// With every connection guard on (caps, overload, head and body rates),
+/// a request whose head arrives in two pieces and a chunked body (relayed
+/// under the body rate's floor) allocate nothing more. (A body over the
+/// 16 KiB inline size allocates without any guard: the read buffer grows
+/// for it and shrinks back.)
+fn warm_guarded_requests() {
+    let up = Upstream::echo();
+    let config = ConfigBuilder::new(up.addr)
+        .sections(
+            "[timeouts]\nmin_head_rate = \"500B/s\"\nmin_body_rate = \"1KiB/s\"\n\
+             [overload]\nkeepalive_threshold = 1\nkeepalive_timeout = \"5s\"\n",
+        )
+        .build()
+        .replace(
+            "name = \"main\"\n",
+            "name = \"main\"\nmax_conns = 100\nmax_conns_per_ip = 10\n",
+        );
+    let proxy = Proxy::start_with(&config, 1, ringress::IoMode::Auto);
+    let mut c = proxy.connect();
+    let post = b"POST /up HTTP/1.1\r\nHost: test.local\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let mut head_start = get("/g");
+    let head_rest = head_start.split_off(10);
+    let round = |c: &mut Client| {
+        c.send(&head_start);
+        c.send(&head_rest);
+        assert_eq!(c.read_response().status, 200);
+        assert_eq!(c.request(post).body_str(), "POST /up\nhello world");
+    };
+    for _ in 0..200 {
+        round(&mut c);
+    }
+    assert_no_worker_allocs(300, "warm guarded requests", || {
         round(&mut c);
     });
 }

@@ -32,6 +32,7 @@ pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, C
     let runtime = section(&mut root, &mut p, "runtime", runtime);
     let limits = section(&mut root, &mut p, "limits", limits);
     let timeouts = section(&mut root, &mut p, "timeouts", timeouts);
+    let overload = section(&mut root, &mut p, "overload", super::guard::overload);
     let (forwarding, trusted_proxies) = section(&mut root, &mut p, "forwarding", forwarding);
     let (listeners, listener_names) = listeners(&mut root, &mut p, base, &mut warnings);
     let admin = section(&mut root, &mut p, "admin", observe::admin);
@@ -68,6 +69,7 @@ pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, C
             runtime,
             limits,
             timeouts,
+            overload,
             forwarding,
             trusted_proxies,
             geo: Arc::new(geo),
@@ -203,10 +205,22 @@ fn timeouts(t: &mut TableReader<'_>, p: &mut Problems) -> ClientTimeouts {
         }
         d
     };
+    let (head, keepalive, io) = (
+        read("client_head", 30),
+        read("keepalive", 60),
+        read("client_io", 60),
+    );
+    // A head trickled slower than 500 B/s after 5 s is an attack, not a
+    // slow network (mod_reqtimeout's MinRate); bodies are not rated unless
+    // asked (long streaming uploads are legitimate).
+    let head_rate = (500, Duration::from_secs(5));
+    let body_rate = (0, Duration::from_secs(10));
     ClientTimeouts {
-        head: read("client_head", 30),
-        keepalive: read("keepalive", 60),
-        io: read("client_io", 60),
+        head,
+        keepalive,
+        io,
+        min_head_rate: super::guard::min_rate(t, p, "min_head_rate", "head_rate_grace", head_rate),
+        min_body_rate: super::guard::min_rate(t, p, "min_body_rate", "body_rate_grace", body_rate),
     }
 }
 
@@ -366,6 +380,7 @@ fn listeners(
         let delayed_ack = t.bool(p, "delayed_ack").unwrap_or(true);
         let proxy_protocol = t.bool(p, "proxy_protocol").unwrap_or(false);
         let access_log = t.bool(p, "access_log").unwrap_or(true);
+        let caps = super::guard::ConnCaps::read(t, p);
         let bind = match t.str(p, "bind") {
             Some(b) => resolve(b).map_err(|m| p.add(t.key_path("bind"), m)).ok(),
             None => {
@@ -392,6 +407,7 @@ fn listeners(
                 proxy_protocol,
                 tls,
                 access_log,
+                caps,
             });
         }
     });

@@ -4,6 +4,7 @@
 
 mod cache;
 mod compile;
+mod guard;
 mod limits;
 mod locate;
 mod observe;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cache::{CacheZone, ZoneSlot};
+pub use guard::{ConnCaps, MinRate, OverLimitAction, Overload, Threshold};
 pub use observe::{
     AccessFormat, AccessLogConfig, AdminConfig, LogTarget, ProcessFormat, ProcessLog,
 };
@@ -87,6 +89,10 @@ pub struct ClientTimeouts {
     pub keepalive: Duration,
     /// Idle time allowed on one read or write while a body streams.
     pub io: Duration,
+    /// Least rate a request head must arrive at (None: only `head`).
+    pub min_head_rate: Option<MinRate>,
+    /// Least rate a request body must arrive at (None: only `io`).
+    pub min_body_rate: Option<MinRate>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +118,8 @@ pub struct ListenerConfig {
     /// Requests on it are written to the access log (`access_log = false`
     /// leaves them out; they are still counted in the metrics).
     pub access_log: bool,
+    /// `max_conns`, `max_conns_per_ip`, `over_limit`.
+    pub caps: ConnCaps,
 }
 
 /// A TLS listener's compiled settings.
@@ -134,6 +142,8 @@ pub struct Config {
     pub runtime: RuntimeSettings,
     pub limits: Limits,
     pub timeouts: ClientTimeouts,
+    /// `[overload]`.
+    pub overload: Overload,
     pub forwarding: ForwardOptions,
     /// Peers whose PROXY header and X-Forwarded-For are believed.
     pub trusted_proxies: CidrSet,

@@ -1,7 +1,9 @@
-//! Network-level pieces with no I/O: address ranges (CIDR) and the PROXY
-//! protocol header (v1 text, v2 binary), read and written.
+//! Network-level pieces with no I/O: address ranges (CIDR), the PROXY
+//! protocol header (v1 text, v2 binary), read and written, and the
+//! shared counts of open client connections (`conn_limit`).
 
 pub mod cidr;
+pub mod conn_limit;
 pub mod proxy_protocol;
 
 pub use cidr::{Cidr, CidrSet};

@@ -112,6 +112,26 @@ impl Handshake {
     pub const NAMES: [&'static str; 3] = ["ok", "failed", "timeout"];
 }
 
+/// Why a client connection was closed by the connection guard: refused
+/// over a listener's `max_conns` or `max_conns_per_ip`, cut for a head
+/// arriving below `min_head_rate`, or closed idle under `[overload]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnClosed {
+    MaxConns,
+    MaxConnsPerIp,
+    SlowHead,
+    OverloadIdle,
+}
+
+impl ConnClosed {
+    pub const NAMES: [&'static str; 4] = [
+        "max_conns",
+        "max_conns_per_ip",
+        "slow_head",
+        "overload_idle",
+    ];
+}
+
 /// Names seen so far, each with a dense id (they only grow).
 #[derive(Debug, Clone, Default)]
 pub struct Names {
@@ -191,6 +211,8 @@ pub struct WorkerMetrics {
     pub limits: Names,
     /// By limit id: [refused, logged only].
     pub limit_stats: Vec<[u64; 2]>,
+    /// Connections the guard closed, by `ConnClosed`.
+    pub conns_closed: [u64; ConnClosed::NAMES.len()],
     /// Gauges, set when published.
     pub active_connections: u64,
     pub idle_connections: u64,
@@ -338,6 +360,10 @@ impl WorkerMetrics {
         if let Some(&id) = self.positions.limits.get(limit) {
             self.limit_stats[id as usize][usize::from(mode == crate::limit::Mode::Log)] += 1;
         }
+    }
+
+    pub fn conn_closed(&mut self, why: ConnClosed, n: u64) {
+        self.conns_closed[why as usize] += n;
     }
 
     pub fn handshake(&mut self, result: Handshake) {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::access::json_str;
-use super::metrics::{AttemptOutcome, BOUNDS, Handshake, Histogram, WorkerMetrics};
+use super::metrics::{AttemptOutcome, BOUNDS, ConnClosed, Handshake, Histogram, WorkerMetrics};
 use crate::config::Config;
 use crate::error::ErrorKind;
 use crate::pipeline::CacheResult;
@@ -60,6 +60,7 @@ pub struct Totals {
     pub bytes_out: u64,
     pub handshakes: [u64; Handshake::NAMES.len()],
     pub log_lines_dropped: u64,
+    pub conns_closed: [u64; ConnClosed::NAMES.len()],
     pub active: u64,
     pub idle: u64,
 }
@@ -115,6 +116,9 @@ pub fn merge<'a>(workers: impl IntoIterator<Item = &'a WorkerMetrics>) -> Totals
             *a += b;
         }
         for (a, b) in t.handshakes.iter_mut().zip(&w.handshakes) {
+            *a += b;
+        }
+        for (a, b) in t.conns_closed.iter_mut().zip(&w.conns_closed) {
             *a += b;
         }
         t.bytes_in += w.bytes_in;
@@ -430,6 +434,20 @@ fn process(o: &mut String, t: &Totals, p: &Process) {
     );
     for (name, n) in Handshake::NAMES.iter().zip(&t.handshakes) {
         sample(o, "ringress_tls_handshakes_total", &[("result", name)], n);
+    }
+    help(
+        o,
+        "ringress_connections_closed_total",
+        "counter",
+        "Client connections refused over a listener's caps, cut for a slow head, or closed idle under overload.",
+    );
+    for (name, n) in ConnClosed::NAMES.iter().zip(&t.conns_closed) {
+        sample(
+            o,
+            "ringress_connections_closed_total",
+            &[("reason", name)],
+            n,
+        );
     }
     help(
         o,

@@ -17,18 +17,20 @@ use super::admin;
 use super::cache;
 use super::ctx::{ActiveGuard, Snapshot, WorkerCtx};
 use super::downstream::Downstream;
+use super::guard;
 use super::parking::Parked;
 use super::plan::{Plan, Planned, plan};
 use super::proxy::{self, Next};
 use super::reqstate::ReqState;
 use super::requests::ConnFacts;
 use super::tunnel;
-use crate::config::Config;
+use crate::config::{Config, MinRate};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::Version;
+use crate::net::conn_limit::ConnSlot;
 use crate::observe::metrics::Handshake;
 use crate::pipeline::Record;
-use crate::rt::buffer::ReadBuf;
+use crate::rt::buffer::{BufferPool, ReadBuf};
 use crate::rt::conn::Conn;
 use crate::rt::deadline;
 use crate::shared::ADMIN_LISTENER;
@@ -67,6 +69,8 @@ pub(crate) struct Client {
     pub version: Version,
     /// The current request is a HEAD: answers go without a body.
     pub head_request: bool,
+    /// `timeouts.min_body_rate` of the current request's snapshot.
+    pub body_rate: Option<MinRate>,
     /// Counts the connection as open, and lets a drain shut it down.
     active: ActiveGuard,
     /// Cancels the wait for a request that turns idle; kept across
@@ -82,8 +86,7 @@ impl Client {
     fn park_buffers(&mut self, req: &mut ReqState, ctx: &WorkerCtx) {
         self.stream.release_buffers();
         let mut pool = ctx.buffers.borrow_mut();
-        pool.give(std::mem::take(&mut self.out));
-        req.park_buffers(&mut pool);
+        self.give_exchange_buffers(req, &mut pool);
         // The read buffer stays (the next read needs it) but goes back to
         // its usual size if a large head or body made it grow.
         if self.inbuf.capacity() > 2 * HEAD_READ {
@@ -107,6 +110,13 @@ impl Client {
         }
     }
 
+    /// The write buffer and the exchange's, which only a request being
+    /// served needs.
+    fn give_exchange_buffers(&mut self, req: &mut ReqState, pool: &mut BufferPool) {
+        pool.give(std::mem::take(&mut self.out));
+        req.park_buffers(pool);
+    }
+
     fn unpark_buffers(&mut self, req: &mut ReqState, ctx: &WorkerCtx) {
         let mut pool = ctx.buffers.borrow_mut();
         if self.out.capacity() == 0 {
@@ -116,14 +126,16 @@ impl Client {
     }
 }
 
+/// Serves a connection accepted on a listener (with its place among the
+/// listener's counted connections, see `guard`).
 pub(crate) async fn serve(
     socket: TcpStream,
     peer: SocketAddr,
-    listener_id: u64,
+    (listener_id, mut slot): (u64, Option<ConnSlot>),
     ctx: Rc<WorkerCtx>,
 ) {
     let admin = listener_id == ADMIN_LISTENER;
-    let active = ActiveGuard::new(ctx.clone(), socket.as_raw_fd(), admin);
+    let mut active = ActiveGuard::new(ctx.clone(), socket.as_raw_fd(), admin);
     // TCP_NODELAY is set on the listening socket (server.rs), and Linux
     // copies it to every accepted socket: no setsockopt per connection.
     let mut socket = socket;
@@ -132,6 +144,16 @@ pub(crate) async fn serve(
         Some(addrs) => addrs,
         None => return,
     };
+    let over = match &mut slot {
+        Some(slot) => guard::admit_ip(&ctx, slot, listener_id, peer).err(),
+        None => None,
+    };
+    if let Some(action) = over {
+        drop((slot, active));
+        guard::refuse(socket, action).await;
+        return;
+    }
+    active.hold(slot);
     let Some((stream, tls)) = handshake(socket, peer, listener_id, &ctx, &mut inbuf).await else {
         return;
     };
@@ -169,7 +191,6 @@ async fn run(mut c: Client, mut req: ReqState, ctx: Rc<WorkerCtx>, mut first: bo
                 }
             }
         }
-        c.unpark_buffers(&mut req, &ctx);
         first = false;
         // Taken once the request has begun, so a connection that idled
         // through a reload serves its next request on the new config.
@@ -178,6 +199,7 @@ async fn run(mut c: Client, mut req: ReqState, ctx: Rc<WorkerCtx>, mut first: bo
         let started = Instant::now();
         let seq = ctx.requests.next_seq();
         c.record.reset(started, config.generation, c.listener, seq);
+        c.body_rate = config.timeouts.min_body_rate;
         let end = serve_request(&mut c, &mut req, &ctx, &config, started).await;
         // The logging phase: once per request, whatever its end (the
         // admin listener's requests are neither logged nor counted; a
@@ -194,7 +216,9 @@ async fn run(mut c: Client, mut req: ReqState, ctx: Rc<WorkerCtx>, mut first: bo
                 // Closing with pipelined input unread would reset the
                 // connection under the answer just written: read it
                 // away first.
-                let lingered = linger || !c.inbuf.is_empty();
+                // Not after a client timeout: its read was dropped, and
+                // reading again could lose bytes or (TLS) fail.
+                let lingered = (linger || !c.inbuf.is_empty()) && !timed_out(&c.record);
                 if lingered {
                     lingering_close(&mut c).await;
                 }
@@ -245,6 +269,13 @@ async fn run_tunnel(
     ctx.requests
         .log(&record, config, &facts, ctx.shared.access_log.get());
     drop(active);
+}
+
+/// The request ended on a client timeout (a head or body too slow).
+fn timed_out(record: &Record) -> bool {
+    record
+        .cause
+        .is_some_and(|e| e.kind == ErrorKind::ClientTimeout)
 }
 
 fn conn_facts(version: Version, tls: Option<&TlsFacts>) -> ConnFacts<'_> {
@@ -595,6 +626,7 @@ async fn await_request(c: &mut Client, ctx: &WorkerCtx, first: bool) -> Wait {
     } else {
         timeouts.keepalive
     };
+    let wait = guard::idle_wait(ctx, c.active.slot(), c.listener_id, wait);
     let drained = async {
         ctx.drain.wait().await;
         // A connection accepted just before the drain began has most
@@ -748,6 +780,7 @@ impl Client {
             record: Record::new(addrs.0, ctx.requests.seed(), ctx.requests.epoch()),
             version: Version::Http11,
             head_request: false,
+            body_rate: None,
             active,
             canceller: None,
             in_parking_set: false,
@@ -794,17 +827,20 @@ async fn next_request<'c>(
     config: &'c Config,
     started: Instant,
 ) -> Option<Planned<'c>> {
-    let deadline = started + config.timeouts.head;
     let mut try_parse = true;
     loop {
         let planned = if try_parse {
+            c.unpark_buffers(req, ctx);
             plan(c, req, ctx, config, ctx.drain.is_draining())
         } else {
             Ok(None)
         };
         match planned {
             Ok(Some(planned)) => return Some(planned),
-            Ok(None) => {}
+            // A head still coming holds only its read buffer: a client
+            // trickling one (slowloris) does not hold the three exchange
+            // buffers (12 KiB) too.
+            Ok(None) => c.give_exchange_buffers(req, &mut ctx.buffers.borrow_mut()),
             Err(e) => {
                 if c.answer(e, true, config.timeouts.io).await {
                     lingering_close(c).await;
@@ -812,6 +848,10 @@ async fn next_request<'c>(
                 return None;
             }
         }
+        // The head's whole time, or sooner when it trickles below
+        // `min_head_rate`; recomputed as bytes arrive (each earns time).
+        let (deadline, by_rate) =
+            guard::head_deadline(&config.timeouts, started, c.inbuf.len() as u64);
         let left = deadline.saturating_duration_since(Instant::now());
         match c.inbuf.fill(&mut c.stream, HEAD_READ, left).await {
             Ok(0) => return None,
@@ -825,7 +865,13 @@ async fn next_request<'c>(
                     || held.len() >= config.limits.head.max_head_size;
             }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                // A head started but did not finish in time: 408, then close.
+                // A head started but did not finish in time: 408, then
+                // close (the timed-out read was dropped: the connection
+                // is done either way).
+                if by_rate {
+                    let slow = crate::observe::metrics::ConnClosed::SlowHead;
+                    ctx.requests.metrics.borrow_mut().conn_closed(slow, 1);
+                }
                 let timeout = ProxyError::downstream(ErrorKind::ClientTimeout);
                 c.answer(timeout, true, config.timeouts.io).await;
                 return None;

@@ -19,6 +19,7 @@ use super::reqstate::ReqState;
 use super::requests::Requests;
 use crate::compress::{Algorithm, Encoder, WholeGzip};
 use crate::config::Config;
+use crate::net::conn_limit::ConnSlot;
 use crate::rt::buffer::BufferPool;
 use crate::rt::conn::Conn;
 use crate::shared::Shared;
@@ -315,6 +316,9 @@ pub(crate) struct ActiveGuard {
     key: usize,
     /// An admin connection (left out of the connection metrics).
     admin: bool,
+    /// Its place among the listener's counted connections (`guard`),
+    /// given back when the connection ends, however it ends.
+    slot: Option<ConnSlot>,
 }
 
 impl ActiveGuard {
@@ -324,7 +328,21 @@ impl ActiveGuard {
         if admin {
             ctx.admin_open.set(ctx.admin_open.get() + 1);
         }
-        ActiveGuard { ctx, key, admin }
+        ActiveGuard {
+            ctx,
+            key,
+            admin,
+            slot: None,
+        }
+    }
+
+    /// Holds the connection's counted place until the connection ends.
+    pub fn hold(&mut self, slot: Option<ConnSlot>) {
+        self.slot = slot;
+    }
+
+    pub fn slot(&self) -> Option<&ConnSlot> {
+        self.slot.as_ref()
     }
 }
 

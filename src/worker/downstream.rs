@@ -318,6 +318,7 @@ impl Downstream for Client {
         // The head went out on its own already: nothing to hold back.
         let mut relay = relay(input, chunked_out, limits, false);
         relay.watch_dest = true;
+        relay.floor = super::relay::RateFloor::start(self.body_rate);
         self.out.clear();
         let result = relay
             .run(&mut self.stream, &mut self.inbuf, upstream, &mut self.out)
@@ -464,6 +465,7 @@ fn relay(input: BodyIn, chunked_out: bool, limits: BodyLimits, postpone: bool) -
         postpone,
         watch_dest: false,
         moved: 0,
+        floor: None,
     }
 }
 

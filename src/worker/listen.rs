@@ -19,6 +19,7 @@ use monoio::task::JoinHandle;
 
 use super::client;
 use super::ctx::WorkerCtx;
+use super::guard;
 use crate::config::{Config, ListenerConfig};
 use crate::shared::{ADMIN_LISTENER, NewListener};
 use crate::sys;
@@ -264,14 +265,24 @@ async fn accept_loop(
 ) {
     // A plain accept must never be dropped (it leaks the accepted fd on
     // io_uring), so stopping cancels it through its handle instead.
+    let conns = guard::counts(&ctx, id);
     loop {
         match listener.cancelable_accept(cancel.clone()).await {
             Ok((stream, peer)) => {
+                let slot = match conns.as_ref().map(|c| guard::admit(&ctx, c, id)) {
+                    Some(Err(action)) => {
+                        guard::refuse_accepted(stream, action);
+                        continue;
+                    }
+                    Some(Ok(slot)) => Some(slot),
+                    None => None,
+                };
                 // Boxed: monoio copies a task's future whole when it
                 // spawns, starts and finishes it, and a connection's is
                 // about 4 KiB; a box is one small allocation instead
                 // (callgrind: -3% instructions per new connection).
-                monoio::spawn(Box::pin(client::serve(stream, peer, id, ctx.clone())));
+                let serve = client::serve(stream, peer, (id, slot), ctx.clone());
+                monoio::spawn(Box::pin(serve));
             }
             Err(_) if stopped.get() => break,
             Err(e) => {

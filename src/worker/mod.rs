@@ -10,6 +10,7 @@ mod connect;
 mod ctx;
 mod downstream;
 mod drain;
+mod guard;
 mod limits;
 mod listen;
 mod observe;
@@ -218,6 +219,7 @@ async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Opti
         }
         let now = Instant::now();
         ctx.parking.expire(now);
+        guard::close_idle_under_pressure(&ctx, now);
         let exits = ctx.requests.exits.snapshot();
         ctx.shared.counters.publish(ctx.id, exits);
         ctx.requests.flush(ctx.shared.access_log.get());

@@ -48,6 +48,8 @@ pub(crate) struct Parked {
 struct Entry {
     parked: Parked,
     deadline: Instant,
+    /// When it was parked (`close_idle`).
+    since: Instant,
     /// Tells this stay apart from an earlier one at the same slab key, so
     /// an event of a connection that already left is ignored.
     tag: u32,
@@ -104,6 +106,7 @@ impl Parking {
         entries.insert(Entry {
             parked,
             deadline,
+            since: Instant::now(),
             tag,
         });
         if self.next_due.get().is_none_or(|due| deadline < due) {
@@ -187,6 +190,18 @@ impl Parking {
         // `retain` dropped the expired entries, closing their sockets and
         // releasing their drain guards.
         self.next_due.set(next);
+    }
+
+    /// Closes the parked connections `pick` chooses that were parked
+    /// before `idle_since` (`[overload]`); returns how many.
+    pub fn close_idle(&self, idle_since: Instant, pick: impl Fn(&Parked) -> bool) -> usize {
+        let mut closed = 0;
+        self.entries.borrow_mut().retain(|_, entry| {
+            let close = entry.since <= idle_since && pick(&entry.parked);
+            closed += usize::from(close);
+            !close
+        });
+        closed
     }
 
     /// Closes every parked connection (a drain has begun).

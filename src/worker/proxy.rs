@@ -485,6 +485,9 @@ async fn send_body<D: Downstream>(
     let result = c.relay_request(upstream, input, limits).await;
     result.map_err(|e| match e {
         RelayError::Source | RelayError::SourceTimedOut => gone(),
+        RelayError::TooSlow => {
+            SendFailure::Client(ProxyError::downstream(ErrorKind::ClientTimeout))
+        }
         RelayError::Invalid => SendFailure::Client(ProxyError::downstream(ErrorKind::BadRequest)),
         RelayError::TooLarge => {
             SendFailure::Client(ProxyError::downstream(ErrorKind::BodyTooLarge))

@@ -4,10 +4,11 @@
 //! request bodies to the upstream, response bodies to the client. The rest
 //! of a large raw body between two plain sockets is handed to `splice`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::io::AsyncWriteRent;
 
+use crate::config::MinRate;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK, encode_chunk};
 use crate::rt::buffer::{ReadBuf, flush_vec, write_from_read_buf};
@@ -81,6 +82,9 @@ pub(crate) enum RelayError {
     Invalid,
     /// More body than `limit` allows.
     TooLarge,
+    /// The source fell below its `floor` rate (a read was dropped: close
+    /// without reading it again).
+    TooSlow,
 }
 
 /// The error a response body cut off by its upstream is recorded as.
@@ -118,6 +122,28 @@ pub(crate) struct Relay {
     pub watch_dest: bool,
     /// Body bytes moved so far (decoded: without chunk framing).
     pub moved: u64,
+    /// The least rate the source must keep (request bodies, with
+    /// `timeouts.min_body_rate`).
+    pub floor: Option<RateFloor>,
+}
+
+/// A least rate for a body. Only the time spent waiting for the source
+/// counts: a destination slow to take the bytes does not make the
+/// source look slow.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RateFloor {
+    rate: MinRate,
+    waited: Duration,
+}
+
+impl RateFloor {
+    /// A floor of `rate`, nothing waited yet (None: no floor).
+    pub fn start(rate: Option<MinRate>) -> Option<RateFloor> {
+        rate.map(|rate| RateFloor {
+            rate,
+            waited: Duration::ZERO,
+        })
+    }
 }
 
 impl Relay {
@@ -170,7 +196,9 @@ impl Relay {
                     }
                 }
             }
-            let read = src_buf.fill(src, READ_CHUNK, self.read_timeout);
+            let (timeout, by_floor) = self.read_limit();
+            let waiting = self.floor.map(|_| Instant::now());
+            let read = src_buf.fill(src, READ_CHUNK, timeout);
             // Plain upstreams only: a TLS one turns readable for its own
             // records too (TLS 1.3 session tickets), not just an answer.
             let read = match &*dst {
@@ -179,12 +207,13 @@ impl Relay {
                     .map_err(|Answered| RelayError::Dest)?,
                 _ => read.await,
             };
-            let n = read.map_err(|e| {
-                if e.kind() == std::io::ErrorKind::TimedOut {
-                    RelayError::SourceTimedOut
-                } else {
-                    RelayError::Source
-                }
+            if let (Some(floor), Some(since)) = (&mut self.floor, waiting) {
+                floor.waited += since.elapsed();
+            }
+            let n = read.map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut if by_floor => RelayError::TooSlow,
+                std::io::ErrorKind::TimedOut => RelayError::SourceTimedOut,
+                _ => RelayError::Source,
             })?;
             if n == 0 {
                 // A TLS source closed without `close_notify` cut the body
@@ -204,11 +233,29 @@ impl Relay {
             .map_err(|_| RelayError::Dest)
     }
 
+    /// How long the next read of the source may take: `read_timeout`, or
+    /// less when the floor rate's deadline comes first (then true).
+    fn read_limit(&self) -> (Duration, bool) {
+        let Some(floor) = self.floor else {
+            return (self.read_timeout, false);
+        };
+        let left = floor
+            .rate
+            .allowance(self.moved)
+            .saturating_sub(floor.waited);
+        if left < self.read_timeout {
+            (left, true)
+        } else {
+            (self.read_timeout, false)
+        }
+    }
+
     /// What is left to splice once the buffered bytes are gone: `Some(None)`
     /// for everything until close, `Some(Some(n))` for `n` bytes, `None`
     /// when the body is copied (re-chunked, small, or splice is off).
     fn splice_rest(&self, seen: u64) -> Option<Option<u64>> {
-        if !self.splice || self.chunked_out {
+        // A spliced body is read by the kernel, unrated.
+        if !self.splice || self.chunked_out || self.floor.is_some() {
             return None;
         }
         match self.input {
