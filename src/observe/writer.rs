@@ -25,6 +25,10 @@ const QUEUE_PER_WORKER: usize = 16;
 const QUEUE_MIN: usize = 64;
 /// A worker hands its buffer over once it holds this much.
 pub const FLUSH_AT: usize = 32 * 1024;
+/// Room kept for one more line when a buffer past `FLUSH_AT` waits for a
+/// spare (the longest lines are a few KiB: targets and agents are capped
+/// by the head limits).
+const LINE_ROOM: usize = 8 * 1024;
 /// How long shutdown waits for the writer to finish its queue.
 const STOP_WAIT: Duration = Duration::from_secs(2);
 
@@ -55,6 +59,11 @@ impl AccessSink {
         let queue = (workers * QUEUE_PER_WORKER).max(QUEUE_MIN);
         let (tx, rx) = crossbeam_channel::bounded(queue);
         let (spare_tx, spare) = crossbeam_channel::bounded(queue);
+        // One spare per worker to start with, so the first hand-overs
+        // find one, and a writer a little behind costs no allocation.
+        for _ in 0..workers.max(1) {
+            let _ = spare_tx.try_send(Vec::with_capacity(2 * FLUSH_AT));
+        }
         // A file that cannot be opened is an error now, not lines lost
         // later (a FIFO is opened by the writer: that waits for a reader).
         let out = match &target {
@@ -122,16 +131,24 @@ impl AccessSink {
     }
 
     /// Hands `buf` to the writer and puts an empty buffer in its place;
-    /// the number of lines dropped because the writer is behind.
+    /// the number of lines dropped because the writer is behind. With no
+    /// emptied buffer back from the writer yet, the lines stay in `buf`
+    /// while it has room (nothing is allocated on the request path for a
+    /// writer a little behind); only a full one is handed over for a new
+    /// buffer.
     pub fn hand_over(&self, buf: &mut Vec<u8>) -> u64 {
         if buf.is_empty() {
+            return 0;
+        }
+        let spare = self.spare.try_recv().ok();
+        if spare.is_none() && buf.len() + LINE_ROOM <= buf.capacity() {
             return 0;
         }
         // The buffer goes whole; an empty Vec (no allocation) holds its
         // place until it is known whether it was taken.
         match self.tx.try_send(Msg::Lines(std::mem::take(buf))) {
             Ok(()) => {
-                let mut next = self.spare.try_recv().unwrap_or_default();
+                let mut next = spare.unwrap_or_default();
                 // Room for a full buffer and the line that passes the mark,
                 // so a reused buffer never grows on the request path.
                 next.reserve(2 * FLUSH_AT);
@@ -274,6 +291,40 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// A writer that is behind (here: stuck opening a FIFO nobody reads)
+    /// returns no buffers: a worker keeps its lines in its buffer while it
+    /// has room instead of allocating another, and hands a full one over.
+    #[test]
+    fn a_writer_behind_costs_no_new_buffer_until_one_is_full() {
+        let dir = std::env::temp_dir().join(format!("ringress-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("access.fifo");
+        let _ = std::fs::remove_file(&fifo);
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let sink = AccessSink::start(LogTarget::File(fifo.clone()), 1).unwrap();
+        let mut buf = Vec::with_capacity(2 * FLUSH_AT);
+        buf.extend_from_slice(b"first\n");
+        // The seeded spare takes the first hand-over.
+        assert_eq!(sink.hand_over(&mut buf), 0);
+        assert!(buf.is_empty());
+        assert!(buf.capacity() >= 2 * FLUSH_AT);
+        // No spare now: the lines stay while there is room.
+        buf.extend_from_slice(&[b'x'; FLUSH_AT]);
+        let kept = buf.len();
+        assert_eq!(sink.hand_over(&mut buf), 0);
+        assert_eq!(buf.len(), kept, "kept in place, not handed over");
+        // Full: handed over all the same (a new buffer, as before).
+        buf.resize(buf.capacity() - 10, b'y');
+        assert_eq!(sink.hand_over(&mut buf), 0);
+        assert!(buf.is_empty());
+        // Let the writer's open finish so it can stop.
+        let reader = std::fs::File::open(&fifo);
+        sink.stop();
+        drop(reader);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
