@@ -9,8 +9,13 @@ use super::cache::CacheReq;
 use super::ctx::WorkerCtx;
 use crate::rt::buffer::{BufferPool, ReadBuf};
 
-/// States kept for reuse per worker.
-const MAX_FREE: usize = 1024;
+/// States kept for reuse per worker: enough for the connections a worker
+/// opens and closes between two of its ticks, not for a whole burst (a
+/// burst's parked connections would otherwise leave a state each behind).
+const MAX_FREE: usize = 32;
+/// Buffers of a kept state larger than this are freed (a large head, a
+/// gathered body): a kept state is small.
+const KEEP_CAPACITY: usize = 4096;
 
 #[derive(Default)]
 pub(crate) struct ReqState {
@@ -42,6 +47,16 @@ impl ReqState {
         self.park_buffers(&mut ctx.buffers.borrow_mut());
         let mut free = ctx.req_states.borrow_mut();
         if free.len() < MAX_FREE {
+            for buf in [
+                &mut self.path_buf,
+                &mut self.rewrite_buf,
+                &mut self.host_buf,
+            ] {
+                if buf.capacity() > KEEP_CAPACITY {
+                    *buf = Vec::new();
+                }
+            }
+            self.cache.trim(KEEP_CAPACITY);
             free.push(self);
         }
     }

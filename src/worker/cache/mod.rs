@@ -87,6 +87,23 @@ pub(crate) struct CacheReq {
 }
 
 impl CacheReq {
+    /// Frees buffers a large request or body made grow, before the state
+    /// is kept for another connection.
+    pub fn trim(&mut self, keep: usize) {
+        for buf in [
+            &mut self.key,
+            &mut self.fields,
+            &mut self.body,
+            &mut self.lines,
+            &mut self.plain,
+            &mut self.coded,
+        ] {
+            if buf.capacity() > keep {
+                *buf = Vec::new();
+            }
+        }
+    }
+
     /// Marks the request as one with response work to reset after it.
     pub fn touch(&mut self) {
         self.touched = true;
