@@ -17,7 +17,7 @@ use super::{
     ClientTimeouts, Config, IoMode, Limits, ListenerConfig, RuntimeSettings, UpstreamGroup,
 };
 use crate::geo::{Geo, MmdbField};
-use crate::http::encode::ForwardOptions;
+use crate::http::encode::{ForwardOptions, OriginHiding};
 use crate::http::{HeadLimits, MAX_HEADERS};
 use crate::net::{Cidr, CidrSet};
 use crate::router::{Action, RouteTable};
@@ -33,7 +33,8 @@ pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, C
     let limits = section(&mut root, &mut p, "limits", limits);
     let timeouts = section(&mut root, &mut p, "timeouts", timeouts);
     let overload = section(&mut root, &mut p, "overload", super::guard::overload);
-    let (forwarding, trusted_proxies) = section(&mut root, &mut p, "forwarding", forwarding);
+    let (forwarding, trusted_proxies, origin_hiding) =
+        section(&mut root, &mut p, "forwarding", forwarding);
     let (listeners, listener_names) = listeners(&mut root, &mut p, base, &mut warnings);
     let admin = section(&mut root, &mut p, "admin", observe::admin);
     let access_present = root.has("access_log");
@@ -71,6 +72,7 @@ pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, C
             timeouts,
             overload,
             forwarding,
+            origin_hiding,
             trusted_proxies,
             geo: Arc::new(geo),
             listeners,
@@ -224,7 +226,10 @@ fn timeouts(t: &mut TableReader<'_>, p: &mut Problems) -> ClientTimeouts {
     }
 }
 
-fn forwarding(t: &mut TableReader<'_>, p: &mut Problems) -> (ForwardOptions, CidrSet) {
+fn forwarding(
+    t: &mut TableReader<'_>,
+    p: &mut Problems,
+) -> (ForwardOptions, CidrSet, OriginHiding) {
     let d = ForwardOptions::default();
     let trusted = cidrs(t, p, "trusted_proxies");
     let options = ForwardOptions {
@@ -236,7 +241,35 @@ fn forwarding(t: &mut TableReader<'_>, p: &mut Problems) -> (ForwardOptions, Cid
         via: t.bool(p, "via").unwrap_or(d.via),
         request_id: t.bool(p, "request_id").unwrap_or(d.request_id),
     };
-    (options, trusted)
+    (options, trusted, origin_hiding(t, p))
+}
+
+/// `hide_headers`, `pass_headers` and `server` of `[forwarding]`.
+fn origin_hiding(t: &mut TableReader<'_>, p: &mut Problems) -> OriginHiding {
+    let mut names = |key: &str| {
+        let list = t.strings(p, key).unwrap_or_default();
+        for name in &list {
+            if name.is_empty() || !name.bytes().all(crate::http::fields::is_tchar) {
+                p.add(
+                    t.key_path(key),
+                    format!("{name:?} is not a header field name"),
+                );
+            }
+        }
+        list
+    };
+    let hide = names("hide_headers");
+    let pass = names("pass_headers");
+    let server = t.str(p, "server");
+    if let Some(s) = server
+        && s.bytes().any(|b| b.is_ascii_control() || !b.is_ascii())
+    {
+        p.add(
+            t.key_path("server"),
+            "must be printable ASCII (\"\" sends none)",
+        );
+    }
+    OriginHiding::new(&hide, &pass, server.or(Some("ringress")))
 }
 
 /// `[geo]`: regions by address range, an optional mmdb, nearest regions.

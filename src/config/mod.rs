@@ -31,7 +31,7 @@ pub use walk::{ConfigError, ConfigErrors};
 
 use crate::geo::Geo;
 use crate::http::HeadLimits;
-use crate::http::encode::ForwardOptions;
+use crate::http::encode::{ForwardOptions, OriginHiding};
 use crate::net::CidrSet;
 pub use crate::net::proxy_protocol::Version as ProxyVersion;
 use crate::pipeline::Chain;
@@ -145,6 +145,9 @@ pub struct Config {
     /// `[overload]`.
     pub overload: Overload,
     pub forwarding: ForwardOptions,
+    /// Response fields left out and ringress's `Server` (`[forwarding]`
+    /// `hide_headers`, `pass_headers`, `server`).
+    pub origin_hiding: OriginHiding,
     /// Peers whose PROXY header and X-Forwarded-For are believed.
     pub trusted_proxies: CidrSet,
     /// Client regions (`[geo]`).

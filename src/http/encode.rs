@@ -32,6 +32,68 @@ impl Default for ForwardOptions {
     }
 }
 
+/// Origin hiding: response fields that would tell a client what runs
+/// behind the proxy are left out, and ringress names itself instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginHiding {
+    /// Lowercase names of the fields left out of every response.
+    hidden: Vec<Box<[u8]>>,
+    /// The whole `Server: ...\r\n` line sent instead of the upstream's
+    /// (None: no `Server` field, or the upstream's passed on).
+    server_line: Option<Box<[u8]>>,
+}
+
+/// Left out by default: what the origin's software and version are.
+pub const HIDDEN_BY_DEFAULT: &[&str] = &["server", "x-powered-by", "x-aspnet-version"];
+
+impl Default for OriginHiding {
+    fn default() -> Self {
+        OriginHiding::new(&[], &[], Some("ringress"))
+    }
+}
+
+impl OriginHiding {
+    /// `hide`: names left out besides the defaults; `pass`: names passed
+    /// on after all; `server`: ringress's own `Server` value, used when
+    /// the upstream's is left out (None or empty: none).
+    pub fn new(hide: &[&str], pass: &[&str], server: Option<&str>) -> OriginHiding {
+        let passed = |n: &str| pass.iter().any(|p| p.eq_ignore_ascii_case(n));
+        let mut hidden: Vec<Box<[u8]>> = Vec::new();
+        for name in HIDDEN_BY_DEFAULT
+            .iter()
+            .copied()
+            .chain(hide.iter().copied())
+        {
+            let lower = name.to_ascii_lowercase().into_bytes().into_boxed_slice();
+            if !passed(name) && !hidden.contains(&lower) {
+                hidden.push(lower);
+            }
+        }
+        let server_hidden = hidden.iter().any(|h| &**h == b"server");
+        let server_line = server
+            .filter(|s| !s.is_empty() && server_hidden)
+            .map(|s| format!("Server: {s}\r\n").into_bytes().into_boxed_slice());
+        OriginHiding {
+            hidden,
+            server_line,
+        }
+    }
+
+    /// Whether a response field of this name is left out.
+    pub fn hides(&self, name: &[u8]) -> bool {
+        self.hidden
+            .iter()
+            .any(|h| h.len() == name.len() && name.eq_ignore_ascii_case(h))
+    }
+
+    /// Appends ringress's own `Server` line, if it sends one.
+    pub fn append_server(&self, out: &mut Vec<u8>) {
+        if let Some(line) = &self.server_line {
+            out.extend_from_slice(line);
+        }
+    }
+}
+
 /// Header changes made on the way up or down, as the head encoders take
 /// them: which incoming fields to drop, and what to append. The route's
 /// filters implement it (see `pipeline`); `NO_EDITS` changes nothing.
@@ -171,20 +233,36 @@ pub fn write_response_head(
     connection: ConnectionDirective,
     via: bool,
 ) {
-    write_response_head_with(out, resp, body, connection, via, None, &NO_EDITS);
+    let fields = ProxyFields {
+        via,
+        hsts: None,
+        hiding: None,
+    };
+    write_response_head_with(out, resp, body, connection, &fields, &NO_EDITS);
 }
 
-/// `write_response_head`, with a `Strict-Transport-Security` line (whole,
-/// CRLF included) that replaces the upstream's own.
+/// What the proxy itself adds to or takes from every response head.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyFields<'a> {
+    /// Add a `Via` field (and leave the upstream's out: it is extended).
+    pub via: bool,
+    /// A whole `Strict-Transport-Security` line (CRLF included) that
+    /// replaces the upstream's own.
+    pub hsts: Option<&'a [u8]>,
+    /// Fields left out so the origin stays hidden, and ringress's `Server`.
+    pub hiding: Option<&'a OriginHiding>,
+}
+
+/// `write_response_head`, with the proxy's own fields and `edits`.
 pub fn write_response_head_with<E: FieldEdits>(
     out: &mut Vec<u8>,
     resp: &ResponseHead<'_, '_>,
     body: Framing,
     connection: ConnectionDirective,
-    via: bool,
-    hsts: Option<&[u8]>,
+    fields: &ProxyFields<'_>,
     edits: &E,
 ) {
+    let (via, hsts, hiding) = (fields.via, fields.hsts, fields.hiding);
     out.extend_from_slice(b"HTTP/1.1 ");
     let mut status = itoa::Buffer::new();
     out.extend_from_slice(status.format(resp.status).as_bytes());
@@ -199,6 +277,7 @@ pub fn write_response_head_with<E: FieldEdits>(
             || resp.connection.names(name)
             || (via && name.eq_ignore_ascii_case(b"via"))
             || (hsts.is_some() && name.eq_ignore_ascii_case(b"strict-transport-security"))
+            || hiding.is_some_and(|h| h.hides(name))
             || edits.drops(name);
         if skip && !keep_upgrade {
             continue;
@@ -229,6 +308,12 @@ pub fn write_response_head_with<E: FieldEdits>(
     }
     if let Some(line) = hsts {
         out.extend_from_slice(line);
+    }
+    // A route's `remove = ["Server"]` takes ours out too.
+    if let Some(hiding) = hiding
+        && !edits.drops(b"server")
+    {
+        hiding.append_server(out);
     }
     edits.append(out);
     out.extend_from_slice(b"\r\n");

@@ -18,7 +18,8 @@ use crate::config::Config;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::chunked::{LAST_CHUNK, encode_chunk};
 use crate::http::encode::{
-    ConnectionDirective, FieldEdits, StoredHead, write_response_head_with, write_stored_head,
+    ConnectionDirective, FieldEdits, ProxyFields, StoredHead, write_response_head_with,
+    write_stored_head,
 };
 use crate::http::{Framing, ResponseHead, Version, answer};
 use crate::pipeline::{Exit, Record, Vars, add_request_id};
@@ -45,10 +46,8 @@ pub(crate) struct Head<'a, 'h, 'b> {
     /// The body's length changes (compression): no length, chunked or
     /// close-delimited instead.
     pub reframe: bool,
-    /// Add a `Via` field.
-    pub via: bool,
-    /// A whole `Strict-Transport-Security` line replacing the upstream's.
-    pub hsts: Option<&'a [u8]>,
+    /// What the proxy adds and takes away: `Via`, HSTS, origin hiding.
+    pub fields: ProxyFields<'a>,
 }
 
 /// How a final response travels to the client.
@@ -223,15 +222,7 @@ impl Downstream for Client {
             }
         };
         self.out.clear();
-        write_response_head_with(
-            &mut self.out,
-            resp,
-            framing,
-            directive,
-            head.via,
-            head.hsts,
-            edits,
-        );
+        write_response_head_with(&mut self.out, resp, framing, directive, &head.fields, edits);
         Carry {
             framing,
             keep_alive,

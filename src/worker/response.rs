@@ -19,7 +19,7 @@ use super::reqstate::ReqState;
 use super::transform::{self, Coder};
 use crate::error::{ErrorKind, ProxyError, Retry};
 use crate::http::chunked::ChunkedDecoder;
-use crate::http::encode::FieldEdits;
+use crate::http::encode::{FieldEdits, ProxyFields};
 use crate::http::{Framing, ResponseHead, empty_headers, parse_response};
 use crate::pipeline::{BodyPlan, CacheResult, NO_FILTERS, Record, WithRequestId};
 use crate::rt::buffer::ReadBuf;
@@ -309,8 +309,11 @@ fn plan_head<D: Downstream>(
         kind,
         close: closing || !ex.keep_alive,
         reframe: work.compress.is_some(),
-        via: config.forwarding.via,
-        hsts,
+        fields: ProxyFields {
+            via: config.forwarding.via,
+            hsts,
+            hiding: Some(&config.origin_hiding),
+        },
     };
     // A route without filters edits nothing: skip the per-field checks.
     let prerendered = chain.response_with(&lines);

@@ -10,7 +10,7 @@ use super::{CacheReq, LocalObject, now_secs};
 use crate::cache::policy::{self, CacheStatus};
 use crate::config::Config;
 use crate::error::ProxyError;
-use crate::http::encode::{FieldEdits, StoredHead, insert_head_lines, write_field};
+use crate::http::encode::{FieldEdits, OriginHiding, StoredHead, insert_head_lines, write_field};
 use crate::http::response::status_has_body;
 use crate::pipeline::{Exit, NO_FILTERS, Prerendered};
 
@@ -110,10 +110,13 @@ fn render<D: Downstream>(
         },
         fields: &o.fields,
         length: (!not_modified && status_has_body(o.status)).then_some(o.body.len() as u64),
-        filtered: edits_heads || not_modified,
+        // The origin's own fields (`Server`, ...) are left out here, so
+        // objects stored before a change of `hide_headers` follow it.
+        filtered: true,
     };
     let text = std::mem::take(&mut c.record().text);
     let edits = StoredEdits {
+        hiding: &config.origin_hiding,
         route: edits_heads.then(|| chain.response_with(&lines)),
         not_modified,
         age: o.age(now_secs()),
@@ -128,6 +131,7 @@ fn render<D: Downstream>(
 /// The edits of an answer from the cache: the route's response edits,
 /// the fields a 304 leaves out, `Age`, `Cache-Status` and the request id.
 struct StoredEdits<'a> {
+    hiding: &'a OriginHiding,
     route: Option<Prerendered<'a>>,
     not_modified: bool,
     age: u64,
@@ -137,7 +141,9 @@ struct StoredEdits<'a> {
 
 impl FieldEdits for StoredEdits<'_> {
     fn drops(&self, name: &[u8]) -> bool {
-        self.route.drops(name) || (self.not_modified && drop_on_304(name))
+        self.hiding.hides(name)
+            || self.route.drops(name)
+            || (self.not_modified && drop_on_304(name))
     }
 
     fn append(&self, out: &mut Vec<u8>) {
@@ -145,6 +151,9 @@ impl FieldEdits for StoredEdits<'_> {
         out.extend_from_slice(itoa::Buffer::new().format(self.age).as_bytes());
         out.extend_from_slice(b"\r\n");
         policy::write_cache_status(out, CACHE_NAME, self.status);
+        if !self.route.drops(b"server") {
+            self.hiding.append_server(out);
+        }
         self.route.append(out);
         if let Some(id) = self.request_id {
             write_field(out, b"X-Request-Id", id);
