@@ -240,6 +240,9 @@ fn forwarding(
         x_forwarded_host: t.bool(p, "x_forwarded_host").unwrap_or(d.x_forwarded_host),
         via: t.bool(p, "via").unwrap_or(d.via),
         request_id: t.bool(p, "request_id").unwrap_or(d.request_id),
+        underscores_in_headers: t
+            .bool(p, "underscores_in_headers")
+            .unwrap_or(d.underscores_in_headers),
     };
     (options, trusted, origin_hiding(t, p))
 }

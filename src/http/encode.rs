@@ -18,6 +18,11 @@ pub struct ForwardOptions {
     /// `X-Request-Id` sent upstream and back to the client (kept from a
     /// trusted peer, generated otherwise).
     pub request_id: bool,
+    /// Request fields whose names hold `_` are passed upstream (off: left
+    /// out, as nginx's `underscores_in_headers off`: CGI-style backends
+    /// read `X_User` as `X-User`, so a client could forge an identity
+    /// field that the stripping of `X-User` never saw).
+    pub underscores_in_headers: bool,
 }
 
 impl Default for ForwardOptions {
@@ -28,6 +33,7 @@ impl Default for ForwardOptions {
             x_forwarded_host: true,
             via: true,
             request_id: true,
+            underscores_in_headers: false,
         }
     }
 }
@@ -177,7 +183,8 @@ pub fn write_request_head<E: FieldEdits>(
                 .reserved
                 .iter()
                 .any(|r| name.eq_ignore_ascii_case(r.as_bytes()))
-            || up.edits.drops(name);
+            || up.edits.drops(name)
+            || (!fwd.underscores_in_headers && name.contains(&b'_'));
         if replaced || is_hop_by_hop(name) || req.connection.names(name) {
             continue;
         }
