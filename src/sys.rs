@@ -136,13 +136,20 @@ pub(crate) fn steer_reuseport_group(socket: impl AsFd, index: u32) -> io::Result
         jf: 0,
         k: index,
     }];
+    attach_reuseport_program(socket, &mut code)
+}
+
+/// Attaches `code` as the classic BPF program of the SO_REUSEPORT group
+/// `socket` belongs to (the kernel checks it and keeps its own copy).
+fn attach_reuseport_program(socket: impl AsFd, code: &mut [libc::sock_filter]) -> io::Result<()> {
     let program = libc::sock_fprog {
         len: code.len() as libc::c_ushort,
         filter: code.as_mut_ptr(),
     };
     // SAFETY: setsockopt reads `size_of::<sock_fprog>()` bytes from a live
-    // local `sock_fprog`, whose `filter` points at `len` live instructions;
-    // the kernel copies the program before returning.
+    // local `sock_fprog`, whose `filter` points at `len` live instructions
+    // borrowed for the call; the kernel checks and copies the program
+    // before returning.
     check(unsafe {
         libc::setsockopt(
             socket.as_fd().as_raw_fd(),
@@ -205,23 +212,7 @@ pub(crate) fn steer_by_source(socket: impl AsFd, groups: u32) -> io::Result<()> 
         op(MOD_K, 0, 0, groups.max(1)),
         op(RET_A, 0, 0, 0),
     ];
-    let program = libc::sock_fprog {
-        len: code.len() as libc::c_ushort,
-        filter: code.as_mut_ptr(),
-    };
-    // SAFETY: as in `steer_reuseport_group`: the kernel reads and checks
-    // `len` instructions from a live local array and copies them before
-    // returning.
-    check(unsafe {
-        libc::setsockopt(
-            socket.as_fd().as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_REUSEPORT_CBPF,
-            (&program as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    })?;
-    Ok(())
+    attach_reuseport_program(socket, &mut code)
 }
 
 /// Removes the program of the SO_REUSEPORT group `socket` belongs to
