@@ -234,11 +234,7 @@ impl Downstream for Client {
     }
 
     async fn send_head(&mut self, timeout: Duration) -> Result<(), ProxyError> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        self.record.bytes_out += self.out.len() as u64;
-        flush_vec(&mut self.stream, &mut self.out, timeout)
+        self.send_out(timeout)
             .await
             .map_err(|_| ProxyError::downstream(ErrorKind::ClientGone))
     }
@@ -359,10 +355,7 @@ impl Downstream for Client {
         if text.return_id && !text.request_id().is_empty() {
             add_request_id(&mut self.out, text.request_id());
         }
-        self.record.bytes_out += self.out.len() as u64;
-        let sent = flush_vec(&mut self.stream, &mut self.out, timeout)
-            .await
-            .is_ok();
+        let sent = self.send_out(timeout).await.is_ok();
         self.sent(sent)
     }
 
@@ -382,19 +375,14 @@ impl Downstream for Client {
             if let Some(body) = body {
                 self.out.extend_from_slice(body.as_slice());
             }
-            self.record.bytes_out += self.out.len() as u64;
-            let sent = flush_vec(&mut self.stream, &mut self.out, timeout)
-                .await
-                .is_ok();
+            let sent = self.send_out(timeout).await.is_ok();
             return self.sent(sent);
         }
         let Some(body) = body else {
             return false;
         };
-        self.record.bytes_out += (self.out.len() + body.len()) as u64;
-        let head = flush_vec(&mut self.stream, &mut self.out, timeout)
-            .await
-            .is_ok();
+        self.record.bytes_out += body.len() as u64;
+        let head = self.send_out(timeout).await.is_ok();
         // The shared body is written from where it is stored: no copy.
         let sent = head
             && write_all(&mut self.stream, body.clone(), timeout)
@@ -421,17 +409,18 @@ impl Downstream for Client {
     }
 
     async fn flush_body(&mut self, timeout: Duration) -> Result<(), RelayError> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        self.record.bytes_out += self.out.len() as u64;
-        flush_vec(&mut self.stream, &mut self.out, timeout)
-            .await
-            .map_err(|_| RelayError::Dest)
+        self.send_out(timeout).await.map_err(|_| RelayError::Dest)
     }
 }
 
 impl Client {
+    /// Sends what `out` holds (counted in the record as sent) and leaves
+    /// it empty; nothing to do when it is empty.
+    async fn send_out(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.record.bytes_out += self.out.len() as u64;
+        flush_vec(&mut self.stream, &mut self.out, timeout).await
+    }
+
     /// Notes in the record that an answer did not reach the client.
     pub(crate) fn sent(&mut self, sent: bool) -> bool {
         if !sent {
