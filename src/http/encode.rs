@@ -336,9 +336,6 @@ pub struct StoredHead<'a> {
     pub fields: &'a [u8],
     /// The length of the body that follows (None: no body, as for a 304).
     pub length: Option<u64>,
-    /// Whether the edits may leave any stored field out (else the lines
-    /// are copied in one piece).
-    pub filtered: bool,
 }
 
 /// Writes a stored head as an HTTP/1.1 response head: status line, the
@@ -355,15 +352,11 @@ pub fn write_stored_head<E: FieldEdits>(
     out.push(b' ');
     out.extend_from_slice(head.reason);
     out.extend_from_slice(b"\r\n");
-    if head.filtered {
-        for line in head.fields.split_inclusive(|&b| b == b'\n') {
-            let name = line.split(|&b| b == b':').next().unwrap_or(b"");
-            if !edits.drops(name) {
-                out.extend_from_slice(line);
-            }
+    for line in head.fields.split_inclusive(|&b| b == b'\n') {
+        let name = line.split(|&b| b == b':').next().unwrap_or(b"");
+        if !edits.drops(name) {
+            out.extend_from_slice(line);
         }
-    } else {
-        out.extend_from_slice(head.fields);
     }
     if let Some(n) = head.length {
         write_content_length(out, n);

@@ -110,10 +110,10 @@ fn render<D: Downstream>(
         },
         fields: &o.fields,
         length: (!not_modified && status_has_body(o.status)).then_some(o.body.len() as u64),
-        // The origin's own fields (`Server`, ...) are left out here, so
-        // objects stored before a change of `hide_headers` follow it.
-        filtered: true,
     };
+    // The origin's own fields (`Server`, ...) are left out as the head is
+    // written (`StoredEdits::drops`), so objects stored before a change of
+    // `hide_headers` follow it.
     let text = std::mem::take(&mut c.record().text);
     let edits = StoredEdits {
         hiding: &config.origin_hiding,
