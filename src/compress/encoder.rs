@@ -15,10 +15,13 @@ const GZIP_LEVEL: u32 = 1;
 /// The gzip level a route's `level` means (default 1, clamped to 1-9),
 /// for the streaming encoder and a whole-body compressor alike.
 pub fn gzip_level(level: Option<u32>) -> u32 {
-    let range = level_range(Algorithm::Gzip);
-    level
-        .unwrap_or(GZIP_LEVEL)
-        .clamp(*range.start(), *range.end())
+    clamped(Algorithm::Gzip, level, GZIP_LEVEL)
+}
+
+/// `level`, or `default` when unset, within `alg`'s range.
+fn clamped(alg: Algorithm, level: Option<u32>, default: u32) -> u32 {
+    let range = level_range(alg);
+    level.unwrap_or(default).clamp(*range.start(), *range.end())
 }
 const BROTLI_QUALITY: u32 = 4;
 /// 2^18 = 256 KiB window instead of brotli's default 4 MiB (lgwin 22).
@@ -48,11 +51,9 @@ impl Encoder {
     /// brotli 159 KiB / 3.0 MiB (its block buffers grow with the body despite
     /// the 256 KiB window), zstd 743 KiB / 1.2 MiB.
     pub fn new(alg: Algorithm, level: Option<u32>) -> Encoder {
-        let level_opt = level;
-        let range = level_range(alg);
-        let level = |default: u32| level.unwrap_or(default).clamp(*range.start(), *range.end());
+        let level = |default: u32| clamped(alg, level, default);
         let inner = match alg {
-            Algorithm::Gzip => Inner::Gzip(GzipEncoder::new(gzip_level(level_opt))),
+            Algorithm::Gzip => Inner::Gzip(GzipEncoder::new(level(GZIP_LEVEL))),
             Algorithm::Brotli => {
                 Inner::Brotli(BrotliEncoder::new(level(BROTLI_QUALITY), BROTLI_LGWIN))
             }
