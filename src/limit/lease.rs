@@ -5,7 +5,7 @@
 
 use super::gcra::{Gcra, Wait};
 use super::shared::SharedBuckets;
-use super::table::WAYS;
+use super::table::{WAYS, sets_for, ways_of};
 
 /// How long a lease is served from (then the rest goes back).
 pub const LEASE_NS: u64 = 1_000_000;
@@ -25,7 +25,7 @@ pub struct Leases {
 
 impl Leases {
     pub fn new(capacity: usize) -> Leases {
-        let sets = capacity.div_ceil(WAYS).max(1).next_power_of_two();
+        let sets = sets_for(capacity);
         Leases {
             entries: vec![Lease::default(); sets * WAYS].into_boxed_slice(),
             sets,
@@ -42,8 +42,7 @@ impl Leases {
         now: u64,
     ) -> Result<(), Wait> {
         let key = key.max(1);
-        let set = ((key >> 32) as usize) & (self.sets - 1);
-        let ways = &mut self.entries[set * WAYS..(set + 1) * WAYS];
+        let ways = &mut self.entries[ways_of(key, self.sets)];
         let i = match ways.iter().position(|l| l.key == key) {
             Some(i) => i,
             None => {

@@ -17,7 +17,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::gcra::{Gcra, Wait};
-use super::table::WAYS;
+use super::table::{WAYS, sets_for, ways_of};
 
 #[derive(Debug, Default)]
 struct Entry {
@@ -40,7 +40,7 @@ const TRIES: usize = 8;
 
 impl SharedBuckets {
     pub fn new(capacity: usize) -> SharedBuckets {
-        let sets = capacity.div_ceil(WAYS).max(1).next_power_of_two();
+        let sets = sets_for(capacity);
         SharedBuckets {
             entries: (0..sets * WAYS).map(|_| Entry::default()).collect(),
             sets,
@@ -95,8 +95,7 @@ impl SharedBuckets {
     }
 
     fn set(&self, key: u64) -> &[Entry] {
-        let set = ((key >> 32) as usize) & (self.sets - 1);
-        &self.entries[set * WAYS..(set + 1) * WAYS]
+        &self.entries[ways_of(key, self.sets)]
     }
 
     /// The key's entry, claimed if it has none (a free or full entry

@@ -22,7 +22,7 @@ use std::time::Duration;
 use super::gcra::{Gcra, Wait};
 use super::limiter::now_ns;
 use super::resp::{Connection, Reply};
-use super::table::WAYS;
+use super::table::{WAYS, sets_for, ways_of};
 use super::{OnStoreError, StoreConfig};
 
 /// How often the thread syncs with Redis.
@@ -87,7 +87,7 @@ pub struct StoreBuckets {
 
 impl StoreBuckets {
     pub fn new(capacity: usize) -> StoreBuckets {
-        let sets = capacity.div_ceil(WAYS).max(1).next_power_of_two();
+        let sets = sets_for(capacity);
         StoreBuckets {
             entries: (0..sets * WAYS).map(|_| Entry::default()).collect(),
             sets,
@@ -111,8 +111,7 @@ impl StoreBuckets {
     }
 
     fn set(&self, key: u64) -> &[Entry] {
-        let set = ((key >> 32) as usize) & (self.sets - 1);
-        &self.entries[set * WAYS..(set + 1) * WAYS]
+        &self.entries[ways_of(key, self.sets)]
     }
 
     /// The key's entry, claimed if absent: a free one, else the one seen

@@ -14,6 +14,20 @@
 /// Entries looked at for one key (one set).
 pub const WAYS: usize = 8;
 
+/// The number of sets for a table of at least `capacity` entries: whole
+/// sets, a power-of-two count. Shared by every set-associative table of
+/// the limits (own, shared, leases, store).
+pub fn sets_for(capacity: usize) -> usize {
+    capacity.div_ceil(WAYS).max(1).next_power_of_two()
+}
+
+/// The entries of the set `key` (a hash) falls in, among `sets`: its high
+/// bits pick the set, its low bits are the tag.
+pub fn ways_of(key: u64, sets: usize) -> std::ops::Range<usize> {
+    let set = ((key >> 32) as usize) & (sets - 1);
+    set * WAYS..(set + 1) * WAYS
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
     /// The key's hash; 0 for a free entry.
@@ -45,7 +59,7 @@ impl KeyTable {
     /// A table of at least `capacity` entries (rounded up to whole sets
     /// of a power-of-two count).
     pub fn new(capacity: usize) -> KeyTable {
-        let sets = capacity.div_ceil(WAYS).max(1).next_power_of_two();
+        let sets = sets_for(capacity);
         KeyTable {
             entries: vec![Entry::default(); sets * WAYS].into_boxed_slice(),
             sets,
@@ -68,9 +82,7 @@ impl KeyTable {
     /// The bucket of `key` (a hash, never 0), made if absent.
     pub fn slot(&mut self, key: u64, now: u64) -> Slot<'_> {
         let key = key.max(1);
-        // The hash's high bits pick the set: its low bits are the tag.
-        let set = ((key >> 32) as usize) & (self.sets - 1);
-        let ways = &mut self.entries[set * WAYS..(set + 1) * WAYS];
+        let ways = &mut self.entries[ways_of(key, self.sets)];
         let i = match ways.iter().position(|e| e.key == key) {
             Some(i) => i,
             None => {
