@@ -50,11 +50,17 @@ pub enum ErrorKind {
     NotCached,
     /// Over a route's rate limit.
     RateLimited,
+    /// The client's address is denied by an `allow`/`deny` list.
+    Forbidden,
+    /// Missing or wrong credentials on a route with `auth`.
+    Unauthorized,
+    /// A request filter's `deny` rule, with the status it answers.
+    Filtered(u16),
 }
 
 impl ErrorKind {
     /// Every kind's name, by `index` (metrics labels, log reasons).
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 19] = [
         "bad_request",
         "head_too_large",
         "uri_too_long",
@@ -71,6 +77,9 @@ impl ErrorKind {
         "client_gone",
         "not_cached",
         "rate_limited",
+        "forbidden",
+        "unauthorized",
+        "filtered",
     ];
 
     pub const fn index(self) -> usize {
@@ -91,6 +100,9 @@ impl ErrorKind {
             ErrorKind::ClientGone => 13,
             ErrorKind::NotCached => 14,
             ErrorKind::RateLimited => 15,
+            ErrorKind::Forbidden => 16,
+            ErrorKind::Unauthorized => 17,
+            ErrorKind::Filtered(_) => 18,
         }
     }
 
@@ -164,7 +176,9 @@ impl ProxyError {
             ErrorKind::GatewayTimeout | ErrorKind::NotCached => 504,
             ErrorKind::Unavailable => 503,
             ErrorKind::RateLimited => 429,
-            ErrorKind::UpstreamStatus(status) => status,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::Unauthorized => 401,
+            ErrorKind::UpstreamStatus(status) | ErrorKind::Filtered(status) => status,
             ErrorKind::ClientGone => return None,
         })
     }
@@ -208,6 +222,9 @@ mod tests {
             (GatewayTimeout, Some(504)),
             (Unavailable, Some(503)),
             (RateLimited, Some(429)),
+            (Forbidden, Some(403)),
+            (Unauthorized, Some(401)),
+            (Filtered(406), Some(406)),
             (UpstreamStatus(507), Some(507)),
             (UpstreamStatus(503), Some(503)),
             (ClientGone, None),

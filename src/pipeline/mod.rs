@@ -30,6 +30,7 @@ pub use text::{MAX_REQUEST_ID, RequestText, WithRequestId, add_request_id, valid
 pub use vars::{RequestId, Template, Var, Vars};
 
 use crate::error::ProxyError;
+use crate::http::RequestHead;
 use crate::http::encode::FieldEdits;
 
 /// One filter of a route's chain.
@@ -108,11 +109,11 @@ impl Chain {
     pub fn request(
         &self,
         _record: &mut Record,
-        limits: &mut RequestLimits<'_>,
+        phase: &mut RequestPhase<'_>,
     ) -> Result<(), ProxyError> {
         for filter in self.filters.iter() {
             match filter {
-                Filter::RateLimit(rule) => limits.check(rule)?,
+                Filter::RateLimit(rule) => phase.limits.check(rule)?,
                 Filter::RequestHeaders(_)
                 | Filter::ResponseHeaders(_)
                 | Filter::Cache(_)
@@ -163,6 +164,22 @@ impl Chain {
 
     /// Phase 5: once per request, when it has ended.
     pub fn log(&self, _record: &Record) {}
+}
+
+/// What the request phase reads of a request: the parsed head, the
+/// normalised path it was routed by, and the worker's limiter (whose key
+/// input carries the client's address).
+pub struct RequestPhase<'a> {
+    pub req: &'a RequestHead<'a, 'a>,
+    pub norm_path: &'a [u8],
+    pub limits: RequestLimits<'a>,
+}
+
+impl RequestPhase<'_> {
+    /// The client's address (after PROXY protocol / trusted XFF).
+    pub fn client_ip(&self) -> std::net::IpAddr {
+        self.limits.input.client_ip
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -15,6 +15,7 @@ mod limits;
 mod listen;
 mod observe;
 mod parking;
+mod phase;
 mod plan;
 mod proxy;
 mod relay;

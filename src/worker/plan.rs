@@ -201,7 +201,7 @@ fn route(
     // A route without filters pays nothing for the phase.
     match config.chains.get(index) {
         Some(chain) if !chain.is_empty() => {
-            super::limits::request_phase(c, ctx, config, chain, (req, norm_path)).map(|()| index)
+            super::phase::run(c, ctx, config, chain, (req, norm_path)).map(|()| index)
         }
         _ => Ok(index),
     }

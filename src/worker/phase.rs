@@ -1,0 +1,56 @@
+//! The request phase as a worker runs it: the route's chain given the
+//! parsed request, this worker's limiter and the request's key values;
+//! what the filters noted (limits in log mode) counted in the metrics.
+
+use super::client::Client;
+use super::ctx::WorkerCtx;
+use super::limits::steered;
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::http::RequestHead;
+use crate::limit::{KeyInput, Mode};
+use crate::pipeline::{Chain, RequestLimits, RequestPhase};
+
+/// Runs the route's request phase with this worker's limiter.
+pub(super) fn run(
+    c: &mut Client,
+    ctx: &WorkerCtx,
+    config: &Config,
+    chain: &Chain,
+    (req, norm_path): (&RequestHead<'_, '_>, &[u8]),
+) -> Result<(), ProxyError> {
+    let client_ip = c.record.client_ip;
+    let mut limiter = ctx.limiter.borrow_mut();
+    limiter.events.clear();
+    let limits = RequestLimits {
+        limiter: &mut limiter,
+        limits: (config.generation, &config.rate_limits),
+        input: KeyInput {
+            client_ip,
+            steered: steered(c, ctx, config, client_ip),
+            route: c
+                .record
+                .route
+                .and_then(|i| config.routes.routes.get(i))
+                .map_or("", |r| r.name.as_str()),
+            path: norm_path,
+            headers: req.headers,
+        },
+    };
+    let mut phase = RequestPhase {
+        req,
+        norm_path,
+        limits,
+    };
+    let result = chain.request(&mut c.record, &mut phase);
+    if !limiter.events.is_empty() {
+        let mut metrics = ctx.requests.metrics.borrow_mut();
+        for &(limit, mode) in &limiter.events {
+            metrics.rate_limited(config, limit, mode);
+            if mode == Mode::Log && c.record.rate_limit_logged.is_none() {
+                c.record.rate_limit_logged = Some(limit as u32);
+            }
+        }
+    }
+    result
+}
