@@ -13,7 +13,8 @@ use crate::pipeline::{Chain, Filter, HeaderEdits, RateLimitRule, Template};
 /// The compiled limits and every declared limit's name.
 type Limits<'a> = (&'a [RateLimit], &'a [String]);
 use crate::router::{
-    Action, HeaderMatch, HostMatch, PathMatch, PathRewrite, Redirect, Respond, Route, RouteTable,
+    Action, EscapedSlashes, HeaderMatch, HostMatch, PathMatch, PathRewrite, Redirect, Respond,
+    Route, RouteTable,
 };
 
 pub(super) fn routes(
@@ -26,20 +27,54 @@ pub(super) fn routes(
 ) -> (RouteTable, Vec<Chain>) {
     let mut out = Vec::new();
     let mut chains = Vec::new();
+    let escaped = escaped_slashes(root, p);
     each_table(root, p, "routes", |t, p| {
         let index = out.len();
-        if let Some((r, chain)) = route(
+        if let Some((mut r, chain)) = route(
             t,
             p,
             index,
             (listeners, upstreams, zones),
             (default_body_limit, limits),
         ) {
+            r.escaped_slashes = escaped_slashes(t, p)
+                .or(escaped)
+                .unwrap_or_else(|| safe_escaped_slashes(&r, &chain));
             out.push(r);
             chains.push(chain);
         }
     });
-    (RouteTable { routes: out }, chains)
+    let table = RouteTable {
+        routes: out,
+        escaped_slashes: escaped.unwrap_or_default(),
+    };
+    (table, chains)
+}
+
+/// `path_escaped_slashes = "reject" | "decode" | "keep"`, if set.
+fn escaped_slashes(t: &mut TableReader<'_>, p: &mut Problems) -> Option<EscapedSlashes> {
+    let value = t.str(p, "path_escaped_slashes")?;
+    let mode = EscapedSlashes::parse(value);
+    if mode.is_none() {
+        p.add(
+            t.key_path("path_escaped_slashes"),
+            super::suggest::not_one_of(value, &EscapedSlashes::NAMES),
+        );
+    }
+    mode
+}
+
+/// A route's `path_escaped_slashes` when none is configured: a route
+/// that carries access rules (a fixed answer, which is how a path is
+/// blocked, or request-phase filters) refuses `/admin%2Fsecret` rather
+/// than let an upstream decode its way past them; others keep the path
+/// as sent (APIs that carry `a%2Fb` in one segment keep working).
+fn safe_escaped_slashes(route: &Route, chain: &Chain) -> EscapedSlashes {
+    if matches!(route.action, Action::Respond(_)) || chain.guards_requests() {
+        EscapedSlashes::Reject
+    } else {
+        EscapedSlashes::Keep
+    }
 }
 
 fn route(
@@ -152,6 +187,7 @@ fn route(
         query,
         max_body_size,
         access_log,
+        escaped_slashes: EscapedSlashes::Keep,
         action: action.unwrap_or(Action::Respond(Respond::new(404, b"", ""))),
     };
     complete.then_some((route, chain))

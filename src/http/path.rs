@@ -37,6 +37,38 @@ fn is_normal(path: &[u8]) -> bool {
     })
 }
 
+/// Whether a path holds an escaped separator: `%2F` (`/`) or `%5C` (`\`),
+/// in either case. A route matched on the path as sent may not be the one
+/// an upstream that decodes them would serve.
+pub fn has_escaped_slash(path: &[u8]) -> bool {
+    memchr::memchr_iter(b'%', path).any(|i| {
+        matches!(
+            path.get(i + 1..i + 3),
+            Some([b'2', b'f' | b'F'] | [b'5', b'c' | b'C'])
+        )
+    })
+}
+
+/// The path an upstream that decodes escaped separators would see:
+/// `%2F` and `%5C` become `/` (a backslash is a separator to Windows
+/// servers), then dot-segments and duplicate slashes are removed again,
+/// so `/public%2F..%2Fadmin` is `/admin`. Written into `out`.
+pub fn decode_slashes(path: &[u8], out: &mut Vec<u8>) -> Result<(), BadPath> {
+    let mut decoded = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        if path[i] == b'%' && has_escaped_slash(&path[i..(i + 3).min(path.len())]) {
+            decoded.push(b'/');
+            i += 3;
+        } else {
+            decoded.push(path[i]);
+            i += 1;
+        }
+    }
+    out.clear();
+    remove_dot_segments(&decoded, out)
+}
+
 fn decode_unreserved(path: &[u8], out: &mut Vec<u8>) -> Result<Vec<u8>, BadPath> {
     out.reserve(path.len());
     let mut i = 0;
@@ -147,6 +179,29 @@ mod tests {
         assert_eq!(norm("/public/%2e%2e;/admin"), Err(BadPath));
         assert_eq!(norm("/a;b/c").as_deref(), Ok("/a;b/c"));
         assert_eq!(norm("/a/..b;c").as_deref(), Ok("/a/..b;c"));
+    }
+
+    #[test]
+    fn escaped_slashes_found_and_decoded() {
+        for (path, has, decoded) in [
+            ("/a/b", false, "/a/b"),
+            ("/a%2Fb", true, "/a/b"),
+            ("/a%2fb", true, "/a/b"),
+            ("/a%5Cb", true, "/a/b"),
+            ("/a%5cb", true, "/a/b"),
+            ("/public%2F..%2Fadmin", true, "/admin"),
+            ("/a%2F%2Fb%2F", true, "/a/b/"),
+            ("/a%252Fb", false, "/a%252Fb"),
+            ("/a%2", false, "/a%2"),
+            ("/a%20b", false, "/a%20b"),
+        ] {
+            assert_eq!(has_escaped_slash(path.as_bytes()), has, "{path}");
+            let mut out = Vec::new();
+            decode_slashes(path.as_bytes(), &mut out).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), decoded, "{path}");
+        }
+        let mut out = Vec::new();
+        assert_eq!(decode_slashes(b"/a%2F..;%2Fb", &mut out), Err(BadPath));
     }
 
     #[test]

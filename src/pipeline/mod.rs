@@ -105,6 +105,12 @@ impl Chain {
             .any(|f| matches!(f, Filter::RequestHeaders(_) | Filter::ResponseHeaders(_)))
     }
 
+    /// Whether the chain's request phase guards the route (may refuse a
+    /// request by who sends it or what it holds); rate limits do not.
+    pub fn guards_requests(&self) -> bool {
+        false
+    }
+
     /// Phase 1: may end the request with an answer.
     pub fn request(
         &self,

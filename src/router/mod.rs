@@ -117,7 +117,37 @@ pub struct Route {
     pub max_body_size: u64,
     /// Its requests are written to the access log.
     pub access_log: bool,
+    /// What is done with a request whose path has `%2F` / `%5C` and which
+    /// this route would serve once they are decoded.
+    pub escaped_slashes: EscapedSlashes,
     pub action: Action,
+}
+
+/// `path_escaped_slashes` (Envoy's `path_with_escaped_slashes_action`):
+/// for a path holding `%2F` or `%5C`, which an upstream may decode into
+/// separators, so that `/admin%2Fsecret` is `/admin/secret` to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EscapedSlashes {
+    /// Routed and forwarded as sent.
+    #[default]
+    Keep,
+    /// Decoded: routed and forwarded as `/admin/secret`.
+    Decode,
+    /// Answered 400.
+    Reject,
+}
+
+impl EscapedSlashes {
+    pub const NAMES: [&'static str; 3] = ["reject", "decode", "keep"];
+
+    pub fn parse(s: &str) -> Option<EscapedSlashes> {
+        match s {
+            "reject" => Some(EscapedSlashes::Reject),
+            "decode" => Some(EscapedSlashes::Decode),
+            "keep" => Some(EscapedSlashes::Keep),
+            _ => None,
+        }
+    }
 }
 
 /// What the router needs to know about a request.
@@ -138,12 +168,23 @@ type Rank = (u8, usize, usize, u8);
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     pub routes: Vec<Route>,
+    /// The top-level `path_escaped_slashes`, for a decoded path that no
+    /// route serves.
+    pub escaped_slashes: EscapedSlashes,
 }
 
 impl RouteTable {
     /// The best route for a request, by the precedence in the module docs.
     pub fn find(&self, q: &RouteQuery<'_, '_>) -> Option<&Route> {
         self.find_index(q).map(|i| &self.routes[i])
+    }
+
+    /// What to do with a request whose path has escaped separators,
+    /// asked with the path decoded: the mode of the route that would
+    /// serve it so, else the table's own.
+    pub fn escaped_slashes(&self, decoded: &RouteQuery<'_, '_>) -> EscapedSlashes {
+        self.find(decoded)
+            .map_or(self.escaped_slashes, |r| r.escaped_slashes)
     }
 
     /// Like `find`, giving the route's position.
@@ -213,6 +254,7 @@ mod tests {
             query: vec![],
             max_body_size: 0,
             access_log: true,
+            escaped_slashes: EscapedSlashes::Keep,
             action: Action::Respond(Respond::new(200, b"", "text/plain")),
         }
     }
@@ -244,6 +286,7 @@ mod tests {
                 route("wild", "*.example.com", prefix("/")),
                 route("shop", "shop.example.com", prefix("/")),
             ],
+            ..RouteTable::default()
         };
         assert_eq!(find(&t, "other", "/x"), Some("root"));
         assert_eq!(find(&t, "other", "/api"), Some("api"));
@@ -269,6 +312,7 @@ mod tests {
         admin.listeners = vec![1];
         let t = RouteTable {
             routes: vec![canary, get_only, admin],
+            ..RouteTable::default()
         };
         let headers = [httparse::Header {
             name: "X-Canary",

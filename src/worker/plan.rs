@@ -22,7 +22,7 @@ use crate::http::{Framing, RequestHead, empty_headers, parse_request, path};
 use crate::pipeline::{
     CacheResult, Exit, NO_FILTERS, RequestId, Vars, WithRequestId, valid_request_id,
 };
-use crate::router::{Action, PathRewrite, RouteQuery};
+use crate::router::{Action, EscapedSlashes, PathRewrite, RouteQuery};
 use crate::shared::ADMIN_LISTENER;
 use crate::upstream::hash_bytes;
 
@@ -119,9 +119,12 @@ fn plan_head<'c>(
     let mut path_buf = std::mem::take(&mut work.path_buf);
     // A path that cannot be normalised is malformed: answered and closed
     // like any other bad head.
+    let mut slash_buf = std::mem::take(&mut work.slash_buf);
     let plan = path::normalize(req.path, &mut path_buf).map(|norm_path| {
-        match route(c, ctx, config, &req, norm_path) {
-            Ok(route) => act(c, work, ctx, config, &req, (norm_path, route), close),
+        let routed = slashes(c, config, &req, norm_path, &mut slash_buf)
+            .and_then(|norm_path| route(c, ctx, config, &req, norm_path).map(|r| (norm_path, r)));
+        match routed {
+            Ok(routed) => act(c, work, ctx, config, &req, routed, close),
             Err(error) if error.kind == ErrorKind::RateLimited => {
                 super::limits::refused(c, (ctx, config), error, (close, req.is_head()))
             }
@@ -129,6 +132,7 @@ fn plan_head<'c>(
         }
     });
     work.path_buf = path_buf;
+    work.slash_buf = slash_buf;
     let plan = plan.map_err(|_| ProxyError::downstream(ErrorKind::BadRequest))?;
     Ok(Some(Planned {
         plan,
@@ -165,6 +169,36 @@ fn note_request(c: &mut Client, config: &Config, req: &RequestHead<'_, '_>) {
         .text
         .set_request_id(incoming, |out| generated.write(out));
     c.record.text.return_id = config.forwarding.request_id;
+}
+
+/// The path to route and forward by: the normalised path, unless it has
+/// `%2F` / `%5C` in it, when the route that would serve it decoded
+/// decides (`path_escaped_slashes`): refused, decoded or kept.
+fn slashes<'p>(
+    c: &Client,
+    config: &Config,
+    req: &RequestHead<'_, '_>,
+    norm_path: &'p [u8],
+    buf: &'p mut Vec<u8>,
+) -> Result<&'p [u8], ProxyError> {
+    if !path::has_escaped_slash(norm_path) {
+        return Ok(norm_path);
+    }
+    let bad = ProxyError::downstream(ErrorKind::BadRequest);
+    path::decode_slashes(norm_path, buf).map_err(|_| bad)?;
+    let decoded = RouteQuery {
+        listener: c.listener,
+        host: req.host,
+        path: buf,
+        method: req.method,
+        headers: req.headers,
+        query: req.query,
+    };
+    match config.routes.escaped_slashes(&decoded) {
+        EscapedSlashes::Keep => Ok(norm_path),
+        EscapedSlashes::Decode => Ok(buf),
+        EscapedSlashes::Reject => Err(bad),
+    }
 }
 
 /// Routes the request and runs the route's request phase: the route's

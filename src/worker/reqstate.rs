@@ -26,6 +26,8 @@ pub(crate) struct ReqState {
     pub upbuf: ReadBuf,
     /// The normalised request path.
     pub path_buf: Vec<u8>,
+    /// The path with its escaped separators decoded.
+    pub slash_buf: Vec<u8>,
     /// Rewritten path, then the response phase's rendered lines.
     pub rewrite_buf: Vec<u8>,
     /// The request's host, kept for the response phase's variables.
@@ -49,6 +51,7 @@ impl ReqState {
         if free.len() < MAX_FREE {
             for buf in [
                 &mut self.path_buf,
+                &mut self.slash_buf,
                 &mut self.rewrite_buf,
                 &mut self.host_buf,
             ] {
