@@ -142,10 +142,10 @@ fn a_bad_value_is_named_with_its_key_path() {
         r#"path_escaped_slashes = "drop""#,
         r#"path_escaped_slashes = 1"#,
     );
-    let errors = Config::from_toml_str(&text)
-        .err()
-        .expect("refused")
-        .to_string();
+    let Err(errors) = Config::from_toml_str(&text) else {
+        panic!("a bad value is refused");
+    };
+    let errors = errors.to_string();
     assert!(errors.contains("path_escaped_slashes"), "{errors}");
     assert!(errors.contains("`drop`"), "{errors}");
     assert!(
