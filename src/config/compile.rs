@@ -53,7 +53,7 @@ pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, C
         &mut p,
         &listener_names,
         &upstream_names,
-        limits.max_body_size,
+        (limits.max_body_size, base),
         (&caches, (&rate_limits, &limit_names)),
     );
     root.finish(&mut p);

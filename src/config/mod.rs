@@ -8,6 +8,7 @@ mod guard;
 mod limits;
 mod locate;
 mod observe;
+mod pages;
 mod routes;
 mod suggest;
 mod tls;
@@ -29,13 +30,14 @@ pub use units::{parse_duration, parse_size};
 pub use upstream::{expand, resolve_spec, servers_changed};
 pub use walk::{ConfigError, ConfigErrors};
 
+use crate::error::ProxyError;
 use crate::geo::Geo;
 use crate::http::HeadLimits;
 use crate::http::encode::{ForwardOptions, OriginHiding};
 use crate::net::CidrSet;
 pub use crate::net::proxy_protocol::Version as ProxyVersion;
 use crate::pipeline::Chain;
-use crate::router::RouteTable;
+use crate::router::{Respond, RouteTable};
 // Built here, owned by `upstream`; re-exported so `config::UpstreamGroup`
 // and the rest keep resolving.
 pub use crate::upstream::{
@@ -177,6 +179,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// The operator's page for the answer to `e` on route `route` (None:
+    /// before a route was found), if there is one.
+    pub fn page(&self, route: Option<usize>, e: &ProxyError) -> Option<&Respond> {
+        self.routes.error_page(route, e.status()?)
+    }
+
     /// Position of listener `id` in this snapshot; `usize::MAX` when it
     /// was removed (its open connections still match unrestricted routes).
     pub fn listener_index(&self, id: u64) -> usize {

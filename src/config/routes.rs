@@ -3,6 +3,9 @@
 //! names in the file, so a listener or group with a problem of its own is
 //! not reported again by every route naming it.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use super::cache::CacheZone;
 use super::compile::each_table;
 use super::suggest::did_you_mean;
@@ -22,12 +25,13 @@ pub(super) fn routes(
     p: &mut Problems,
     listeners: &[String],
     upstreams: &[String],
-    default_body_limit: u64,
+    (default_body_limit, base): (u64, &Path),
     (zones, limits): (&[CacheZone], Limits<'_>),
 ) -> (RouteTable, Vec<Chain>) {
     let mut out = Vec::new();
     let mut chains = Vec::new();
     let escaped = escaped_slashes(root, p);
+    let pages = super::pages::error_pages(root, p, base, &Arc::default());
     each_table(root, p, "routes", |t, p| {
         let index = out.len();
         if let Some((mut r, chain)) = route(
@@ -40,6 +44,7 @@ pub(super) fn routes(
             r.escaped_slashes = escaped_slashes(t, p)
                 .or(escaped)
                 .unwrap_or_else(|| safe_escaped_slashes(&r, &chain));
+            r.error_pages = super::pages::error_pages(t, p, base, &pages);
             out.push(r);
             chains.push(chain);
         }
@@ -47,6 +52,7 @@ pub(super) fn routes(
     let table = RouteTable {
         routes: out,
         escaped_slashes: escaped.unwrap_or_default(),
+        error_pages: pages,
     };
     (table, chains)
 }
@@ -188,6 +194,7 @@ fn route(
         max_body_size,
         access_log,
         escaped_slashes: EscapedSlashes::Keep,
+        error_pages: Arc::default(),
         action: action.unwrap_or(Action::Respond(Respond::new(404, b"", ""))),
     };
     complete.then_some((route, chain))

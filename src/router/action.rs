@@ -113,6 +113,30 @@ impl Redirect {
     }
 }
 
+/// `error_pages`: the operator's own answer per status, for the answers
+/// ringress generates and for upstream answers with that status (whose
+/// own page is dropped, as with nginx's `proxy_intercept_errors`).
+#[derive(Debug, Clone, Default)]
+pub struct ErrorPages {
+    pages: Vec<Respond>,
+}
+
+impl ErrorPages {
+    pub fn get(&self, status: u16) -> Option<&Respond> {
+        self.pages.iter().find(|p| p.status == status)
+    }
+
+    /// Adds a page, replacing one for the same status.
+    pub fn set(&mut self, page: Respond) {
+        self.pages.retain(|p| p.status != page.status);
+        self.pages.push(page);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+}
+
 /// A fixed answer, rendered in both connection forms at load time.
 #[derive(Debug, Clone)]
 pub struct Respond {

@@ -6,7 +6,9 @@
 
 mod action;
 
-pub use action::{Action, PathRewrite, Redirect, Respond};
+pub use action::{Action, ErrorPages, PathRewrite, Redirect, Respond};
+
+use std::sync::Arc;
 
 /// How a route matches the request's host (lowercase, no port, no final dot).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +122,8 @@ pub struct Route {
     /// What is done with a request whose path has `%2F` / `%5C` and which
     /// this route would serve once they are decoded.
     pub escaped_slashes: EscapedSlashes,
+    /// The top-level `error_pages` with the route's own over them.
+    pub error_pages: Arc<ErrorPages>,
     pub action: Action,
 }
 
@@ -171,6 +175,8 @@ pub struct RouteTable {
     /// The top-level `path_escaped_slashes`, for a decoded path that no
     /// route serves.
     pub escaped_slashes: EscapedSlashes,
+    /// The top-level `error_pages`, for answers before a route is known.
+    pub error_pages: Arc<ErrorPages>,
 }
 
 impl RouteTable {
@@ -185,6 +191,19 @@ impl RouteTable {
     pub fn escaped_slashes(&self, decoded: &RouteQuery<'_, '_>) -> EscapedSlashes {
         self.find(decoded)
             .map_or(self.escaped_slashes, |r| r.escaped_slashes)
+    }
+
+    /// The operator's page for an answer with `status` on route `route`
+    /// (None: before one was found), if there is one.
+    pub fn error_page(&self, route: Option<usize>, status: u16) -> Option<&Respond> {
+        let pages = match route.and_then(|i| self.routes.get(i)) {
+            Some(r) => &r.error_pages,
+            None => &self.error_pages,
+        };
+        if pages.is_empty() {
+            return None;
+        }
+        pages.get(status)
     }
 
     /// Like `find`, giving the route's position.
@@ -255,6 +274,7 @@ mod tests {
             max_body_size: 0,
             access_log: true,
             escaped_slashes: EscapedSlashes::Keep,
+            error_pages: Arc::default(),
             action: Action::Respond(Respond::new(200, b"", "text/plain")),
         }
     }

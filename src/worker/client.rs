@@ -365,7 +365,10 @@ async fn serve_request(
             (c.send_rendered(write_timeout).await, close)
         }
         Plan::Rendered { close } => (c.send_rendered(write_timeout).await, close),
-        Plan::Error { error, close } => (c.answer(error, close, write_timeout).await, close),
+        Plan::Error { error, close } => {
+            let page = config.page(c.record.route, &error);
+            (c.answer(error, close, write_timeout, page).await, close)
+        }
         Plan::Cached {
             object,
             status,
@@ -842,7 +845,9 @@ async fn next_request<'c>(
             // buffers (12 KiB) too.
             Ok(None) => c.give_exchange_buffers(req, &mut ctx.buffers.borrow_mut()),
             Err(e) => {
-                if c.answer(e, true, config.timeouts.io).await {
+                if c.answer(e, true, config.timeouts.io, config.page(None, &e))
+                    .await
+                {
                     lingering_close(c).await;
                 }
                 return None;
@@ -873,7 +878,8 @@ async fn next_request<'c>(
                     ctx.requests.metrics.borrow_mut().conn_closed(slow, 1);
                 }
                 let timeout = ProxyError::downstream(ErrorKind::ClientTimeout);
-                c.answer(timeout, true, config.timeouts.io).await;
+                let page = config.page(None, &timeout);
+                c.answer(timeout, true, config.timeouts.io, page).await;
                 return None;
             }
             Err(_) => return None,

@@ -23,6 +23,7 @@ use crate::http::encode::{
 };
 use crate::http::{Framing, ResponseHead, Version, answer};
 use crate::pipeline::{Exit, Record, Vars, add_request_id};
+use crate::router::Respond;
 use crate::rt::buffer::{ReadBuf, flush_vec, write_all, write_from_read_buf};
 use crate::rt::conn::Conn;
 
@@ -134,9 +135,18 @@ pub(crate) trait Downstream {
         input: BodyIn,
         limits: BodyLimits,
     ) -> Result<(), RelayError>;
-    /// The generated answer for `e` (none for a client that is gone).
-    /// False when nothing could be sent.
-    async fn answer(&mut self, e: ProxyError, close: bool, timeout: Duration) -> bool;
+    /// The generated answer for `e` (none for a client that is gone), or
+    /// the operator's `page` for its status. False when nothing could be
+    /// sent.
+    async fn answer(
+        &mut self,
+        e: ProxyError,
+        close: bool,
+        timeout: Duration,
+        page: Option<&Respond>,
+    ) -> bool;
+    /// Sends the operator's page in place of a response with its status.
+    async fn send_page(&mut self, page: &Respond, close: bool, timeout: Duration) -> bool;
     /// Sends an answer rendered in full (a fixed response, a redirect).
     async fn send_rendered(&mut self, timeout: Duration) -> bool;
     /// Renders a stored response's head (an answer from the cache) with
@@ -314,11 +324,20 @@ impl Downstream for Client {
         result
     }
 
-    async fn answer(&mut self, e: ProxyError, close: bool, timeout: Duration) -> bool {
+    async fn answer(
+        &mut self,
+        e: ProxyError,
+        close: bool,
+        timeout: Duration,
+        page: Option<&Respond>,
+    ) -> bool {
         self.record.fail(e);
         let Some(status) = e.status() else {
             return false;
         };
+        if let Some(page) = page {
+            return self.send_page(page, close, timeout).await;
+        }
         self.record.status = status;
         match answer::prerendered(status, close) {
             Some(bytes) if !self.record.text.return_id => {
@@ -344,6 +363,13 @@ impl Downstream for Client {
                 self.send_rendered(timeout).await
             }
         }
+    }
+
+    async fn send_page(&mut self, page: &Respond, close: bool, timeout: Duration) -> bool {
+        self.record.status = page.status;
+        self.out.clear();
+        self.out.extend_from_slice(page.bytes(close, false));
+        self.send_rendered(timeout).await
     }
 
     async fn send_rendered(&mut self, timeout: Duration) -> bool {

@@ -370,7 +370,8 @@ async fn give_up<D: Downstream>(
     } else if let Some(sent) = cache::serve_stale_on_error(c, req, leg.config, &e, close).await {
         sent
     } else {
-        c.answer(e, close, leg.config.timeouts.io).await
+        let page = leg.config.page(Some(leg.ex.route), &e);
+        c.answer(e, close, leg.config.timeouts.io, page).await
     };
     match (sent, close, linger) {
         (true, false, _) => Next::KeepAlive,

@@ -22,6 +22,7 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::encode::{FieldEdits, ProxyFields};
 use crate::http::{Framing, ResponseHead, empty_headers, parse_response};
 use crate::pipeline::{BodyPlan, CacheResult, NO_FILTERS, Record, WithRequestId};
+use crate::router::Respond;
 use crate::rt::buffer::ReadBuf;
 use crate::rt::conn::Conn;
 
@@ -59,6 +60,16 @@ pub(super) async fn respond<D: Downstream>(
     }
     if plan.status >= 500 && plan.kind == HeadKind::Final && cache::stale_usable(&req.cache) {
         return Ok(answer_stale(c, req, leg, &plan).await);
+    }
+    if plan.status >= 400
+        && plan.kind == HeadKind::Final
+        && !req.cache.background
+        && let Some(page) = leg
+            .config
+            .routes
+            .error_page(Some(leg.ex.route), plan.status)
+    {
+        return Ok(answer_page(c, req, leg, page, &plan).await);
     }
     c.record().status = plan.status;
     if req.cache.result != CacheResult::None {
@@ -410,6 +421,29 @@ async fn answer_stale<D: Downstream>(
     Done::Response {
         client_keep: sent && !close,
         reusable: false,
+        linger: false,
+        quiet: sent,
+    }
+}
+
+/// An upstream answer whose status has an operator's page (`error_pages`):
+/// the page goes to the client in its place. The upstream's body is left
+/// unread, so its connection is reused only when there was none.
+async fn answer_page<D: Downstream>(
+    c: &mut D,
+    req: &mut ReqState,
+    leg: &Leg<'_>,
+    page: &Respond,
+    plan: &ResponsePlan,
+) -> Done {
+    c.discard_head();
+    let reusable = plan.upstream_reusable && plan.framing == Framing::Empty && req.upbuf.is_empty();
+    req.upbuf.consume(req.upbuf.len());
+    let close = !plan.carry.keep_alive;
+    let sent = c.send_page(page, close, leg.config.timeouts.io).await;
+    Done::Response {
+        client_keep: sent && !close,
+        reusable,
         linger: false,
         quiet: sent,
     }
