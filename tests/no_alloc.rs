@@ -116,6 +116,7 @@ fn warm_requests_do_not_allocate() {
     warm_compressed_responses();
     warm_rate_limited_requests();
     warm_guarded_requests();
+    warm_ip_access_requests();
 }
 
 /// Routes with rate limits: a client-address key in the worker's own
@@ -473,4 +474,42 @@ respond = {{ status = 200, body = "fixed\n" }}
         .count();
     assert_eq!(lines, 900 * 3);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `allow` / `deny` on the listener and a route (a trusted peer's
+/// X-Forwarded-For decides the address): allowed requests and the 403.
+fn warm_ip_access_requests() {
+    let up = Upstream::echo();
+    let config = ConfigBuilder::new(up.addr)
+        .sections("[forwarding]\ntrusted_proxies = [\"127.0.0.1\"]\n")
+        .route(
+            r#"deny = ["10.0.0.1"]
+                  allow = ["10.0.0.0/8", "2001:db8::/32"]"#,
+        )
+        .build()
+        .replace(
+            "name = \"main\"\n",
+            "name = \"main\"\ndeny = [\"192.0.2.0/24\"]\n",
+        );
+    let proxy = Proxy::start_with(&config, 1, ringress::IoMode::Auto);
+    let mut c = proxy.connect();
+    let req = |ip: &str| format!("GET /a HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: {ip}\r\n\r\n");
+    let (ok, v6, denied, off_listener) = (
+        req("10.0.0.2"),
+        req("2001:db8::9"),
+        req("10.0.0.1"),
+        req("192.0.2.5"),
+    );
+    let round = |c: &mut Client| {
+        assert_eq!(c.request(ok.as_bytes()).status, 200);
+        assert_eq!(c.request(v6.as_bytes()).status, 200);
+        assert_eq!(c.request(denied.as_bytes()).status, 403);
+        assert_eq!(c.request(off_listener.as_bytes()).status, 403);
+    };
+    for _ in 0..200 {
+        round(&mut c);
+    }
+    assert_no_worker_allocs(300, "warm ip access requests", || {
+        round(&mut c);
+    });
 }

@@ -417,6 +417,7 @@ fn listeners(
         let proxy_protocol = t.bool(p, "proxy_protocol").unwrap_or(false);
         let access_log = t.bool(p, "access_log").unwrap_or(true);
         let caps = super::guard::ConnCaps::read(t, p);
+        let access = super::access::ip_access(t, p);
         let bind = match t.str(p, "bind") {
             Some(b) => resolve(b).map_err(|m| p.add(t.key_path("bind"), m)).ok(),
             None => {
@@ -444,6 +445,7 @@ fn listeners(
                 tls,
                 access_log,
                 caps,
+                access,
             });
         }
     });

@@ -2,6 +2,7 @@
 //! snapshot. Reading goes raw TOML → checked values (every problem listed
 //! with its key path) → the compiled `Config` the workers use.
 
+mod access;
 mod cache;
 mod compile;
 mod guard;
@@ -122,6 +123,8 @@ pub struct ListenerConfig {
     pub access_log: bool,
     /// `max_conns`, `max_conns_per_ip`, `over_limit`.
     pub caps: ConnCaps,
+    /// `allow` / `deny`: checked on every request, before routing.
+    pub access: Arc<crate::net::IpAccess>,
 }
 
 /// A TLS listener's compiled settings.

@@ -209,6 +209,10 @@ fn chain(
     limits: Limits<'_>,
 ) -> Chain {
     let mut filters = Vec::new();
+    let access = super::access::ip_access(t, p);
+    if !access.is_empty() {
+        filters.push(Filter::Access(access));
+    }
     let rate_limits = super::limits::route_limits(t, p, limits);
     if !rate_limits.is_empty() {
         filters.push(Filter::RateLimit(RateLimitRule::new(rate_limits)));

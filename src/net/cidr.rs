@@ -47,6 +47,17 @@ impl Cidr {
         (as_bits(ip) & mask(self.len)) == self.bits
     }
 
+    /// The first and last address of the range (as 128-bit numbers,
+    /// IPv4 in its mapped form).
+    pub fn bounds(&self) -> (u128, u128) {
+        (self.bits, self.bits | !mask(self.len))
+    }
+
+    /// An address as the 128-bit number ranges are compared with.
+    pub fn bits_of(ip: IpAddr) -> u128 {
+        as_bits(ip)
+    }
+
     /// Prefix length as written (IPv4 ranges count 32 bits).
     pub fn prefix(&self) -> u8 {
         if self.v4 { self.len - 96 } else { self.len }

@@ -29,13 +29,16 @@ pub use rules::{CacheRule, CompressRule, DEFAULT_TYPES, KeyPart};
 pub use text::{MAX_REQUEST_ID, RequestText, WithRequestId, add_request_id, valid_request_id};
 pub use vars::{RequestId, Template, Var, Vars};
 
-use crate::error::ProxyError;
+use crate::error::{ErrorKind, ProxyError};
 use crate::http::RequestHead;
 use crate::http::encode::FieldEdits;
 
 /// One filter of a route's chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Filter {
+    /// `allow` / `deny`: may answer 403 in the request phase, by the
+    /// client's address.
+    Access(std::sync::Arc<crate::net::IpAccess>),
     /// `request_headers`: edits to the head sent upstream.
     RequestHeaders(HeaderEdits),
     /// `response_headers`: edits to the head sent to the client.
@@ -98,6 +101,14 @@ impl Chain {
         })
     }
 
+    /// The route's IP access list, if it has one.
+    pub fn ip_access(&self) -> Option<&crate::net::IpAccess> {
+        self.filters.iter().find_map(|f| match f {
+            Filter::Access(a) => Some(&**a),
+            _ => None,
+        })
+    }
+
     /// Whether the chain edits heads (the header filters).
     pub fn edits_heads(&self) -> bool {
         self.filters
@@ -108,7 +119,7 @@ impl Chain {
     /// Whether the chain's request phase guards the route (may refuse a
     /// request by who sends it or what it holds); rate limits do not.
     pub fn guards_requests(&self) -> bool {
-        false
+        self.filters.iter().any(|f| matches!(f, Filter::Access(_)))
     }
 
     /// Phase 1: may end the request with an answer.
@@ -119,6 +130,11 @@ impl Chain {
     ) -> Result<(), ProxyError> {
         for filter in self.filters.iter() {
             match filter {
+                Filter::Access(acl) => {
+                    if !acl.allows(phase.client_ip()) {
+                        return Err(ProxyError::downstream(ErrorKind::Forbidden));
+                    }
+                }
                 Filter::RateLimit(rule) => phase.limits.check(rule)?,
                 Filter::RequestHeaders(_)
                 | Filter::ResponseHeaders(_)

@@ -114,6 +114,13 @@ fn plan_head<'c>(
         }));
     }
     note_request(c, config, &req);
+    if let Some(error) = listener_refuses(c, config) {
+        return Ok(Some(Planned {
+            plan: Plan::Error { error, close },
+            head_len,
+            has_body,
+        }));
+    }
     // Taken out for the request, so the normalised path can borrow it
     // while the client's other buffers are written.
     let mut path_buf = std::mem::take(&mut work.path_buf);
@@ -169,6 +176,13 @@ fn note_request(c: &mut Client, config: &Config, req: &RequestHead<'_, '_>) {
         .text
         .set_request_id(incoming, |out| generated.write(out));
     c.record.text.return_id = config.forwarding.request_id;
+}
+
+/// The listener's `allow` / `deny` on the client's address (known per
+/// request: it may come from a trusted peer's X-Forwarded-For).
+fn listener_refuses(c: &Client, config: &Config) -> Option<ProxyError> {
+    let access = &config.listeners.get(c.listener)?.access;
+    (!access.allows(c.record.client_ip)).then(|| ProxyError::downstream(ErrorKind::Forbidden))
 }
 
 /// The path to route and forward by: the normalised path, unless it has
