@@ -50,17 +50,18 @@ impl<'b> ConnectionOptions<'b> {
 /// Fields that never cross the proxy as they are (RFC 9110 §7.6.1), plus
 /// the framing fields the proxy always writes itself.
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP: [&[u8]; 8] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-    ];
-    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+    // By length first: most names have none of these lengths, and no
+    // length has more than two (every field of every head is asked).
+    let candidates: &[&[u8]] = match name.len() {
+        2 => &[b"te"],
+        7 => &[b"trailer", b"upgrade"],
+        10 => &[b"connection", b"keep-alive"],
+        14 => &[b"content-length"],
+        16 => &[b"proxy-connection"],
+        17 => &[b"transfer-encoding"],
+        _ => return false,
+    };
+    candidates.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
 /// Parses one Content-Length value: digits only, no sign, no list.
@@ -219,6 +220,33 @@ fn valid_port(port: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_names_in_any_case() {
+        for name in [
+            "connection",
+            "Keep-Alive",
+            "PROXY-CONNECTION",
+            "te",
+            "Trailer",
+            "transfer-encoding",
+            "Upgrade",
+            "content-length",
+        ] {
+            assert!(is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "",
+            "t",
+            "tE-x",
+            "trailers",
+            "connections",
+            "content-type",
+            "x-upgrade",
+        ] {
+            assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+    }
 
     #[test]
     fn content_length_values() {
