@@ -2,6 +2,7 @@
 //! snapshot. Reading goes raw TOML → checked values (every problem listed
 //! with its key path) → the compiled `Config` the workers use.
 
+mod auth;
 mod cache;
 mod compile;
 mod guard;

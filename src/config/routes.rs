@@ -39,7 +39,7 @@ pub(super) fn routes(
             p,
             index,
             (listeners, upstreams, zones),
-            (default_body_limit, limits),
+            (default_body_limit, limits, base),
         ) {
             r.escaped_slashes = escaped_slashes(t, p)
                 .or(escaped)
@@ -88,7 +88,7 @@ fn route(
     p: &mut Problems,
     index: usize,
     (listeners, upstreams, zones): (&[String], &[String], &[CacheZone]),
-    (default_body_limit, limits): (u64, Limits<'_>),
+    (default_body_limit, limits, base): (u64, Limits<'_>, &Path),
 ) -> Option<(Route, Chain)> {
     let name = t
         .str(p, "name")
@@ -177,7 +177,7 @@ fn route(
             value: None,
         });
     }
-    let chain = chain(t, p, zones, limits);
+    let chain = chain(t, p, (zones, limits), base);
 
     let max_body_size = t.size(p, "max_body_size").unwrap_or(default_body_limit);
     let access_log = t.bool(p, "access_log").unwrap_or(true);
@@ -200,15 +200,19 @@ fn route(
     complete.then_some((route, chain))
 }
 
-/// The route's filter chain, in phase order: the request's header edits,
-/// then the response's.
+/// The route's filter chain, in phase order: auth before any rate limit
+/// (a refused request spends no one's budget), the request's header
+/// edits, then the response's.
 fn chain(
     t: &mut TableReader<'_>,
     p: &mut Problems,
-    zones: &[CacheZone],
-    limits: Limits<'_>,
+    (zones, limits): (&[CacheZone], Limits<'_>),
+    base: &Path,
 ) -> Chain {
     let mut filters = Vec::new();
+    if let Some(rule) = super::auth::auth_rule(t, p, base) {
+        filters.push(Filter::Auth(rule));
+    }
     let rate_limits = super::limits::route_limits(t, p, limits);
     if !rate_limits.is_empty() {
         filters.push(Filter::RateLimit(RateLimitRule::new(rate_limits)));

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::http::RequestHead;
 use crate::limit::{KeyInput, Mode};
-use crate::pipeline::{Chain, RequestLimits, RequestPhase};
+use crate::pipeline::{Chain, RequestAuth, RequestLimits, RequestPhase};
 
 /// Runs the route's request phase with this worker's limiter.
 pub(super) fn run(
@@ -37,10 +37,16 @@ pub(super) fn run(
             headers: req.headers,
         },
     };
+    let mut auth = ctx.auth.borrow_mut();
     let mut phase = RequestPhase {
         req,
         norm_path,
         limits,
+        auth: RequestAuth {
+            state: &mut auth,
+            generation: config.generation,
+            route: c.record.route.unwrap_or(usize::MAX),
+        },
     };
     let result = chain.request(&mut c.record, &mut phase);
     if !limiter.events.is_empty() {
