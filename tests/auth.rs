@@ -667,3 +667,50 @@ fn check_reports_a_broken_users_file_relative_to_the_config() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn an_auth_route_caches_only_shareable_responses() {
+    let dir = temp_dir();
+    let keys = write(&dir, "keys", "k1 one\nk2 two\n");
+    let up = Upstream::start(|r, w, up| {
+        use std::io::Write;
+        while let Some(req) = up.record(r) {
+            let control = if req.target == "/public" {
+                "public, max-age=60"
+            } else {
+                "max-age=60"
+            };
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nCache-Control: {control}\r\nContent-Length: 2\r\n\r\nok"
+            );
+            if w.write_all(resp.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let toml = ConfigBuilder::new(up.addr)
+        .sections("[cache.main]\nmax_size = \"16MiB\"\nmax_object = \"1MiB\"\n")
+        .route(&format!(
+            "cache = {{ zone = \"main\" }}\nauth = {{ api_key = {{ keys = \"{keys}\", name_header = \"X-Client\" }} }}"
+        ))
+        .build();
+    let proxy = Proxy::start_with(&toml, 1, ringress::IoMode::Auto);
+    let mut c = proxy.connect();
+    // A private answer to one key is not served to another.
+    for key in ["k1", "k2", "k1"] {
+        let r = c.request(&request(
+            "GET",
+            "/private",
+            &format!("X-Api-Key: {key}\r\n"),
+        ));
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(up.requests().len(), 3);
+    for key in ["k1", "k2"] {
+        let r = c.request(&request("GET", "/public", &format!("X-Api-Key: {key}\r\n")));
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(up.requests().len(), 4, "a public answer is stored");
+    // A hit still needs credentials.
+    assert_eq!(c.request(&get("/public")).status, 401);
+}

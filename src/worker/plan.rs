@@ -327,6 +327,9 @@ fn from_cache<'c>(
         tls,
         compress.is_some(),
     );
+    // An authenticated request is one with credentials (RFC 9111 3.5),
+    // whatever header carried them: only a shareable response is stored.
+    work.cache.authorization |= chain.auth().is_some();
     if req.method == b"PURGE" {
         return Some(purge(c, work, config, rule.zone, close));
     }
