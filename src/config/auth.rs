@@ -60,6 +60,7 @@ fn basic(
             .ok()
     });
     let realm = t.str(p, "realm").unwrap_or("ringress");
+    let identity = header_name(t, p, "identity_header");
     if realm
         .chars()
         .any(|c| c.is_control() || c == '"' || c == '\\')
@@ -70,7 +71,6 @@ fn basic(
         );
         return None;
     }
-    let identity = header_name(t, p, "identity_header");
     Some(AuthRule::basic(users?, realm, identity?, forward))
 }
 
@@ -85,9 +85,14 @@ fn api_key(
             .map_err(|m| p.add(t.key_path("keys"), format!("{path}: {m}")))
             .ok()
     });
-    let header = header_name(t, p, "header")?.unwrap_or("X-Api-Key");
-    let name_header = header_name(t, p, "name_header")?;
-    Some(AuthRule::api_key(keys?, header, name_header, forward))
+    let header = header_name(t, p, "header");
+    let name_header = header_name(t, p, "name_header");
+    Some(AuthRule::api_key(
+        keys?,
+        header?.unwrap_or("X-Api-Key"),
+        name_header?,
+        forward,
+    ))
 }
 
 fn jwt(t: &mut TableReader<'_>, p: &mut Problems, base: &Path, forward: bool) -> Option<AuthRule> {

@@ -31,7 +31,7 @@ const VERIFIED_TTL_S: u64 = 300;
 
 /// One of the three ways to authenticate.
 #[derive(Debug, Clone)]
-pub enum AuthMethod {
+enum AuthMethod {
     /// `basic = { users, realm, identity_header }`.
     Basic {
         users: Arc<Users>,
@@ -179,10 +179,6 @@ impl AuthRule {
             (forward_credentials, headers),
             ("Bearer".into(), "Bearer error=\"invalid_token\"".into()),
         )
-    }
-
-    pub fn method(&self) -> &AuthMethod {
-        &self.method
     }
 
     /// The `WWW-Authenticate` value for a refusal.

@@ -24,8 +24,8 @@ mod text;
 mod vars;
 
 pub use auth::{
-    ALGORITHMS, ApiKeys, AuthMethod, AuthRule, AuthState, JwtOptions, JwtVerifier, Refusal,
-    RequestAuth, Users, WithIdentity, render_unauthorized,
+    ALGORITHMS, ApiKeys, AuthRule, AuthState, JwtOptions, JwtVerifier, Refusal, RequestAuth, Users,
+    WithIdentity, render_unauthorized,
 };
 pub use headers::{HeaderEdits, Rendered};
 pub use limit::{RateLimitRule, RequestLimits, render_limited};
