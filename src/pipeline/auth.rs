@@ -29,6 +29,11 @@ use crate::http::encode::FieldEdits;
 /// cache key).
 const VERIFIED_TTL_S: u64 = 300;
 
+/// Key files with more keys than this are checked once per key and then
+/// found in the cache: every key is compared with, so a check costs in
+/// proportion to the file.
+const CACHE_KEYS_FROM: usize = 64;
+
 /// One of the three ways to authenticate.
 #[derive(Debug, Clone)]
 enum AuthMethod {
@@ -244,14 +249,12 @@ impl RequestAuth<'_> {
         identity: &mut Vec<u8>,
     ) -> Result<(), Refusal> {
         let credential = match &rule.method {
-            AuthMethod::ApiKey { keys, name_header } => {
-                // Comparing with every key is cheaper than a cache look-up.
-                let name = keys.verify(value).ok_or(Refusal::Invalid)?;
-                if let Some(header) = name_header.as_deref().filter(|_| !name.is_empty()) {
-                    write_line(identity, header, name.as_bytes());
-                }
-                return Ok(());
+            // With a few keys, comparing with each is cheaper than a
+            // cache look-up (two hashes of the key).
+            AuthMethod::ApiKey { keys, name_header } if keys.len() <= CACHE_KEYS_FROM => {
+                return api_key(keys, name_header.as_deref(), value, identity);
             }
+            AuthMethod::ApiKey { .. } => value,
             AuthMethod::Basic { .. } if basic::is_basic(value) => value,
             AuthMethod::Basic { .. } => return Err(Refusal::Invalid),
             // Another scheme is no bearer token (RFC 6750 3.1).
@@ -286,11 +289,28 @@ impl RequestAuth<'_> {
                     .exp
                     .map_or(now + VERIFIED_TTL_S, |exp| exp.min(now + VERIFIED_TTL_S))
             }
-            AuthMethod::ApiKey { .. } => return Err(Refusal::Invalid),
+            AuthMethod::ApiKey { keys, name_header } => {
+                api_key(keys, name_header.as_deref(), credential, identity)?;
+                now + VERIFIED_TTL_S
+            }
         };
         self.state.cache.put(tag, expires, &identity[start..]);
         Ok(())
     }
+}
+
+/// Checks an API key; on success appends the key's name line.
+fn api_key(
+    keys: &ApiKeys,
+    name_header: Option<&str>,
+    value: &[u8],
+    identity: &mut Vec<u8>,
+) -> Result<(), Refusal> {
+    let name = keys.verify(value).ok_or(Refusal::Invalid)?;
+    if let Some(header) = name_header.filter(|_| !name.is_empty()) {
+        write_line(identity, header, name.as_bytes());
+    }
+    Ok(())
 }
 
 fn write_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -368,6 +388,87 @@ mod tests {
         render_unauthorized(&mut out, (&e, "Bearer"), (true, true));
         let head = get.replace("\r\n\r\nUnauthorized\n", "\r\nConnection: close\r\n\r\n");
         assert_eq!(String::from_utf8(out).unwrap(), head);
+    }
+
+    /// Runs `rule` on a request with `header`: the identity lines, or why
+    /// it was refused.
+    fn check(rule: &AuthRule, state: &mut AuthState, header: &str) -> Result<Vec<u8>, Refusal> {
+        let raw = format!("GET / HTTP/1.1\r\nHost: x\r\n{header}\r\n");
+        let mut headers = crate::http::empty_headers();
+        let limits = crate::http::HeadLimits::default();
+        let req = crate::http::parse_request(raw.as_bytes(), &mut headers, &limits)
+            .unwrap()
+            .unwrap();
+        let mut identity = Vec::new();
+        let mut auth = RequestAuth {
+            state,
+            generation: 1,
+            route: 0,
+        };
+        match auth.check(rule, &req, &mut identity) {
+            Ok(()) => Ok(identity),
+            Err(e) => {
+                assert_eq!(e.kind, ErrorKind::Unauthorized);
+                Err(auth.state.last)
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_key_file_is_checked_once_per_key() {
+        let text: String = (0..200).map(|i| format!("key-{i} name-{i}\n")).collect();
+        let rule = AuthRule::api_key(
+            ApiKeys::parse(&text).unwrap(),
+            "X-Api-Key",
+            Some("X-Name"),
+            false,
+        );
+        let mut state = AuthState::default();
+        for _ in 0..2 {
+            let lines = check(&rule, &mut state, "X-Api-Key: key-150\r\n").unwrap();
+            assert_eq!(lines, b"X-Name: name-150\r\n");
+        }
+        let tag = state.cache.tag(1, 0, b"key-150");
+        assert_eq!(
+            state.cache.get(tag, unix_now()),
+            Some(&b"X-Name: name-150\r\n"[..])
+        );
+        assert_eq!(
+            check(&rule, &mut state, "X-Api-Key: key-200\r\n"),
+            Err(Refusal::Invalid)
+        );
+        assert_eq!(check(&rule, &mut state, ""), Err(Refusal::Missing));
+        // A small file is compared with directly, nothing cached.
+        let small = AuthRule::api_key(ApiKeys::parse("k1\n").unwrap(), "X-Api-Key", None, false);
+        let mut state = AuthState::default();
+        assert_eq!(
+            check(&small, &mut state, "X-Api-Key: k1\r\n"),
+            Ok(Vec::new())
+        );
+        assert_eq!(
+            state.cache.get(state.cache.tag(1, 0, b"k1"), unix_now()),
+            None
+        );
+    }
+
+    #[test]
+    fn a_bearer_route_refuses_other_schemes_as_missing() {
+        let jwks = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"Uh9olnaO8kv8m8pdcCYrnb7VEN2M6lFjINEa_iBhUpA"}]}"#;
+        let options = JwtOptions {
+            algorithms: vec![jsonwebtoken::Algorithm::EdDSA],
+            ..JwtOptions::default()
+        };
+        let rule = AuthRule::jwt(JwtVerifier::parse(jwks, &options).unwrap(), &[], false);
+        let mut state = AuthState::default();
+        let basic = "Authorization: Basic YTpi\r\n";
+        assert_eq!(check(&rule, &mut state, basic), Err(Refusal::Missing));
+        assert_eq!(rule.challenge(Refusal::Missing), "Bearer");
+        let bad = "Authorization: Bearer a.b.c\r\n";
+        assert_eq!(check(&rule, &mut state, bad), Err(Refusal::Invalid));
+        assert_eq!(
+            rule.challenge(Refusal::Invalid),
+            "Bearer error=\"invalid_token\""
+        );
     }
 
     #[test]

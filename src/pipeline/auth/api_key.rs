@@ -55,6 +55,14 @@ impl ApiKeys {
         Ok(ApiKeys { keys })
     }
 
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     /// The name of the key `presented` is (empty for a key without one),
     /// if it is one.
     pub fn verify(&self, presented: &[u8]) -> Option<&str> {
