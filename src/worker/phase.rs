@@ -1,6 +1,6 @@
 //! The request phase as a worker runs it: the route's chain given the
-//! parsed request, this worker's limiter and the request's key values;
-//! what the filters noted (limits in log mode) counted in the metrics.
+//! parsed request, this worker's limiter and the request's key values,
+//! and its cache of verified credentials; what the filters noted (limits in log mode) counted in the metrics.
 
 use super::client::Client;
 use super::ctx::WorkerCtx;
@@ -11,7 +11,8 @@ use crate::http::RequestHead;
 use crate::limit::{KeyInput, Mode};
 use crate::pipeline::{Chain, RequestAuth, RequestLimits, RequestPhase};
 
-/// Runs the route's request phase with this worker's limiter.
+/// Runs the route's request phase with this worker's limiter and auth
+/// cache.
 pub(super) fn run(
     c: &mut Client,
     ctx: &WorkerCtx,
