@@ -1,6 +1,8 @@
 //! A worker's cache of recently verified credentials: a password hash
-//! (bcrypt, argon2) or a signature (ES256 costs 50–100 µs) is checked
-//! once per credential and then found here. Keyed by a 128-bit keyed hash
+//! (bcrypt, argon2) or a signature is checked once per credential and
+//! then found here. Measured in a release build: a request with a
+//! 250-byte ES256 token costs about 0.2 µs to check on a hit (finding the
+//! header, two hashes, a copy) against 56 µs to verify the signature. Keyed by a 128-bit keyed hash
 //! (two SipHash keys drawn per worker, so nobody can aim a credential at
 //! another's slot) of the config generation, the route and the
 //! credential bytes; fixed capacity, 4-way set associative; an entry
