@@ -6,16 +6,25 @@
 
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct Key {
     key: Box<[u8]>,
     name: Box<str>,
 }
 
 /// The keys of a `keys` file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ApiKeys {
     keys: Vec<Key>,
+}
+
+/// Names only: a printed config must not show a key.
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.keys.iter().map(|k| &k.name))
+            .finish()
+    }
 }
 
 impl ApiKeys {
@@ -91,6 +100,12 @@ mod tests {
         assert_eq!(keys.verify(b"k-12"), None);
         assert_eq!(keys.verify(b"k-1234"), None);
         assert_eq!(keys.verify(b""), None);
+    }
+
+    #[test]
+    fn printed_keys_show_names_only() {
+        let keys = ApiKeys::parse("secret-1 one\nsecret-2\n").unwrap();
+        assert_eq!(format!("{keys:?}"), r#"["one", ""]"#);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use base64::Engine;
 
 /// One user of the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct User {
     name: Box<str>,
     hash: Box<str>,
@@ -21,9 +21,18 @@ enum HashKind {
 }
 
 /// The users of a `users` file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Users {
     users: Vec<User>,
+}
+
+/// Names only: a printed config must not show a password hash.
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.users.iter().map(|u| &u.name))
+            .finish()
+    }
 }
 
 impl Users {
@@ -154,6 +163,7 @@ mod tests {
         let text = format!("# users\n\nalice:{bc}\n  bob:{ar}\n");
         let users = Users::parse(&text).unwrap();
         assert_eq!(users.len(), 2);
+        assert_eq!(format!("{users:?}"), r#"["alice", "bob"]"#);
         assert_eq!(users.verify(&header("alice", "pw1")), Some("alice"));
         assert_eq!(users.verify(&header("bob", "pw2")), Some("bob"));
         assert_eq!(users.verify(&header("bob", "pw1")), None);
