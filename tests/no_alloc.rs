@@ -116,6 +116,7 @@ fn warm_requests_do_not_allocate() {
     warm_compressed_responses();
     warm_rate_limited_requests();
     warm_guarded_requests();
+    warm_authenticated_requests();
     warm_ip_access_requests();
 }
 
@@ -474,6 +475,81 @@ respond = {{ status = 200, body = "fixed\n" }}
         .count();
     assert_eq!(lines, 900 * 3);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Routes with auth: an API key (compared with every key), a JWT and a
+/// basic password (both found in the worker's cache of verified
+/// credentials after the first request), each sending its identity
+/// upstream; and a request without credentials answered 401.
+fn warm_authenticated_requests() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/auth");
+    let dir = std::env::temp_dir().join(format!("ringress-noalloc-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let keys = dir.join("keys");
+    std::fs::write(&keys, "k-1 billing\nk-2 other\n").expect("keys");
+    let users = dir.join("users");
+    let hash = bcrypt::hash("pw", 4).expect("bcrypt");
+    std::fs::write(&users, format!("alice:{hash}\n")).expect("users");
+    let up = Upstream::echo();
+    let config = ConfigBuilder::new(up.addr)
+        .route(&format!(
+            "path_prefix = \"/key\"\nauth = {{ api_key = {{ keys = \"{}\", name_header = \"X-Key-Name\" }} }}",
+            keys.display()
+        ))
+        .sections(&format!(
+            r#"
+[[routes]]
+path_prefix = "/jwt"
+upstream = "backend"
+auth = {{ jwt = {{ jwks = "{}", algorithms = ["ES256"], claims_to_headers = {{ sub = "X-User" }} }} }}
+
+[[routes]]
+path_prefix = "/basic"
+upstream = "backend"
+auth = {{ basic = {{ users = "{}", identity_header = "X-User" }} }}
+"#,
+            data.join("jwks-ec.json").display(),
+            users.display()
+        ))
+        .build();
+    let pem = std::fs::read(data.join("ec-private.pem")).expect("key");
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("ec1".into());
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let token = jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({ "sub": "user-42", "exp": exp }),
+        &jsonwebtoken::EncodingKey::from_ec_pem(&pem).expect("EC key"),
+    )
+    .expect("token");
+    let proxy = Proxy::start_with(&config, 1, ringress::IoMode::Auto);
+    let mut c = proxy.connect();
+    let key = b"GET /key HTTP/1.1\r\nHost: test.local\r\nX-Api-Key: k-1\r\n\r\n";
+    let jwt =
+        format!("GET /jwt HTTP/1.1\r\nHost: test.local\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let basic =
+        b"GET /basic HTTP/1.1\r\nHost: test.local\r\nAuthorization: Basic YWxpY2U6cHc=\r\n\r\n";
+    let missing = get("/jwt");
+    let round = |c: &mut Client| {
+        assert_eq!(c.request(key).status, 200);
+        assert_eq!(c.request(jwt.as_bytes()).status, 200);
+        assert_eq!(c.request(basic).status, 200);
+        let r = c.request(&missing);
+        assert_eq!(r.status, 401);
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    };
+    for _ in 0..200 {
+        round(&mut c);
+    }
+    let seen = up.last();
+    assert_eq!(seen.header("x-user"), Some("alice"));
+    assert_no_worker_allocs(300, "authenticated requests", || {
+        round(&mut c);
+    });
 }
 
 /// `allow` / `deny` on the listener and a route (a trusted peer's

@@ -3,6 +3,7 @@
 //! with its key path) → the compiled `Config` the workers use.
 
 mod access;
+mod auth;
 mod cache;
 mod compile;
 mod guard;

@@ -39,7 +39,7 @@ pub(super) fn routes(
             p,
             index,
             (listeners, upstreams, zones),
-            (default_body_limit, limits),
+            (default_body_limit, limits, base),
         ) {
             r.escaped_slashes = escaped_slashes(t, p)
                 .or(escaped)
@@ -88,7 +88,7 @@ fn route(
     p: &mut Problems,
     index: usize,
     (listeners, upstreams, zones): (&[String], &[String], &[CacheZone]),
-    (default_body_limit, limits): (u64, Limits<'_>),
+    (default_body_limit, limits, base): (u64, Limits<'_>, &Path),
 ) -> Option<(Route, Chain)> {
     let name = t
         .str(p, "name")
@@ -177,7 +177,7 @@ fn route(
             value: None,
         });
     }
-    let chain = chain(t, p, zones, limits);
+    let chain = chain(t, p, (zones, limits), base);
 
     let max_body_size = t.size(p, "max_body_size").unwrap_or(default_body_limit);
     let access_log = t.bool(p, "access_log").unwrap_or(true);
@@ -200,13 +200,16 @@ fn route(
     complete.then_some((route, chain))
 }
 
-/// The route's filter chain, in phase order: the request's header edits,
-/// then the response's.
+/// The route's filter chain, in phase order: the address list first (a
+/// lookup), then the rate limits, then auth — as nginx runs `limit_req`
+/// before `auth_basic`, so a flood of guessed passwords is refused at the
+/// limit instead of costing a password hash each — then the request's
+/// header edits, then the response's.
 fn chain(
     t: &mut TableReader<'_>,
     p: &mut Problems,
-    zones: &[CacheZone],
-    limits: Limits<'_>,
+    (zones, limits): (&[CacheZone], Limits<'_>),
+    base: &Path,
 ) -> Chain {
     let mut filters = Vec::new();
     let access = super::access::ip_access(t, p);
@@ -216,6 +219,9 @@ fn chain(
     let rate_limits = super::limits::route_limits(t, p, limits);
     if !rate_limits.is_empty() {
         filters.push(Filter::RateLimit(RateLimitRule::new(rate_limits)));
+    }
+    if let Some(rule) = super::auth::auth_rule(t, p, base) {
+        filters.push(Filter::Auth(rule));
     }
     if let Some(rule) = super::cache::cache_rule(t, p, zones) {
         filters.push(Filter::Cache(rule));

@@ -15,6 +15,7 @@
 //! Dispatch is a `match` over `Filter`, so a phase is a loop over a
 //! slice: an empty chain costs one length check per phase.
 
+mod auth;
 mod headers;
 mod limit;
 mod record;
@@ -22,6 +23,10 @@ mod rules;
 mod text;
 mod vars;
 
+pub use auth::{
+    ALGORITHMS, ApiKeys, AuthRule, AuthState, JwtOptions, JwtVerifier, Refusal, RequestAuth, Users,
+    WithIdentity, render_unauthorized,
+};
 pub use headers::{HeaderEdits, Rendered};
 pub use limit::{RateLimitRule, RequestLimits, render_limited};
 pub use record::{CacheResult, Exit, Record, UpstreamTry};
@@ -51,6 +56,9 @@ pub enum Filter {
     Compress(CompressRule),
     /// `rate_limit`: may answer 429 in the request phase.
     RateLimit(RateLimitRule),
+    /// `auth`: may answer 401 in the request phase, before any rate
+    /// limit; edits the upstream head (credentials out, identity in).
+    Auth(AuthRule),
 }
 
 /// How a response body reaches the client.
@@ -119,13 +127,23 @@ impl Chain {
     /// Whether the chain's request phase guards the route (may refuse a
     /// request by who sends it or what it holds); rate limits do not.
     pub fn guards_requests(&self) -> bool {
-        self.filters.iter().any(|f| matches!(f, Filter::Access(_)))
+        self.filters
+            .iter()
+            .any(|f| matches!(f, Filter::Access(_) | Filter::Auth(_)))
+    }
+
+    /// The route's auth rule, if it authenticates.
+    pub fn auth(&self) -> Option<&AuthRule> {
+        self.filters.iter().find_map(|f| match f {
+            Filter::Auth(a) => Some(a),
+            _ => None,
+        })
     }
 
     /// Phase 1: may end the request with an answer.
     pub fn request(
         &self,
-        _record: &mut Record,
+        record: &mut Record,
         phase: &mut RequestPhase<'_>,
     ) -> Result<(), ProxyError> {
         for filter in self.filters.iter() {
@@ -136,6 +154,7 @@ impl Chain {
                     }
                 }
                 Filter::RateLimit(rule) => phase.limits.check(rule)?,
+                Filter::Auth(rule) => phase.auth.check(rule, phase.req, &mut record.identity)?,
                 Filter::RequestHeaders(_)
                 | Filter::ResponseHeaders(_)
                 | Filter::Cache(_)
@@ -195,6 +214,7 @@ pub struct RequestPhase<'a> {
     pub req: &'a RequestHead<'a, 'a>,
     pub norm_path: &'a [u8],
     pub limits: RequestLimits<'a>,
+    pub auth: RequestAuth<'a>,
 }
 
 impl RequestPhase<'_> {

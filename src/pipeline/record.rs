@@ -168,6 +168,9 @@ pub struct Record {
     pub rate_limit_logged: Option<u32>,
     /// What failed, when something did.
     pub cause: Option<ProxyError>,
+    /// The verified identity's lines for the upstream head (auth),
+    /// filled in the request phase.
+    pub identity: Vec<u8>,
     /// This request's number on the worker (for `$request_id`).
     pub seq: u64,
     /// The worker's start value for request ids (kept across requests).
@@ -196,6 +199,7 @@ impl Record {
             cache: CacheResult::None,
             rate_limit_logged: None,
             cause: None,
+            identity: Vec::new(),
             seq: 0,
             id_seed,
         }
@@ -221,6 +225,7 @@ impl Record {
         self.cache = CacheResult::None;
         self.rate_limit_logged = None;
         self.cause = None;
+        self.identity.clear();
         self.seq = seq;
     }
 

@@ -3,6 +3,7 @@
 //! shares nothing with other workers but the config snapshot and flags.
 
 mod admin;
+mod auth;
 mod cache;
 mod client;
 mod coding;

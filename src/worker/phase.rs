@@ -1,6 +1,6 @@
 //! The request phase as a worker runs it: the route's chain given the
-//! parsed request, this worker's limiter and the request's key values;
-//! what the filters noted (limits in log mode) counted in the metrics.
+//! parsed request, this worker's limiter and the request's key values,
+//! and its cache of verified credentials; what the filters noted (limits in log mode) counted in the metrics.
 
 use super::client::Client;
 use super::ctx::WorkerCtx;
@@ -9,9 +9,10 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::http::RequestHead;
 use crate::limit::{KeyInput, Mode};
-use crate::pipeline::{Chain, RequestLimits, RequestPhase};
+use crate::pipeline::{Chain, RequestAuth, RequestLimits, RequestPhase};
 
-/// Runs the route's request phase with this worker's limiter.
+/// Runs the route's request phase with this worker's limiter and auth
+/// cache.
 pub(super) fn run(
     c: &mut Client,
     ctx: &WorkerCtx,
@@ -37,10 +38,16 @@ pub(super) fn run(
             headers: req.headers,
         },
     };
+    let mut auth = ctx.auth.borrow_mut();
     let mut phase = RequestPhase {
         req,
         norm_path,
         limits,
+        auth: RequestAuth {
+            state: &mut auth,
+            generation: config.generation,
+            route: c.record.route.unwrap_or(usize::MAX),
+        },
     };
     let result = chain.request(&mut c.record, &mut phase);
     if !limiter.events.is_empty() {

@@ -20,7 +20,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::encode::{UpstreamRequest, write_request_head};
 use crate::http::{Framing, RequestHead, empty_headers, parse_request, path};
 use crate::pipeline::{
-    CacheResult, Exit, NO_FILTERS, RequestId, Vars, WithRequestId, valid_request_id,
+    CacheResult, Exit, NO_FILTERS, RequestId, Vars, WithIdentity, WithRequestId, valid_request_id,
 };
 use crate::router::{Action, EscapedSlashes, PathRewrite, RouteQuery};
 use crate::shared::ADMIN_LISTENER;
@@ -134,6 +134,9 @@ fn plan_head<'c>(
             Ok(routed) => act(c, work, ctx, config, &req, routed, close),
             Err(error) if error.kind == ErrorKind::RateLimited => {
                 super::limits::refused(c, (ctx, config), error, (close, req.is_head()))
+            }
+            Err(error) if error.kind == ErrorKind::Unauthorized => {
+                super::auth::refused(c, (ctx, config), error, (close, req.is_head()))
             }
             Err(error) => Plan::Error { error, close },
         }
@@ -338,6 +341,9 @@ fn from_cache<'c>(
         tls,
         compress.is_some(),
     );
+    // An authenticated request is one with credentials (RFC 9111 3.5),
+    // whatever header carried them: only a shareable response is stored.
+    work.cache.authorization |= chain.auth().is_some();
     if req.method == b"PURGE" {
         return Some(purge(c, work, config, rule.zone, close));
     }
@@ -468,12 +474,16 @@ fn proxy(
             proto: if c.stream.is_tls() { "https" } else { "http" },
             reserved: &config.reserved_headers,
             client_cert,
-            edits: &WithRequestId {
-                id: config
-                    .forwarding
-                    .request_id
-                    .then(|| c.record.text.request_id()),
-                inner: &cache::UpstreamEdits::of(&work.cache, &edits),
+            edits: &WithIdentity {
+                rule: chain.auth(),
+                lines: &c.record.identity,
+                inner: &WithRequestId {
+                    id: config
+                        .forwarding
+                        .request_id
+                        .then(|| c.record.text.request_id()),
+                    inner: &cache::UpstreamEdits::of(&work.cache, &edits),
+                },
             },
         },
         &config.forwarding,
