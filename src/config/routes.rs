@@ -27,6 +27,7 @@ pub(super) fn routes(
     upstreams: &[String],
     (default_body_limit, base): (u64, &Path),
     (zones, limits): (&[CacheZone], Limits<'_>),
+    filters: &super::filters::Filters,
 ) -> (RouteTable, Vec<Chain>) {
     let mut out = Vec::new();
     let mut chains = Vec::new();
@@ -40,6 +41,7 @@ pub(super) fn routes(
             index,
             (listeners, upstreams, zones),
             (default_body_limit, limits),
+            filters,
         ) {
             r.escaped_slashes = escaped_slashes(t, p)
                 .or(escaped)
@@ -89,6 +91,7 @@ fn route(
     index: usize,
     (listeners, upstreams, zones): (&[String], &[String], &[CacheZone]),
     (default_body_limit, limits): (u64, Limits<'_>),
+    filters: &super::filters::Filters,
 ) -> Option<(Route, Chain)> {
     let name = t
         .str(p, "name")
@@ -177,7 +180,7 @@ fn route(
             value: None,
         });
     }
-    let chain = chain(t, p, zones, limits);
+    let chain = chain(t, p, zones, limits, (&name, filters));
 
     let max_body_size = t.size(p, "max_body_size").unwrap_or(default_body_limit);
     let access_log = t.bool(p, "access_log").unwrap_or(true);
@@ -200,15 +203,18 @@ fn route(
     complete.then_some((route, chain))
 }
 
-/// The route's filter chain, in phase order: the request's header edits,
-/// then the response's.
+/// The route's filter chain, in phase order: the request filter rules,
+/// the rate limits, then the request's header edits and the response's.
 fn chain(
     t: &mut TableReader<'_>,
     p: &mut Problems,
     zones: &[CacheZone],
     limits: Limits<'_>,
+    (name, waf): (&str, &super::filters::Filters),
 ) -> Chain {
     let mut filters = Vec::new();
+    // Before the rate limits: a refused request spends no tokens.
+    filters.extend(super::filters::route_filter(t, p, name, waf));
     let rate_limits = super::limits::route_limits(t, p, limits);
     if !rate_limits.is_empty() {
         filters.push(Filter::RateLimit(RateLimitRule::new(rate_limits)));

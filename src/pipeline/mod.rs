@@ -21,6 +21,7 @@ mod record;
 mod rules;
 mod text;
 mod vars;
+mod waf;
 
 pub use headers::{HeaderEdits, Rendered};
 pub use limit::{RateLimitRule, RequestLimits, render_limited};
@@ -28,6 +29,10 @@ pub use record::{CacheResult, Exit, Record, UpstreamTry};
 pub use rules::{CacheRule, CompressRule, DEFAULT_TYPES, KeyPart};
 pub use text::{MAX_REQUEST_ID, RequestText, WithRequestId, add_request_id, valid_request_id};
 pub use vars::{RequestId, Template, Var, Vars};
+pub use waf::{
+    DEFAULTS as DEFAULT_FILTERS, Entry as FilterEntry, FilterAction, FilterScratch, FilterSet,
+    RuleSpec, ValueMatch, WafRule, check_regex,
+};
 
 use crate::error::ProxyError;
 use crate::http::RequestHead;
@@ -48,6 +53,9 @@ pub enum Filter {
     Compress(CompressRule),
     /// `rate_limit`: may answer 429 in the request phase.
     RateLimit(RateLimitRule),
+    /// `[[filters]]` rules and the default set: may answer (deny) in the
+    /// request phase.
+    Waf(WafRule),
 }
 
 /// How a response body reaches the client.
@@ -108,18 +116,29 @@ impl Chain {
     /// Whether the chain's request phase guards the route (may refuse a
     /// request by who sends it or what it holds); rate limits do not.
     pub fn guards_requests(&self) -> bool {
-        false
+        self.filters
+            .iter()
+            .any(|f| matches!(f, Filter::Waf(w) if w.denies()))
+    }
+
+    /// The route's request filter, if it has one.
+    pub fn waf(&self) -> Option<&WafRule> {
+        self.filters.iter().find_map(|f| match f {
+            Filter::Waf(w) => Some(w),
+            _ => None,
+        })
     }
 
     /// Phase 1: may end the request with an answer.
     pub fn request(
         &self,
-        _record: &mut Record,
+        record: &mut Record,
         phase: &mut RequestPhase<'_>,
     ) -> Result<(), ProxyError> {
         for filter in self.filters.iter() {
             match filter {
                 Filter::RateLimit(rule) => phase.limits.check(rule)?,
+                Filter::Waf(rule) => rule.check(record, phase)?,
                 Filter::RequestHeaders(_)
                 | Filter::ResponseHeaders(_)
                 | Filter::Cache(_)
@@ -174,11 +193,12 @@ impl Chain {
 
 /// What the request phase reads of a request: the parsed head, the
 /// normalised path it was routed by, and the worker's limiter (whose key
-/// input carries the client's address).
+/// input carries the client's address) and filter scratch.
 pub struct RequestPhase<'a> {
     pub req: &'a RequestHead<'a, 'a>,
     pub norm_path: &'a [u8],
     pub limits: RequestLimits<'a>,
+    pub filters: &'a mut FilterScratch,
 }
 
 impl RequestPhase<'_> {

@@ -69,6 +69,8 @@ pub(crate) struct WorkerCtx {
     pub whole_gzip: RefCell<Option<WholeGzip>>,
     /// Rate-limit buckets and leases of this worker.
     pub limiter: RefCell<crate::limit::Limiter>,
+    /// Regex caches and match sets of the request filters.
+    pub filter_scratch: RefCell<crate::pipeline::FilterScratch>,
 }
 
 struct Balancers {
@@ -116,6 +118,7 @@ impl WorkerCtx {
             encoders: RefCell::default(),
             whole_gzip: RefCell::default(),
             limiter: RefCell::default(),
+            filter_scratch: RefCell::default(),
         })
     }
 

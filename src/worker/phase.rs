@@ -1,6 +1,7 @@
 //! The request phase as a worker runs it: the route's chain given the
 //! parsed request, this worker's limiter and the request's key values;
-//! what the filters noted (limits in log mode) counted in the metrics.
+//! what the filters noted (limits in log mode, filter rule matches)
+//! counted in the metrics.
 
 use super::client::Client;
 use super::ctx::WorkerCtx;
@@ -37,12 +38,21 @@ pub(super) fn run(
             headers: req.headers,
         },
     };
+    let mut filters = ctx.filter_scratch.borrow_mut();
+    filters.events.clear();
     let mut phase = RequestPhase {
         req,
         norm_path,
         limits,
+        filters: &mut filters,
     };
     let result = chain.request(&mut c.record, &mut phase);
+    if !filters.events.is_empty() {
+        let mut metrics = ctx.requests.metrics.borrow_mut();
+        for &(rule, action) in &filters.events {
+            metrics.filter_matched(config, rule as usize, action);
+        }
+    }
     if !limiter.events.is_empty() {
         let mut metrics = ctx.requests.metrics.borrow_mut();
         for &(limit, mode) in &limiter.events {
