@@ -164,8 +164,14 @@ fn regex_builder() -> meta::Builder {
     b
 }
 
-/// Checks one regex alone, for the config's message.
+/// Checks one regex alone, for the config's message (the `regex`
+/// crate's, which shows where the pattern goes wrong).
 pub fn check_regex(pattern: &str) -> Result<(), String> {
+    regex::bytes::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map(drop)
+        .map_err(|e| e.to_string())?;
     regex_builder()
         .build(pattern)
         .map(drop)
