@@ -389,3 +389,17 @@ filters = "defualt"
         assert!(e.contains(want), "`{want}` not in:\n{e}");
     }
 }
+
+/// The top-level switch and rules share the key `filters`: the TOML
+/// error says what to write instead.
+#[test]
+fn the_switch_and_rules_together_say_how_to_include_the_default_set() {
+    let text = "filters = \"default\"\n[[filters]]\nid = \"a\"\nmethods = [\"PUT\"]\n\
+                [[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\
+                [[routes]]\nrespond = { status = 200 }\n";
+    let e = match Config::from_toml_str(text) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("include = \"default\""), "{e}");
+}
