@@ -329,6 +329,7 @@ fn matches_are_counted_on_the_admin_listener() {
         "ringress_filter_matches_total{rule=\"watch\",action=\"log\"} 5",
         "ringress_filter_matches_total{rule=\"no\",action=\"deny\"} 3",
         "ringress_filter_matches_total{rule=\"ok\",action=\"allow\"} 1",
+        "ringress_rejections_total{reason=\"filtered\"} 3",
     ];
     let mut text = String::new();
     wait_until("the filter metrics", TIMEOUT, || {
