@@ -404,3 +404,36 @@ fn the_switch_and_rules_together_say_how_to_include_the_default_set() {
     };
     assert!(e.contains("include = \"default\""), "{e}");
 }
+
+/// `ringress --check` lists every filter mistake with its key path.
+#[test]
+fn check_lists_filter_mistakes() {
+    let path = std::env::temp_dir().join(format!(
+        "ringress-filters-check-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &path,
+        "[[filters]]\nid = \"x\"\nquery = { regex = \"(a\" }\n\
+         [[filters]]\nid = \"y\"\nmethods = [\"GET\"]\nroutes = [\"ap\"]\n\
+         [[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\
+         [[routes]]\nname = \"api\"\nrespond = { status = 200 }\nfilters_mode = \"shadow\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringress"))
+        .arg("--check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run ringress --check");
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    for want in [
+        "line 3: filters[0].query.regex: bad regex",
+        "filters[1].routes: no route named `ap` (did you mean `api`?)",
+        "routes[0] \"api\".filters_mode: `shadow` is not one of enforce, log",
+    ] {
+        assert!(stderr.contains(want), "`{want}` not in:\n{stderr}");
+    }
+}
