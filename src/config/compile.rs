@@ -61,6 +61,7 @@ pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, C
     root.finish(&mut p);
     warn_unused_upstreams(&mut p, &upstreams, &routes);
     super::limits::warn_unused(&mut p, &rate_limits, &chains);
+    super::filters::warn_unused(&mut p, &filters.set, &chains);
     place(&mut p, text);
     warnings.extend(p.warnings.iter().map(ConfigError::to_string));
 

@@ -349,3 +349,20 @@ pub(super) fn route_filter(
         .collect();
     (!rules.is_empty()).then(|| Filter::Waf(WafRule::new(f.set.clone(), rules, log_only)))
 }
+
+/// A rule no route runs (its `routes` all have `filters = "off"`, or
+/// every route does) is most likely a mistake.
+pub(super) fn warn_unused(p: &mut Problems, set: &FilterSet, chains: &[crate::pipeline::Chain]) {
+    let mut builtins = 0;
+    for (i, rule) in set.rules.iter().enumerate() {
+        if rule.builtin.is_some() {
+            builtins += 1;
+            continue;
+        }
+        if !chains.iter().any(|c| c.waf().is_some_and(|w| w.runs(i))) {
+            // Its entry: the default set's five rules stand for one.
+            let entry = i - builtins + usize::from(builtins > 0);
+            p.warn(format!("filters[{entry}]"), "no route runs this rule");
+        }
+    }
+}

@@ -313,6 +313,11 @@ impl WafRule {
                 .any(|&i| self.set.rules[i as usize].action == FilterAction::Deny)
     }
 
+    /// Whether rule `rule` of the set is one of the route's.
+    pub fn runs(&self, rule: usize) -> bool {
+        self.rules.iter().any(|&i| usize::from(i) == rule)
+    }
+
     /// Rule ids in order (for tests and `/config`).
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|&i| &*self.set.rules[i as usize].id)

@@ -354,3 +354,14 @@ fn config_errors_name_their_keys() {
     let e = bad("[[filters]]\nid = \"r\"\nheader = { value = \"x\" }\n");
     assert!(e.contains("filters[0].header.name: missing"), "{e}");
 }
+
+#[test]
+fn a_rule_no_route_runs_is_warned_about() {
+    let rules = "[[filters]]\ninclude = \"default\"\n\
+                 [[filters]]\nid = \"x\"\nroutes = [\"a\"]\nmethods = [\"PUT\"]\n\
+                 [[filters]]\nid = \"y\"\nmethods = [\"PUT\"]\n";
+    let c = config("", rules, r#"filters = "off""#);
+    let w = c.warnings.join("\n");
+    assert!(w.contains("filters[1]: no route runs this rule"), "{w}");
+    assert!(!w.contains("filters[2]"), "{w}");
+}
