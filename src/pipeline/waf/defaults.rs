@@ -126,25 +126,14 @@ fn traversal(target: &[u8]) -> bool {
 
 /// A control byte, raw or percent-encoded (`%00`–`%1f`, `%7f`).
 fn ctl_bytes(target: &[u8]) -> bool {
-    let hex = |b: u8| (b as char).to_digit(16);
-    target.iter().enumerate().any(|(i, &b)| {
-        if b < 0x20 || b == 0x7f {
-            return true;
-        }
-        if b != b'%' {
-            return false;
-        }
-        match (
-            target.get(i + 1).and_then(|&b| hex(b)),
-            target.get(i + 2).and_then(|&b| hex(b)),
-        ) {
-            (Some(h), Some(l)) => {
-                let v = h * 16 + l;
-                v < 0x20 || v == 0x7f
+    let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
+    target.iter().any(|&b| b < 0x20 || b == 0x7f)
+        || memchr::memchr_iter(b'%', target).any(|i| {
+            match (hex(target.get(i + 1)), hex(target.get(i + 2))) {
+                (Some(h), Some(l)) => h < 2 || (h == 7 && l == 15),
+                _ => false,
             }
-            _ => false,
-        }
-    })
+        })
 }
 
 fn scanner_path(path: &[u8]) -> bool {
