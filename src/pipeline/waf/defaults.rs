@@ -58,6 +58,9 @@ const SCANNER_SEGMENTS: [&[u8]; 16] = [
     b"server-status",
 ];
 
+/// The first bytes of `SCANNER_SEGMENTS`.
+const SCANNER_FIRST: &[u8] = b".wxpcvs";
+
 impl Builtin {
     pub fn matches(self, req: &RequestHead<'_, '_>, norm_path: &[u8]) -> bool {
         match self {
@@ -78,8 +81,10 @@ fn starts_with_ci(s: &[u8], prefix: &[u8]) -> bool {
 /// The length of a dot at the start of `s`, and whether it is encoded.
 fn dot(s: &[u8]) -> Option<(usize, bool)> {
     const ENCODED: [&[u8]; 5] = [b"%2e", b"%252e", b"%c0%ae", b"%e0%80%ae", b"%u002e"];
-    if s.first() == Some(&b'.') {
-        return Some((1, false));
+    match s.first() {
+        Some(b'.') => return Some((1, false)),
+        Some(b'%') => {}
+        _ => return None,
     }
     ENCODED
         .iter()
@@ -139,6 +144,13 @@ fn ctl_bytes(target: &[u8]) -> bool {
 fn scanner_path(path: &[u8]) -> bool {
     for slash in memchr::memchr_iter(b'/', path) {
         let rest = &path[slash + 1..];
+        // Most segments start with a letter none of the names does.
+        let Some(first) = rest.first().map(u8::to_ascii_lowercase) else {
+            continue;
+        };
+        if !SCANNER_FIRST.contains(&first) {
+            continue;
+        }
         for seg in SCANNER_SEGMENTS {
             if !starts_with_ci(rest, seg) {
                 continue;
@@ -201,6 +213,17 @@ mod tests {
         }
         for miss in [&b"/x%20y"[..], b"/x%", b"/x%0", b"/x%zz", b"/a?b=%41"] {
             assert!(!ctl_bytes(miss), "{}", String::from_utf8_lossy(miss));
+        }
+    }
+
+    #[test]
+    fn scanner_first_bytes_cover_every_segment() {
+        for seg in SCANNER_SEGMENTS {
+            assert!(
+                SCANNER_FIRST.contains(&seg[0]),
+                "{}",
+                String::from_utf8_lossy(seg)
+            );
         }
     }
 
