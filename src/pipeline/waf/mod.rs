@@ -151,15 +151,20 @@ pub enum Entry {
     Defaults,
 }
 
+/// NFA bytes a regex may compile to alone (as a route's `rewrite`), and
+/// a field's regexes together.
+const REGEX_SIZE: usize = 1 << 20;
+const GROUP_SIZE: usize = 16 << 20;
+
 /// A regex as the filters compile it: bytes, unanchored, all matches
-/// reported (overlapping), 1 MiB of NFA per field group at most.
-fn regex_builder() -> meta::Builder {
+/// reported (overlapping), at most `size` bytes of NFA.
+fn regex_builder(size: usize) -> meta::Builder {
     let mut b = Regex::builder();
     b.syntax(syntax::Config::new().utf8(false)).configure(
         Regex::config()
             .match_kind(MatchKind::All)
             .utf8_empty(false)
-            .nfa_size_limit(Some(1 << 20)),
+            .nfa_size_limit(Some(size)),
     );
     b
 }
@@ -168,11 +173,11 @@ fn regex_builder() -> meta::Builder {
 /// crate's, which shows where the pattern goes wrong).
 pub fn check_regex(pattern: &str) -> Result<(), String> {
     regex::bytes::RegexBuilder::new(pattern)
-        .size_limit(1 << 20)
+        .size_limit(REGEX_SIZE)
         .build()
         .map(drop)
         .map_err(|e| e.to_string())?;
-    regex_builder()
+    regex_builder(REGEX_SIZE)
         .build(pattern)
         .map(drop)
         .map_err(|e| e.to_string())
@@ -242,7 +247,7 @@ impl FilterSet {
         let groups = patterns
             .into_iter()
             .map(|(field, pats)| {
-                let regex = regex_builder()
+                let regex = regex_builder(GROUP_SIZE)
                     .build_many(&pats)
                     .map_err(|e| e.to_string())?;
                 Ok(RegexGroup { field, regex })
