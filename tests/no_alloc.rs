@@ -118,6 +118,7 @@ fn warm_requests_do_not_allocate() {
     warm_guarded_requests();
     warm_authenticated_requests();
     warm_ip_access_requests();
+    warm_filtered_requests();
 }
 
 /// Routes with rate limits: a client-address key in the worker's own
@@ -586,6 +587,60 @@ fn warm_ip_access_requests() {
         round(&mut c);
     }
     assert_no_worker_allocs(300, "warm ip access requests", || {
+        round(&mut c);
+    });
+}
+
+/// A route with 20 filter rules (15 `[[filters]]` entries, regexes on the
+/// path, the query and two headers among them, and the default set): a
+/// request that passes them all (every regex group runs), one a log rule
+/// notes and one a deny refuses (403, counted) allocate nothing.
+fn warm_filtered_requests() {
+    let up = Upstream::echo();
+    let mut rules = String::new();
+    for (i, cond) in [
+        r#"path = { regex = '(?i)\.(php|asp|jsp)$' }"#,
+        r#"path = { regex = '/(etc|proc)/' }"#,
+        r#"path = { prefix = "/private/" }"#,
+        r#"path = { exact = "/blocked" }"#,
+        r#"query = { regex = '(?i)union.+select' }"#,
+        r#"query = { regex = '(?i)<script' }"#,
+        r#"query = { prefix = "debug=" }"#,
+        r#"header = { name = "User-Agent", regex = '(?i)(sqlmap|nikto|nmap)' }"#,
+        r#"header = { name = "User-Agent", prefix = "curl/" }"#,
+        r#"header = { name = "Referer", regex = '^https?://spam\.' }"#,
+        r#"header = { name = "X-Probe" }"#,
+        r#"methods = ["DELETE", "PATCH"]"#,
+        r#"body_size = { over = "1MiB" }"#,
+        r#"path = { prefix = "/watch" }
+action = "log""#,
+        r#"header = { name = "X-Internal", exact = "yes" }
+action = "allow""#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        rules.push_str(&format!("[[filters]]\nid = \"r{i}\"\n{cond}\n"));
+    }
+    rules.push_str("[[filters]]\ninclude = \"default\"\n");
+    let config = format!("{rules}{}", ConfigBuilder::new(up.addr).build());
+    let parsed = ringress::Config::from_toml_str(&config).unwrap();
+    assert_eq!(parsed.chains[0].waf().unwrap().ids().count(), 20);
+    let proxy = Proxy::start_with(&config, 1, ringress::IoMode::Auto);
+    let mut c = proxy.connect();
+    let pass = b"GET /app/page.html?q=hello HTTP/1.1\r\nHost: test.local\r\n\
+                 User-Agent: Mozilla/5.0\r\nReferer: https://example.com/\r\n\r\n";
+    let logged = b"GET /watch/x HTTP/1.1\r\nHost: test.local\r\nUser-Agent: a\r\n\r\n";
+    let denied = b"GET /a/index.php?q=1 HTTP/1.1\r\nHost: test.local\r\n\r\n";
+    let round = |c: &mut Client| {
+        assert_eq!(c.request(pass).status, 200);
+        assert_eq!(c.request(logged).status, 200);
+        assert_eq!(c.request(denied).status, 403);
+    };
+    for _ in 0..200 {
+        round(&mut c);
+    }
+    assert_no_worker_allocs(300, "requests on a route with 20 filter rules", || {
         round(&mut c);
     });
 }

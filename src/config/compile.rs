@@ -48,6 +48,7 @@ pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, C
     let (upstreams, upstream_names) = upstreams(&mut root, &mut p, base, &mut geo);
     let caches = super::cache::zones(&mut root, &mut p);
     let (rate_limits, limit_names) = super::limits::rate_limits(&mut root, &mut p);
+    let filters = super::filters::filters(&mut root, &mut p, table);
     let (routes, chains) = routes(
         &mut root,
         &mut p,
@@ -55,10 +56,12 @@ pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, C
         &upstream_names,
         (limits.max_body_size, base),
         (&caches, (&rate_limits, &limit_names)),
+        &filters,
     );
     root.finish(&mut p);
     warn_unused_upstreams(&mut p, &upstreams, &routes);
     super::limits::warn_unused(&mut p, &rate_limits, &chains);
+    super::filters::warn_unused(&mut p, &filters.set, &chains);
     place(&mut p, text);
     warnings.extend(p.warnings.iter().map(ConfigError::to_string));
 
@@ -80,6 +83,7 @@ pub fn compile(table: &toml::Table, text: &str, base: &Path) -> Result<Config, C
             chains,
             caches,
             rate_limits,
+            filters: filters.set,
             upstreams,
             admin,
             access_log,

@@ -108,6 +108,13 @@ pub fn syntax_message(text: &str, message: &str, span: Option<std::ops::Range<us
     let line = text[line_start..].lines().next().unwrap_or("").trim();
     if line.starts_with('[') {
         let header = line.split('#').next().unwrap_or(line).trim();
+        if header == "[[filters]]" {
+            // TOML has one `filters` key: the switch or the rules.
+            return "duplicate table [[filters]]: `filters = \"...\"` at the top level and \
+                    `[[filters]]` rules cannot both be written; with rules, add an entry \
+                    `[[filters]]` `include = \"default\"` for the default set"
+                .to_string();
+        }
         return format!("duplicate table {header}");
     }
     match enclosing_header(&text[..line_start]) {

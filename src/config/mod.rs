@@ -6,6 +6,7 @@ mod access;
 mod auth;
 mod cache;
 mod compile;
+mod filters;
 mod guard;
 mod limits;
 mod locate;
@@ -166,6 +167,9 @@ pub struct Config {
     pub caches: Vec<CacheZone>,
     /// `[rate_limits.NAME]`, in file order.
     pub rate_limits: Vec<crate::limit::RateLimit>,
+    /// `[[filters]]` and the default set, compiled; routes' chains hold
+    /// their selection.
+    pub filters: Arc<crate::pipeline::FilterSet>,
     pub upstreams: Vec<UpstreamGroup>,
     /// Every listener's `client_subject_header`: stripped from requests on
     /// all listeners, so a plain listener cannot be used to forge one.

@@ -27,6 +27,7 @@ pub(super) fn routes(
     upstreams: &[String],
     (default_body_limit, base): (u64, &Path),
     (zones, limits): (&[CacheZone], Limits<'_>),
+    filters: &super::filters::Filters,
 ) -> (RouteTable, Vec<Chain>) {
     let mut out = Vec::new();
     let mut chains = Vec::new();
@@ -40,6 +41,7 @@ pub(super) fn routes(
             index,
             (listeners, upstreams, zones),
             (default_body_limit, limits, base),
+            filters,
         ) {
             r.escaped_slashes = escaped_slashes(t, p)
                 .or(escaped)
@@ -89,6 +91,7 @@ fn route(
     index: usize,
     (listeners, upstreams, zones): (&[String], &[String], &[CacheZone]),
     (default_body_limit, limits, base): (u64, Limits<'_>, &Path),
+    filters: &super::filters::Filters,
 ) -> Option<(Route, Chain)> {
     let name = t
         .str(p, "name")
@@ -177,7 +180,7 @@ fn route(
             value: None,
         });
     }
-    let chain = chain(t, p, (zones, limits), base);
+    let chain = chain(t, p, (zones, limits), base, (&name, filters));
 
     let max_body_size = t.size(p, "max_body_size").unwrap_or(default_body_limit);
     let access_log = t.bool(p, "access_log").unwrap_or(true);
@@ -201,21 +204,24 @@ fn route(
 }
 
 /// The route's filter chain, in phase order: the address list first (a
-/// lookup), then the rate limits, then auth — as nginx runs `limit_req`
-/// before `auth_basic`, so a flood of guessed passwords is refused at the
-/// limit instead of costing a password hash each — then the request's
-/// header edits, then the response's.
+/// lookup), then the request filter rules, then the rate limits (a request
+/// refused before them spends no tokens), then auth — as nginx runs
+/// `limit_req` before `auth_basic`, so a flood of guessed passwords is
+/// refused at the limit instead of costing a password hash each — then
+/// the request's header edits, then the response's.
 fn chain(
     t: &mut TableReader<'_>,
     p: &mut Problems,
     (zones, limits): (&[CacheZone], Limits<'_>),
     base: &Path,
+    (name, waf): (&str, &super::filters::Filters),
 ) -> Chain {
     let mut filters = Vec::new();
     let access = super::access::ip_access(t, p);
     if !access.is_empty() {
         filters.push(Filter::Access(access));
     }
+    filters.extend(super::filters::route_filter(t, p, name, waf));
     let rate_limits = super::limits::route_limits(t, p, limits);
     if !rate_limits.is_empty() {
         filters.push(Filter::RateLimit(RateLimitRule::new(rate_limits)));

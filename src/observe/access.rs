@@ -32,6 +32,9 @@ pub struct Context<'a> {
     pub sni: Option<&'a [u8]>,
     /// A rate limit in log mode that would have refused the request.
     pub rate_limit_logged: Option<&'a str>,
+    /// The filter rule that refused the request, else the first that
+    /// matched it.
+    pub filter: Option<&'a str>,
 }
 
 /// The status a line and the metrics show.
@@ -213,6 +216,8 @@ fn json(out: &mut Vec<u8>, clock: &mut LogClock, r: &Record, cx: &Context<'_>) {
         key(out, b",\"rate_limit_logged\":");
         json_string(out, limit.as_bytes());
     }
+    key(out, b",\"filter\":");
+    string_or_null(out, cx.filter.map(str::as_bytes));
     out.push(b'}');
 }
 
@@ -346,6 +351,7 @@ mod tests {
             tls: None,
             sni: None,
             rate_limit_logged: None,
+            filter: None,
         }
     }
 
@@ -374,7 +380,7 @@ mod tests {
             r#""bytes_in":50,"bytes_out":120,"duration_ms":"#,
             r#""upstream":"127.0.0.1:9000","upstream_ms":1.500,"route":"api","listener":"main""#,
             r#""tls":null,"sni":null,"user_agent":"t\u00e9st","referer":null"#,
-            r#""request_id":"id1","generation":3,"retries":0,"exit":"proxied","reason":null}"#,
+            r#""request_id":"id1","generation":3,"retries":0,"exit":"proxied","reason":null,"filter":null}"#,
         ] {
             assert!(text.contains(part), "{part} not in {text}");
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::ErrorKind;
-use crate::pipeline::CacheResult;
+use crate::pipeline::{CacheResult, FilterAction};
 
 /// Upper bounds of the latency buckets, in seconds (the last bucket,
 /// +Inf, is implied).
@@ -185,6 +185,7 @@ struct Positions {
     groups: Vec<u32>,
     servers: Vec<Vec<u32>>,
     limits: Vec<u32>,
+    filter_rules: Vec<u32>,
 }
 
 /// One worker's counts.
@@ -211,6 +212,10 @@ pub struct WorkerMetrics {
     pub limits: Names,
     /// By limit id: [refused, logged only].
     pub limit_stats: Vec<[u64; 2]>,
+    /// Filter rules by id.
+    pub filter_rules: Names,
+    /// By filter rule id: matches by `FilterAction`.
+    pub filter_stats: Vec<[u64; FilterAction::NAMES.len()]>,
     /// Connections the guard closed, by `ConnClosed`.
     pub conns_closed: [u64; ConnClosed::NAMES.len()],
     /// Gauges, set when published.
@@ -270,6 +275,14 @@ impl WorkerMetrics {
             .collect();
         self.limit_stats
             .resize_with(self.limits.list.len(), Default::default);
+        p.filter_rules = config
+            .filters
+            .rules
+            .iter()
+            .map(|r| self.filter_rules.id(&r.id))
+            .collect();
+        self.filter_stats
+            .resize_with(self.filter_rules.list.len(), Default::default);
         let no_route = self.routes.id("");
         let no_listener = self.listeners.id("");
         self.route_stats
@@ -359,6 +372,14 @@ impl WorkerMetrics {
         self.positions(config);
         if let Some(&id) = self.positions.limits.get(limit) {
             self.limit_stats[id as usize][usize::from(mode == crate::limit::Mode::Log)] += 1;
+        }
+    }
+
+    /// Counts a match of filter rule `rule` of `config` and what it did.
+    pub fn filter_matched(&mut self, config: &Config, rule: usize, action: FilterAction) {
+        self.positions(config);
+        if let Some(&id) = self.positions.filter_rules.get(rule) {
+            self.filter_stats[id as usize][action as usize] += 1;
         }
     }
 

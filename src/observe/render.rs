@@ -55,6 +55,8 @@ pub struct Totals {
     pub connections: BTreeMap<String, [u64; 2]>,
     /// rate limit → [refused, logged only].
     pub limited: BTreeMap<String, [u64; 2]>,
+    /// filter rule → matches by action (`FilterAction::NAMES`).
+    pub filtered: BTreeMap<String, [u64; 3]>,
     pub rejections: [u64; ErrorKind::NAMES.len()],
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -111,6 +113,17 @@ pub fn merge<'a>(workers: impl IntoIterator<Item = &'a WorkerMetrics>) -> Totals
             let e = t.limited.entry(w.limits.list[id].to_string()).or_default();
             e[0] += counts[0];
             e[1] += counts[1];
+        }
+        for (id, counts) in w.filter_stats.iter().enumerate() {
+            if counts.iter().any(|&n| n > 0) {
+                let e = t
+                    .filtered
+                    .entry(w.filter_rules.list[id].to_string())
+                    .or_default();
+                for (a, b) in e.iter_mut().zip(counts) {
+                    *a += b;
+                }
+            }
         }
         for (a, b) in t.rejections.iter_mut().zip(&w.rejections) {
             *a += b;
@@ -185,6 +198,7 @@ pub fn prometheus(t: &Totals, config: &Config, p: &Process) -> String {
     requests(&mut out, t);
     cache(&mut out, t, config);
     rate_limits(&mut out, t);
+    filters(&mut out, t);
     upstreams(&mut out, t, config);
     process(&mut out, t, p);
     out
@@ -248,6 +262,32 @@ fn rate_limits(o: &mut String, t: &Totals) {
             &[("limit", limit), ("action", "logged")],
             logged,
         );
+    }
+}
+
+/// Requests each filter rule matched, by what it did (a deny in
+/// `filters_mode = "log"` counts as log).
+fn filters(o: &mut String, t: &Totals) {
+    if t.filtered.is_empty() {
+        return;
+    }
+    help(
+        o,
+        "ringress_filter_matches_total",
+        "counter",
+        "Requests a filter rule matched, by rule id and action (deny: refused; allow: let through, later rules skipped; log: noted only).",
+    );
+    for (rule, counts) in &t.filtered {
+        for (action, n) in crate::pipeline::FilterAction::NAMES.iter().zip(counts) {
+            if *n > 0 {
+                sample(
+                    o,
+                    "ringress_filter_matches_total",
+                    &[("rule", rule), ("action", action)],
+                    n,
+                );
+            }
+        }
     }
 }
 

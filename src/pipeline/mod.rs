@@ -22,6 +22,7 @@ mod record;
 mod rules;
 mod text;
 mod vars;
+mod waf;
 
 pub use auth::{
     ALGORITHMS, ApiKeys, AuthRule, AuthState, JwtOptions, JwtVerifier, Refusal, RequestAuth, Users,
@@ -33,6 +34,10 @@ pub use record::{CacheResult, Exit, Record, UpstreamTry};
 pub use rules::{CacheRule, CompressRule, DEFAULT_TYPES, KeyPart};
 pub use text::{MAX_REQUEST_ID, RequestText, WithRequestId, add_request_id, valid_request_id};
 pub use vars::{RequestId, Template, Var, Vars};
+pub use waf::{
+    DEFAULTS as DEFAULT_FILTERS, Entry as FilterEntry, FilterAction, FilterScratch, FilterSet,
+    RuleSpec, ValueMatch, WafRule, check_regex,
+};
 
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::RequestHead;
@@ -59,6 +64,9 @@ pub enum Filter {
     /// `auth`: may answer 401 in the request phase, before any rate
     /// limit; edits the upstream head (credentials out, identity in).
     Auth(AuthRule),
+    /// `[[filters]]` rules and the default set: may answer (deny) in the
+    /// request phase.
+    Waf(WafRule),
 }
 
 /// How a response body reaches the client.
@@ -127,15 +135,25 @@ impl Chain {
     /// Whether the chain's request phase guards the route (may refuse a
     /// request by who sends it or what it holds); rate limits do not.
     pub fn guards_requests(&self) -> bool {
-        self.filters
-            .iter()
-            .any(|f| matches!(f, Filter::Access(_) | Filter::Auth(_)))
+        self.filters.iter().any(|f| match f {
+            Filter::Access(_) | Filter::Auth(_) => true,
+            Filter::Waf(w) => w.denies(),
+            _ => false,
+        })
     }
 
     /// The route's auth rule, if it authenticates.
     pub fn auth(&self) -> Option<&AuthRule> {
         self.filters.iter().find_map(|f| match f {
             Filter::Auth(a) => Some(a),
+            _ => None,
+        })
+    }
+
+    /// The route's request filter, if it has one.
+    pub fn waf(&self) -> Option<&WafRule> {
+        self.filters.iter().find_map(|f| match f {
+            Filter::Waf(w) => Some(w),
             _ => None,
         })
     }
@@ -155,6 +173,7 @@ impl Chain {
                 }
                 Filter::RateLimit(rule) => phase.limits.check(rule)?,
                 Filter::Auth(rule) => phase.auth.check(rule, phase.req, &mut record.identity)?,
+                Filter::Waf(rule) => rule.check(record, phase)?,
                 Filter::RequestHeaders(_)
                 | Filter::ResponseHeaders(_)
                 | Filter::Cache(_)
@@ -209,12 +228,13 @@ impl Chain {
 
 /// What the request phase reads of a request: the parsed head, the
 /// normalised path it was routed by, and the worker's limiter (whose key
-/// input carries the client's address).
+/// input carries the client's address) and filter scratch.
 pub struct RequestPhase<'a> {
     pub req: &'a RequestHead<'a, 'a>,
     pub norm_path: &'a [u8],
     pub limits: RequestLimits<'a>,
     pub auth: RequestAuth<'a>,
+    pub filters: &'a mut FilterScratch,
 }
 
 impl RequestPhase<'_> {

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::text::RequestText;
+use super::waf::FilterAction;
 use crate::error::ProxyError;
 
 /// How a request ended.
@@ -166,6 +167,10 @@ pub struct Record {
     /// The first rate limit in `mode = "log"` that would have refused the
     /// request (its position in the snapshot's limits).
     pub rate_limit_logged: Option<u32>,
+    /// The filter rule that refused the request, else the first that
+    /// matched it (its position in the snapshot's filter set), and what
+    /// it did.
+    pub filter: Option<(u32, FilterAction)>,
     /// What failed, when something did.
     pub cause: Option<ProxyError>,
     /// The verified identity's lines for the upstream head (auth),
@@ -198,6 +203,7 @@ impl Record {
             exit: Exit::ClientGone,
             cache: CacheResult::None,
             rate_limit_logged: None,
+            filter: None,
             cause: None,
             identity: Vec::new(),
             seq: 0,
@@ -224,6 +230,7 @@ impl Record {
         self.exit = Exit::ClientGone;
         self.cache = CacheResult::None;
         self.rate_limit_logged = None;
+        self.filter = None;
         self.cause = None;
         self.identity.clear();
         self.seq = seq;
@@ -257,6 +264,7 @@ mod tests {
         });
         r.upstream_time = Some(Duration::from_millis(1));
         r.retries = 2;
+        r.filter = Some((1, FilterAction::Log));
         r.fail(ProxyError::upstream(ErrorKind::BadGateway));
         let t1 = t0 + Duration::from_secs(1);
         r.reset(t1, 7, 1, 99);

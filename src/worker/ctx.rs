@@ -71,6 +71,8 @@ pub(crate) struct WorkerCtx {
     pub limiter: RefCell<crate::limit::Limiter>,
     /// Verified credentials of the auth filter.
     pub auth: RefCell<crate::pipeline::AuthState>,
+    /// Regex caches and match sets of the request filters.
+    pub filter_scratch: RefCell<crate::pipeline::FilterScratch>,
 }
 
 struct Balancers {
@@ -119,6 +121,7 @@ impl WorkerCtx {
             whole_gzip: RefCell::default(),
             limiter: RefCell::default(),
             auth: RefCell::default(),
+            filter_scratch: RefCell::default(),
         })
     }
 

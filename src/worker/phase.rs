@@ -1,6 +1,7 @@
 //! The request phase as a worker runs it: the route's chain given the
 //! parsed request, this worker's limiter and the request's key values,
-//! and its cache of verified credentials; what the filters noted (limits in log mode) counted in the metrics.
+//! and its cache of verified credentials; what the filters noted (limits
+//! in log mode, filter rule matches) counted in the metrics.
 
 use super::client::Client;
 use super::ctx::WorkerCtx;
@@ -39,6 +40,8 @@ pub(super) fn run(
         },
     };
     let mut auth = ctx.auth.borrow_mut();
+    let mut filters = ctx.filter_scratch.borrow_mut();
+    filters.events.clear();
     let mut phase = RequestPhase {
         req,
         norm_path,
@@ -48,8 +51,15 @@ pub(super) fn run(
             generation: config.generation,
             route: c.record.route.unwrap_or(usize::MAX),
         },
+        filters: &mut filters,
     };
     let result = chain.request(&mut c.record, &mut phase);
+    if !filters.events.is_empty() {
+        let mut metrics = ctx.requests.metrics.borrow_mut();
+        for &(rule, action) in &filters.events {
+            metrics.filter_matched(config, rule as usize, action);
+        }
+    }
     if !limiter.events.is_empty() {
         let mut metrics = ctx.requests.metrics.borrow_mut();
         for &(limit, mode) in &limiter.events {

@@ -133,6 +133,10 @@ impl Requests {
                     .rate_limit_logged
                     .and_then(|i| config.rate_limits.get(i as usize))
                     .map(|l| l.name.as_str()),
+                filter: record
+                    .filter
+                    .and_then(|(i, _)| config.filters.rules.get(i as usize))
+                    .map(|r| &*r.id),
             };
             let mut lines = self.lines.borrow_mut();
             let Lines { buf, clock } = &mut *lines;
