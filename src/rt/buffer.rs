@@ -85,13 +85,24 @@ impl ReadBuf {
     }
 
     fn reserve(&mut self, want: usize) {
-        if self.data.capacity() - self.data.len() < want {
+        if self.spare() < want {
             if self.pos > 0 {
                 self.data.drain(..self.pos);
                 self.pos = 0;
             }
-            self.data.reserve(want);
+            // Room for half of `want` is enough to read into (every
+            // caller reads again for more): a response that arrived in
+            // pieces leaves a few bytes held, and growing for those
+            // would double the buffer on a warm connection, at whatever
+            // request first splits that way.
+            if self.spare() < want.div_ceil(2) {
+                self.data.reserve(want);
+            }
         }
+    }
+
+    fn spare(&self) -> usize {
+        self.data.capacity() - self.data.len()
     }
 
     /// Reads more bytes after those held, making room for at least `want`.
@@ -237,6 +248,29 @@ pub(crate) async fn write_from_read_buf<S: AsyncWriteRent>(
 mod tests {
     use super::*;
     use std::future::Future;
+
+    #[test]
+    fn a_few_held_bytes_do_not_grow_the_buffer() {
+        let mut rb = ReadBuf::with_capacity(0);
+        rb.reserve(8192);
+        let cap = rb.data.capacity();
+        assert!(cap >= 8192);
+        // A response's first piece, mostly consumed: 100 bytes held.
+        rb.data.resize(4000, b'x');
+        rb.consume(3900);
+        rb.reserve(8192);
+        assert_eq!(rb.data.capacity(), cap, "grew for 100 held bytes");
+        assert_eq!(rb.bytes().len(), 100);
+        assert!(rb.spare() >= 4096);
+        // A head that fills more than half of it: room is made.
+        rb.data.resize(cap - 10, b'y');
+        rb.reserve(8192);
+        assert!(rb.spare() >= 8192);
+        // Never an empty read for want = 1.
+        let mut one = ReadBuf::with_capacity(0);
+        one.reserve(1);
+        assert!(one.spare() >= 1);
+    }
     use std::io::Write;
     use std::pin::pin;
     use std::task::{Context, Poll, Waker};
