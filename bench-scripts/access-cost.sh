@@ -18,7 +18,7 @@
 #
 # Needs wrk, curl, taskset, python3 with `cryptography` (the ES256 token
 # is signed with tests/data/auth/ec-private.pem, kid ec1 of
-# tests/data/auth/jwks.json) and htpasswd (apache2-utils) for the bcrypt
+# tests/data/auth/jwks-ec.json) and htpasswd (apache2-utils) for the bcrypt
 # hash; missing Debian packages are installed.
 #
 # Knobs: ROUNDS [3] DURATION [5] PORT_BASE [19880] BIN
@@ -99,7 +99,7 @@ CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
 # Credentials: a bcrypt user, an ES256 token valid for a day.
 htpasswd -nbB -C "$BCRYPT_COST" bench s3cret | head -1 >"$TMP/users"
-cp "$AUTH_DATA/jwks.json" "$TMP/jwks.json"
+cp "$AUTH_DATA/jwks-ec.json" "$TMP/jwks.json"
 TOKEN=$(python3 - "$AUTH_DATA/ec-private.pem" <<'EOF'
 import base64, json, sys, time
 from cryptography.hazmat.primitives import hashes, serialization

@@ -366,3 +366,7 @@ pub(super) fn warn_unused(p: &mut Problems, set: &FilterSet, chains: &[crate::pi
         }
     }
 }
+
+#[cfg(test)]
+#[path = "filters_tests.rs"]
+mod tests;

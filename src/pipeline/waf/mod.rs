@@ -521,6 +521,3 @@ impl FilterScratch {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,8 +1,10 @@
-//! Table tests of the rules over parsed heads, compiled from config text.
+//! Table tests of the rules over parsed heads, compiled from config text
+//! (here, with the config that compiles them: the pipeline does not
+//! depend on the config).
 
-use super::*;
 use crate::config::Config;
 use crate::http::{HeadLimits, empty_headers, parse_request, path};
+use crate::pipeline::{DEFAULT_FILTERS as DEFAULTS, FilterScratch};
 
 /// A config with one listener, `rules` and routes `a` (with `route`'s
 /// keys) and `b`.
