@@ -309,7 +309,15 @@ fn default_pool_bound_keeps_a_burst_of_upstream_connections() {
             }
         }
     });
-    let proxy = Proxy::start_with(&one_worker(up.addr, ""), 1, IoMode::Auto);
+    // 160 connections opened at once overflow the test upstream's accept
+    // queue (std's backlog is 128) when its accept thread falls behind:
+    // a dropped handshake ACK costs a 1 s SYN-ACK retransmit, longer than
+    // the default 1 s response timeout of these tests.
+    let proxy = Proxy::start_with(
+        &one_worker(up.addr, r#"response_timeout = "5s""#),
+        1,
+        IoMode::Auto,
+    );
     let mut clients: Vec<Client> = (0..CLIENTS).map(|_| proxy.connect()).collect();
     for round in 0..ROUNDS {
         for c in &mut clients {
