@@ -196,17 +196,11 @@ fn file(
         }
         return None;
     };
-    let path = base.join(name);
-    let shown = path.display().to_string();
-    let read = std::fs::metadata(&path)
-        .map_err(|e| format!("cannot read {shown}: {e}"))
-        .and_then(|m| {
-            if m.len() > MAX_FILE {
-                Err(format!("{shown} is {} bytes; at most {MAX_FILE}", m.len()))
-            } else {
-                std::fs::read_to_string(&path).map_err(|e| format!("cannot read {shown}: {e}"))
-            }
-        });
+    let shown = base.join(name).display().to_string();
+    let read = super::files::read_capped(base, name, MAX_FILE).and_then(|bytes| {
+        String::from_utf8(bytes)
+            .map_err(|_| format!("cannot read {shown}: stream did not contain valid UTF-8"))
+    });
     match read {
         Ok(text) => Some((shown, text)),
         Err(m) => {

@@ -6,6 +6,7 @@ mod access;
 mod auth;
 mod cache;
 mod compile;
+mod files;
 mod filters;
 mod guard;
 mod limits;

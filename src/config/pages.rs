@@ -34,27 +34,13 @@ pub(super) fn error_pages(
             }
         };
         let Some(file) = file else { continue };
-        match read_page(base, file) {
+        match super::files::read_capped(base, file, MAX_PAGE) {
             Ok(body) => pages.set(Respond::new(status, &body, content_type(file))),
             Err(m) => p.add(path, m),
         }
     }
     table.finish(p);
     Arc::new(pages)
-}
-
-fn read_page(base: &Path, file: &str) -> Result<Vec<u8>, String> {
-    let path = base.join(file);
-    let len = std::fs::metadata(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-        .len();
-    if len > MAX_PAGE {
-        return Err(format!(
-            "{} is {len} bytes; a page may have at most {MAX_PAGE}",
-            path.display()
-        ));
-    }
-    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 /// The page's type, from its file name.
