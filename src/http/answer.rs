@@ -59,29 +59,44 @@ answers! {
     504 "Gateway Timeout" "16";
 }
 
-/// Renders a generated answer for a status without a pre-rendered one
-/// (an upstream status passed on after its response was dropped for a
-/// retry that could not happen): same shape, the reason as its body.
 /// The head of a rendered response, without its body (for a HEAD
 /// request); all of it when no head end is found.
 pub fn head_of(response: &[u8]) -> &[u8] {
     memchr::memmem::find(response, b"\r\n\r\n").map_or(response, |i| &response[..i + 4])
 }
 
+/// Renders a generated answer for a status without a pre-rendered one
+/// (an upstream status passed on after its response was dropped for a
+/// retry that could not happen): same shape, the reason as its body.
 pub fn render_answer(out: &mut Vec<u8>, status: u16, close: bool) {
+    render_answer_with(out, status, |_| {}, (close, false));
+}
+
+/// `render_answer` with the field lines `fields` writes after the content
+/// type (a 429's `Retry-After`, a 401's `WWW-Authenticate`); `head`: a
+/// HEAD request, so the length and no body.
+pub fn render_answer_with(
+    out: &mut Vec<u8>,
+    status: u16,
+    fields: impl FnOnce(&mut Vec<u8>),
+    (close, head): (bool, bool),
+) {
     let reason = reason(status);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
     out.push(b' ');
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\n");
+    fields(out);
     super::encode::write_content_length(out, reason.len() as u64 + 1);
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(reason.as_bytes());
-    out.push(b'\n');
+    if !head {
+        out.extend_from_slice(reason.as_bytes());
+        out.push(b'\n');
+    }
 }
 
 fn other_reason(status: u16) -> &'static str {

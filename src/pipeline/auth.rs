@@ -22,7 +22,7 @@ pub use jwt::{ALGORITHMS, JwtOptions, JwtVerifier};
 
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::RequestHead;
-use crate::http::encode::FieldEdits;
+use crate::http::encode::{FieldEdits, write_field};
 
 /// How long a verified user name or key is reused without checking the
 /// file's hash again (a reload starts over: the generation is part of the
@@ -277,7 +277,7 @@ impl RequestAuth<'_> {
             } => {
                 let name = users.verify(credential).ok_or(Refusal::Invalid)?;
                 if let Some(header) = identity_header {
-                    write_line(identity, header, name.as_bytes());
+                    write_field(identity, header.as_bytes(), name.as_bytes());
                 }
                 now + VERIFIED_TTL_S
             }
@@ -308,16 +308,9 @@ fn api_key(
 ) -> Result<(), Refusal> {
     let name = keys.verify(value).ok_or(Refusal::Invalid)?;
     if let Some(header) = name_header.filter(|_| !name.is_empty()) {
-        write_line(identity, header, name.as_bytes());
+        write_field(identity, header.as_bytes(), name.as_bytes());
     }
     Ok(())
-}
-
-fn write_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 fn unix_now() -> u64 {
@@ -354,22 +347,8 @@ pub fn render_unauthorized(
     (close, head): (bool, bool),
 ) {
     let status = error.status().unwrap_or(401);
-    let reason = crate::http::answer::reason(status);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\n");
-    write_line(out, "WWW-Authenticate", challenge.as_bytes());
-    crate::http::encode::write_content_length(out, reason.len() as u64 + 1);
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    if !head {
-        out.extend_from_slice(reason.as_bytes());
-        out.push(b'\n');
-    }
+    let fields = |out: &mut Vec<u8>| write_field(out, b"WWW-Authenticate", challenge.as_bytes());
+    crate::http::answer::render_answer_with(out, status, fields, (close, head));
 }
 
 #[cfg(test)]

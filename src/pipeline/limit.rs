@@ -6,7 +6,7 @@
 //! for the policy, `"NAME";r=0;t=SECONDS` for the state.
 
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::answer::reason;
+use crate::http::answer::render_answer_with;
 use crate::limit::{KeyInput, Limiter, RateLimit};
 
 /// `rate_limit = "NAME"` or `["a", "b"]`: positions in
@@ -51,36 +51,25 @@ pub fn render_limited(
     (close, head): (bool, bool),
 ) {
     let status = error.status().unwrap_or(429);
-    let reason = reason(status);
     // Whole seconds, rounded up: a client that waits that long is let in.
     let secs = wait_ns.div_ceil(1_000_000_000).max(1);
-    let mut n = itoa::Buffer::new();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(n.format(status).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: ");
-    out.extend_from_slice(n.format(secs).as_bytes());
-    out.extend_from_slice(b"\r\nRateLimit-Policy: \"");
-    out.extend_from_slice(limit.name.as_bytes());
-    out.extend_from_slice(b"\";q=");
-    out.extend_from_slice(n.format(limit.count).as_bytes());
-    out.extend_from_slice(b";w=");
-    out.extend_from_slice(n.format(limit.period_s).as_bytes());
-    out.extend_from_slice(b"\r\nRateLimit: \"");
-    out.extend_from_slice(limit.name.as_bytes());
-    out.extend_from_slice(b"\";r=0;t=");
-    out.extend_from_slice(n.format(secs).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    crate::http::encode::write_content_length(out, reason.len() as u64 + 1);
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    if !head {
-        out.extend_from_slice(reason.as_bytes());
-        out.push(b'\n');
-    }
+    let fields = |out: &mut Vec<u8>| {
+        let mut n = itoa::Buffer::new();
+        out.extend_from_slice(b"Retry-After: ");
+        out.extend_from_slice(n.format(secs).as_bytes());
+        out.extend_from_slice(b"\r\nRateLimit-Policy: \"");
+        out.extend_from_slice(limit.name.as_bytes());
+        out.extend_from_slice(b"\";q=");
+        out.extend_from_slice(n.format(limit.count).as_bytes());
+        out.extend_from_slice(b";w=");
+        out.extend_from_slice(n.format(limit.period_s).as_bytes());
+        out.extend_from_slice(b"\r\nRateLimit: \"");
+        out.extend_from_slice(limit.name.as_bytes());
+        out.extend_from_slice(b"\";r=0;t=");
+        out.extend_from_slice(n.format(secs).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    };
+    render_answer_with(out, status, fields, (close, head));
 }
 
 #[cfg(test)]
