@@ -166,79 +166,93 @@ pub(crate) async fn serve(
 /// Serves requests on a connection until it closes, or until it idles
 /// long enough to be handed to a small `idle` task (`first`: no request
 /// was served yet).
-async fn run(mut c: Client, mut req: ReqState, ctx: Rc<WorkerCtx>, mut first: bool) {
-    loop {
-        skip_empty_lines(&mut c.inbuf);
-        if c.inbuf.is_empty() {
-            c.park_buffers(&mut req, &ctx);
-            match await_request(&mut c, &ctx, first).await {
-                Wait::Request => {}
-                Wait::Idle(deadline) => {
+///
+/// Not an `async fn`: one keeps its arguments twice in its future (as
+/// arguments and as the locals they are moved to), and this future is
+/// copied whole when a connection's task is spawned; the block below
+/// uses the captured arguments in place.
+fn run(
+    mut c: Client,
+    mut req: ReqState,
+    ctx: Rc<WorkerCtx>,
+    mut first: bool,
+) -> impl Future<Output = ()> {
+    async move {
+        loop {
+            skip_empty_lines(&mut c.inbuf);
+            if c.inbuf.is_empty() {
+                c.park_buffers(&mut req, &ctx);
+                match await_request(&mut c, &ctx, first).await {
+                    Wait::Request => {}
+                    Wait::Idle(deadline) => {
+                        req.give_back(&ctx);
+                        // After a drain began nothing wakes parked
+                        // connections: close instead.
+                        if !ctx.drain.is_draining()
+                            && let Some(parked) = c.park(&ctx, first)
+                        {
+                            ctx.parking.park(parked, deadline);
+                        }
+                        return;
+                    }
+                    Wait::Close => {
+                        c.recycle(&ctx);
+                        req.give_back(&ctx);
+                        return;
+                    }
+                }
+            }
+            first = false;
+            // Taken once the request has begun, so a connection that idled
+            // through a reload serves its next request on the new config.
+            let config = ctx.snapshot().1;
+            c.listener = config.listener_index(c.listener_id);
+            let started = Instant::now();
+            let seq = ctx.requests.next_seq();
+            c.record.reset(started, config.generation, c.listener, seq);
+            c.body_rate = config.timeouts.min_body_rate;
+            let end = serve_request(&mut c, &mut req, &ctx, &config, started).await;
+            // The logging phase: once per request, whatever its end (the
+            // admin listener's requests are neither logged nor counted; a
+            // tunnel's, once it closes).
+            let logged = c.listener_id != ADMIN_LISTENER;
+            if logged && !matches!(end, End::Tunnel(..)) {
+                ctx.requests
+                    .log(&c.record, &config, &c.facts(), ctx.shared.access_log.get());
+            }
+            cache::end_request(&mut req.cache, &config);
+            match end {
+                End::KeepAlive => {}
+                End::Close { linger, quiet } => {
+                    // Closing with pipelined input unread would reset the
+                    // connection under the answer just written: read it
+                    // away first.
+                    // Not after a client timeout: its read was dropped, and
+                    // reading again could lose bytes or (TLS) fail.
+                    let lingered = (linger || !c.inbuf.is_empty()) && !timed_out(&c.record);
+                    if lingered {
+                        lingering_close(&mut c).await;
+                    }
+                    c.recycle(&ctx);
                     req.give_back(&ctx);
-                    // After a drain began nothing wakes parked
-                    // connections: close instead.
-                    if !ctx.drain.is_draining()
-                        && let Some(parked) = c.park(&ctx, first)
-                    {
-                        ctx.parking.park(parked, deadline);
+                    if quiet && !lingered {
+                        close_client(c);
                     }
                     return;
                 }
-                Wait::Close => {
+                End::Gone => {
                     c.recycle(&ctx);
                     req.give_back(&ctx);
                     return;
                 }
-            }
-        }
-        first = false;
-        // Taken once the request has begun, so a connection that idled
-        // through a reload serves its next request on the new config.
-        let config = ctx.snapshot().1;
-        c.listener = config.listener_index(c.listener_id);
-        let started = Instant::now();
-        let seq = ctx.requests.next_seq();
-        c.record.reset(started, config.generation, c.listener, seq);
-        c.body_rate = config.timeouts.min_body_rate;
-        let end = serve_request(&mut c, &mut req, &ctx, &config, started).await;
-        // The logging phase: once per request, whatever its end (the
-        // admin listener's requests are neither logged nor counted; a
-        // tunnel's, once it closes).
-        let logged = c.listener_id != ADMIN_LISTENER;
-        if logged && !matches!(end, End::Tunnel(..)) {
-            ctx.requests
-                .log(&c.record, &config, &c.facts(), ctx.shared.access_log.get());
-        }
-        cache::end_request(&mut req.cache, &config);
-        match end {
-            End::KeepAlive => {}
-            End::Close { linger, quiet } => {
-                // Closing with pipelined input unread would reset the
-                // connection under the answer just written: read it
-                // away first.
-                // Not after a client timeout: its read was dropped, and
-                // reading again could lose bytes or (TLS) fail.
-                let lingered = (linger || !c.inbuf.is_empty()) && !timed_out(&c.record);
-                if lingered {
-                    lingering_close(&mut c).await;
+                End::Tunnel(upstream, idle) => {
+                    // The tunnel needs none of the buffers.
+                    c.recycle(&ctx);
+                    req.give_back(&ctx);
+                    // Boxed: a tunnel is rare and long, and its future
+                    // would otherwise make every connection's larger.
+                    return Box::pin(run_tunnel(c, (upstream, idle), &ctx, &config)).await;
                 }
-                c.recycle(&ctx);
-                req.give_back(&ctx);
-                if quiet && !lingered {
-                    close_client(c);
-                }
-                return;
-            }
-            End::Gone => {
-                c.recycle(&ctx);
-                req.give_back(&ctx);
-                return;
-            }
-            End::Tunnel(upstream, idle) => {
-                // The tunnel needs none of the buffers.
-                c.recycle(&ctx);
-                req.give_back(&ctx);
-                return run_tunnel(c, (upstream, idle), &ctx, &config).await;
             }
         }
     }
@@ -381,7 +395,9 @@ async fn serve_request(
         Plan::CacheWait(_) => (false, true),
         // Each admin answer ends its connection, as tools expect.
         Plan::Admin(endpoint, head) => {
-            let sent = admin::serve(c, ctx, endpoint, head, write_timeout).await;
+            // Boxed: the admin's future holds monoio timers (cache-padded),
+            // which would make every request's future larger.
+            let sent = Box::pin(admin::serve(c, ctx, endpoint, head, write_timeout)).await;
             (sent, true)
         }
     };
@@ -635,7 +651,7 @@ async fn await_request(c: &mut Client, ctx: &WorkerCtx, first: bool) -> Wait {
         // A connection accepted just before the drain began has most
         // likely sent its request already: it gets a short grace.
         if first {
-            monoio::time::sleep(FIRST_REQUEST_GRACE).await;
+            deadline::sleep_until(Instant::now() + FIRST_REQUEST_GRACE).await;
         }
     };
     let read = match &mut c.stream {

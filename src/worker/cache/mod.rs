@@ -337,7 +337,9 @@ const FILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Waits (bounded) for the fetch another request is making.
 pub(crate) async fn wait_for_fill(c: &mut CacheReq, rx: futures_channel::oneshot::Receiver<()>) {
-    let _ = monoio::time::timeout(FILL_WAIT, rx).await;
+    // The thread's deadline slab, not a monoio timer: a monoio `Sleep` is
+    // cache-padded and would make every request's future larger.
+    let _ = crate::rt::deadline::within(FILL_WAIT, rx).await;
     c.waited = true;
 }
 
