@@ -56,12 +56,37 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
     match name.len() {
         2 => name.eq_ignore_ascii_case(b"te"),
         7 => name.eq_ignore_ascii_case(b"trailer") || name.eq_ignore_ascii_case(b"upgrade"),
-        10 => name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"keep-alive"),
-        14 => name.eq_ignore_ascii_case(b"content-length"),
-        16 => name.eq_ignore_ascii_case(b"proxy-connection"),
-        17 => name.eq_ignore_ascii_case(b"transfer-encoding"),
+        10 => token_is(name, b"connection") || token_is(name, b"keep-alive"),
+        14 => token_is(name, b"content-length"),
+        16 => token_is(name, b"proxy-connection"),
+        17 => token_is(name, b"transfer-encoding"),
         _ => false,
     }
+}
+
+/// `name` is `lower` (8 to 24 bytes of lower-case letters and `-`)
+/// ignoring ASCII case, eight bytes at a time where `eq_ignore_ascii_case`
+/// goes byte by byte. Setting bit 0x20 lower-cases a letter; the only
+/// other byte it maps to a letter or `-` is 0x0D (to `-`), which the
+/// second test refuses: where `lower` has no letter, `name` must have bit
+/// 0x20 set already.
+fn token_is(name: &[u8], lower: &[u8]) -> bool {
+    let n = lower.len();
+    if name.len() != n || !(8..=24).contains(&n) {
+        return name.eq_ignore_ascii_case(lower);
+    }
+    const CASE: u64 = 0x2020_2020_2020_2020;
+    let word = |s: &[u8], at: usize| {
+        let bytes: [u8; 8] = s[at..at + 8].try_into().unwrap_or([0; 8]);
+        u64::from_le_bytes(bytes)
+    };
+    let same = |at: usize| {
+        let (got, want) = (word(name, at), word(lower, at));
+        // Bit 0x20 where `want` has a non-letter (bit 0x40 clear).
+        let fixed = (!want & (CASE << 1)) >> 1;
+        got | CASE == want && got & fixed == fixed
+    };
+    same(0) && same(n - 8) && (n <= 16 || same(8))
 }
 
 /// Parses one Content-Length value: digits only, no sign, no list.
@@ -219,6 +244,35 @@ fn valid_port(port: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn token_is_matches_eq_ignore_ascii_case() {
+        let names: [&[u8]; 4] = [
+            b"connection",
+            b"content-length",
+            b"proxy-connection",
+            b"transfer-encoding",
+        ];
+        for lower in names {
+            let upper = lower.to_ascii_uppercase();
+            assert!(token_is(lower, lower) && token_is(&upper, lower));
+            for i in 0..lower.len() {
+                // Every byte value in every position: the same answer as
+                // the byte-wise comparison.
+                for b in 0..=255u8 {
+                    let mut name = lower.to_vec();
+                    name[i] = b;
+                    assert_eq!(
+                        token_is(&name, lower),
+                        name.eq_ignore_ascii_case(lower),
+                        "{:?} at {i}",
+                        String::from_utf8_lossy(&name)
+                    );
+                }
+            }
+            assert!(!token_is(&lower[1..], lower));
+        }
+    }
     use super::*;
 
     #[test]
