@@ -171,6 +171,7 @@ pub(crate) async fn serve(
 /// arguments and as the locals they are moved to), and this future is
 /// copied whole when a connection's task is spawned; the block below
 /// uses the captured arguments in place.
+#[allow(clippy::manual_async_fn)]
 fn run(
     mut c: Client,
     mut req: ReqState,
