@@ -27,10 +27,12 @@ fn main() {
                 format!("isa-l {}", lib.version)
             }
             Err(e) => {
-                let why = e.to_string();
-                let why = why.lines().next().unwrap_or("not found");
+                let why = match e {
+                    pkg_config::Error::Command { .. } => "pkg-config is not installed",
+                    _ => "pkg-config finds no libisal 2.30-2.31",
+                };
                 println!(
-                    "cargo::warning=libisal 2.30-2.31 not found ({why}): whole-body gzip uses libdeflate (Debian: apt-get install libisal-dev)"
+                    "cargo::warning={why}: whole-body gzip uses libdeflate (Debian: apt-get install libisal-dev pkg-config)"
                 );
                 "libdeflate".to_string()
             }
