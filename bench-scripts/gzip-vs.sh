@@ -24,6 +24,8 @@
 # 10 % of nginx's level-1 body, found by starting ringress at levels 1, 2, ...
 # before measuring; the report names the level and the sizes tried. With a
 # fixed level the report says when the sizes are more than 10 % apart.
+# The header names the library ringress's --version says it gzips small
+# whole bodies with (ISA-L or libdeflate, see build.rs).
 #
 #   bench-scripts/gzip-vs.sh                      # about 3 min after the build
 #   SKIP_RINGRESS=1 bench-scripts/gzip-vs.sh      # nginx only
@@ -86,6 +88,13 @@ ${compress/level = $1/level = 1}"
 within_band() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(b > 0 && a >= 0.9 * b && a <= 1.1 * b) }'; }
 LEVEL_NOTE="level $RINGRESS_GZIP_LEVEL as set"
 [[ $SKIP_RINGRESS == 1 ]] && LEVEL_NOTE="ringress skipped"
+# The library the binary gzips small whole bodies with (ISA-L at level 1
+# when its build found libisal, else libdeflate), from its --version.
+WHOLE_GZIP_NOTE="ringress skipped"
+if [[ $SKIP_RINGRESS != 1 ]]; then
+    WHOLE_GZIP_NOTE=$("$RINGRESS_BIN" --version | sed -n 's/.*(whole-body gzip: \(.*\))$/\1/p')
+    WHOLE_GZIP_NOTE="${WHOLE_GZIP_NOTE:-not reported (a build before ISA-L: libdeflate)} at level 1, libdeflate at 2-9"
+fi
 if [[ $SKIP_RINGRESS != 1 ]]; then
     if [[ $RINGRESS_GZIP_LEVEL == auto ]]; then
         # The lowest level whose gzip body is within 10 % of nginx's: the
@@ -153,4 +162,5 @@ report "title=gzip of a 20 KB HTML page, and a compressed cache hit: ringress vs
     "nginx=gzip on, gzip_comp_level 1, gzip_proxied any; gzip-hit: proxy_cache in /dev/shm stores the identity body, gzip runs on every hit" \
     "ringress=--threads 1, compress gzip on both routes; gzip-hit: cache = { zone = \"main\" } (the compressed variant is stored)" \
     "ringress_gzip_level=$LEVEL_NOTE" \
+    "ringress_whole_gzip=$WHOLE_GZIP_NOTE" \
     "${META[@]}"

@@ -16,9 +16,18 @@ use signal_hook::iterator::Signals;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `--version`: the crate's version and the library this build gzips small
+/// whole bodies with at level 1 (build.rs), for benchmarks to record.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (whole-body gzip: ",
+    env!("RINGRESS_WHOLE_GZIP"),
+    ")"
+);
+
 /// A thread-per-core HTTP/1.1 reverse proxy on io_uring.
 #[derive(Parser, Debug)]
-#[command(name = "ringress", version)]
+#[command(name = "ringress", version = VERSION)]
 struct Cli {
     /// Config file (TOML).
     #[arg(short, long, default_value = "config/ringress.toml")]
@@ -189,6 +198,7 @@ fn start(cli: &Cli, config: Config) -> Result<ServerHandle, ExitCode> {
     tracing::info!(
         workers = server.worker_count(),
         driver = server.drivers().first().copied().unwrap_or("none"),
+        whole_gzip = ringress::compress::WHOLE_GZIP_BACKEND,
         listeners = ?listeners,
         pid = std::process::id(),
         "ringress started"

@@ -21,7 +21,7 @@ pub use decoder::{DECODE_CHUNK, Decoded, Decoder};
 pub use encoder::{Encoder, gzip_level};
 pub use negotiate::negotiate;
 pub use types::{TypePattern, type_matches};
-pub use whole::{WHOLE_MAX, WholeGzip};
+pub use whole::{WHOLE_GZIP_BACKEND, WHOLE_MAX, WholeGzip};
 
 /// A content coding the proxy can produce or undo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
