@@ -152,7 +152,7 @@ mod isal_coder {
                 _ => return None,
             };
             Some(IsalGzip {
-                encoder: Box::new(Encoder::new(Vec::new(), level, Codec::Gzip)),
+                encoder: primed(level),
                 level,
             })
         }
@@ -169,10 +169,24 @@ mod isal_coder {
             if done.is_err() {
                 out.truncate(start);
                 // A member left half written: start over on fresh state.
-                *self.encoder = Encoder::new(Vec::new(), self.level, Codec::Gzip);
+                self.encoder = primed(self.level);
             }
             done
         }
+    }
+
+    /// A new encoder that has already written one member. isal-rs sets
+    /// the stream's input pointer and length only when it is given bytes,
+    /// and `isal_deflate_init` leaves them unset: a first member with an
+    /// empty body read whatever was in that memory (a crash in debug
+    /// builds, valgrind's "uninitialised value" in release). After one
+    /// member they hold the end of that input and 0.
+    fn primed(level: CompressionLevel) -> Box<Encoder<Vec<u8>>> {
+        let mut encoder = Box::new(Encoder::new(Vec::new(), level, Codec::Gzip));
+        // Writing to a Vec cannot fail.
+        let _ = encoder.write_all(b" ").and_then(|()| encoder.flush());
+        encoder.get_ref_mut().clear();
+        encoder
     }
 }
 
