@@ -25,9 +25,7 @@ pub(super) fn refused<'c>(
         return Plan::Error { error, close };
     };
     let refusal = ctx.auth.borrow().last;
-    c.record.fail(error);
-    c.record.status = error.status().unwrap_or_default();
-    c.out.clear();
-    render_unauthorized(&mut c.out, (&error, rule.challenge(refusal)), (close, head));
-    Plan::Rendered { close }
+    super::phase::refused(c, error, close, |out| {
+        render_unauthorized(out, (&error, rule.challenge(refusal)), (close, head));
+    })
 }

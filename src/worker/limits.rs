@@ -35,14 +35,8 @@ pub(super) fn refused<'c>(
     let Some(limit) = denial.and_then(|d| config.rate_limits.get(d.limit)) else {
         return Plan::Error { error, close };
     };
-    c.record.fail(error);
-    c.record.status = error.status().unwrap_or_default();
-    c.out.clear();
-    render_limited(
-        &mut c.out,
-        (&error, limit),
-        denial.map_or(0, |d| d.wait_ns),
-        (close, head),
-    );
-    Plan::Rendered { close }
+    let wait_ns = denial.map_or(0, |d| d.wait_ns);
+    super::phase::refused(c, error, close, |out| {
+        render_limited(out, (&error, limit), wait_ns, (close, head));
+    })
 }

@@ -6,6 +6,7 @@
 use super::client::Client;
 use super::ctx::WorkerCtx;
 use super::limits::steered;
+use super::plan::Plan;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::http::RequestHead;
@@ -70,4 +71,20 @@ pub(super) fn run(
         }
     }
     result
+}
+
+/// The answer to a request a filter refused with an answer of its own
+/// (the 401's challenge, the 429's wait): the refusal recorded, the
+/// answer rendered into the client's output by `render`.
+pub(super) fn refused<'c>(
+    c: &mut Client,
+    error: ProxyError,
+    close: bool,
+    render: impl FnOnce(&mut Vec<u8>),
+) -> Plan<'c> {
+    c.record.fail(error);
+    c.record.status = error.status().unwrap_or_default();
+    c.out.clear();
+    render(&mut c.out);
+    Plan::Rendered { close }
 }
