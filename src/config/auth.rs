@@ -54,11 +54,7 @@ fn basic(
     base: &Path,
     forward: bool,
 ) -> Option<AuthRule> {
-    let users = file(t, p, base, "users").and_then(|(path, text)| {
-        Users::parse(&text)
-            .map_err(|m| p.add(t.key_path("users"), format!("{path}: {m}")))
-            .ok()
-    });
+    let users = parsed_file(t, p, base, "users", Users::parse);
     let realm = t.str(p, "realm").unwrap_or("ringress");
     let identity = header_name(t, p, "identity_header");
     if realm
@@ -80,11 +76,7 @@ fn api_key(
     base: &Path,
     forward: bool,
 ) -> Option<AuthRule> {
-    let keys = file(t, p, base, "keys").and_then(|(path, text)| {
-        ApiKeys::parse(&text)
-            .map_err(|m| p.add(t.key_path("keys"), format!("{path}: {m}")))
-            .ok()
-    });
+    let keys = parsed_file(t, p, base, "keys", ApiKeys::parse);
     let header = header_name(t, p, "header");
     let name_header = header_name(t, p, "name_header");
     Some(AuthRule::api_key(
@@ -180,6 +172,21 @@ fn header_name<'a>(
         return None;
     }
     Some(Some(name))
+}
+
+/// The file named at `key`, read and parsed; a problem `parse` finds
+/// is reported with the file's path.
+fn parsed_file<T>(
+    t: &mut TableReader<'_>,
+    p: &mut Problems,
+    base: &Path,
+    key: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    let (path, text) = file(t, p, base, key)?;
+    parse(&text)
+        .map_err(|m| p.add(t.key_path(key), format!("{path}: {m}")))
+        .ok()
 }
 
 /// The file named at `key`, read relative to `base`: its shown path and

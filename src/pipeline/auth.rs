@@ -351,6 +351,15 @@ pub fn render_unauthorized(
     crate::http::answer::render_answer_with(out, status, fields, (close, head));
 }
 
+/// The entries of a users or keys file: each line trimmed, with its
+/// number from 1, blank lines and `#` comments left out.
+fn file_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.trim()))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

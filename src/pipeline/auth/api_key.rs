@@ -32,12 +32,7 @@ impl ApiKeys {
     /// blank lines skipped; a problem names its line.
     pub fn parse(text: &str) -> Result<ApiKeys, String> {
         let mut keys: Vec<Key> = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let n = i + 1;
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
+        for (n, line) in super::file_lines(text) {
             let (key, name) = match line.split_once(char::is_whitespace) {
                 Some((k, name)) => (k, name.trim()),
                 None => (line, ""),

@@ -40,12 +40,7 @@ impl Users {
     /// lines skipped; a problem names its line.
     pub fn parse(text: &str) -> Result<Users, String> {
         let mut users: Vec<User> = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let n = i + 1;
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
+        for (n, line) in super::file_lines(text) {
             let Some((name, hash)) = line.split_once(':') else {
                 return Err(format!("line {n}: expected `name:hash`"));
             };
