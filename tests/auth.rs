@@ -721,7 +721,6 @@ fn an_auth_route_caches_only_shareable_responses() {
 
 #[test]
 fn refusals_are_counted_as_unauthorized() {
-    use std::io::{Read, Write};
     let dir = temp_dir();
     let keys = write(&dir, "keys", "k1\n");
     let up = Upstream::echo();
@@ -738,17 +737,8 @@ fn refusals_are_counted_as_unauthorized() {
         assert_eq!(c.request(&get("/")).status, 401);
     }
     assert_eq!(c.request(&get_with("X-Api-Key: k1\r\n")).status, 200);
-    let metrics = || {
-        let mut s = std::net::TcpStream::connect(admin).expect("admin");
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
-            .unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).expect("metrics");
-        raw
-    };
     let want = "ringress_rejections_total{reason=\"unauthorized\"} 3";
     wait_until("the 401s are counted", Duration::from_secs(5), || {
-        metrics().contains(want)
+        admin_metrics(admin).contains(want)
     });
 }

@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 
 use common::*;
@@ -333,21 +331,10 @@ fn matches_are_counted_on_the_admin_listener() {
     ];
     let mut text = String::new();
     wait_until("the filter metrics", TIMEOUT, || {
-        text = metrics(admin);
+        text = admin_metrics(admin);
         want.iter().all(|w| text.contains(w))
     });
     assert_eq!(up.requests().len(), 2);
-}
-
-/// `/metrics` of the admin listener.
-fn metrics(admin: SocketAddr) -> String {
-    let mut s = TcpStream::connect(admin).expect("admin");
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("metrics");
-    raw
 }
 
 #[test]

@@ -8,7 +8,6 @@ mod common;
 #[path = "common/redis.rs"]
 mod redis_server;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -147,7 +146,7 @@ fn a_route_can_use_several_limits_and_log_mode_only_counts() {
     for _ in 0..3 {
         assert_eq!(c.request(&get("/free")).status, 200);
     }
-    let metrics = metrics(admin);
+    let metrics = admin_metrics(admin);
     // `watch` saw 6 requests and would have refused 5 (the 429s were
     // refused by `keys` after `watch` had counted them).
     assert!(
@@ -159,17 +158,6 @@ fn a_route_can_use_several_limits_and_log_mode_only_counts() {
         "{metrics}"
     );
     assert!(metrics.contains("ringress_rejections_total"), "{metrics}");
-}
-
-/// `/metrics` of the admin listener, once every worker has published.
-fn metrics(admin: SocketAddr) -> String {
-    let mut s = TcpStream::connect(admin).expect("admin");
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
-        .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("metrics");
-    raw
 }
 
 #[test]

@@ -1795,18 +1795,10 @@ fn tls_requests_in_the_access_log_and_the_handshake_counts() {
         "log.test",
     );
     assert!(refused.is_err());
-    let metrics = || {
-        let mut s = TcpStream::connect(admin).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        text
-    };
     wait_until("the failed handshake counted", TIMEOUT, || {
-        metrics().contains("ringress_tls_handshakes_total{result=\"failed\"} 1\n")
+        admin_metrics(admin).contains("ringress_tls_handshakes_total{result=\"failed\"} 1\n")
     });
-    assert!(metrics().contains("ringress_tls_handshakes_total{result=\"ok\"} 1\n"));
+    assert!(admin_metrics(admin).contains("ringress_tls_handshakes_total{result=\"ok\"} 1\n"));
     proxy.shutdown();
     let text = std::fs::read_to_string(&log).expect("the access log");
     let lines: Vec<&str> = text.lines().collect();

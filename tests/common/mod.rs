@@ -546,3 +546,15 @@ pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The text of `/metrics` from the admin listener at `admin` (which ends
+/// each connection after its answer).
+pub fn admin_metrics(admin: SocketAddr) -> String {
+    let mut s = TcpStream::connect(admin).expect("admin");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("metrics");
+    raw
+}
