@@ -125,9 +125,6 @@ impl WorkerCtx {
         })
     }
 
-    /// The current snapshot and its generation; a request keeps the one it
-    /// started with, so a reload never changes a request in flight.
-    /// A compressor for `alg` at `level`, kept or new.
     /// Gzips a whole small body in one call. The worker's one
     /// compressor serves every response: the call never waits, so no two
     /// responses need it at once (a streaming encoder is held across the
@@ -141,6 +138,7 @@ impl WorkerCtx {
         gzip.compress(input, out)
     }
 
+    /// A compressor for `alg` at `level`, kept or new.
     pub fn take_encoder(&self, alg: Algorithm, level: Option<u32>) -> Encoder {
         let mut kept = self.encoders.borrow_mut();
         match kept
@@ -161,6 +159,8 @@ impl WorkerCtx {
         }
     }
 
+    /// The current snapshot and its generation; a request keeps the one it
+    /// started with, so a reload never changes a request in flight.
     pub fn snapshot(&self) -> (u64, Snapshot) {
         let published = self.shared.generation.load(Ordering::Acquire);
         if published != self.generation.get() {
