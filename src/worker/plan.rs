@@ -424,8 +424,8 @@ fn only_if_cached<'c>(c: &mut Client, close: bool) -> Plan<'c> {
     };
     c.record.status = status;
     c.out.clear();
-    crate::http::answer::render_answer(&mut c.out, status, close);
-    cache::add_status_line(&mut c.out, "only-if-cached");
+    let cache_status = |out: &mut Vec<u8>| cache::write_refusal_status(out, "only-if-cached");
+    crate::http::answer::render_answer_with(&mut c.out, status, cache_status, (close, false));
     Plan::Rendered { close }
 }
 

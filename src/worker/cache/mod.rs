@@ -17,7 +17,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub(crate) use fill::{Pending, on_response_head, store_empty};
 pub(crate) use local::{LocalObject, LocalRefs, SharedBody};
 pub(crate) use purge::{purge, purge_request};
-pub(crate) use serve::{CACHE_NAME, add_status_line, serve, serve_stale_on_error, stale_usable};
+pub(crate) use serve::{
+    CACHE_NAME, serve, serve_stale_on_error, stale_usable, write_refusal_status,
+};
 
 use crate::cache::object::Object;
 use crate::cache::policy::{self, CacheStatus, Fwd, RequestControl, Use};

@@ -10,7 +10,7 @@ use super::{CacheReq, LocalObject, now_secs};
 use crate::cache::policy::{self, CacheStatus};
 use crate::config::Config;
 use crate::error::ProxyError;
-use crate::http::encode::{FieldEdits, OriginHiding, StoredHead, insert_head_lines, write_field};
+use crate::http::encode::{FieldEdits, OriginHiding, StoredHead, write_field};
 use crate::http::response::status_has_body;
 use crate::pipeline::{Exit, NO_FILTERS, Prerendered};
 
@@ -174,9 +174,10 @@ fn drop_on_304(name: &[u8]) -> bool {
     .any(|n| name.eq_ignore_ascii_case(n))
 }
 
-/// Puts a `Cache-Status` line into an answer rendered whole (a request
-/// the cache refused), with `detail`.
-pub(crate) fn add_status_line(out: &mut Vec<u8>, detail: &'static str) {
+/// Writes the `Cache-Status` line of a request the cache refused, with
+/// `detail` (a field line of a generated answer, see
+/// `render_answer_with`).
+pub(crate) fn write_refusal_status(out: &mut Vec<u8>, detail: &'static str) {
     let status = CacheStatus::Forward {
         fwd: crate::cache::policy::Fwd::Miss,
         status: None,
@@ -184,7 +185,5 @@ pub(crate) fn add_status_line(out: &mut Vec<u8>, detail: &'static str) {
         collapsed: false,
         detail: Some(detail),
     };
-    insert_head_lines(out, |out| {
-        policy::write_cache_status(out, CACHE_NAME, &status);
-    });
+    policy::write_cache_status(out, CACHE_NAME, &status);
 }
