@@ -61,21 +61,10 @@ if [[ ${need_pkg_py:-0} == 1 ]]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-cryptography >&2 ||
         die "python3 cryptography is needed"
 fi
-if [[ ! -x $BIN ]]; then
-    log "building $BIN"
-    (cd "$REPO_ROOT" && cargo build --release >&2) || die "cargo build --release failed"
-fi
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/ringress-access-cost.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 0.5
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    [[ $KEEP_TMP == 1 ]] && log "kept $TMP" || rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=bench-scripts/cost-lib.sh
+source "$SCRIPT_DIR/cost-lib.sh"
+build_if_missing
+start_tmp access-cost
 
 wait_http() { # port path
     local i

@@ -46,21 +46,10 @@ for tool in wrk nginx curl taskset python3; do
     command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool ]] || die "$tool is needed (apt-get install $tool)"
 done
 NGINX=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
-if [[ ! -x $BIN ]]; then
-    log "building $BIN"
-    (cd "$REPO_ROOT" && cargo build --release >&2) || die "cargo build --release failed"
-fi
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/ringress-obs-cost.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 0.5
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    [[ $KEEP_TMP == 1 ]] && log "kept $TMP" || rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=bench-scripts/cost-lib.sh
+source "$SCRIPT_DIR/cost-lib.sh"
+build_if_missing
+start_tmp obs-cost
 
 BACKEND=$((PORT_BASE)) R_OFF=$((PORT_BASE + 1)) R_ON=$((PORT_BASE + 2)) R_ADMIN=$((PORT_BASE + 3))
 N_OFF=$((PORT_BASE + 4)) N_ON=$((PORT_BASE + 5))

@@ -44,21 +44,10 @@ source "$SCRIPT_DIR/cpu-placement.sh"
 for tool in wrk curl taskset python3; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is needed (apt-get install $tool)"
 done
-if [[ ! -x $BIN ]]; then
-    log "building $BIN"
-    (cd "$REPO_ROOT" && cargo build --release >&2) || die "cargo build --release failed"
-fi
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/ringress-rate-limit.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 0.5
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    [[ $KEEP_TMP == 1 ]] && log "kept $TMP" || rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=bench-scripts/cost-lib.sh
+source "$SCRIPT_DIR/cost-lib.sh"
+build_if_missing
+start_tmp rate-limit
 
 wait_http() { # port
     local i
