@@ -338,6 +338,26 @@ pub struct StoredHead<'a> {
     pub length: Option<u64>,
 }
 
+/// Appends the field lines of `fields` that `edits` keeps: runs of kept
+/// lines in one copy each, lines found with `memchr` (a byte-at-a-time
+/// split was a tenth of a small cache hit's user-space instructions).
+fn write_kept_lines<E: FieldEdits>(out: &mut Vec<u8>, fields: &[u8], edits: &E) {
+    let mut kept_from = 0;
+    let mut at = 0;
+    while at < fields.len() {
+        let rest = &fields[at..];
+        let len = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+        let line = &rest[..len];
+        let name = memchr::memchr(b':', line).map_or(line, |i| &line[..i]);
+        if edits.drops(name) {
+            out.extend_from_slice(&fields[kept_from..at]);
+            kept_from = at + len;
+        }
+        at += len;
+    }
+    out.extend_from_slice(&fields[kept_from..]);
+}
+
 /// Writes a stored head as an HTTP/1.1 response head: status line, the
 /// stored fields (less those `edits` drops), `Content-Length`, the
 /// connection directive, then the edits' own lines.
@@ -352,12 +372,7 @@ pub fn write_stored_head<E: FieldEdits>(
     out.push(b' ');
     out.extend_from_slice(head.reason);
     out.extend_from_slice(b"\r\n");
-    for line in head.fields.split_inclusive(|&b| b == b'\n') {
-        let name = line.split(|&b| b == b':').next().unwrap_or(b"");
-        if !edits.drops(name) {
-            out.extend_from_slice(line);
-        }
-    }
+    write_kept_lines(out, head.fields, edits);
     if let Some(n) = head.length {
         write_content_length(out, n);
     }
@@ -478,6 +493,51 @@ fn write_via(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], received: Vers
 mod tests {
     use super::*;
     use crate::http::{HeadLimits, empty_headers, parse_request, parse_response};
+
+    /// Drops the names listed, case-insensitively.
+    struct DropNames(&'static [&'static str]);
+
+    impl FieldEdits for DropNames {
+        fn drops(&self, name: &[u8]) -> bool {
+            self.0
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+        }
+        fn append(&self, _: &mut Vec<u8>) {}
+    }
+
+    #[test]
+    fn kept_lines_are_the_lines_not_dropped_in_order() {
+        let fields = "A: 1\r\nServer: x\r\nB: 2\r\nC: 3\r\nserver: y\r\nD: 4\r\n";
+        let cases: [(&[&str], &str); 6] = [
+            (&[], fields),
+            (&["server"], "A: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n"),
+            (&["a"], "Server: x\r\nB: 2\r\nC: 3\r\nserver: y\r\nD: 4\r\n"),
+            (&["d", "c"], "A: 1\r\nServer: x\r\nB: 2\r\nserver: y\r\n"),
+            (&["a", "server", "b", "c", "d"], ""),
+            // A name is the text before the first colon, never a prefix.
+            (&["serv", "b: 2"], fields),
+        ];
+        for (drop, want) in cases {
+            let mut out = b"HEAD\r\n".to_vec();
+            write_kept_lines(&mut out, fields.as_bytes(), &DropNames(drop));
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("HEAD\r\n{want}"),
+                "{drop:?}"
+            );
+        }
+        // No fields; a last line without its newline; a line with no colon
+        // is named by all of it, its line end too (stored heads have none).
+        let mut out = Vec::new();
+        write_kept_lines(&mut out, b"", &DropNames(&["a"]));
+        assert!(out.is_empty());
+        write_kept_lines(&mut out, b"A: 1\r\nB: 2", &DropNames(&["a"]));
+        assert_eq!(out, b"B: 2");
+        out.clear();
+        write_kept_lines(&mut out, b"junk\nA: 1\n", &DropNames(&["junk", "a"]));
+        assert_eq!(out, b"junk\n");
+    }
 
     #[test]
     fn request_rewrite() {
