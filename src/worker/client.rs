@@ -76,6 +76,9 @@ pub(crate) struct Client {
     /// Cancels the wait for a request that turns idle; kept across
     /// requests because making one allocates.
     canceller: Option<Canceller>,
+    /// When the last request ended (the logging phase's clock read): the
+    /// start of the wait for the next one, so that wait reads no clock.
+    ended: Option<Instant>,
     /// The socket is in the worker's parking set (see `Parked::in_set`).
     in_parking_set: bool,
 }
@@ -209,6 +212,7 @@ fn run(
             let config = ctx.snapshot().1;
             c.listener = config.listener_index(c.listener_id);
             let started = Instant::now();
+            c.ended = None;
             let seq = ctx.requests.next_seq();
             c.record.reset(started, config.generation, c.listener, seq);
             c.body_rate = config.timeouts.min_body_rate;
@@ -218,8 +222,11 @@ fn run(
             // tunnel's, once it closes).
             let logged = c.listener_id != ADMIN_LISTENER;
             if logged && !matches!(end, End::Tunnel(..)) {
+                let ended = Instant::now();
+                c.ended = Some(ended);
+                let sink = ctx.shared.access_log.get();
                 ctx.requests
-                    .log(&c.record, &config, &c.facts(), ctx.shared.access_log.get());
+                    .log(&c.record, &config, (&c.facts(), ended), sink);
             }
             cache::end_request(&mut req.cache, &config);
             match end {
@@ -281,8 +288,9 @@ async fn run_tunnel(
     record.bytes_in += sent;
     record.bytes_out += received;
     let facts = conn_facts(version, tls.as_deref());
+    let sink = ctx.shared.access_log.get();
     ctx.requests
-        .log(&record, config, &facts, ctx.shared.access_log.get());
+        .log(&record, config, (&facts, Instant::now()), sink);
     drop(active);
 }
 
@@ -364,7 +372,8 @@ async fn serve_request(
             // first, then the exchange refreshes the object unseen.
             if let Some((object, status)) = req.cache.serve_first.take() {
                 let close = !exchange.keep_alive;
-                if !cache::serve(c, req, config, &object, status, close).await {
+                let now = req.cache.request_time;
+                if !cache::serve(c, req, config, &object, (status, now), close).await {
                     return End::Close {
                         linger: false,
                         quiet: false,
@@ -389,7 +398,8 @@ async fn serve_request(
             status,
             close,
         } => {
-            let sent = cache::serve(c, req, config, &object, status, close).await;
+            let now = req.cache.request_time;
+            let sent = cache::serve(c, req, config, &object, (status, now), close).await;
             (sent, close)
         }
         // Taken by the loop above.
@@ -659,7 +669,8 @@ async fn await_request(c: &mut Client, ctx: &WorkerCtx, first: bool) -> Wait {
         Conn::Plain(socket) if wait > HOT_WAIT => {
             // A cancelled read hands back its buffer and any bytes that
             // had arrived, so nothing is lost when the wait turns idle.
-            let now = Instant::now();
+            // Right after a request, its end stands for now.
+            let now = c.ended.take().unwrap_or_else(Instant::now);
             let deadline = now + wait;
             let canceller = c
                 .canceller
@@ -803,6 +814,7 @@ impl Client {
             body_rate: None,
             active,
             canceller: None,
+            ended: None,
             in_parking_set: false,
         }
     }

@@ -88,7 +88,7 @@ impl Requests {
         &self,
         record: &Record,
         config: &Config,
-        conn: &ConnFacts<'_>,
+        (conn, ended): (&ConnFacts<'_>, Instant),
         sink: Option<&AccessSink>,
     ) {
         self.exits.add(record.exit);
@@ -97,7 +97,7 @@ impl Requests {
             chain.log(record);
         }
         let status = access::logged_status(record);
-        let duration = record.start.elapsed();
+        let duration = ended.saturating_duration_since(record.start);
         let rejection = record
             .cause
             .map(|c| c.kind)

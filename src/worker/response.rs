@@ -473,7 +473,8 @@ async fn answer_refreshed<D: Downstream>(
         true
     } else {
         c.record().cache = CacheResult::Revalidated;
-        cache::serve(c, req, leg.config, &object, status, close).await
+        let now = cache::now_secs();
+        cache::serve(c, req, leg.config, &object, (status, now), close).await
     };
     Ok(Done::Response {
         client_keep: sent && !close,

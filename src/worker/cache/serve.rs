@@ -23,11 +23,18 @@ pub(crate) async fn serve<D: Downstream>(
     req: &mut ReqState,
     config: &Config,
     object: &Rc<LocalObject>,
-    status: CacheStatus,
+    (status, now): (CacheStatus, u64),
     close: bool,
 ) -> bool {
     let not_modified = client_has_it(&req.cache, object);
-    render(c, req, config, object, (&status, close, not_modified));
+    render(
+        c,
+        req,
+        config,
+        object,
+        (&status, now),
+        (close, not_modified),
+    );
     let head_only = not_modified || req.cache.is_head || !status_has_body(object.object.status);
     let record = c.record();
     record.exit = Exit::Cached;
@@ -55,9 +62,10 @@ pub(crate) async fn serve_stale_on_error<D: Downstream>(
     let stale = req.cache.stale.clone()?;
     c.record().fail(*error);
     c.record().cache = crate::pipeline::CacheResult::Stale;
-    let ttl = stale.object.ttl(now_secs());
+    let now = now_secs();
+    let ttl = stale.object.ttl(now);
     let status = CacheStatus::StaleIfError { ttl };
-    Some(serve(c, req, config, &stale, status, close).await)
+    Some(serve(c, req, config, &stale, (status, now), close).await)
 }
 
 /// Whether the object kept for this request may stand in for a failed
@@ -82,13 +90,14 @@ fn client_has_it(c: &CacheReq, object: &LocalObject) -> bool {
 }
 
 /// Has the client side render the stored head with the route's edits,
-/// `Age` and `Cache-Status`.
+/// `Age` (as of `now`, Unix seconds) and `Cache-Status`.
 fn render<D: Downstream>(
     c: &mut D,
     req: &mut ReqState,
     config: &Config,
     object: &LocalObject,
-    (status, close, not_modified): (&CacheStatus, bool, bool),
+    (status, now): (&CacheStatus, u64),
+    (close, not_modified): (bool, bool),
 ) {
     let o = &object.object;
     let route = c.record().route.unwrap_or(usize::MAX);
@@ -119,7 +128,7 @@ fn render<D: Downstream>(
         hiding: &config.origin_hiding,
         route: edits_heads.then(|| chain.response_with(&lines)),
         not_modified,
-        age: o.age(now_secs()),
+        age: o.age(now),
         status,
         request_id: (text.return_id && !text.request_id().is_empty()).then(|| text.request_id()),
     };
