@@ -10,7 +10,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use monoio::buf::{IoBuf, IoBufMut};
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf};
 
 // Links the allocator's C library, whose `mi_collect` is declared below,
 // into every program that uses this crate.
@@ -356,6 +356,62 @@ pub(crate) fn buf_bytes<T: IoBuf>(buf: &T) -> &[u8] {
     // SAFETY: IoBuf promises `read_ptr` points at `bytes_init` initialised
     // bytes that stay valid and unchanged while `buf` is borrowed.
     unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) }
+}
+
+/// The vector of a two-buffer `writev`, in a box of its own: monoio takes
+/// its address when it builds the submission, before the operation is
+/// stored (the value moves after that), and the kernel reads it only when
+/// the ring is submitted. Kept across writes so a write allocates nothing.
+pub(crate) struct IoVecPair(Box<[libc::iovec; 2]>);
+
+impl Default for IoVecPair {
+    fn default() -> Self {
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        IoVecPair(Box::new([empty; 2]))
+    }
+}
+
+/// Two buffers written by one `writev`, first `a` then `b`: a response
+/// head and a stored body, which then leave in one send instead of two.
+pub(crate) struct TwoBufs<A, B> {
+    a: A,
+    b: B,
+    vec: IoVecPair,
+}
+
+impl<A: IoBuf, B: IoBuf> TwoBufs<A, B> {
+    pub(crate) fn new(a: A, b: B, mut vec: IoVecPair) -> Self {
+        for (iov, (ptr, len)) in vec.0.iter_mut().zip([
+            (a.read_ptr(), a.bytes_init()),
+            (b.read_ptr(), b.bytes_init()),
+        ]) {
+            iov.iov_base = ptr as *mut libc::c_void;
+            iov.iov_len = len;
+        }
+        TwoBufs { a, b, vec }
+    }
+
+    pub(crate) fn into_parts(self) -> (A, B, IoVecPair) {
+        (self.a, self.b, self.vec)
+    }
+}
+
+// SAFETY: the two iovecs point at `a`'s and `b`'s initialised bytes, which
+// IoBuf promises stay where they are (heap memory) while the values are
+// owned, even when the values move; `TwoBufs` owns both for as long as
+// the operation holds it, and the iovecs themselves are boxed, so the
+// pointer handed out stays valid when `TwoBufs` moves.
+unsafe impl<A: IoBuf, B: IoBuf> IoVecBuf for TwoBufs<A, B> {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.vec.0.as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        2
+    }
 }
 
 /// Gives the calling thread's freed pages back to the system (mimalloc's

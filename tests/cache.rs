@@ -150,6 +150,32 @@ fn a_stored_response_is_served_from_cache_with_ttl_and_age() {
 }
 
 #[test]
+fn a_large_hit_arrives_whole_and_the_connection_goes_on() {
+    // Over the size a hit copies behind its head: head and body leave in
+    // one vectored write, straight from the stored body.
+    let body = text_body(300 * 1024);
+    let sent = body.clone();
+    let origin =
+        Origin::start(move |_| Reply::ok(sent.clone()).header("Cache-Control", "max-age=60"));
+    let proxy = cached(&origin, "");
+    assert_eq!(cache_status(&fetch(&proxy, "/big")), STORED);
+    let mut c = proxy.connect();
+    for i in 0..3 {
+        let hit = c.request(&get("/big"));
+        assert_eq!(hit.status, 200, "hit {i}");
+        assert_eq!(hit.header("content-length"), Some("307200"), "hit {i}");
+        assert!(hit.body == body, "hit {i}: {} bytes", hit.body.len());
+        assert_within("ttl", hit_ttl(&hit), 58..=60);
+        // A HEAD on the same connection: the head alone.
+        let head = c.request(b"HEAD /big HTTP/1.1\r\nHost: test.local\r\n\r\n");
+        assert_eq!(head.status, 200, "head {i}");
+        assert_eq!(head.header("content-length"), Some("307200"), "head {i}");
+        assert!(head.body.is_empty(), "head {i}");
+    }
+    assert_eq!(origin.count("/big"), 1);
+}
+
+#[test]
 fn age_starts_at_the_origins_age_and_grows() {
     let origin = Origin::start(|_| max_age(60, "aged").header("Age", "5"));
     let proxy = cached(&origin, "");

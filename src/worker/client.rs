@@ -79,6 +79,9 @@ pub(crate) struct Client {
     /// When the last request ended (the logging phase's clock read): the
     /// start of the wait for the next one, so that wait reads no clock.
     ended: Option<Instant>,
+    /// The iovec pair of a stored head and body written together, made
+    /// at the connection's first such write.
+    pub iovecs: Option<crate::sys::IoVecPair>,
     /// The socket is in the worker's parking set (see `Parked::in_set`).
     in_parking_set: bool,
 }
@@ -815,6 +818,7 @@ impl Client {
             active,
             canceller: None,
             ended: None,
+            iovecs: None,
             in_parking_set: false,
         }
     }

@@ -24,7 +24,7 @@ use crate::http::encode::{
 use crate::http::{Framing, ResponseHead, Version, answer};
 use crate::pipeline::{Exit, Record, Vars, add_request_id};
 use crate::router::Respond;
-use crate::rt::buffer::{ReadBuf, flush_vec, write_all, write_from_read_buf};
+use crate::rt::buffer::{ReadBuf, flush_vec, write_all, write_from_read_buf, write_head_body};
 use crate::rt::conn::Conn;
 
 /// Which head of a response.
@@ -408,12 +408,20 @@ impl Downstream for Client {
             return false;
         };
         self.record.bytes_out += body.len() as u64;
-        let head = self.send_out(timeout).await.is_ok();
         // The shared body is written from where it is stored: no copy.
-        let sent = head
-            && write_all(&mut self.stream, body.clone(), timeout)
+        let sent = if let Conn::Plain(socket) = &mut self.stream {
+            // Head and body in one send.
+            self.record.bytes_out += self.out.len() as u64;
+            let (out, vec) = (&mut self.out, &mut self.iovecs);
+            write_head_body(socket, out, body.clone(), vec, timeout)
                 .await
-                .is_ok();
+                .is_ok()
+        } else {
+            self.send_out(timeout).await.is_ok()
+                && write_all(&mut self.stream, body.clone(), timeout)
+                    .await
+                    .is_ok()
+        };
         self.sent(sent)
     }
 
