@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::policy::Lifetime;
 use super::store::Weigh;
+use crate::http::encode::FieldLines;
 
 /// Bytes counted per object besides its head and body (the structure,
 /// its key and the store's bookkeeping).
@@ -71,7 +72,7 @@ impl Object {
     fn weight(&self) -> usize {
         OVERHEAD
             + self.reason.len()
-            + self.fields.len()
+            + self.fields.weight()
             + self.body.len()
             + self
                 .vary
@@ -88,7 +89,7 @@ pub struct ObjectParts {
     pub reason: Box<[u8]>,
     /// Whole `Name: value\r\n` lines as the client gets them, without
     /// framing, connection or `Age` fields.
-    pub fields: Box<[u8]>,
+    pub fields: FieldLines,
     /// Shared with every worker that serves it (a write needs an owned
     /// buffer, hence the `Arc`).
     pub body: Arc<Vec<u8>>,

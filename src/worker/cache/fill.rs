@@ -16,7 +16,7 @@ use crate::cache::policy::{
 use crate::cache::zone::Zone;
 use crate::config::Config;
 use crate::http::ResponseHead;
-use crate::http::encode::write_field;
+use crate::http::encode::{FieldLines, write_field};
 use crate::http::fields::{is_hop_by_hop, trim_ows};
 use crate::pipeline::{CacheResult, CacheRule};
 
@@ -227,7 +227,7 @@ fn refresh(
         b"etag",
         b"last-modified",
     ];
-    let mut fields = Vec::with_capacity(old.fields.len());
+    let mut fields = Vec::with_capacity(old.fields.text().len());
     let updated = |name: &[u8]| {
         UPDATED.iter().any(|u| u.eq_ignore_ascii_case(name))
             && resp
@@ -235,8 +235,7 @@ fn refresh(
                 .iter()
                 .any(|h| h.name.as_bytes().eq_ignore_ascii_case(name))
     };
-    for line in old.fields.split_inclusive(|&b| b == b'\n') {
-        let name = line.split(|&b| b == b':').next().unwrap_or(b"");
+    for (name, line) in old.fields.lines() {
         if !updated(name) {
             fields.extend_from_slice(line);
         }
@@ -248,7 +247,7 @@ fn refresh(
     let object = Arc::new(Object::new(ObjectParts {
         status: old.status,
         reason: old.reason.clone(),
-        fields: fields.into_boxed_slice(),
+        fields: FieldLines::new(fields),
         body: old.body.clone(),
         vary: old.vary.clone(),
         etag: facts.etag.map(Into::into).or_else(|| old.etag.clone()),
@@ -295,7 +294,7 @@ pub(crate) fn finish_body(c: &mut CacheReq) {
     let object = Arc::new(Object::new(ObjectParts {
         status: p.status,
         reason: p.reason,
-        fields: p.fields.into_boxed_slice(),
+        fields: FieldLines::new(p.fields),
         body: Arc::new(body),
         vary: p.vary.into_boxed_slice(),
         etag: p.etag,
