@@ -23,8 +23,10 @@
 #   bench-scripts/cache-vs.sh                     # about 4 min after the build
 #   SKIP_RINGRESS=1 bench-scripts/cache-vs.sh     # nginx and Varnish only
 #   DURATION=5 ROUNDS=1 bench-scripts/cache-vs.sh # quicker, noisier
+#   PIPELINE=4 RESULTS_DIR=bench-scripts/results/pipelined bench-scripts/cache-vs.sh
+#                                                 # wrk pipelines 4 requests per connection
 #
-# Knobs: DURATION [10] WARMUP [3] ROUNDS [3] CONNS [64] PORT_BASE [19780]
+# Knobs: DURATION [10] WARMUP [3] ROUNDS [3] CONNS [64] PIPELINE [1] PORT_BASE [19780]
 # SKIP_RINGRESS SKIP_BUILD RINGRESS_BIN KEEP_TMP RESULTS_DIR
 # [bench-scripts/results] VARNISH_POOL_MIN [CONNS+36]
 # PROXY_CPU / BACKEND_CPU / WRK_CPU (cpu-placement.sh).

@@ -10,7 +10,10 @@
 #   PORT_BASE   first of the ports used (origin, origin-nolog, proxies...)
 #   NEED_VARNISH  1 to install and allow Varnish
 # and may set: DURATION [10] WARMUP [3] ROUNDS [3] CONNS [64]
-# SKIP_RINGRESS SKIP_BUILD RINGRESS_BIN KEEP_TMP RESULTS_DIR
+# PIPELINE [1] (requests wrk pipelines per connection, pipeline.lua: with
+# one 2-CPU machine wrk's core, not the proxy's, limits the fastest
+# proxy's req/s; pipelining cuts wrk's cost per request for every proxy
+# alike) SKIP_RINGRESS SKIP_BUILD RINGRESS_BIN KEEP_TMP RESULTS_DIR
 # PROXY_CPU / BACKEND_CPU / WRK_CPU (cpu-placement.sh).
 #
 # Every wait here has a time limit and every run a fixed duration; traffic
@@ -20,6 +23,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-64}
+PIPELINE=${PIPELINE:-1}
 SKIP_RINGRESS=${SKIP_RINGRESS:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
@@ -387,10 +391,12 @@ probe() {
 }
 # wrk_run OUT SECS NAME PATH [gzip]: one wrk run against NAME, bounded.
 wrk_run() {
-    local out=$1 secs=$2 name=$3 path=$4 h=() rc=0 p
+    local out=$1 secs=$2 name=$3 path=$4 h=() pipe=() rc=0 p
     [[ ${5:-} == gzip ]] && h=(-H "Accept-Encoding: gzip")
+    ((PIPELINE > 1)) && pipe=(-s "$SCRIPT_DIR/pipeline.lua")
     in_child taskset -c "$WRK_CPU" timeout "$((secs + 30))" wrk -t1 -c"$CONNS" -d"${secs}s" --timeout 5s \
-        ${h[@]+"${h[@]}"} "http://$HOST:${SERVER_PORT[$name]}$path" >"$out" 2>&1 || rc=$?
+        ${h[@]+"${h[@]}"} ${pipe[@]+"${pipe[@]}"} "http://$HOST:${SERVER_PORT[$name]}$path" \
+        ${pipe[@]+-- "$PIPELINE"} >"$out" 2>&1 || rc=$?
     if ((rc != 0)); then
         cat "$out" >&2
         die "wrk against $name $path failed (exit $rc)"
@@ -444,7 +450,7 @@ ringress_version() {
 }
 meta_common() { # the lines every report starts with
     printf '%s\n' \
-        "load=wrk -t1 -c$CONNS -d${DURATION}s keep-alive, ${WARMUP}s warm-up per proxy and scenario, $ROUNDS rounds, proxy order rotated each round" \
+        "load=wrk -t1 -c$CONNS -d${DURATION}s keep-alive$( ((PIPELINE > 1)) && echo ", $PIPELINE requests pipelined per connection (bench-scripts/pipeline.lua)"), ${WARMUP}s warm-up per proxy and scenario, $ROUNDS rounds, proxy order rotated each round" \
         "cpus=proxy under test on CPU $PROXY_CPU (one worker/thread pool, whole process pinned); origin nginx on CPU $BACKEND_CPU; wrk on CPU $WRK_CPU; $(nproc) CPUs" \
         "cpu_us_per_req=utime+stime of the proxy's whole process tree over the run / requests completed" \
         "versions=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //'); $( ((NEED_VARNISH)) && "$VARNISHD" -V 2>&1 | grep -o 'varnish-[0-9.]*' | head -n1 | sed 's/$/; /')$(ringress_version)" \
