@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 
 use common::*;
 
@@ -27,19 +26,14 @@ fn admin(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
-struct TempFile(PathBuf);
+/// A file under the system temp dir holding `text`, removed on drop.
+struct TempFile(TempPath);
 
 impl TempFile {
     fn new(name: &str, text: &str) -> TempFile {
-        let path = std::env::temp_dir().join(format!("ringress-{}-{name}", std::process::id()));
+        let path = TempPath::file(format!("ringress-{}-{name}", std::process::id()));
         std::fs::write(&path, text).unwrap();
         TempFile(path)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -51,7 +45,7 @@ fn admin_endpoints_on_the_proxy_engine() {
     let proxy = Proxy::start(&config);
     let addr = proxy
         .handle()
-        .start_admin("127.0.0.1:0".parse().unwrap(), file.0.clone())
+        .start_admin("127.0.0.1:0".parse().unwrap(), file.0.to_path_buf())
         .expect("admin binds");
 
     // Worker 0 picks the socket up on its tick; connections queue until then.
@@ -89,8 +83,13 @@ fn a_second_admin_listener_on_the_same_address_is_refused() {
     let file = TempFile::new("admin2.toml", "");
     let addr = proxy
         .handle()
-        .start_admin("127.0.0.1:0".parse().unwrap(), file.0.clone())
+        .start_admin("127.0.0.1:0".parse().unwrap(), file.0.to_path_buf())
         .unwrap();
     let other = Proxy::start(&simple_config(up.addr));
-    assert!(other.handle().start_admin(addr, file.0.clone()).is_err());
+    assert!(
+        other
+            .handle()
+            .start_admin(addr, file.0.to_path_buf())
+            .is_err()
+    );
 }

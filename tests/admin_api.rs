@@ -73,10 +73,11 @@ fn server_json(upstreams: &str, server: SocketAddr) -> String {
 }
 
 /// Starts a proxy with the admin listener; returns it with the admin
-/// address, once `/readyz` says every worker accepts.
-fn proxy_with_admin(config: &str, headers: &str) -> (Proxy, SocketAddr) {
+/// address, once `/readyz` says every worker accepts, and the config
+/// file the admin listener reloads from (removed when dropped).
+fn proxy_with_admin(config: &str, headers: &str) -> (Proxy, SocketAddr, TempPath) {
     let proxy = Proxy::start_with(config, 2, ringress::IoMode::Auto);
-    let file = std::env::temp_dir().join(format!(
+    let file = TempPath::file(format!(
         "ringress-admin-api-{}-{}.toml",
         std::process::id(),
         proxy.addr.port()
@@ -84,12 +85,12 @@ fn proxy_with_admin(config: &str, headers: &str) -> (Proxy, SocketAddr) {
     std::fs::write(&file, config).unwrap();
     let addr = proxy
         .handle()
-        .start_admin("127.0.0.1:0".parse().unwrap(), file)
+        .start_admin("127.0.0.1:0".parse().unwrap(), file.to_path_buf())
         .expect("admin binds");
     wait_until("readyz 200", TIMEOUT, || {
         admin_with(addr, "GET", "/readyz", headers, "").status == 200
     });
-    (proxy, addr)
+    (proxy, addr, file)
 }
 
 /// Echoes like `Upstream::echo`, after a second for paths under `/slow`.
@@ -118,7 +119,7 @@ fn the_token_guards_every_endpoint() {
         .sections(&format!("[admin]\ntoken = \"{TOKEN}\""))
         .build();
     let auth = format!("Authorization: Bearer {TOKEN}\r\n");
-    let (_proxy, addr) = proxy_with_admin(&config, &auth);
+    let (_proxy, addr, _file) = proxy_with_admin(&config, &auth);
 
     for path in ["/health", "/readyz", "/config", "/upstreams", "/metrics"] {
         let a = admin(addr, "GET", path);
@@ -212,7 +213,7 @@ fn readyz_says_503_while_a_drain_waits_for_a_slow_request() {
     let config = ConfigBuilder::new(up.addr)
         .runtime(r#"drain_timeout = "10s""#)
         .build();
-    let (proxy, addr) = proxy_with_admin(&config, "");
+    let (proxy, addr, _file) = proxy_with_admin(&config, "");
     assert_eq!(admin(addr, "GET", "/readyz").body, "ready\n");
 
     let target = proxy.addr;
@@ -374,7 +375,7 @@ fn drain_maintenance_and_weight_under_load_fail_no_request() {
     let config = ConfigBuilder::new(a.addr)
         .group(&format!(r#"servers = ["{}", "{}"]"#, a.addr, b.addr))
         .build();
-    let (proxy, admin_addr) = proxy_with_admin(&config, "");
+    let (proxy, admin_addr, _file) = proxy_with_admin(&config, "");
 
     // A slow request in flight on b: draining b lets it finish.
     let target = proxy.addr;
@@ -482,7 +483,7 @@ fn admin_settings_last_until_a_reload_changes_the_server() {
     let (a, b) = (upstream(), upstream());
     let builder =
         ConfigBuilder::new(a.addr).group(&format!(r#"servers = ["{}", "{}"]"#, a.addr, b.addr));
-    let (proxy, admin_addr) = proxy_with_admin(&builder.build(), "");
+    let (proxy, admin_addr, _file) = proxy_with_admin(&builder.build(), "");
     set(admin_addr, a.addr, "state", "drain");
     set(admin_addr, b.addr, "weight", "4");
 

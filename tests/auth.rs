@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,16 +19,14 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ringress::Config;
 use serde_json::json;
 
-/// A fresh directory for one test's files.
-fn temp_dir() -> PathBuf {
+/// A fresh directory for one test's files, removed on drop.
+fn temp_dir() -> TempPath {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
+    TempPath::dir(format!(
         "ringress-auth-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    ))
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {

@@ -873,7 +873,7 @@ fn the_admin_api_purges_by_prefix_and_by_key() {
         .sections(&format!("[admin]\ntoken = \"{TOKEN}\""))
         .build();
     let proxy = Proxy::start(&toml);
-    let file = std::env::temp_dir().join(format!(
+    let file = TempPath::file(format!(
         "ringress-cache-admin-{}-{}.toml",
         std::process::id(),
         proxy.addr.port()
@@ -881,7 +881,7 @@ fn the_admin_api_purges_by_prefix_and_by_key() {
     std::fs::write(&file, &toml).unwrap();
     let admin_addr = proxy
         .handle()
-        .start_admin("127.0.0.1:0".parse().unwrap(), file)
+        .start_admin("127.0.0.1:0".parse().unwrap(), file.to_path_buf())
         .expect("admin binds");
 
     let paths = [

@@ -70,8 +70,7 @@ fn admin_get(addr: SocketAddr, path: &str) -> String {
 #[test]
 fn metrics_and_the_access_log_say_what_the_cache_did() {
     let up = cacheable();
-    let dir = std::env::temp_dir().join(format!("ringress-cache-ops-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempPath::dir(format!("ringress-cache-ops-{}", std::process::id()));
     let log = dir.join("access.log");
     let toml = ConfigBuilder::new(up.addr)
         .route("cache = { zone = \"main\" }\nname = \"cached\"")
@@ -119,7 +118,6 @@ fn metrics_and_the_access_log_say_what_the_cache_did() {
         .collect();
     caches.sort();
     assert_eq!(caches, ["bypass", "hit", "hit", "hit", "miss"]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Concurrent misses collapse into one fetch; but once a key's response

@@ -3,32 +3,25 @@
 //! the nearest key for a typo, the duplicated table, one problem per
 //! mistake (no follow-on reports), and warnings for likely mistakes.
 
-use std::path::{Path, PathBuf};
+#[path = "common/temp.rs"]
+mod temp;
+
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use temp::TempPath;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringress");
 
 /// A scratch directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "ringress-check-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn scratch_dir() -> TempPath {
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    TempPath::dir(format!(
+        "ringress-check-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// What `--check` said about a config.
@@ -40,8 +33,8 @@ struct Checked {
 }
 
 fn check(text: &str) -> Checked {
-    let dir = TempDir::new();
-    let path = dir.0.join("ringress.toml");
+    let dir = scratch_dir();
+    let path = dir.join("ringress.toml");
     std::fs::write(&path, text).expect("write config");
     let out = Command::new(BIN)
         .args(["--check", "-c"])

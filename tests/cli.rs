@@ -1,6 +1,9 @@
 //! The real `ringress` binary: `--check`, `--help`, and a running process
 //! steered with signals (SIGHUP reload, SIGTERM drain and exit 0).
 
+#[path = "common/temp.rs"]
+mod temp;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -10,35 +13,29 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use temp::TempPath;
+
 const BIN: &str = env!("CARGO_BIN_EXE_ringress");
 
 // ---------------------------------------------------------------- helpers
 
 /// A scratch directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+struct TempDir(TempPath);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
+        TempDir(TempPath::dir(format!(
             "ringress-cli-{}-{name}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
+        )))
     }
 
     fn write(&self, file: &str, text: &str) -> PathBuf {
         let path = self.0.join(file);
         std::fs::write(&path, text).expect("write config");
         path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

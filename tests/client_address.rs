@@ -9,7 +9,6 @@ mod common;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -223,28 +222,21 @@ fn tagged(ups: &[&Upstream], tag: &str) -> Vec<usize> {
 static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A temp directory for one test, removed on drop.
-struct Dir(PathBuf);
+struct Dir(TempPath);
 
 impl Dir {
     fn new() -> Dir {
         let n = DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("ringress-client-addr-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create the test's temp dir");
-        Dir(path)
+        Dir(TempPath::dir(format!(
+            "ringress-client-addr-{}-{n}",
+            std::process::id()
+        )))
     }
 
     fn write(&self, name: &str, contents: &[u8]) -> String {
         let path = self.0.join(name);
         std::fs::write(&path, contents).expect("write a test file");
         path.to_str().expect("utf-8 temp path").to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

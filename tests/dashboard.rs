@@ -199,20 +199,15 @@ fn find_chromium() -> Option<PathBuf> {
     .find(|p| p.is_file())
 }
 
-struct TempDir(PathBuf);
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(TempPath);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("ringress-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create a temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        TempDir(TempPath::dir(format!(
+            "ringress-{}-{name}",
+            std::process::id()
+        )))
     }
 }
 

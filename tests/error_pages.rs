@@ -5,22 +5,19 @@
 mod common;
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use ringress::Config;
 
-/// A fresh directory for one test's pages.
-fn page_dir() -> PathBuf {
+/// A fresh directory for one test's pages, removed on drop.
+fn page_dir() -> TempPath {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
+    TempPath::dir(format!(
         "ringress-pages-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("page dir");
-    dir
+    ))
 }
 
 fn write(dir: &std::path::Path, name: &str, text: &str) -> String {

@@ -7,22 +7,18 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::*;
 use ringress::Config;
 
 /// A JSON access log in a file of its own, removed on drop.
-struct AccessLog(PathBuf);
+struct AccessLog(TempPath);
 
 impl AccessLog {
     fn new(name: &str) -> AccessLog {
-        let path = std::env::temp_dir().join(format!(
+        AccessLog(TempPath::file(format!(
             "ringress-filters-{name}-{}.json",
             std::process::id()
-        ));
-        let _ = std::fs::remove_file(&path);
-        AccessLog(path)
+        )))
     }
 
     fn section(&self) -> String {
@@ -39,12 +35,6 @@ impl AccessLog {
             read().lines().count() >= n
         });
         read().lines().take(n).map(str::to_string).collect()
-    }
-}
-
-impl Drop for AccessLog {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -395,7 +385,7 @@ fn the_switch_and_rules_together_say_how_to_include_the_default_set() {
 /// `ringress --check` lists every filter mistake with its key path.
 #[test]
 fn check_lists_filter_mistakes() {
-    let path = std::env::temp_dir().join(format!(
+    let path = TempPath::file(format!(
         "ringress-filters-check-{}.toml",
         std::process::id()
     ));
@@ -413,7 +403,6 @@ fn check_lists_filter_mistakes() {
         .arg(&path)
         .output()
         .expect("run ringress --check");
-    let _ = std::fs::remove_file(&path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     for want in [

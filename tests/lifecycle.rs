@@ -376,16 +376,15 @@ respond = { status = 200, body = "new config\n" }
     );
 }
 
-/// A per-test scratch directory under the system temp dir.
-fn scratch_dir(name: &str) -> std::path::PathBuf {
+/// A per-test scratch directory under the system temp dir, removed on
+/// drop.
+fn scratch_dir(name: &str) -> TempPath {
     static SEQ: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
+    TempPath::dir(format!(
         "ringress-lifecycle-{}-{name}-{}",
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
+    ))
 }
 
 #[test]
@@ -476,7 +475,6 @@ respond = { status = 200, body = "from file\n" }
         proxy.connect().request(&get("/x")).body_str(),
         "from file\n"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 // ------------------------------------------------------------------ drain

@@ -920,30 +920,22 @@ fn reload_with_unbindable_listener_is_refused() {
 // ------------------------------------------------------------ the binary
 
 /// A scratch directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+struct TempDir(TempPath);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
+        TempDir(TempPath::dir(format!(
             "ringress-live-{}-{name}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
+        )))
     }
 
     fn write(&self, file: &str, text: &str) -> PathBuf {
         let path = self.0.join(file);
         std::fs::write(&path, text).expect("write config");
         path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

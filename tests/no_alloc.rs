@@ -428,8 +428,7 @@ redirect = { to = "https://$host/new$request_uri", status = 308 }
 /// handed to the writer, request ids, metrics counted.
 fn warm_logged_requests() {
     let up = Upstream::echo();
-    let dir = std::env::temp_dir().join(format!("ringress-noalloc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempPath::dir(format!("ringress-noalloc-{}", std::process::id()));
     let log = dir.join("access.log");
     let config = ConfigBuilder::new(up.addr)
         .route(r#"path_prefix = "/app""#)
@@ -475,7 +474,6 @@ respond = {{ status = 200, body = "fixed\n" }}
         .lines()
         .count();
     assert_eq!(lines, 900 * 3);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Routes with auth: an API key (compared with every key), a JWT and a
@@ -484,8 +482,7 @@ respond = {{ status = 200, body = "fixed\n" }}
 /// upstream; and a request without credentials answered 401.
 fn warm_authenticated_requests() {
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/auth");
-    let dir = std::env::temp_dir().join(format!("ringress-noalloc-auth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = TempPath::dir(format!("ringress-noalloc-auth-{}", std::process::id()));
     let keys = dir.join("keys");
     std::fs::write(&keys, "k-1 billing\nk-2 other\n").expect("keys");
     let users = dir.join("users");

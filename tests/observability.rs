@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -18,20 +18,14 @@ use ringress::Config;
 use serde_json::Value;
 
 /// A directory of its own under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+struct TempDir(TempPath);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("ringress-obs-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        TempDir(TempPath::dir(format!(
+            "ringress-obs-{}-{name}",
+            std::process::id()
+        )))
     }
 }
 

@@ -14,23 +14,21 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{TIMEOUT, dead_addr, wait_until};
+use common::{TIMEOUT, TempPath, dead_addr, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringress");
 
 /// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
+struct Scratch(TempPath);
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
+        Scratch(TempPath::dir(format!(
             "ringress-ops-{}-{name}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
+        )))
     }
 
     fn path(&self, file: &str) -> PathBuf {
@@ -41,12 +39,6 @@ impl Scratch {
         let path = self.path(file);
         std::fs::write(&path, text).expect("write file");
         path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -322,8 +322,7 @@ rate_limit = ["a", "nope"]
     // A limit with problems of its own is not reported again by its route.
     assert!(!errors.contains("no [rate_limits.a]"), "{errors}");
     // And `--check` prints the same.
-    let dir = std::env::temp_dir().join(format!("ringress-rl-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempPath::dir(format!("ringress-rl-check-{}", std::process::id()));
     let file = dir.join("bad.toml");
     std::fs::write(&file, toml).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringress"))
@@ -332,7 +331,6 @@ rate_limit = ["a", "nope"]
         .arg(&file)
         .output()
         .expect("run ringress --check");
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.status.code(), Some(2));
     let printed =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
@@ -360,7 +358,7 @@ fn two_proxies_sharing_a_redis_limit_together_get_its_rate() {
     let redis = Redis::start();
     let up = Upstream::echo();
     // Two processes (each its own buckets, store thread and key names).
-    let base = std::env::temp_dir().join(format!("ringress-rl-two-{}", std::process::id()));
+    let base = TempPath::dir(format!("ringress-rl-two-{}", std::process::id()));
     let (dir_a, dir_b) = (base.join("a"), base.join("b"));
     std::fs::create_dir_all(&dir_a).unwrap();
     std::fs::create_dir_all(&dir_b).unwrap();
@@ -375,7 +373,6 @@ fn two_proxies_sharing_a_redis_limit_together_get_its_rate() {
         let _ = child.kill();
         let _ = child.wait();
     }
-    let _ = std::fs::remove_dir_all(&base);
     // Batching error: each process may let through one request per key
     // before Redis has counted it (the credit), and hold one more (the
     // batch at 100/s): well within the 5 % either way.
@@ -410,8 +407,7 @@ fn spawn_binary(dir: &std::path::Path, config: &str) -> (std::process::Child, So
 fn with_redis_down_a_limit_fails_as_configured_and_says_so_once() {
     let mut redis = Redis::start();
     let up = Upstream::echo();
-    let dir = std::env::temp_dir().join(format!("ringress-rl-down-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempPath::dir(format!("ringress-rl-down-{}", std::process::id()));
     let config = ConfigBuilder::new(up.addr)
         .sections(&format!(
             "[rate_limits.open]\nrate = \"1/h\"\nkey = \"route\"\nstore = \"{url}\"\n\
@@ -455,7 +451,6 @@ fn with_redis_down_a_limit_fails_as_configured_and_says_so_once() {
     );
     let _ = child.kill();
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -521,8 +516,7 @@ fn an_upgrade_keeps_its_steering_over_the_steering_by_address() {
 #[test]
 fn log_mode_names_the_limit_in_the_access_log() {
     let up = Upstream::echo();
-    let log = std::env::temp_dir().join(format!("ringress-rl-log-{}.json", std::process::id()));
-    let _ = std::fs::remove_file(&log);
+    let log = TempPath::file(format!("ringress-rl-log-{}.json", std::process::id()));
     let config = ConfigBuilder::new(up.addr)
         .sections(&format!(
             "[access_log]\npath = \"{}\"\nformat = \"json\"\n\
@@ -547,5 +541,4 @@ fn log_mode_names_the_limit_in_the_access_log() {
     for line in &lines[1..3] {
         assert!(line.contains(r#""rate_limit_logged":"watch""#), "{line}");
     }
-    let _ = std::fs::remove_file(&log);
 }

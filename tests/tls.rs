@@ -9,7 +9,6 @@ mod common;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -38,15 +37,15 @@ static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A directory of PEM files for one test (unique per process and test),
 /// removed on drop.
-struct Dir(PathBuf);
+struct Dir(TempPath);
 
 impl Dir {
     fn new() -> Dir {
         let n = DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("ringress-tls-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create the test's temp dir");
-        Dir(path)
+        Dir(TempPath::dir(format!(
+            "ringress-tls-{}-{n}",
+            std::process::id()
+        )))
     }
 
     /// The absolute path of `name` in this directory (which may not exist).
@@ -62,12 +61,6 @@ impl Dir {
         let path = self.path(name);
         std::fs::write(&path, contents).expect("write a PEM file");
         path
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -7,11 +7,11 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 
-use common::{ConfigBuilder, Proxy, TIMEOUT, wait_until};
+use common::{ConfigBuilder, Proxy, TIMEOUT, TempPath, wait_until};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ServerConfig, ServerConnection};
 
@@ -133,8 +133,9 @@ fn logged(log: &Path) -> serde_json::Value {
     serde_json::from_str(line.lines().next().unwrap()).expect("a JSON line")
 }
 
-fn log_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
+/// The access log's file for the test `name`, removed on drop.
+fn log_path(name: &str) -> TempPath {
+    TempPath::file(format!(
         "ringress-tls-truncation-{}-{name}.log",
         std::process::id()
     ))
@@ -152,7 +153,6 @@ fn a_compressed_tls_body_cut_without_close_notify_is_relayed_as_cut() {
 
 fn cut(name: &str, gzip: bool) {
     let log = log_path(name);
-    let _ = std::fs::remove_file(&log);
     let proxy = proxy(tls_upstream(End::Cut), &log, gzip);
     let raw = fetch_raw(proxy.addr, if gzip { GZIP_REQUEST } else { REQUEST });
     let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
@@ -171,7 +171,6 @@ fn cut(name: &str, gzip: bool) {
     let line = logged(&log);
     assert_eq!(line["exit"], "upstream_failed", "{line}");
     assert_eq!(line["reason"], "bad_gateway", "{line}");
-    let _ = std::fs::remove_file(&log);
 }
 
 #[test]
@@ -186,7 +185,6 @@ fn a_compressed_tls_body_ended_with_close_notify_is_complete() {
 
 fn clean(name: &str, gzip: bool) {
     let log = log_path(name);
-    let _ = std::fs::remove_file(&log);
     let proxy = proxy(tls_upstream(End::CloseNotify), &log, gzip);
     let raw = fetch_raw_keep_alive(proxy.addr, if gzip { GZIP_REQUEST } else { REQUEST });
     let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
@@ -199,7 +197,6 @@ fn clean(name: &str, gzip: bool) {
     let line = logged(&log);
     assert_eq!(line["exit"], "proxied", "{line}");
     assert_eq!(line["reason"], serde_json::Value::Null, "{line}");
-    let _ = std::fs::remove_file(&log);
 }
 
 /// Reads one chunked response to its last chunk (the connection stays

@@ -11,7 +11,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, ConfigBuilder, Proxy, TIMEOUT, Upstream, get, wait_until};
+use common::{Client, ConfigBuilder, Proxy, TIMEOUT, TempPath, Upstream, get, wait_until};
 
 /// Connections the slow upstream has open now, and the most it ever had.
 #[derive(Default)]
@@ -190,7 +190,7 @@ fn open_tunnels_hold_their_places_until_they_close() {
     let up = websocket_upstream("plain");
     let config = one_server(up.addr, 2);
     let proxy = Proxy::start(&config);
-    let file = std::env::temp_dir().join(format!(
+    let file = TempPath::file(format!(
         "ringress-upstream-limits-{}-{}.toml",
         std::process::id(),
         proxy.addr.port()
@@ -198,7 +198,7 @@ fn open_tunnels_hold_their_places_until_they_close() {
     std::fs::write(&file, &config).unwrap();
     let admin = proxy
         .handle()
-        .start_admin("127.0.0.1:0".parse().unwrap(), file)
+        .start_admin("127.0.0.1:0".parse().unwrap(), file.to_path_buf())
         .expect("admin binds");
 
     let first = open_tunnel(proxy.addr);

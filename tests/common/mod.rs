@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cache_upstream;
+pub mod temp;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -13,6 +14,9 @@ use std::thread;
 use std::time::Duration;
 
 use ringress::{Config, IoMode, ServerHandle, ServerOptions};
+
+#[allow(unused_imports)] // not every test file makes temp paths
+pub use temp::TempPath;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
