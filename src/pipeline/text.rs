@@ -46,6 +46,20 @@ impl RequestText {
         self.request_id = 0..0;
     }
 
+    /// Takes the buffer out (for a worker's pool), leaving an empty one
+    /// that holds no memory.
+    pub fn take_buf(&mut self) -> Vec<u8> {
+        self.clear();
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Uses `buf` (from a worker's pool) for the text from now on.
+    pub fn use_buf(&mut self, mut buf: Vec<u8>) {
+        self.clear();
+        buf.clear();
+        self.buf = buf;
+    }
+
     fn push(&mut self, bytes: &[u8]) -> Range<u32> {
         let start = self.buf.len() as u32;
         self.buf.extend_from_slice(bytes);
@@ -160,6 +174,21 @@ mod tests {
         assert_eq!(t.method(), b"");
         assert_eq!(t.user_agent(), None);
         assert_eq!(t.request_id(), b"");
+    }
+
+    #[test]
+    fn a_buffer_moves_to_the_next_connection_empty() {
+        let mut t = RequestText::default();
+        t.set_request_id(None, |out| out.extend_from_slice(b"first-id"));
+        let buf = t.take_buf();
+        assert!(buf.is_empty() && buf.capacity() >= 8);
+        assert_eq!(t.request_id(), b"");
+        let mut next = RequestText::default();
+        let ptr = buf.as_ptr();
+        next.use_buf(buf);
+        next.set_request_id(None, |out| out.extend_from_slice(b"second"));
+        assert_eq!(next.request_id(), b"second");
+        assert_eq!(next.buf.as_ptr(), ptr, "the pooled buffer is the one used");
     }
 
     #[test]

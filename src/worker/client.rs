@@ -40,7 +40,7 @@ use crate::tls::{TlsStream, client_subject};
 /// drain has begun.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(200);
 
-/// Cancellers kept for reuse per worker.
+/// Cancellers, and record text buffers, kept for reuse per worker.
 const MAX_FREE_CANCELLERS: usize = 1024;
 
 /// Room asked for when reading a request head.
@@ -113,6 +113,11 @@ impl Client {
             && cancellers.len() < MAX_FREE_CANCELLERS
         {
             cancellers.push(canceller);
+        }
+        let mut texts = ctx.text_bufs.borrow_mut();
+        let text = self.record.text.take_buf();
+        if text.capacity() > 0 && texts.len() < MAX_FREE_CANCELLERS {
+            texts.push(text);
         }
     }
 
@@ -802,6 +807,10 @@ impl Client {
         active: ActiveGuard,
         ctx: &WorkerCtx,
     ) -> Client {
+        let mut record = Record::new(addrs.0, ctx.requests.seed(), ctx.requests.epoch());
+        if let Some(text) = ctx.text_bufs.borrow_mut().pop() {
+            record.text.use_buf(text);
+        }
         Client {
             stream,
             tls: None,
@@ -811,7 +820,7 @@ impl Client {
             listener: usize::MAX,
             inbuf,
             out: Vec::new(),
-            record: Record::new(addrs.0, ctx.requests.seed(), ctx.requests.epoch()),
+            record,
             version: Version::Http11,
             head_request: false,
             body_rate: None,

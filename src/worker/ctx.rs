@@ -53,6 +53,9 @@ pub(crate) struct WorkerCtx {
     /// Unused read cancellers of closed connections (making one costs two
     /// allocations, see `client::await_request`).
     pub cancellers: RefCell<Vec<monoio::io::Canceller>>,
+    /// The request-text buffers of closed connections' records (a new
+    /// connection's first request id would otherwise allocate one).
+    pub text_bufs: RefCell<Vec<Vec<u8>>>,
     /// Exchange states of closed or parked connections, for reuse.
     pub req_states: RefCell<Vec<ReqState>>,
     sockets: RefCell<Slab<RawFd>>,
@@ -108,6 +111,7 @@ impl WorkerCtx {
             pool: RefCell::new(IdlePool::default()),
             drain: Drain::default(),
             cancellers: RefCell::default(),
+            text_bufs: RefCell::default(),
             req_states: RefCell::default(),
             parking: Parking::new()?,
             active: Cell::new(0),
