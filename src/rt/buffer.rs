@@ -259,18 +259,15 @@ pub(crate) async fn write_head_body<S: AsyncWriteRent, B: IoBuf + 'static>(
             return Err(e);
         }
     };
-    let head = if n < head_len {
-        let head = write_all(stream, head.slice(n..), timeout)
+    let mut head = head;
+    if n < head_len {
+        head = write_all(stream, head.slice(n..), timeout)
             .await?
             .into_inner();
         write_all(stream, body, timeout).await?;
-        head
-    } else {
-        if n < total {
-            write_all(stream, body.slice(n - head_len..), timeout).await?;
-        }
-        head
-    };
+    } else if n < total {
+        write_all(stream, body.slice(n - head_len..), timeout).await?;
+    }
     *out = head;
     out.clear();
     Ok(())

@@ -40,8 +40,11 @@ use crate::tls::{TlsStream, client_subject};
 /// drain has begun.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(200);
 
-/// Cancellers, and record text buffers, kept for reuse per worker.
+/// Cancellers kept for reuse per worker.
 const MAX_FREE_CANCELLERS: usize = 1024;
+
+/// Record text buffers kept for reuse per worker.
+const MAX_FREE_TEXT_BUFS: usize = 1024;
 
 /// Room asked for when reading a request head.
 const HEAD_READ: usize = 4096;
@@ -116,7 +119,7 @@ impl Client {
         }
         let mut texts = ctx.text_bufs.borrow_mut();
         let text = self.record.text.take_buf();
-        if text.capacity() > 0 && texts.len() < MAX_FREE_CANCELLERS {
+        if text.capacity() > 0 && texts.len() < MAX_FREE_TEXT_BUFS {
             texts.push(text);
         }
     }
