@@ -11,3 +11,16 @@ pub(crate) mod conn;
 pub(crate) mod deadline;
 pub(crate) mod splice;
 pub(crate) mod watch;
+
+/// Boxes a task's future where it will live: the box is allocated first
+/// and the future written into it, so the compiler can build it there
+/// instead of building it on the stack and copying all of it (a
+/// connection's future is about 5 KiB, of which a new one uses a few
+/// hundred bytes).
+#[inline(always)]
+pub(crate) fn boxed_future<F: std::future::Future>(
+    make: impl FnOnce() -> F,
+) -> std::pin::Pin<Box<F>> {
+    let slot = Box::<F>::new_uninit();
+    Box::into_pin(Box::write(slot, make()))
+}

@@ -857,7 +857,7 @@ pub(crate) async fn wake_parked(ctx: Rc<WorkerCtx>, watcher: monoio::net::UnixSt
             let c = Client::unpark(parked, &ctx);
             let req = ReqState::take(&ctx);
             // Boxed for the reason given in `listen::accept_loop`.
-            monoio::spawn(Box::pin(run(c, req, ctx.clone(), first)));
+            monoio::spawn(crate::rt::boxed_future(|| run(c, req, ctx.clone(), first)));
         }
     }
     if ctx.drain.is_draining() {

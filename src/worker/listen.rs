@@ -281,8 +281,8 @@ async fn accept_loop(
                 // spawns, starts and finishes it, and a connection's is
                 // about 4 KiB; a box is one small allocation instead
                 // (callgrind: -3% instructions per new connection).
-                let serve = client::serve(stream, peer, (id, slot), ctx.clone());
-                monoio::spawn(Box::pin(serve));
+                let serve = || client::serve(stream, peer, (id, slot), ctx.clone());
+                monoio::spawn(crate::rt::boxed_future(serve));
             }
             Err(_) if stopped.get() => break,
             Err(e) => {
