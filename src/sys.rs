@@ -326,6 +326,25 @@ pub(crate) fn peek_byte(fd: RawFd) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// One non-blocking `recv` into the spare capacity of `buf` (at most
+/// `max` bytes), which grows by what arrived: Ok(0) is the peer's close,
+/// `WouldBlock` nothing there yet.
+pub(crate) fn recv_now(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(max);
+    // SAFETY: the pointer is valid for `len` writable bytes of `buf`'s
+    // capacity, which the exclusive borrow keeps in place; MSG_DONTWAIT
+    // keeps the call from blocking.
+    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: recv initialised exactly `n <= len` bytes after the old end.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
 /// Closes `fd` with close(2). `fd` must be one the caller owns and drops
 /// here (taken out of its only handle with `into_raw_fd`).
 pub(crate) fn close_fd(fd: RawFd) {

@@ -87,6 +87,9 @@ pub(crate) struct Client {
     pub iovecs: Option<crate::sys::IoVecPair>,
     /// The socket is in the worker's parking set (see `Parked::in_set`).
     in_parking_set: bool,
+    /// Nothing was read through this `Client` yet: its socket was just
+    /// accepted or woke readable from parking, so bytes most likely wait.
+    fresh: bool,
 }
 
 impl Client {
@@ -668,6 +671,9 @@ async fn await_request(c: &mut Client, ctx: &WorkerCtx, first: bool) -> Wait {
         timeouts.keepalive
     };
     let wait = guard::idle_wait(ctx, c.active.slot(), c.listener_id, wait);
+    if let Some(waited) = take_waiting(c) {
+        return waited;
+    }
     let drained = async {
         ctx.drain.wait().await;
         // A connection accepted just before the drain began has most
@@ -723,6 +729,26 @@ async fn await_request(c: &mut Client, ctx: &WorkerCtx, first: bool) -> Wait {
         }
     };
     waited(read)
+}
+
+/// On a fresh plain connection, takes the bytes that most likely wait
+/// already (a client writes its request right after connecting; a parked
+/// one woke readable) with one system call: no read operation, canceller
+/// or task wake-up. None: nothing there, wait for it.
+fn take_waiting(c: &mut Client) -> Option<Wait> {
+    let fresh = std::mem::take(&mut c.fresh);
+    let Conn::Plain(socket) = &c.stream else {
+        return None;
+    };
+    if !fresh {
+        return None;
+    }
+    match c.inbuf.fill_now(socket.as_raw_fd(), HEAD_READ) {
+        Ok(0) => Some(Wait::Close),
+        Ok(_) => Some(Wait::Request),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        Err(_) => Some(Wait::Close),
+    }
 }
 
 /// What a cancelled hot wait turns into: bytes that raced the cancel
@@ -832,6 +858,7 @@ impl Client {
             ended: None,
             iovecs: None,
             in_parking_set: false,
+            fresh: true,
         }
     }
 }
