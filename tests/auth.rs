@@ -10,7 +10,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -18,16 +17,6 @@ use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ringress::Config;
 use serde_json::json;
-
-/// A fresh directory for one test's files, removed on drop.
-fn temp_dir() -> TempPath {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    TempPath::dir(format!(
-        "ringress-auth-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
-}
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
@@ -157,7 +146,7 @@ fn basic_users(dir: &Path) -> String {
 
 #[test]
 fn basic_auth_with_bcrypt_and_argon2_users() {
-    let dir = temp_dir();
+    let dir = TempPath::unique_dir("auth");
     let users = basic_users(&dir);
     let up = Upstream::echo();
     let toml = ConfigBuilder::new(up.addr)
@@ -215,7 +204,7 @@ fn basic_auth_with_bcrypt_and_argon2_users() {
 
 #[test]
 fn basic_defaults_and_forwarded_credentials() {
-    let dir = temp_dir();
+    let dir = TempPath::unique_dir("auth");
     let users = basic_users(&dir);
     let up = Upstream::echo();
     // No realm: "ringress"; no identity header: none sent, but the
@@ -249,7 +238,7 @@ fn basic_defaults_and_forwarded_credentials() {
 
 #[test]
 fn api_keys() {
-    let dir = temp_dir();
+    let dir = TempPath::unique_dir("auth");
     let keys = write(&dir, "keys", "# keys\nk-good-123 billing\nk-plain-456\n");
     let up = Upstream::echo();
     let toml = ConfigBuilder::new(up.addr)
@@ -288,7 +277,7 @@ fn api_keys() {
 
 #[test]
 fn api_key_in_a_header_of_its_own_forwarded() {
-    let dir = temp_dir();
+    let dir = TempPath::unique_dir("auth");
     let keys = write(&dir, "keys", "secret-1\n");
     let up = Upstream::echo();
     let toml = ConfigBuilder::new(up.addr)
@@ -492,7 +481,7 @@ fn a_cached_token_ends_at_its_exp() {
 
 #[test]
 fn rate_limits_come_before_auth() {
-    let dir = temp_dir();
+    let dir = TempPath::unique_dir("auth");
     let keys = write(&dir, "keys", "k1\n");
     let up = Upstream::echo();
     let toml = ConfigBuilder::new(up.addr)
@@ -517,7 +506,7 @@ fn rate_limits_come_before_auth() {
 
 #[test]
 fn escaped_slashes_are_refused_on_an_auth_route() {
-    let dir = temp_dir();
+    let dir = TempPath::unique_dir("auth");
     let keys = write(&dir, "keys", "k1\n");
     let up = Upstream::echo();
     let toml = ConfigBuilder::new(up.addr)
@@ -533,7 +522,7 @@ fn escaped_slashes_are_refused_on_an_auth_route() {
 
 #[test]
 fn a_reload_reads_the_users_again_and_a_broken_file_is_refused() {
-    let dir = temp_dir();
+    let dir = TempPath::unique_dir("auth");
     let alice = format!("alice:{}\n", bcrypt_hash("a-pw"));
     let users = write(&dir, "users", &alice);
     let up = Upstream::echo();
@@ -579,7 +568,7 @@ fn a_reload_reads_the_users_again_and_a_broken_file_is_refused() {
 
 #[test]
 fn auth_tables_report_their_mistakes() {
-    let dir = temp_dir();
+    let dir = TempPath::unique_dir("auth");
     let users = write(&dir, "users", &format!("a:{}\n", bcrypt_hash("x")));
     let keys = write(&dir, "keys", "k\n");
     for (auth, want) in [
@@ -629,7 +618,7 @@ fn auth_tables_report_their_mistakes() {
 
 #[test]
 fn check_reports_a_broken_users_file_relative_to_the_config() {
-    let dir = temp_dir();
+    let dir = TempPath::unique_dir("auth");
     let config = |users: &str| {
         format!(
             "[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\n\n\
@@ -672,7 +661,7 @@ fn check_reports_a_broken_users_file_relative_to_the_config() {
 
 #[test]
 fn an_auth_route_caches_only_shareable_responses() {
-    let dir = temp_dir();
+    let dir = TempPath::unique_dir("auth");
     let keys = write(&dir, "keys", "k1 one\nk2 two\n");
     let up = Upstream::start(|r, w, up| {
         use std::io::Write;
@@ -719,7 +708,7 @@ fn an_auth_route_caches_only_shareable_responses() {
 
 #[test]
 fn refusals_are_counted_as_unauthorized() {
-    let dir = temp_dir();
+    let dir = TempPath::unique_dir("auth");
     let keys = write(&dir, "keys", "k1\n");
     let up = Upstream::echo();
     let toml = ConfigBuilder::new(up.addr)

@@ -8,21 +8,10 @@ mod temp;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use temp::TempPath;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringress");
-
-/// A scratch directory under the system temp dir, removed on drop.
-fn scratch_dir() -> TempPath {
-    static SEQ: AtomicUsize = AtomicUsize::new(0);
-    TempPath::dir(format!(
-        "ringress-check-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ))
-}
 
 /// What `--check` said about a config.
 struct Checked {
@@ -33,7 +22,7 @@ struct Checked {
 }
 
 fn check(text: &str) -> Checked {
-    let dir = scratch_dir();
+    let dir = TempPath::unique_dir("check");
     let path = dir.join("ringress.toml");
     std::fs::write(&path, text).expect("write config");
     let out = Command::new(BIN)

@@ -8,7 +8,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -24,12 +23,7 @@ struct TempDir(TempPath);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        TempDir(TempPath::dir(format!(
-            "ringress-cli-{}-{name}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        )))
+        TempDir(TempPath::unique_dir(&format!("cli-{name}")))
     }
 
     fn write(&self, file: &str, text: &str) -> PathBuf {

@@ -9,7 +9,7 @@ mod common;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -219,18 +219,12 @@ fn tagged(ups: &[&Upstream], tag: &str) -> Vec<usize> {
         .collect()
 }
 
-static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
-
 /// A temp directory for one test, removed on drop.
 struct Dir(TempPath);
 
 impl Dir {
     fn new() -> Dir {
-        let n = DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
-        Dir(TempPath::dir(format!(
-            "ringress-client-addr-{}-{n}",
-            std::process::id()
-        )))
+        Dir(TempPath::unique_dir("client-addr"))
     }
 
     fn write(&self, name: &str, contents: &[u8]) -> String {

@@ -5,20 +5,9 @@
 mod common;
 
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use ringress::Config;
-
-/// A fresh directory for one test's pages, removed on drop.
-fn page_dir() -> TempPath {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    TempPath::dir(format!(
-        "ringress-pages-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
-}
 
 fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
@@ -54,7 +43,7 @@ fn with_top(top: &str, builder: ConfigBuilder) -> String {
 
 #[test]
 fn generated_answers_use_the_page_for_their_status() {
-    let dir = page_dir();
+    let dir = TempPath::unique_dir("pages");
     let p502 = write(&dir, "502.html", "<h1>We will be right back</h1>\n");
     let p404 = write(&dir, "404.html", "<h1>Nothing here</h1>\n");
     let top = format!("error_pages = {{ 502 = \"{p502}\", 404 = \"{p404}\" }}");
@@ -92,7 +81,7 @@ fn generated_answers_use_the_page_for_their_status() {
 
 #[test]
 fn an_upstream_answer_with_a_paged_status_is_replaced() {
-    let dir = page_dir();
+    let dir = TempPath::unique_dir("pages");
     let p503 = write(&dir, "503.html", "<p>maintenance</p>");
     let up = failing_upstream();
     let toml = with_top(
@@ -114,7 +103,7 @@ fn an_upstream_answer_with_a_paged_status_is_replaced() {
 
 #[test]
 fn a_route_page_wins_over_the_top_level_one() {
-    let dir = page_dir();
+    let dir = TempPath::unique_dir("pages");
     let top_page = write(&dir, "503.html", "<p>maintenance</p>");
     let api_page = write(&dir, "503.json", "{\"error\":\"unavailable\"}");
     let up = failing_upstream();
@@ -140,7 +129,7 @@ error_pages = {{ 503 = "{api_page}" }}
 
 #[test]
 fn a_reload_reads_the_pages_again_and_a_missing_one_is_refused() {
-    let dir = page_dir();
+    let dir = TempPath::unique_dir("pages");
     let page = write(&dir, "502.html", "first");
     let toml = with_top(
         &format!("error_pages = {{ 502 = \"{page}\" }}"),

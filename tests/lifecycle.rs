@@ -376,23 +376,12 @@ respond = { status = 200, body = "new config\n" }
     );
 }
 
-/// A per-test scratch directory under the system temp dir, removed on
-/// drop.
-fn scratch_dir(name: &str) -> TempPath {
-    static SEQ: AtomicUsize = AtomicUsize::new(0);
-    TempPath::dir(format!(
-        "ringress-lifecycle-{}-{name}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
 #[test]
 fn rejected_reload_keeps_old_config() {
     let up = Upstream::echo();
     let proxy = Proxy::start(&simple_config(up.addr));
     let gen1 = proxy.handle().generation();
-    let dir = scratch_dir("bad-reload");
+    let dir = TempPath::unique_dir("lifecycle-bad-reload");
 
     let bad = dir.join("bad.toml");
     std::fs::write(

@@ -924,12 +924,7 @@ struct TempDir(TempPath);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        TempDir(TempPath::dir(format!(
-            "ringress-live-{}-{name}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        )))
+        TempDir(TempPath::unique_dir(&format!("live-{name}")))
     }
 
     fn write(&self, file: &str, text: &str) -> PathBuf {

@@ -23,12 +23,7 @@ struct Scratch(TempPath);
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        Scratch(TempPath::dir(format!(
-            "ringress-ops-{}-{name}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        )))
+        Scratch(TempPath::unique_dir(&format!("ops-{name}")))
     }
 
     fn path(&self, file: &str) -> PathBuf {

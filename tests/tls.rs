@@ -33,19 +33,13 @@ use rustls::{
 // Certificates and files
 // ---------------------------------------------------------------------------
 
-static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
-
 /// A directory of PEM files for one test (unique per process and test),
 /// removed on drop.
 struct Dir(TempPath);
 
 impl Dir {
     fn new() -> Dir {
-        let n = DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
-        Dir(TempPath::dir(format!(
-            "ringress-tls-{}-{n}",
-            std::process::id()
-        )))
+        Dir(TempPath::unique_dir("tls"))
     }
 
     /// The absolute path of `name` in this directory (which may not exist).

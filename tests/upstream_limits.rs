@@ -5,13 +5,15 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, ConfigBuilder, Proxy, TIMEOUT, TempPath, Upstream, get, wait_until};
+use common::{
+    Client, ConfigBuilder, Proxy, TIMEOUT, TempPath, Upstream, admin_get, get, wait_until,
+};
 
 /// Connections the slow upstream has open now, and the most it ever had.
 #[derive(Default)]
@@ -176,13 +178,7 @@ fn open_tunnel(addr: SocketAddr) -> Client {
 
 /// `/upstreams` as the admin listener shows it.
 fn upstreams(admin: SocketAddr) -> String {
-    let mut s = TcpStream::connect(admin).expect("connect to admin");
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.write_all(b"GET /upstreams HTTP/1.1\r\nHost: admin\r\n\r\n")
-        .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("an admin answer");
-    raw
+    admin_get(admin, "/upstreams")
 }
 
 #[test]

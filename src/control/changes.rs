@@ -117,6 +117,37 @@ fn added_removed(what: &str, old: &[String], new: &[String], lines: &mut Vec<Str
 mod tests {
     use super::*;
 
+    /// A directory of one test's own under the temp dir,
+    /// `ringress-{label}-{pid}-{n}`, removed with everything in it on drop
+    /// (also when the test fails).
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(label: &str) -> TempDir {
+            static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path =
+                std::env::temp_dir().join(format!("ringress-{label}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).expect("temp dir");
+            TempDir(path)
+        }
+    }
+
+    impl std::ops::Deref for TempDir {
+        type Target = std::path::Path;
+
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     fn config(listeners: &[(&str, &str)], routes: &[&str], servers: &[&str]) -> Config {
         let mut toml = String::new();
         for (name, bind) in listeners {
@@ -220,8 +251,7 @@ mod tests {
 
     #[test]
     fn certificates_changed_only_when_the_files_did() {
-        let dir = std::env::temp_dir().join(format!("ringress-changes-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir = TempDir::new("changes");
         let first = tls_config(&dir, "a.test");
         let again = Config::from_toml_str(&format!(
             "[[listeners]]\nname = \"https\"\nbind = \"127.0.0.1:0\"\n\
@@ -235,6 +265,5 @@ mod tests {
         assert_eq!(changes(&first, &again), Vec::<String>::new());
         let other = tls_config(&dir, "b.test");
         assert_eq!(changes(&first, &other), vec!["certificates changed: https"]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

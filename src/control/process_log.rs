@@ -245,6 +245,37 @@ mod tests {
     use super::*;
     use std::ffi::OsStr;
 
+    /// A directory of one test's own under the temp dir,
+    /// `ringress-{label}-{pid}-{n}`, removed with everything in it on drop
+    /// (also when the test fails).
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(label: &str) -> TempDir {
+            static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path =
+                std::env::temp_dir().join(format!("ringress-{label}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).expect("temp dir");
+            TempDir(path)
+        }
+    }
+
+    impl std::ops::Deref for TempDir {
+        type Target = std::path::Path;
+
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn no_color_counts_only_when_not_empty() {
         assert!(!no_color(None));
@@ -254,8 +285,7 @@ mod tests {
 
     #[test]
     fn reopen_follows_the_path_after_a_rename() {
-        let dir = std::env::temp_dir().join(format!("ringress-log-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir = TempDir::new("log");
         let path = dir.join("process.log");
         let moved = dir.join("process.log.1");
         let _ = std::fs::remove_file(&path);
@@ -274,13 +304,11 @@ mod tests {
             std::fs::read_to_string(&path).ok().as_deref(),
             Some("three\n")
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn worker_lines_go_through_the_writer_thread() {
-        let dir = std::env::temp_dir().join(format!("ringress-wlog-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir = TempDir::new("wlog");
         let path = dir.join("process.log");
         let _ = std::fs::remove_file(&path);
         let sink = LogSink::open(&LogTarget::File(path.clone())).expect("opens");
@@ -301,6 +329,5 @@ mod tests {
             Some("from a worker\n")
         );
         assert_eq!(sink.dropped(), 0);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -282,6 +282,37 @@ impl Writer {
 mod tests {
     use super::*;
 
+    /// A directory of one test's own under the temp dir,
+    /// `ringress-{label}-{pid}-{n}`, removed with everything in it on drop
+    /// (also when the test fails).
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(label: &str) -> TempDir {
+            static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path =
+                std::env::temp_dir().join(format!("ringress-{label}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).expect("temp dir");
+            TempDir(path)
+        }
+    }
+
+    impl std::ops::Deref for TempDir {
+        type Target = std::path::Path;
+
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     fn wait_for(path: &std::path::Path, lines: usize) -> String {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -298,8 +329,7 @@ mod tests {
     /// has room instead of allocating another, and hands a full one over.
     #[test]
     fn a_writer_behind_costs_no_new_buffer_until_one_is_full() {
-        let dir = std::env::temp_dir().join(format!("ringress-fifo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new("fifo");
         let fifo = dir.join("access.fifo");
         let _ = std::fs::remove_file(&fifo);
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
@@ -324,13 +354,11 @@ mod tests {
         let reader = std::fs::File::open(&fifo);
         sink.stop();
         drop(reader);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn writes_reopens_and_stops() {
-        let dir = std::env::temp_dir().join(format!("ringress-writer-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new("writer");
         let path = dir.join("access.log");
         let _ = std::fs::remove_file(&path);
         let sink = AccessSink::start(LogTarget::File(path.clone()), 2).unwrap();
@@ -351,7 +379,6 @@ mod tests {
         sink.stop();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\nfour\n");
         assert_eq!(sink.write_failures(), 0);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -363,8 +390,7 @@ mod tests {
     #[test]
     fn a_writer_that_falls_behind_drops_and_counts() {
         // A FIFO nobody reads: the writer waits in open forever.
-        let dir = std::env::temp_dir().join(format!("ringress-fifo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new("fifo");
         let fifo = dir.join("fifo");
         let _ = std::fs::remove_file(&fifo);
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
@@ -382,6 +408,5 @@ mod tests {
         // The writer took at most one buffer before it blocked.
         assert!(dropped >= 2 * 9, "dropped {dropped}");
         sink.stop();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -551,14 +551,23 @@ pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// The text of `/metrics` from the admin listener at `admin` (which ends
-/// each connection after its answer).
-pub fn admin_metrics(admin: SocketAddr) -> String {
-    let mut s = TcpStream::connect(admin).expect("admin");
+/// The raw answer (head and body) to a GET of `path` from the admin
+/// listener at `admin` (which ends each connection after its answer).
+pub fn admin_get(admin: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(admin).expect("connect to admin");
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("metrics");
+    s.read_to_string(&mut raw)
+        .unwrap_or_else(|e| panic!("admin answer to {path}: {e}"));
     raw
+}
+
+/// The text of `/metrics` from the admin listener at `admin`.
+pub fn admin_metrics(admin: SocketAddr) -> String {
+    admin_get(admin, "/metrics")
 }

@@ -1,14 +1,19 @@
 //! Scratch files and directories under the system temp dir that go away
 //! when the test is done with them, also when it fails: a `TempPath`
 //! removes its path on drop (a directory with everything in it, such as
-//! the logs and sockets a proxy wrote there). Callers name the path, and
-//! keep it unique per process and test (the process id and a counter or
-//! a port in the name).
+//! the logs and sockets a proxy wrote there). `unique_dir` names a fresh
+//! directory itself; with `dir` and `file` callers name the path, and keep
+//! it unique per process and test (the process id and a counter or a port
+//! in the name).
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Numbers the directories `unique_dir` makes, one sequence per process.
+static UNIQUE_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// A path under `std::env::temp_dir()`, removed on drop.
 #[derive(Debug)]
@@ -23,6 +28,13 @@ impl TempPath {
         std::fs::create_dir_all(&path)
             .unwrap_or_else(|e| panic!("create the temp dir {}: {e}", path.display()));
         TempPath(path)
+    }
+
+    /// A new, empty directory of its own in the temp dir,
+    /// `ringress-{label}-{pid}-{n}` with `n` counting up per process.
+    pub fn unique_dir(label: &str) -> TempPath {
+        let n = UNIQUE_SEQ.fetch_add(1, Ordering::Relaxed);
+        TempPath::dir(format!("ringress-{label}-{}-{n}", std::process::id()))
     }
 
     /// The path of a file `name` in the temp dir, for the test or the
