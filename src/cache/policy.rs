@@ -891,14 +891,28 @@ const KEY_SEP: u8 = b'\n';
 pub fn write_key(out: &mut Vec<u8>, tls: bool, host: &[u8], path: &[u8], query: &[u8]) {
     out.extend_from_slice(if tls { b"https" } else { b"http" });
     out.push(KEY_SEP);
-    for &b in without_default_port(host, tls) {
-        push_key_byte(out, b.to_ascii_lowercase());
+    let host = without_default_port(host, tls);
+    // Most hosts, paths and queries need no byte changed: copied whole.
+    if host.iter().any(|&b| b.is_ascii_uppercase() || b == KEY_SEP) {
+        for &b in host {
+            push_key_byte(out, b.to_ascii_lowercase());
+        }
+    } else {
+        out.extend_from_slice(host);
     }
     out.push(KEY_SEP);
-    push_key_path(out, path);
+    if path.iter().any(|&b| matches!(b, b'%' | b'?' | KEY_SEP)) {
+        push_key_path(out, path);
+    } else {
+        out.extend_from_slice(path);
+    }
     if !query.is_empty() {
         out.push(b'?');
-        query.iter().for_each(|&b| push_key_byte(out, b));
+        if query.contains(&KEY_SEP) {
+            query.iter().for_each(|&b| push_key_byte(out, b));
+        } else {
+            out.extend_from_slice(query);
+        }
     }
 }
 
@@ -1853,6 +1867,14 @@ mod tests {
             (false, "h", "/%", "", "http\nh\n/%"),
             (false, "h", "/a?b", "", "http\nh\n/a%3Fb"),
             (false, "h\nx", "/\n", "\n", "http\nh%0Ax\n/%0A?%0A"),
+            // Copied whole: nothing in them changes.
+            (
+                false,
+                "h.example",
+                "/A/b.TXT",
+                "x=Y",
+                "http\nh.example\n/A/b.TXT?x=Y",
+            ),
         ];
         for &(tls, host, path, query, want) in cases {
             assert_eq!(key(tls, host, path, query), want, "{host} {path} {query}");
