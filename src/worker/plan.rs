@@ -355,12 +355,18 @@ fn from_cache<'c>(
     let zone = cache::zone_of(config, rule.zone)?;
     // The request's start, already read: no second clock read per hit.
     work.cache.request_time = clock::unix_secs_at(c.record.start);
-    match cache::lookup(&mut work.cache, ctx, zone) {
+    let plan = match cache::lookup(&mut work.cache, ctx, zone, req) {
         Decision::Hit { object, refresh } => hit(c, work, object, refresh, close),
-        Decision::Wait(rx) => Some(Plan::CacheWait(rx)),
+        Decision::Wait(rx) => return Some(Plan::CacheWait(rx)),
         Decision::Forward => None,
-        Decision::Unsatisfiable => Some(only_if_cached(c, close)),
+        Decision::Unsatisfiable => return Some(only_if_cached(c, close)),
+    };
+    // Upstream (a miss, or a refresh behind a stale answer): the fill
+    // needs the request's lines once its head is gone.
+    if plan.is_none() {
+        cache::keep_fields(&mut work.cache, req);
     }
+    plan
 }
 
 /// A `PURGE` request: answered at once, from the purge's status.

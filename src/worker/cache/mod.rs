@@ -190,24 +190,39 @@ pub(crate) fn prepare(
     };
     c.control = RequestControl::parse(values(b"cache-control"), values(b"pragma"));
     c.authorization = req.header(b"authorization").is_some();
+    // Only the client's validators are kept now (a hit answers them after
+    // the head is gone); the other lines only if the request goes
+    // upstream (`keep_fields`): a hit copies no more than it needs.
     c.fields.clear();
     c.if_none_match = None;
     c.if_modified_since = None;
     for h in req.headers {
-        let value = trim_ows(h.value);
-        let start = c.fields.len() + h.name.len() + 2;
-        write_field(&mut c.fields, h.name.as_bytes(), value);
-        let value = (start as u32, (start + value.len()) as u32);
-        // The client's validators, found once here rather than searched
-        // for on every hit.
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"if-none-match") && c.if_none_match.is_none() {
-            c.if_none_match = Some(value);
+        let slot = if name.eq_ignore_ascii_case(b"if-none-match") && c.if_none_match.is_none() {
+            &mut c.if_none_match
         } else if name.eq_ignore_ascii_case(b"if-modified-since") {
-            c.if_modified_since = Some(value);
-        }
+            &mut c.if_modified_since
+        } else {
+            continue;
+        };
+        let value = trim_ows(h.value);
+        let start = c.fields.len() + name.len() + 2;
+        write_field(&mut c.fields, name, value);
+        *slot = Some((start as u32, (start + value.len()) as u32));
     }
     c.fwd = Fwd::Miss;
+}
+
+/// Keeps the request's header lines for the fill, which reads the values
+/// its response varies on once the head is gone. After `prepare`, for a
+/// request that goes upstream; the validators' places stay as noted.
+pub(crate) fn keep_fields(c: &mut CacheReq, req: &RequestHead<'_, '_>) {
+    if !c.on {
+        return;
+    }
+    for h in req.headers {
+        write_field(&mut c.fields, h.name.as_bytes(), trim_ows(h.value));
+    }
 }
 
 fn add_key_part(key: &mut Vec<u8>, part: &KeyPart, req: &RequestHead<'_, '_>) {
@@ -233,12 +248,21 @@ fn add_key_part(key: &mut Vec<u8>, part: &KeyPart, req: &RequestHead<'_, '_>) {
 }
 
 /// The request's value of a field it was stored under (`b""` when it has
-/// none); `accept-encoding` is the coding negotiated on compressing routes.
+/// none), from the lines `keep_fields` kept; `accept-encoding` is the
+/// coding negotiated on compressing routes.
 pub(crate) fn request_value<'a>(c: &'a CacheReq, name: &[u8]) -> &'a [u8] {
     if c.varies_on_coding && name == b"accept-encoding" {
         return c.coding.map_or(b"", |a| a.token().as_bytes());
     }
     field_value(&c.fields, name).unwrap_or(b"")
+}
+
+/// `request_value` from the request's head, while it is there.
+fn live_value<'a>(c: &'a CacheReq, req: &'a RequestHead<'_, '_>, name: &[u8]) -> &'a [u8] {
+    if c.varies_on_coding && name == b"accept-encoding" {
+        return c.coding.map_or(b"", |a| a.token().as_bytes());
+    }
+    req.header(name).map_or(b"", trim_ows)
 }
 
 impl CacheReq {
@@ -260,11 +284,16 @@ pub(crate) fn field_value<'a>(fields: &'a [u8], name: &[u8]) -> Option<&'a [u8]>
 
 /// Looks the prepared request up: in this worker's references first (no
 /// lock), then in the key's shard.
-pub(crate) fn lookup(c: &mut CacheReq, ctx: &WorkerCtx, zone: &Arc<Zone>) -> Decision {
+pub(crate) fn lookup(
+    c: &mut CacheReq,
+    ctx: &WorkerCtx,
+    zone: &Arc<Zone>,
+    req: &RequestHead<'_, '_>,
+) -> Decision {
     let zid = local::zone_id(zone);
     let now = c.request_time;
     let found = {
-        let accepts = |o: &Object| o.matches(|name| request_value(c, name));
+        let accepts = |o: &Object| o.matches(|name| live_value(c, req, name));
         let mut refs = ctx.cache_refs.borrow_mut();
         match refs.find(zid, c.hash, &c.key, accepts) {
             Some(local) => Some(local),
@@ -308,19 +337,19 @@ pub(crate) fn lookup(c: &mut CacheReq, ctx: &WorkerCtx, zone: &Arc<Zone>) -> Dec
     if c.control.only_if_cached {
         return Decision::Unsatisfiable;
     }
-    miss(c, zone, now)
+    miss(c, zone, now, req)
 }
 
 /// Nothing fresh: become the request that fetches the key, or wait for
 /// the one that is.
-fn miss(c: &mut CacheReq, zone: &Zone, now: u64) -> Decision {
+fn miss(c: &mut CacheReq, zone: &Zone, now: u64, req: &RequestHead<'_, '_>) -> Decision {
     let at = (c.hash, &c.key[..], now);
     if c.waited {
         // Once is enough: after a wait, go upstream (filling if nobody is).
         c.filling = matches!(zone.lookup(at, true, |_| false), Lookup::Fill);
         return Decision::Forward;
     }
-    match zone.lookup(at, true, |o| o.matches(|name| request_value(c, name))) {
+    match zone.lookup(at, true, |o| o.matches(|name| live_value(c, req, name))) {
         Lookup::Wait(rx) => Decision::Wait(rx),
         Lookup::Fill => {
             c.filling = true;
