@@ -237,17 +237,7 @@ fn run(
             c.record.reset(started, config.generation, c.listener, seq);
             c.body_rate = config.timeouts.min_body_rate;
             let end = serve_request(&mut c, &mut req, &ctx, &config, started).await;
-            // The logging phase: once per request, whatever its end (the
-            // admin listener's requests are neither logged nor counted; a
-            // tunnel's, once it closes).
-            let logged = c.listener_id != ADMIN_LISTENER;
-            if logged && !matches!(end, End::Tunnel(..)) {
-                let ended = Instant::now();
-                c.ended = Some(ended);
-                let sink = ctx.shared.access_log.get();
-                ctx.requests
-                    .log(&c.record, &config, (&c.facts(), ended), sink);
-            }
+            log_phase(&mut c, &ctx, &config, &end);
             cache::end_request(&mut req.cache, &config);
             match end {
                 End::KeepAlive => {}
@@ -664,6 +654,20 @@ enum Wait {
     Idle(Instant),
     /// Closed, timed out, failed or draining: close quietly.
     Close,
+}
+
+/// The logging phase: once per request, whatever its end (the admin
+/// listener's requests are neither logged nor counted; a tunnel's, once
+/// it closes). Its clock read marks the request's end.
+fn log_phase(c: &mut Client, ctx: &WorkerCtx, config: &Config, end: &End) {
+    if c.listener_id == ADMIN_LISTENER || matches!(end, End::Tunnel(..)) {
+        return;
+    }
+    let ended = Instant::now();
+    c.ended = Some(ended);
+    let sink = ctx.shared.access_log.get();
+    ctx.requests
+        .log(&c.record, config, (&c.facts(), ended), sink);
 }
 
 /// Waits for the first bytes of a request: up to the head timeout on a new

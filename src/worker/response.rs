@@ -10,7 +10,7 @@ use super::cache::fill::HeadOutcome;
 use super::cache::{self, LocalObject};
 use super::coding::{self, CodingEdits, ResponseEdits};
 use crate::cache::policy::{self, CacheStatus, Fwd};
-use crate::compress::{Algorithm, gzip_level};
+use crate::compress::{Algorithm, Encoder, gzip_level};
 
 use super::downstream::{BodyFailure, BodyLimits, Carry, Downstream, Head, HeadKind};
 use super::proxy::{Done, Exchange, Leg};
@@ -61,14 +61,7 @@ pub(super) async fn respond<D: Downstream>(
     if plan.status >= 500 && plan.kind == HeadKind::Final && cache::stale_usable(&req.cache) {
         return Ok(answer_stale(c, req, leg, &plan).await);
     }
-    if plan.status >= 400
-        && plan.kind == HeadKind::Final
-        && !req.cache.background
-        && let Some(page) = leg
-            .config
-            .routes
-            .error_page(Some(leg.ex.route), plan.status)
-    {
+    if let Some(page) = error_page(req, leg, &plan) {
         return Ok(answer_page(c, req, leg, page, &plan).await);
     }
     c.record().status = plan.status;
@@ -107,21 +100,8 @@ pub(super) async fn respond<D: Downstream>(
         }
         Some(input) => {
             let limits = limits(leg, false);
-            let rule = leg
-                .config
-                .chains
-                .get(leg.ex.route)
-                .and_then(|ch| ch.compress());
-            let level = rule.and_then(|r| r.level);
-            let gzip = plan.compress == Some(Algorithm::Gzip);
-            // A whole small body needs no streaming encoder held through
-            // the relay's waits: the worker's compressor takes it at once.
-            let mut encoder = match plan.compress {
-                Some(alg) if !Coder::gathers(gzip, &input) => {
-                    Some(leg.ctx.take_encoder(alg, level))
-                }
-                _ => None,
-            };
+            let level = compress_level(leg);
+            let mut encoder = stream_encoder(leg, &plan, &input, level);
             let coder = match (&mut encoder, plan.compress) {
                 (Some(e), _) => Coder::Stream(e),
                 (None, Some(_)) => Coder::Whole(leg.ctx, gzip_level(level)),
@@ -136,6 +116,38 @@ pub(super) async fn respond<D: Downstream>(
         }
     };
     settle(c.record(), &mut req.upbuf, &plan, relayed)
+}
+
+/// The route's configured compression level, if any.
+fn compress_level(leg: &Leg<'_>) -> Option<u32> {
+    let chain = leg.config.chains.get(leg.ex.route)?;
+    chain.compress().and_then(|r| r.level)
+}
+
+/// A streaming encoder from the worker's pool for a body that is
+/// compressed as it streams. None for an uncompressed body, and for a
+/// whole small one, which needs no encoder held through the relay's
+/// waits: the worker's compressor takes it at once.
+fn stream_encoder(
+    leg: &Leg<'_>,
+    plan: &ResponsePlan,
+    input: &BodyIn,
+    level: Option<u32>,
+) -> Option<Encoder> {
+    let alg = plan.compress?;
+    let gzip = alg == Algorithm::Gzip;
+    (!Coder::gathers(gzip, input)).then(|| leg.ctx.take_encoder(alg, level))
+}
+
+/// The route's page for an upstream's error status, which replaces its
+/// answer (not for a background refresh: the client has its answer).
+fn error_page<'c>(req: &ReqState, leg: &Leg<'c>, plan: &ResponsePlan) -> Option<&'c Respond> {
+    if plan.status < 400 || plan.kind != HeadKind::Final || req.cache.background {
+        return None;
+    }
+    leg.config
+        .routes
+        .error_page(Some(leg.ex.route), plan.status)
 }
 
 /// How the exchange ends once the body was relayed (or not).
