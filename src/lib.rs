@@ -41,6 +41,9 @@ mod rt;
 mod shared;
 #[allow(unsafe_code)]
 mod sys;
+#[cfg(test)]
+#[forbid(unsafe_code)]
+mod test_dir;
 #[forbid(unsafe_code)]
 pub mod tls;
 #[forbid(unsafe_code)]

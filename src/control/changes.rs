@@ -116,37 +116,7 @@ fn added_removed(what: &str, old: &[String], new: &[String], lines: &mut Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A directory of one test's own under the temp dir,
-    /// `ringress-{label}-{pid}-{n}`, removed with everything in it on drop
-    /// (also when the test fails).
-    struct TempDir(std::path::PathBuf);
-
-    impl TempDir {
-        fn new(label: &str) -> TempDir {
-            static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let path =
-                std::env::temp_dir().join(format!("ringress-{label}-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).expect("temp dir");
-            TempDir(path)
-        }
-    }
-
-    impl std::ops::Deref for TempDir {
-        type Target = std::path::Path;
-
-        fn deref(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_dir::TempDir;
 
     fn config(listeners: &[(&str, &str)], routes: &[&str], servers: &[&str]) -> Config {
         let mut toml = String::new();

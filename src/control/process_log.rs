@@ -243,38 +243,8 @@ impl<'a> MakeWriter<'a> for LogSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_dir::TempDir;
     use std::ffi::OsStr;
-
-    /// A directory of one test's own under the temp dir,
-    /// `ringress-{label}-{pid}-{n}`, removed with everything in it on drop
-    /// (also when the test fails).
-    struct TempDir(std::path::PathBuf);
-
-    impl TempDir {
-        fn new(label: &str) -> TempDir {
-            static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let path =
-                std::env::temp_dir().join(format!("ringress-{label}-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).expect("temp dir");
-            TempDir(path)
-        }
-    }
-
-    impl std::ops::Deref for TempDir {
-        type Target = std::path::Path;
-
-        fn deref(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     #[test]
     fn no_color_counts_only_when_not_empty() {
