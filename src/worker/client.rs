@@ -753,13 +753,12 @@ fn deferred(ctx: &WorkerCtx, listener_id: u64) -> bool {
 /// that most likely wait already with one system call: no read
 /// operation, canceller or task wake-up. None: nothing there, wait.
 fn take_waiting(c: &mut Client) -> Option<Wait> {
-    let fresh = std::mem::take(&mut c.fresh);
+    if !std::mem::take(&mut c.fresh) {
+        return None;
+    }
     let Conn::Plain(socket) = &c.stream else {
         return None;
     };
-    if !fresh {
-        return None;
-    }
     match c.inbuf.fill_now(socket.as_raw_fd(), HEAD_READ) {
         Ok(0) => Some(Wait::Close),
         Ok(_) => Some(Wait::Request),

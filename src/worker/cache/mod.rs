@@ -251,18 +251,19 @@ fn add_key_part(key: &mut Vec<u8>, part: &KeyPart, req: &RequestHead<'_, '_>) {
 /// none), from the lines `keep_fields` kept; `accept-encoding` is the
 /// coding negotiated on compressing routes.
 pub(crate) fn request_value<'a>(c: &'a CacheReq, name: &[u8]) -> &'a [u8] {
-    if c.varies_on_coding && name == b"accept-encoding" {
-        return c.coding.map_or(b"", |a| a.token().as_bytes());
-    }
-    field_value(&c.fields, name).unwrap_or(b"")
+    negotiated(c, name).unwrap_or_else(|| field_value(&c.fields, name).unwrap_or(b""))
 }
 
 /// `request_value` from the request's head, while it is there.
 fn live_value<'a>(c: &'a CacheReq, req: &'a RequestHead<'_, '_>, name: &[u8]) -> &'a [u8] {
-    if c.varies_on_coding && name == b"accept-encoding" {
-        return c.coding.map_or(b"", |a| a.token().as_bytes());
-    }
-    req.header(name).map_or(b"", trim_ows)
+    negotiated(c, name).unwrap_or_else(|| req.header(name).map_or(b"", trim_ows))
+}
+
+/// On a compressing route, the coding negotiated stands for the
+/// request's `Accept-Encoding`.
+fn negotiated<'a>(c: &'a CacheReq, name: &[u8]) -> Option<&'a [u8]> {
+    (c.varies_on_coding && name == b"accept-encoding")
+        .then(|| c.coding.map_or(&b""[..], |a| a.token().as_bytes()))
 }
 
 impl CacheReq {
