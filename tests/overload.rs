@@ -81,6 +81,12 @@ fn check_pressure_closes_idle_first(threshold: &str) {
         assert!(!closed(c));
     }
     // Counted by reason.
+    wait_overload_closes(&p, 2);
+}
+
+/// Waits until `/metrics` counts at least `n` connections closed idle
+/// under pressure.
+fn wait_overload_closes(p: &Proxy, n: u64) {
     let unused = std::env::temp_dir().join(format!("overload-{}.toml", std::process::id()));
     let admin = p
         .handle()
@@ -97,11 +103,33 @@ fn check_pressure_closes_idle_first(threshold: &str) {
             let _ = s.read_to_string(&mut text);
             text.lines().any(|l| {
                 l.strip_prefix("ringress_connections_closed_total{reason=\"overload_idle\"} ")
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .is_some_and(|n| n >= 2)
+                    .and_then(|c| c.parse::<u64>().ok())
+                    .is_some_and(|c| c >= n)
             })
         },
     );
+}
+
+/// A connection that goes idle while the pressure is already on waits
+/// only the overload timeout from the start; closing it at the end of
+/// that wait counts as an overload close too, not as an ordinary
+/// keep-alive timeout.
+#[test]
+fn idle_wait_shortened_from_the_start_counts_as_an_overload_close() {
+    let up = Upstream::echo();
+    let p = proxy(&up, "5");
+    let mut busy: Vec<Client> = (0..4).map(|_| busy(&p)).collect();
+    // Five open: the pressure is on before this one's request ends.
+    let mut idle = served(&p);
+    wait_until(
+        "the idle connection closed under pressure",
+        Duration::from_secs(5),
+        || closed(&mut idle),
+    );
+    for c in busy.iter_mut() {
+        assert!(!closed(c));
+    }
+    wait_overload_closes(&p, 1);
 }
 
 #[test]

@@ -208,12 +208,12 @@ fn run(
                 c.park_buffers(&mut req, &ctx);
                 match await_request(&mut c, &ctx, first).await {
                     Wait::Request => {}
-                    Wait::Idle(deadline) => {
+                    Wait::Idle(deadline, overload) => {
                         req.give_back(&ctx);
                         // After a drain began nothing wakes parked
                         // connections: close instead.
                         if !ctx.drain.is_draining()
-                            && let Some(parked) = c.park(&ctx, first)
+                            && let Some(parked) = c.park(&ctx, first, overload)
                         {
                             ctx.parking.park(parked, deadline);
                         }
@@ -650,8 +650,8 @@ enum Wait {
     /// Bytes are buffered in `inbuf`.
     Request,
     /// Nothing came within `HOT_WAIT`: wait on in an `idle` task until
-    /// this deadline.
-    Idle(Instant),
+    /// this deadline (true: one `[overload]` shortened).
+    Idle(Instant, bool),
     /// Closed, timed out, failed or draining: close quietly.
     Close,
 }
@@ -680,7 +680,7 @@ async fn await_request(c: &mut Client, ctx: &WorkerCtx, first: bool) -> Wait {
     } else {
         timeouts.keepalive
     };
-    let wait = guard::idle_wait(ctx, c.active.slot(), c.listener_id, wait);
+    let (wait, overload) = guard::idle_wait(ctx, c.active.slot(), c.listener_id, wait);
     if let Some(waited) = take_waiting(c) {
         return waited;
     }
@@ -725,7 +725,7 @@ async fn await_request(c: &mut Client, ctx: &WorkerCtx, first: bool) -> Wait {
                 r = fill => r,
                 _ = settled => return Wait::Close,
             };
-            return after_cancel(read, draining, deadline);
+            return after_cancel(read, draining, (deadline, overload));
         }
         // Dropping this read on drain may lose bytes in flight: we close
         // then anyway. (TLS keeps reading here: rustls may hold bytes a
@@ -738,6 +738,13 @@ async fn await_request(c: &mut Client, ctx: &WorkerCtx, first: bool) -> Wait {
             }
         }
     };
+    if overload
+        && read
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+    {
+        guard::count_overload_closes(ctx, 1);
+    }
     waited(read)
 }
 
@@ -769,11 +776,14 @@ fn take_waiting(c: &mut Client) -> Option<Wait> {
 
 /// What a cancelled hot wait turns into: bytes that raced the cancel
 /// are a request (served with `Connection: close` during a drain); a
-/// clean cancel parks the connection, unless a drain caused it.
-fn after_cancel(read: std::io::Result<usize>, draining: bool, deadline: Instant) -> Wait {
+/// clean cancel parks the connection until `idle`'s deadline, unless a
+/// drain caused it.
+fn after_cancel(read: std::io::Result<usize>, draining: bool, idle: (Instant, bool)) -> Wait {
     match read {
         Ok(n) if n > 0 => Wait::Request,
-        Err(e) if !draining && e.raw_os_error() == Some(libc::ECANCELED) => Wait::Idle(deadline),
+        Err(e) if !draining && e.raw_os_error() == Some(libc::ECANCELED) => {
+            Wait::Idle(idle.0, idle.1)
+        }
         _ => Wait::Close,
     }
 }
@@ -788,7 +798,7 @@ fn waited(read: std::io::Result<usize>) -> Wait {
 impl Client {
     /// Gives every buffer back and keeps only what `Parked` holds. None
     /// for TLS, which never parks.
-    fn park(mut self, ctx: &WorkerCtx, first: bool) -> Option<Parked> {
+    fn park(mut self, ctx: &WorkerCtx, first: bool, overload: bool) -> Option<Parked> {
         self.recycle(ctx);
         let Client {
             stream,
@@ -808,6 +818,7 @@ impl Client {
                 active,
                 in_set: in_parking_set,
                 first,
+                overload,
             }),
             Conn::Tls(_) => {
                 debug_assert!(false, "a TLS connection never parks");
@@ -983,17 +994,17 @@ mod tests {
 
     #[test]
     fn a_cancelled_wait_keeps_bytes_that_raced_the_cancel() {
-        let deadline = Instant::now();
+        let idle = (Instant::now(), true);
         let canceled = || Err(io::Error::from_raw_os_error(libc::ECANCELED));
-        assert_eq!(after_cancel(Ok(12), false, deadline), Wait::Request);
-        assert_eq!(after_cancel(Ok(12), true, deadline), Wait::Request);
+        assert_eq!(after_cancel(Ok(12), false, idle), Wait::Request);
+        assert_eq!(after_cancel(Ok(12), true, idle), Wait::Request);
         assert_eq!(
-            after_cancel(canceled(), false, deadline),
-            Wait::Idle(deadline)
+            after_cancel(canceled(), false, idle),
+            Wait::Idle(idle.0, true)
         );
-        assert_eq!(after_cancel(canceled(), true, deadline), Wait::Close);
-        assert_eq!(after_cancel(Ok(0), false, deadline), Wait::Close);
+        assert_eq!(after_cancel(canceled(), true, idle), Wait::Close);
+        assert_eq!(after_cancel(Ok(0), false, idle), Wait::Close);
         let reset = Err(io::Error::from(io::ErrorKind::ConnectionReset));
-        assert_eq!(after_cancel(reset, false, deadline), Wait::Close);
+        assert_eq!(after_cancel(reset, false, idle), Wait::Close);
     }
 }

@@ -157,28 +157,41 @@ pub(crate) fn head_deadline(
 
 /// How long a connection may wait idle for its next request (`normal`:
 /// the keep-alive or head timeout), shortened to `[overload]
-/// keepalive_timeout` while its listener is under pressure.
+/// keepalive_timeout` while its listener is under pressure; true when it
+/// was (a close at the end of that wait counts as `overload_idle`).
 pub(crate) fn idle_wait(
     ctx: &WorkerCtx,
     slot: Option<&ConnSlot>,
     listener_id: u64,
     normal: Duration,
-) -> Duration {
+) -> (Duration, bool) {
     let Some(slot) = slot else {
-        return normal;
+        return (normal, false);
     };
     let config = ctx.snapshot().1;
     let Some(l) = listener(&config, listener_id) else {
-        return normal;
+        return (normal, false);
     };
     let overload = &config.overload;
-    if overload
+    let pressed = overload
         .keepalive_threshold
-        .passed(slot.listener().open(), l.caps.max_conns)
-    {
-        normal.min(overload.keepalive_timeout)
+        .passed(slot.listener().open(), l.caps.max_conns);
+    if pressed && overload.keepalive_timeout < normal {
+        (overload.keepalive_timeout, true)
     } else {
-        normal
+        (normal, false)
+    }
+}
+
+/// Counts connections closed at the end of an idle wait that `[overload]`
+/// had shortened (see `idle_wait`): closed idle under pressure as much as
+/// the ones the tick closes early.
+pub(crate) fn count_overload_closes(ctx: &WorkerCtx, closed: usize) {
+    if closed > 0 {
+        ctx.requests
+            .metrics
+            .borrow_mut()
+            .conn_closed(ConnClosed::OverloadIdle, closed as u64);
     }
 }
 
@@ -209,10 +222,5 @@ pub(crate) fn close_idle_under_pressure(ctx: &WorkerCtx, now: Instant) {
         };
         passed(slot.listener().open(), l.caps.max_conns)
     });
-    if closed > 0 {
-        ctx.requests
-            .metrics
-            .borrow_mut()
-            .conn_closed(ConnClosed::OverloadIdle, closed as u64);
-    }
+    count_overload_closes(ctx, closed);
 }

@@ -220,7 +220,7 @@ async fn ticker(ctx: Rc<WorkerCtx>, mut listening_for: u64, release_memory: Opti
             listening_for = generation;
         }
         let now = Instant::now();
-        ctx.parking.expire(now);
+        guard::count_overload_closes(&ctx, ctx.parking.expire(now));
         guard::close_idle_under_pressure(&ctx, now);
         let exits = ctx.requests.exits.snapshot();
         ctx.shared.counters.publish(ctx.id, exits);

@@ -43,6 +43,8 @@ pub(crate) struct Parked {
     pub in_set: bool,
     /// No request was served yet on the connection.
     pub first: bool,
+    /// `[overload]` shortened its deadline (`guard::idle_wait`).
+    pub overload: bool,
 }
 
 struct Entry {
@@ -173,14 +175,16 @@ impl Parking {
     }
 
     /// Closes every parked connection whose deadline is at or before
-    /// `now`.
-    pub fn expire(&self, now: Instant) {
+    /// `now`; returns how many of them had it shortened by `[overload]`.
+    pub fn expire(&self, now: Instant) -> usize {
         if self.next_due.get().is_none_or(|due| now < due) {
-            return;
+            return 0;
         }
         let mut next: Option<Instant> = None;
+        let mut overload = 0;
         self.entries.borrow_mut().retain(|_, entry| {
             if entry.deadline <= now {
+                overload += usize::from(entry.parked.overload);
                 false
             } else {
                 next = Some(next.map_or(entry.deadline, |n| n.min(entry.deadline)));
@@ -190,6 +194,7 @@ impl Parking {
         // `retain` dropped the expired entries, closing their sockets and
         // releasing their drain guards.
         self.next_due.set(next);
+        overload
     }
 
     /// Closes the parked connections `pick` chooses that were parked
