@@ -11,6 +11,9 @@
 #   * varnish: varnishd -b origin -s malloc,256m, thread_pools=1, the whole
 #     process pinned with taskset
 #   * ringress: --threads 1, [cache.main] max_size 256MiB on the route
+#   * floor (FLOOR=1, the default): floor.c, a fixed-answer epoll server
+#     that holds both objects and does nothing else: the req/s the load
+#     side allows and the CPU per request of the TCP work alone
 # each proxy on PROXY_CPU. Each object is fetched through each proxy until
 # it is stored, and a probe checks the proxy's hit mark (X-Cache-Status HIT,
 # two ids in X-Varnish, Cache-Status: ringress; hit). Then ROUNDS rounds of
@@ -27,7 +30,7 @@
 #                                                 # wrk pipelines 4 requests per connection
 #
 # Knobs: DURATION [10] WARMUP [3] ROUNDS [3] CONNS [64] PIPELINE [1] PORT_BASE [19780]
-# SKIP_RINGRESS SKIP_BUILD RINGRESS_BIN KEEP_TMP RESULTS_DIR
+# FLOOR [1] SKIP_RINGRESS SKIP_BUILD RINGRESS_BIN KEEP_TMP RESULTS_DIR
 # [bench-scripts/results] VARNISH_POOL_MIN [CONNS+36]
 # PROXY_CPU / BACKEND_CPU / WRK_CPU (cpu-placement.sh).
 # Exits non-zero only when setup fails or a proxy serves no hits; a missed
@@ -39,8 +42,10 @@ NEED_VARNISH=1
 # shellcheck source=bench-scripts/vs-lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/vs-lib.sh"
 
+FLOOR=${FLOOR:-1}
 NGINX_PORT=$((PORT_BASE + 2)) VARNISH_PORT=$((PORT_BASE + 3)) RINGRESS_PORT=$((PORT_BASE + 4))
-check_ports_free "$ORIGIN_PORT" "$ORIGIN_NOLOG_PORT" "$NGINX_PORT" "$VARNISH_PORT" "$RINGRESS_PORT"
+FLOOR_PORT=$((PORT_BASE + 5))
+check_ports_free "$ORIGIN_PORT" "$ORIGIN_NOLOG_PORT" "$NGINX_PORT" "$VARNISH_PORT" "$RINGRESS_PORT" "$FLOOR_PORT"
 build_ringress
 
 start_origin
@@ -62,13 +67,19 @@ upstream = "origin"
 cache = { zone = "main" }'
     PROXIES+=(ringress)
 fi
+if [[ $FLOOR == 1 ]]; then
+    start_floor floor "$FLOOR_PORT"
+    PROXIES+=(floor)
+fi
 
 declare -A S_PATH=([hit-small]=$SMALL_PATH [hit-64k]=$LARGE_PATH)
 SCENARIOS=(hit-small hit-64k)
 for s in "${SCENARIOS[@]}"; do
     for p in "${PROXIES[@]}"; do
         warm "$p" "${S_PATH[$s]}"
-        probe "$s" "$p" "${S_PATH[$s]}" --expect-hit
+        hit=(--expect-hit)
+        [[ $p == floor ]] && hit=() # no cache: it holds the objects
+        probe "$s" "$p" "${S_PATH[$s]}" ${hit[@]+"${hit[@]}"}
         if ((WARMUP > 0)); then
             log "warm-up: $s $p, ${WARMUP}s"
             wrk_run "$TMP/warmup-$s-$p.txt" "$WARMUP" "$p" "${S_PATH[$s]}"
@@ -86,9 +97,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 mapfile -t META < <(meta_common)
+FLOOR_META=()
+[[ $FLOOR == 1 ]] && FLOOR_META=("floor=bench-scripts/floor.c: one thread, epoll, both objects in memory, answers with one read and one writev and nothing else (no cache, no header edits, no log): a reference for what the load side allows, not a proxy")
 report "title=cache hits: ringress vs nginx proxy_cache vs Varnish, one worker each" \
     "objects=hit-small: ${SMALL_BYTES} B text/plain; hit-64k: ${LARGE_BYTES} B application/octet-stream; both Cache-Control: max-age=3600" \
     "nginx=proxy_cache in /dev/shm (levels=1:2, max_size=256m), sendfile off (faster than on for these hits here), open_file_cache, upstream keepalive" \
     "varnish=varnishd -b origin -s malloc,256m -p thread_pools=1 -p thread_pool_min=$VARNISH_POOL_MIN -p thread_pool_max=1000, built-in VCL" \
     "ringress=--threads 1, [cache.main] max_size=256MiB max_object=8MiB, route cache = { zone = \"main\" }" \
+    ${FLOOR_META[@]+"${FLOOR_META[@]}"} \
     "${META[@]}"

@@ -96,6 +96,9 @@ class IsHit(unittest.TestCase):
         self.assertFalse(vs_report.is_hit("ringress", {"cache-status": "other; hit"}))
         self.assertFalse(vs_report.is_hit("ringress", {}))
 
+    def test_floor_has_no_cache(self):
+        self.assertIsNone(vs_report.is_hit("floor", {"cache-status": "ringress; hit"}))
+
 
 class HtmlPage(unittest.TestCase):
     def test_deterministic_size_and_compressible_like_html(self):
@@ -154,6 +157,22 @@ class Summarize(unittest.TestCase):
         s = vs_report.summarize(recs, "cache")
         self.assertEqual({r["ratio"] for r in s["ratios"]}, {None})
         self.assertIn("| hit-small | ringress / nginx | n/a | ≥ 1.5 | n/a | n/a |", vs_report.render(s, "cache", {}))
+
+    def test_floor_rows_carry_no_goal(self):
+        recs = [run("hit-small", "nginx", 1, 100, us=10), run("hit-small", "ringress", 1, 140, us=7),
+                run("hit-small", "floor", 1, 145, us=6), probe("hit-small", "floor", 100, hit=None)]
+        s = vs_report.summarize(recs, "cache")
+        ratios = {(r["proxy"], r["baseline"]): r for r in s["ratios"]}
+        self.assertAlmostEqual(ratios[("floor", "nginx")]["ratio"], 1.45)
+        self.assertIsNone(ratios[("floor", "nginx")]["met"])
+        self.assertAlmostEqual(ratios[("ringress", "floor")]["cpu_ratio"], 6 / 7)
+        self.assertIsNone(ratios[("ringress", "floor")]["goal"])
+        # The goals are still ringress's alone.
+        self.assertFalse(ratios[("ringress", "nginx")]["met"])
+        self.assertTrue(all(h["ok"] for h in s["hit_checks"]))
+        text = vs_report.render(s, "cache", {})
+        self.assertIn("| hit-small | floor / nginx | 1.450 | - | n/a | 1.667 |", text)
+        self.assertIn("ceiling of any req/s ratio", text)
 
     def test_origin_requests_in_a_hit_run_fail_the_hit_check(self):
         recs = [run("hit-small", "nginx", 1, 100, origin=3), run("hit-small", "nginx", 2, 100)]

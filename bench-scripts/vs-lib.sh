@@ -355,6 +355,25 @@ EOF
     wait_http "$1" "$2" "$SMALL_PATH" $! "$dir/ringress.log"
 }
 
+# The floor (floor.c): a fixed-answer epoll server with the origin's small
+# and large objects in memory, pinned to PROXY_CPU like the proxies. It
+# does the least any server must (read, find the head's end and the path,
+# write), so its req/s is what the load side allows here and its CPU per
+# request what the kernel's TCP work costs alone.
+start_floor() { # name port
+    local dir=$TMP/$1 www=$TMP/origin/www
+    mkdir -p "$dir"
+    command -v cc >/dev/null 2>&1 || apt_install gcc libc6-dev || die "no C compiler for floor.c"
+    cc -O2 -o "$dir/floor" "$SCRIPT_DIR/floor.c" 2>"$dir/cc.log" || die "floor.c did not build: $(cat "$dir/cc.log")"
+    log "$1: floor.c on $HOST:$2 (cpu $PROXY_CPU)"
+    taskset -c "$PROXY_CPU" "$dir/floor" "$2" "$SMALL_PATH" "$www$SMALL_PATH" "$LARGE_PATH" "$www$LARGE_PATH" \
+        >"$dir/floor.log" 2>&1 &
+    SERVER_PID[$1]=$!
+    SERVER_PORT[$1]=$2
+    PIDS+=($!)
+    wait_http "$1" "$2" "$SMALL_PATH" $! "$dir/floor.log"
+}
+
 stop_server() { # name: stop it and forget it
     local pid=${SERVER_PID[$1]} p keep=()
     stop_pid "$pid"

@@ -56,7 +56,10 @@ GOALS = {
         ("gzip-hit", "ringress", "nginx", 1.5),
     ],
 }
-PROXY_ORDER = ["nginx", "varnish", "ringress"]
+PROXY_ORDER = ["nginx", "varnish", "ringress", "floor"]
+# floor.c (cache-vs.sh): no proxy, a fixed-answer server that does the least
+# any server must; its rows show the load side's ceiling.
+FLOOR = "floor"
 # Compressed sizes further apart than this are not the same work.
 SIZE_BAND = 0.10
 
@@ -131,7 +134,10 @@ def is_hit(proxy, headers):
     varnish: X-Varnish holds two transaction ids on a hit (this request's
     and the one that stored the object), one on a miss or pass.
     ringress: Cache-Status (RFC 9246) `ringress; hit`.
+    floor: None (it has no cache; it holds the objects).
     """
+    if proxy == FLOOR:
+        return None
     if proxy == "nginx":
         return headers.get("x-cache-status", "").strip().upper() == "HIT"
     if proxy == "varnish":
@@ -297,6 +303,9 @@ def summarize(records, bench):
         for base in PROXY_ORDER:
             if base != "ringress" and (s, base) in by and (s, "ringress") in by:
                 pairs.setdefault(("ringress", base), None)
+        if (s, FLOOR) in by and (s, "nginx") in by:
+            # The most any server could show against nginx in this setup.
+            pairs.setdefault((FLOOR, "nginx"), None)
         for (p, base), goal in pairs.items():
             a, b = by.get((s, p)), by.get((s, base))
             if not a or not b:
@@ -366,6 +375,11 @@ def render(summary, bench, meta):
     lines += ["", "proxy core busy %: req/s × CPU µs/req of each run, median. Well under 100 %, the proxy was not"
               " what limited req/s (wrk's core or the rest of the machine was), and the CPU µs/req ratio is the"
               " proxy-side comparison."]
+    if any(r["proxy"] == FLOOR for r in summary["ratios"]):
+        lines += ["", "floor / nginx: what a server that does nothing but read and write gets against nginx here, the"
+                  " ceiling of any req/s ratio in this setup. ringress / floor: how near ringress comes to it"
+                  " (req/s), and floor CPU / ringress CPU: the share of ringress's CPU per request that is the"
+                  " kernel's TCP work any server pays."]
     if summary["size_checks"]:
         lines.append("")
         for s in summary["size_checks"]:
