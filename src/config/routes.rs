@@ -85,6 +85,9 @@ fn safe_escaped_slashes(route: &Route, chain: &Chain) -> EscapedSlashes {
     }
 }
 
+/// Reads one `[[routes]]` entry: its matchers, filter chain, limits and
+/// action; `None` when a reference or matcher is wrong or no action works
+/// (the problems are in `p`).
 fn route(
     t: &mut TableReader<'_>,
     p: &mut Problems,
@@ -96,19 +99,63 @@ fn route(
     let name = t
         .str(p, "name")
         .map_or_else(|| format!("route{index}"), str::to_string);
-    let mut ok = true;
+    let listener_ids = listener_ids(t, p, listeners);
+    let hosts = hosts(t, p);
+    let path = path_match(t, p);
+    let methods = methods(t, p);
+    let headers = header_matches(t, p);
+    let query = query_matches(t, p);
+    let chain = chain(t, p, (zones, limits), base, (&name, filters));
+    let max_body_size = t.size(p, "max_body_size").unwrap_or(default_body_limit);
+    let access_log = t.bool(p, "access_log").unwrap_or(true);
+    let action = action(t, p, path.as_ref(), upstreams);
+    let (Some(listener_ids), Some(hosts), Some(path), Some(methods), Some(action)) =
+        (listener_ids, hosts, path, methods, action)
+    else {
+        return None;
+    };
+    let route = Route {
+        name,
+        listeners: listener_ids,
+        hosts,
+        path,
+        methods,
+        headers,
+        query,
+        max_body_size,
+        access_log,
+        escaped_slashes: EscapedSlashes::Keep,
+        error_pages: Arc::default(),
+        action,
+    };
+    Some((route, chain))
+}
 
-    let mut listener_ids = Vec::new();
+/// `listeners`: the index of each listener named; `None` when one is not
+/// defined (each such name is reported).
+fn listener_ids(
+    t: &mut TableReader<'_>,
+    p: &mut Problems,
+    listeners: &[String],
+) -> Option<Vec<usize>> {
+    let mut ok = true;
+    let mut ids = Vec::new();
     for l in t.strings(p, "listeners").unwrap_or_default() {
         match listeners.iter().position(|x| x == l) {
-            Some(i) => listener_ids.push(i),
+            Some(i) => ids.push(i),
             None => {
                 p.add(t.key_path("listeners"), format!("no listener named `{l}`"));
                 ok = false;
             }
         }
     }
+    ok.then_some(ids)
+}
 
+/// `host`: the host patterns (any host when unset); `None` when one does
+/// not parse (each is reported).
+fn hosts(t: &mut TableReader<'_>, p: &mut Problems) -> Option<Vec<HostMatch>> {
+    let mut ok = true;
     let mut hosts = Vec::new();
     for h in t.strings(p, "host").unwrap_or_else(|| vec!["*"]) {
         match HostMatch::parse(h) {
@@ -119,8 +166,13 @@ fn route(
             }
         }
     }
+    ok.then_some(hosts)
+}
 
-    let path = match (t.str(p, "path_prefix"), t.str(p, "path_exact")) {
+/// `path_prefix` or `path_exact` (at most one; `/` as a prefix when
+/// neither is set).
+fn path_match(t: &mut TableReader<'_>, p: &mut Problems) -> Option<PathMatch> {
+    match (t.str(p, "path_prefix"), t.str(p, "path_exact")) {
         (Some(_), Some(_)) => {
             p.add(
                 t.key_path("path_exact"),
@@ -131,8 +183,13 @@ fn route(
         (Some(s), None) => check_path(s, &t.key_path("path_prefix"), p).map(PathMatch::Prefix),
         (None, Some(s)) => check_path(s, &t.key_path("path_exact"), p).map(PathMatch::Exact),
         (None, None) => Some(PathMatch::Prefix(b"/".to_vec())),
-    };
+    }
+}
 
+/// `methods`, upper-cased; `None` when one is not a method name (each is
+/// reported).
+fn methods(t: &mut TableReader<'_>, p: &mut Problems) -> Option<Vec<Vec<u8>>> {
+    let mut ok = true;
     let mut methods = Vec::new();
     for m in t.strings(p, "methods").unwrap_or_default() {
         if m.is_empty() || !m.bytes().all(crate::http::fields::is_tchar) {
@@ -141,7 +198,12 @@ fn route(
         }
         methods.push(m.to_ascii_uppercase().into_bytes());
     }
+    ok.then_some(methods)
+}
 
+/// `headers = { NAME = VALUE }` then `header_present = [NAME]`: the request
+/// fields a route matches on, names lower-cased.
+fn header_matches(t: &mut TableReader<'_>, p: &mut Problems) -> Vec<HeaderMatch> {
     let mut headers = Vec::new();
     if let Some(mut h) = t.table(p, "headers") {
         for key in h.keys() {
@@ -162,7 +224,12 @@ fn route(
             value: None,
         });
     }
+    headers
+}
 
+/// `query = { NAME = VALUE }` then `query_present = [NAME]`: the query
+/// parameters a route matches on, names as written.
+fn query_matches(t: &mut TableReader<'_>, p: &mut Problems) -> Vec<HeaderMatch> {
     let mut query = Vec::new();
     if let Some(mut q) = t.table(p, "query") {
         for key in q.keys() {
@@ -180,27 +247,7 @@ fn route(
             value: None,
         });
     }
-    let chain = chain(t, p, (zones, limits), base, (&name, filters));
-
-    let max_body_size = t.size(p, "max_body_size").unwrap_or(default_body_limit);
-    let access_log = t.bool(p, "access_log").unwrap_or(true);
-    let action = action(t, p, path.as_ref(), upstreams);
-    let complete = ok && path.is_some() && action.is_some();
-    let route = Route {
-        name,
-        listeners: listener_ids,
-        hosts,
-        path: path.unwrap_or(PathMatch::Prefix(b"/".to_vec())),
-        methods,
-        headers,
-        query,
-        max_body_size,
-        access_log,
-        escaped_slashes: EscapedSlashes::Keep,
-        error_pages: Arc::default(),
-        action: action.unwrap_or(Action::Respond(Respond::new(404, b"", ""))),
-    };
-    complete.then_some((route, chain))
+    query
 }
 
 /// The route's filter chain, in phase order: the address list first (a
