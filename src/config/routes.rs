@@ -444,26 +444,65 @@ fn regex_rewrite(t: &mut TableReader<'_>, p: &mut Problems) -> Option<PathRewrit
     })
 }
 
+/// Reads the route's one action (`upstream`, `redirect` or `respond`) and
+/// the path rewrite that goes with `upstream`; `None` unless exactly one
+/// action is set and it is valid.
 fn action(
     t: &mut TableReader<'_>,
     p: &mut Problems,
     path: Option<&PathMatch>,
     upstreams: &[String],
 ) -> Option<Action> {
+    let chosen = action_count(t, p);
+    let rewrite = path_rewrite(t, p, path);
+    let proxy = proxy_action(t, p, path, upstreams, rewrite);
+    let redirect = redirect_action(t, p);
+    let respond = respond_action(t, p);
+    // At most one of these is `Some` when exactly one action key is set.
+    if chosen == 1 {
+        respond.or(redirect).or(proxy)
+    } else {
+        None
+    }
+}
+
+/// How many of the action keys are set; anything but one is reported
+/// unless a misspelt action key will be.
+fn action_count(t: &TableReader<'_>, p: &mut Problems) -> usize {
     const ACTIONS: [&str; 3] = ["upstream", "redirect", "respond"];
-    let chosen: Vec<&str> = ACTIONS.into_iter().filter(|k| t.has(k)).collect();
+    let chosen = ACTIONS.into_iter().filter(|k| t.has(k)).count();
     // A misspelt action is reported as an unknown key with the action
     // suggested; "needs an action" would say the same thing again.
     let misspelt = t
         .keys()
         .iter()
         .any(|k| !ACTIONS.contains(&k.as_str()) && did_you_mean(k, ACTIONS.into_iter()).is_some());
-    if chosen.len() > 1 || (chosen.is_empty() && !misspelt) {
+    if chosen > 1 || (chosen == 0 && !misspelt) {
         p.add(
             &t.path,
             "needs exactly one action: upstream, redirect or respond",
         );
     }
+    chosen
+}
+
+/// The path-rewrite keys of a route, as read (checked by `path_rewrite`).
+struct RewriteKeys<'a> {
+    /// `strip_prefix`.
+    strip: bool,
+    /// `rewrite_prefix`.
+    prefix: Option<&'a str>,
+    /// `rewrite = { regex, to }`.
+    regex: Option<PathRewrite>,
+}
+
+/// Reads `strip_prefix`, `rewrite_prefix` and `rewrite`, and checks that
+/// at most one is set, on an upstream route, with what it needs.
+fn path_rewrite<'a>(
+    t: &mut TableReader<'a>,
+    p: &mut Problems,
+    path: Option<&PathMatch>,
+) -> RewriteKeys<'a> {
     let strip = t.bool(p, "strip_prefix").unwrap_or(false);
     let rewrite = t.str(p, "rewrite_prefix");
     let regex_rewrite = regex_rewrite(t, p);
@@ -508,77 +547,91 @@ fn action(
             "path rewrites only apply to upstream routes",
         );
     }
-    let mut result = None;
-    if let Some(name) = t.str(p, "upstream") {
-        match upstreams.iter().position(|u| u == name) {
-            Some(upstream) => {
-                let rewrite = match (path, strip, rewrite) {
-                    (Some(PathMatch::Prefix(m)), true, _) => PathRewrite::Prefix {
-                        matched: m.clone(),
-                        replacement: Vec::new(),
-                    },
-                    (Some(PathMatch::Prefix(m)), _, Some(r)) => PathRewrite::Prefix {
-                        matched: m.clone(),
-                        replacement: r.as_bytes().to_vec(),
-                    },
-                    _ => regex_rewrite.unwrap_or(PathRewrite::None),
-                };
-                result = Some(Action::Proxy { upstream, rewrite });
-            }
-            None => p.add(
-                t.key_path("upstream"),
-                format!("no upstream named `{name}` (define [upstreams.{name}])"),
-            ),
-        }
+    RewriteKeys {
+        strip,
+        prefix: rewrite,
+        regex: regex_rewrite,
     }
-    if let Some(mut r) = t.table(p, "redirect") {
-        let status = r.int(p, "status", 0, 999).unwrap_or(302) as u16;
-        if ![301, 302, 303, 307, 308].contains(&status) {
-            p.add(
-                r.key_path("status"),
-                format!("{status} is not a redirect status (301, 302, 303, 307, 308)"),
-            );
-        }
-        match r.str(p, "to") {
-            Some(to)
-                if !to.is_empty() && !to.bytes().any(|b| b.is_ascii_control() || b == b' ') =>
-            {
-                result = Some(Action::Redirect(Redirect {
-                    status,
-                    to: to.as_bytes().to_vec(),
-                }));
-            }
-            _ => p.add(
-                r.key_path("to"),
-                "needs a target URL without spaces or control characters",
-            ),
-        }
-        r.finish(p);
+}
+
+/// `upstream = "NAME"`: proxy to that group, with the route's rewrite.
+fn proxy_action(
+    t: &mut TableReader<'_>,
+    p: &mut Problems,
+    path: Option<&PathMatch>,
+    upstreams: &[String],
+    rewrite: RewriteKeys<'_>,
+) -> Option<Action> {
+    let name = t.str(p, "upstream")?;
+    let Some(upstream) = upstreams.iter().position(|u| u == name) else {
+        p.add(
+            t.key_path("upstream"),
+            format!("no upstream named `{name}` (define [upstreams.{name}])"),
+        );
+        return None;
+    };
+    let rewrite = match (path, rewrite.strip, rewrite.prefix) {
+        (Some(PathMatch::Prefix(m)), true, _) => PathRewrite::Prefix {
+            matched: m.clone(),
+            replacement: Vec::new(),
+        },
+        (Some(PathMatch::Prefix(m)), _, Some(r)) => PathRewrite::Prefix {
+            matched: m.clone(),
+            replacement: r.as_bytes().to_vec(),
+        },
+        _ => rewrite.regex.unwrap_or(PathRewrite::None),
+    };
+    Some(Action::Proxy { upstream, rewrite })
+}
+
+/// `redirect = { status, to }`.
+fn redirect_action(t: &mut TableReader<'_>, p: &mut Problems) -> Option<Action> {
+    let mut r = t.table(p, "redirect")?;
+    let status = r.int(p, "status", 0, 999).unwrap_or(302) as u16;
+    if ![301, 302, 303, 307, 308].contains(&status) {
+        p.add(
+            r.key_path("status"),
+            format!("{status} is not a redirect status (301, 302, 303, 307, 308)"),
+        );
     }
-    if let Some(mut r) = t.table(p, "respond") {
-        let status = r.int(p, "status", 200, 599).unwrap_or(200) as u16;
-        let body = r.str(p, "body").unwrap_or("");
-        if (status == 204 || status == 304) && !body.is_empty() {
-            p.add(
-                r.key_path("body"),
-                format!("a {status} response has no body"),
-            );
+    let mut action = None;
+    match r.str(p, "to") {
+        Some(to) if !to.is_empty() && !to.bytes().any(|b| b.is_ascii_control() || b == b' ') => {
+            action = Some(Action::Redirect(Redirect {
+                status,
+                to: to.as_bytes().to_vec(),
+            }));
         }
-        let content_type = r
-            .str(p, "content_type")
-            .unwrap_or("text/plain; charset=utf-8");
-        if content_type.bytes().any(|b| b.is_ascii_control()) {
-            p.add(
-                r.key_path("content_type"),
-                "must not contain control characters",
-            );
-        }
-        result = Some(Action::Respond(Respond::new(
-            status,
-            body.as_bytes(),
-            content_type,
-        )));
-        r.finish(p);
+        _ => p.add(
+            r.key_path("to"),
+            "needs a target URL without spaces or control characters",
+        ),
     }
-    if chosen.len() == 1 { result } else { None }
+    r.finish(p);
+    action
+}
+
+/// `respond = { status, body, content_type }`: a fixed answer.
+fn respond_action(t: &mut TableReader<'_>, p: &mut Problems) -> Option<Action> {
+    let mut r = t.table(p, "respond")?;
+    let status = r.int(p, "status", 200, 599).unwrap_or(200) as u16;
+    let body = r.str(p, "body").unwrap_or("");
+    if (status == 204 || status == 304) && !body.is_empty() {
+        p.add(
+            r.key_path("body"),
+            format!("a {status} response has no body"),
+        );
+    }
+    let content_type = r
+        .str(p, "content_type")
+        .unwrap_or("text/plain; charset=utf-8");
+    if content_type.bytes().any(|b| b.is_ascii_control()) {
+        p.add(
+            r.key_path("content_type"),
+            "must not contain control characters",
+        );
+    }
+    let action = Action::Respond(Respond::new(status, body.as_bytes(), content_type));
+    r.finish(p);
+    Some(action)
 }
