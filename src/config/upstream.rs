@@ -42,6 +42,7 @@ pub(super) fn upstreams(
     (out, names)
 }
 
+/// Reads one `[upstreams.NAME]` table into its group.
 fn upstream_group(
     t: &mut TableReader<'_>,
     p: &mut Problems,
@@ -49,6 +50,58 @@ fn upstream_group(
     base: &Path,
     geo: &mut Geo,
 ) -> UpstreamGroup {
+    let (mut specs, addrs) = server_specs(t, p, geo);
+    let tls = upstream_tls(t, p, &mut specs, base);
+    let servers = expand(&specs, &addrs);
+    let resolve_interval = t.duration(p, "resolve_interval");
+    if resolve_interval.is_some_and(|d| d < std::time::Duration::from_secs(1)) {
+        p.add(t.key_path("resolve_interval"), "must be at least 1s");
+    }
+    let host_header = host_header(t, p);
+    let balance = balance(t, p);
+    let maglev = maglev_for(&balance, &servers);
+    let send_proxy_protocol = send_proxy_protocol(t, p);
+    let regional = servers.iter().any(|s| s.region.is_some());
+    let health_check = health_check(t, p);
+    let outlier = outlier(t, p);
+    let retries = t.int(p, "retries", 0, 100).unwrap_or(3) as u32;
+    let retry_on = retry_on(t, p);
+    let retry_budget = retry_budget(t, p);
+    let timeouts = timeouts(t, p);
+    UpstreamGroup {
+        name,
+        servers,
+        specs,
+        resolve_interval,
+        resolve_timeout: timeouts.resolve,
+        host_header,
+        connect_timeout: timeouts.connect,
+        response_timeout: timeouts.response,
+        io_timeout: timeouts.io,
+        idle_timeout: timeouts.idle,
+        tunnel_idle_timeout: timeouts.tunnel_idle,
+        max_idle_per_server: t.int(p, "max_idle_per_server", 0, 100_000).unwrap_or(1024) as usize,
+        max_response_head_size: max_response_head_size(t, p),
+        tls,
+        send_proxy_protocol,
+        regional,
+        balance,
+        maglev,
+        health_check,
+        outlier,
+        retries,
+        retry_on,
+        retry_budget,
+    }
+}
+
+/// Reads `servers` and resolves each entry: the specs, and each spec's
+/// addresses (none for a name that did not resolve, which is reported).
+fn server_specs(
+    t: &mut TableReader<'_>,
+    p: &mut Problems,
+    geo: &mut Geo,
+) -> (Vec<ServerSpec>, Vec<Vec<SocketAddr>>) {
     let mut specs = Vec::new();
     match t.array(p, "servers") {
         Some([]) => p.add(t.key_path("servers"), "needs at least one server"),
@@ -73,28 +126,30 @@ fn upstream_group(
             }
         }
     }
-    let mut specs: Vec<ServerSpec> = specs.into_iter().map(|(_, s)| s).collect();
+    let specs: Vec<ServerSpec> = specs.into_iter().map(|(_, s)| s).collect();
     if !specs.is_empty() && specs.iter().all(|s| s.template.backup) {
         p.add(
             t.key_path("servers"),
             "needs at least one server that is not a backup",
         );
     }
-    let tls = upstream_tls(t, p, &mut specs, base);
-    let servers = expand(&specs, &addrs);
-    let resolve_interval = t.duration(p, "resolve_interval");
-    if resolve_interval.is_some_and(|d| d < std::time::Duration::from_secs(1)) {
-        p.add(t.key_path("resolve_interval"), "must be at least 1s");
-    }
+    (specs, addrs)
+}
+
+/// `host_header`: the Host sent upstream instead of the client's.
+fn host_header(t: &mut TableReader<'_>, p: &mut Problems) -> Option<Vec<u8>> {
     let host_header = t.str(p, "host_header").map(|h| h.as_bytes().to_vec());
     if let Some(h) = &host_header
         && (h.is_empty() || crate::http::fields::split_host(h).is_none())
     {
         p.add(t.key_path("host_header"), "is not a valid Host value");
     }
-    let balance = balance(t, p);
-    let maglev = maglev_for(&balance, &servers);
-    let send_proxy_protocol = match t.str(p, "send_proxy_protocol") {
+    host_header
+}
+
+/// `send_proxy_protocol = "v1" | "v2"`, if set.
+fn send_proxy_protocol(t: &mut TableReader<'_>, p: &mut Problems) -> Option<ProxyVersion> {
+    match t.str(p, "send_proxy_protocol") {
         None => None,
         Some("v1") => Some(ProxyVersion::V1),
         Some("v2") => Some(ProxyVersion::V2),
@@ -105,13 +160,13 @@ fn upstream_group(
             );
             None
         }
-    };
-    let regional = servers.iter().any(|s| s.region.is_some());
-    let health_check = health_check(t, p);
-    let outlier = outlier(t, p);
-    let retries = t.int(p, "retries", 0, 100).unwrap_or(3) as u32;
-    let retry_on = retry_on(t, p);
-    let retry_budget = match t.raw("retry_budget") {
+    }
+}
+
+/// `retry_budget`: the share of requests that may be retries (0.2 unless
+/// set to a number from 0 to 1).
+fn retry_budget(t: &mut TableReader<'_>, p: &mut Problems) -> f64 {
+    match t.raw("retry_budget") {
         None => 0.2,
         Some(v) => match v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
             Some(b) if (0.0..=1.0).contains(&b) => b,
@@ -120,7 +175,21 @@ fn upstream_group(
                 0.2
             }
         },
-    };
+    }
+}
+
+/// A group's timeouts.
+struct Timeouts {
+    resolve: Duration,
+    connect: Duration,
+    response: Duration,
+    io: Duration,
+    idle: Duration,
+    tunnel_idle: Duration,
+}
+
+/// Reads the `*_timeout` keys (each greater than zero), in this order.
+fn timeouts(t: &mut TableReader<'_>, p: &mut Problems) -> Timeouts {
     let mut timeout = |key: &str, default: u64| {
         let d = t.duration(p, key).unwrap_or(Duration::from_secs(default));
         if d.is_zero() {
@@ -128,30 +197,13 @@ fn upstream_group(
         }
         d
     };
-    UpstreamGroup {
-        name,
-        servers,
-        specs,
-        resolve_interval,
-        resolve_timeout: timeout("resolve_timeout", 5),
-        host_header,
-        connect_timeout: timeout("connect_timeout", 5),
-        response_timeout: timeout("response_timeout", 60),
-        io_timeout: timeout("io_timeout", 60),
-        idle_timeout: timeout("idle_timeout", 30),
-        tunnel_idle_timeout: timeout("tunnel_idle_timeout", 3600),
-        max_idle_per_server: t.int(p, "max_idle_per_server", 0, 100_000).unwrap_or(1024) as usize,
-        max_response_head_size: max_response_head_size(t, p),
-        tls,
-        send_proxy_protocol,
-        regional,
-        balance,
-        maglev,
-        health_check,
-        outlier,
-        retries,
-        retry_on,
-        retry_budget,
+    Timeouts {
+        resolve: timeout("resolve_timeout", 5),
+        connect: timeout("connect_timeout", 5),
+        response: timeout("response_timeout", 60),
+        io: timeout("io_timeout", 60),
+        idle: timeout("idle_timeout", 30),
+        tunnel_idle: timeout("tunnel_idle_timeout", 3600),
     }
 }
 
