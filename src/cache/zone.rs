@@ -132,11 +132,14 @@ impl Zone {
         Lookup::Fill
     }
 
-    /// Marks a key as being fetched by a background refresh; false when
-    /// another fetch of it is already under way.
-    pub fn begin_refresh(&self, hash: u64, key: &[u8]) -> bool {
+    /// Marks a key as being fetched by a background refresh of `stale`;
+    /// false when another fetch of it is already under way, or when
+    /// `stale` is no longer stored (a refresh completed since the asker
+    /// found it: looked at under the shard's lock, which that refresh's
+    /// store held while it killed `stale`).
+    pub fn begin_refresh(&self, hash: u64, key: &[u8], stale: &Object) -> bool {
         let mut shard = self.shard(hash);
-        if shard.fill_mut(hash, key).is_some() {
+        if !stale.is_alive() || shard.fill_mut(hash, key).is_some() {
             return false;
         }
         shard.fills.push(Fill {
@@ -277,4 +280,51 @@ fn shard_budget(max_bytes: u64, shards: usize) -> usize {
 /// through an update that matters), so its data is used as is.
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::object::ObjectParts;
+    use crate::cache::policy::Lifetime;
+    use crate::http::encode::FieldLines;
+
+    fn object(body: &[u8]) -> Arc<Object> {
+        Arc::new(Object::new(ObjectParts {
+            status: 200,
+            reason: b"OK"[..].into(),
+            fields: FieldLines::new(Vec::new()),
+            body: Arc::new(body.to_vec()),
+            vary: Box::default(),
+            etag: None,
+            last_modified: None,
+            response_time: 0,
+            initial_age: 0,
+            life: Lifetime {
+                fresh: 0,
+                stale_while_revalidate: 60,
+                stale_if_error: 0,
+                must_revalidate: false,
+                no_cache: false,
+            },
+        }))
+    }
+
+    #[test]
+    fn one_background_refresh_per_stored_object() {
+        let zone = Zone::new("z", 1 << 20, 1 << 20, 2);
+        let (hash, key) = (7, &b"k"[..]);
+        let v1 = object(b"v1");
+        zone.put(hash, key, v1.clone());
+        assert!(zone.begin_refresh(hash, key, &v1));
+        // Another stale request while the refresh runs: no second fetch.
+        assert!(!zone.begin_refresh(hash, key, &v1));
+        // The refresh stores v2 and ends the fetch.
+        let v2 = object(b"v2");
+        zone.complete(hash, key, Some(v2.clone()), None);
+        // A request that found v1 before that (another worker) must not
+        // start a fetch for what was just refreshed.
+        assert!(!zone.begin_refresh(hash, key, &v1));
+        assert!(zone.begin_refresh(hash, key, &v2));
+    }
 }

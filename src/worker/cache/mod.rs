@@ -291,6 +291,18 @@ pub(crate) fn lookup(
     zone: &Arc<Zone>,
     req: &RequestHead<'_, '_>,
 ) -> Decision {
+    lookup_once(c, ctx, zone, req, false)
+}
+
+/// `lookup`; `again`: this is the second look, after the stale object
+/// found first was replaced before its refresh could begin.
+fn lookup_once(
+    c: &mut CacheReq,
+    ctx: &WorkerCtx,
+    zone: &Arc<Zone>,
+    req: &RequestHead<'_, '_>,
+    again: bool,
+) -> Decision {
     let zid = local::zone_id(zone);
     let now = c.request_time;
     let found = {
@@ -317,7 +329,12 @@ pub(crate) fn lookup(
                 };
             }
             Use::StaleWhileRevalidate => {
-                let refresh = zone.begin_refresh(c.hash, &c.key);
+                let refresh = zone.begin_refresh(c.hash, &c.key, &local.object);
+                // A refresh stored a newer object since this one was
+                // found: that one is most likely fresh.
+                if !refresh && !again && !local.object.is_alive() {
+                    return lookup_once(c, ctx, zone, req, true);
+                }
                 // The refresh completes the fetch it registered.
                 c.filling = refresh;
                 return Decision::Hit {
