@@ -102,46 +102,46 @@ static int pick(const char *head, size_t len) {
     return n_answers;
 }
 
-/* Writes queued answers; 0 when all went or the socket is full, -1 on error. */
+/* One writev of every queued answer (the first perhaps partly sent
+ * already); what it did not take waits for EPOLLOUT. 0 on success or a
+ * full socket, -1 on error. */
 static int flush(int fd, struct conn *c) {
-    while (c->queued > 0) {
-        struct iovec iov[2 * QUEUE];
-        int n = 0;
-        size_t skip = c->sent;
-        for (int i = 0; i < c->queued; i++) {
-            struct answer *a = &answers[c->queue[i]];
-            char *parts[2] = {a->head, a->body};
-            size_t lens[2] = {a->head_len, a->body_len};
-            for (int k = 0; k < 2; k++) {
-                if (skip >= lens[k]) {
-                    skip -= lens[k];
-                    continue;
-                }
-                iov[n].iov_base = parts[k] + skip;
-                iov[n].iov_len = lens[k] - skip;
-                skip = 0;
-                n++;
+    if (c->queued == 0)
+        return 0;
+    struct iovec iov[2 * QUEUE];
+    int n = 0;
+    size_t skip = c->sent;
+    for (int i = 0; i < c->queued; i++) {
+        struct answer *a = &answers[c->queue[i]];
+        char *parts[2] = {a->head, a->body};
+        size_t lens[2] = {a->head_len, a->body_len};
+        for (int k = 0; k < 2; k++) {
+            if (skip >= lens[k]) {
+                skip -= lens[k];
+                continue;
             }
+            iov[n].iov_base = parts[k] + skip;
+            iov[n].iov_len = lens[k] - skip;
+            skip = 0;
+            n++;
         }
-        ssize_t w = writev(fd, iov, n);
-        if (w < 0)
-            return errno == EAGAIN ? 0 : -1;
-        size_t done = c->sent + (size_t)w;
-        int k = 0;
-        while (k < c->queued) {
-            struct answer *a = &answers[c->queue[k]];
-            size_t whole = a->head_len + a->body_len;
-            if (done < whole)
-                break;
-            done -= whole;
-            k++;
-        }
-        memmove(c->queue, c->queue + k, (size_t)(c->queued - k) * sizeof c->queue[0]);
-        c->queued -= k;
-        c->sent = done;
-        if (c->queued > 0)
-            return 0; /* partly sent: wait for room */
     }
+    ssize_t w = writev(fd, iov, n);
+    if (w < 0)
+        return errno == EAGAIN ? 0 : -1;
+    size_t done = c->sent + (size_t)w;
+    int k = 0;
+    while (k < c->queued) {
+        struct answer *a = &answers[c->queue[k]];
+        size_t whole = a->head_len + a->body_len;
+        if (done < whole)
+            break;
+        done -= whole;
+        k++;
+    }
+    memmove(c->queue, c->queue + k, (size_t)(c->queued - k) * sizeof c->queue[0]);
+    c->queued -= k;
+    c->sent = done;
     return 0;
 }
 
